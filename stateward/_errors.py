@@ -1,0 +1,157 @@
+"""Every error stateward raises, in one tree.
+
+```
+StatewardError(Exception)
+├── InvalidPathError(+ValueError)       a path or pattern that cannot be parsed
+├── InvalidValueError(+ValueError)      a value that is not strict JSON
+├── InvalidActionError(+ValueError)     a message field or option with a bad value
+├── DuplicateNameError(+ValueError)     a subscriber name already in use
+├── ActionRejectedError                 the tree refused an action; nothing changed
+│   ├── PathConflictError               into a scalar, index out of range, ...
+│   ├── PathNotFoundError(+KeyError)    Delete(..., missing_ok=False) of nothing
+│   └── RevisionMismatchError           a Transaction's if_revision did not hold
+├── StateClosedError                    you stopped it: the handle is closed
+└── StateBrokenError                    it died under you: crashed or cancelled
+```
+
+Every error keeps its structured parts as attributes (``.path``, ``.reason``,
+...) and builds its message from them, so that a caller can both read the text
+and act on the fields.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActionRejectedError",
+    "DuplicateNameError",
+    "InvalidActionError",
+    "InvalidPathError",
+    "InvalidValueError",
+    "PathConflictError",
+    "PathNotFoundError",
+    "RevisionMismatchError",
+    "StateBrokenError",
+    "StateClosedError",
+    "StatewardError",
+]
+
+
+class StatewardError(Exception):
+    """The root of every error stateward raises."""
+
+
+class InvalidPathError(StatewardError, ValueError):
+    """A path or pattern cannot be parsed.
+
+    Raised at the sender, when a message is built, never inside the actor.
+
+    Attributes:
+        path: The path as it was given.
+        reason: Which rule it broke.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"invalid path {_short(path)}: {reason}")
+
+
+class InvalidValueError(StatewardError, ValueError):
+    """A value is not strict JSON (NaN, bytes, a set, a non-str key, too deep...).
+
+    Attributes:
+        where: Where in the value the problem is, as a path of keys and indices.
+        reason: Which rule it broke.
+    """
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        at = f" at {where}" if where else ""
+        super().__init__(f"invalid JSON value{at}: {reason}")
+
+
+class InvalidActionError(StatewardError, ValueError):
+    """A message field has the wrong type or value (other than a path or value).
+
+    Attributes:
+        field: The field's name.
+        reason: Which rule it broke.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid {field!r}: {reason}")
+
+
+class DuplicateNameError(StatewardError, ValueError):
+    """A subscriber name is already taken on this state actor.
+
+    Attributes:
+        name: The name that was asked for.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a subscriber named {name!r} already exists")
+
+
+class ActionRejectedError(StatewardError):
+    """The tree refused to apply an action; nothing was changed.
+
+    Attributes:
+        path: The path (dot or slash form) where applying failed.
+        reason: Why.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot apply at {path!r}: {reason}")
+
+
+class PathConflictError(ActionRejectedError):
+    """The path runs into something it cannot go through.
+
+    For example descending into a scalar, a non-numeric segment on a list, or a
+    list index past the end.
+    """
+
+
+class PathNotFoundError(ActionRejectedError, KeyError):
+    """A path that must exist does not (``Delete(..., missing_ok=False)``)."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would repr() the message; keep the plain text.
+        return ActionRejectedError.__str__(self)
+
+
+class RevisionMismatchError(ActionRejectedError):
+    """A Transaction's ``if_revision`` did not match the current revision.
+
+    Attributes:
+        expected: The revision the transaction asked for.
+        actual: The revision the state was at.
+    """
+
+    def __init__(self, expected: int, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__("", f"if_revision={expected} but the state is at {actual}")
+
+
+class StateClosedError(StatewardError):
+    """The state actor was stopped (by you); the handle accepts nothing more."""
+
+
+class StateBrokenError(StatewardError):
+    """The state actor died while you were using it (it did not stop cleanly)."""
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = len(value) if isinstance(value, str | tuple | list) else len(text)
+    return f"{text[: limit - 5]}...{text[-1]} (length {size})"

@@ -1,0 +1,756 @@
+"""The state actor: one task owns the tree, applies actions, routes events.
+
+Start it in a task group you own::
+
+    state = await tg.start(StateActor(initial={...}).run)
+
+or let :func:`open_state` own one::
+
+    async with open_state(initial={...}) as state:
+        ...
+
+Both give a :class:`StateHandle`. Every action goes through one bounded
+mailbox and is applied by one task, in arrival order; each action that changes
+something gets the next revision; the events of an action are routed to the
+matching subscribers' own mailboxes before the next action is applied, so
+every subscriber sees changes in revision order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final, overload
+
+import anyio
+import attrs
+
+from .._errors import (
+    ActionRejectedError,
+    DuplicateNameError,
+    InvalidActionError,
+    StateBrokenError,
+    StateClosedError,
+)
+from .._json import JSON, copy_json, json_equal, own_json
+from ..messages.acks import AckReport, ResultCode
+from ..messages.actions import Action
+from ..messages.events import StateChanged
+from ..paths import PathLike, format_path, parse_path, parse_pattern
+from ..tree import MISSING, Tree
+from ._ack import AckCollector
+from .subscriber import Handler, Overflow, Subscriber, SubscriberStatistics, _Delivery
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from anyio.abc import TaskGroup, TaskStatus
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from ..paths import PatternTrie, Segments
+    from ..tree import Change
+
+__all__ = [
+    "Receipt",
+    "StateActor",
+    "StateHandle",
+    "StateStatistics",
+    "Subscription",
+    "open_state",
+]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_BATCH: Final = 256  # most actions applied between two deliveries to subscribers
+_EMPTY_REPORT: Final = AckReport(ResultCode.ALL_SUBS_SUCCESS, (), ())
+
+
+class _NoPublicConstructor(type):
+    """Objects that users only receive: ``Cls()`` raises, ``Cls._create()`` works."""
+
+    def __call__(cls, *args: object, **kwargs: object) -> None:
+        msg = f"{cls.__module__}.{cls.__qualname__} has no public constructor"
+        raise TypeError(msg)
+
+    def _create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
+        return super().__call__(*args, **kwargs)  # type: ignore[misc, no-any-return]
+
+
+def _check_size(_inst: object, attr: attrs.Attribute[int], value: object) -> None:
+    if type(value) is not int or value < 1:
+        raise InvalidActionError(attr.name, f"must be an int >= 1 (got {value!r})")
+
+
+@final
+@attrs.define(eq=False)
+class StateActor:
+    """The actor that owns a state tree; :meth:`run` it in a task group.
+
+    Args:
+        initial: The starting tree (any JSON value; ``{}`` when None). It is
+            copied: later changes to your object are not seen.
+        mailbox_size: How many actions may wait to be applied. Senders beyond
+            it wait in :meth:`StateHandle.send` (backpressure).
+    """
+
+    initial: JSON = attrs.field(default=None, kw_only=True, converter=own_json)
+    mailbox_size: int = attrs.field(default=64, kw_only=True, validator=_check_size)
+
+    async def run(
+        self, *, task_status: TaskStatus[StateHandle] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the actor until :meth:`StateHandle.stop` or cancellation.
+
+        Meant for ``await tg.start(actor.run)``, which returns the handle once
+        the actor is ready to take actions. The subscriber actors run in a task
+        group inside this one, so they never outlive it.
+        """
+        tx, rx = anyio.create_memory_object_stream[_Request](self.mailbox_size)
+        finished: anyio.Event | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                core = _Core(Tree(self.initial), tg, rx)
+                finished = core.finished
+                handle = StateHandle._create(core, tx)
+                task_status.started(handle)
+                try:
+                    await core.loop()
+                except BaseException as exc:
+                    # Cancelled or crashed: whoever still waits must hear of it.
+                    core.broken = exc
+                    raise
+                finally:
+                    core.shut_down()
+                await core.wait_subscribers()
+                tg.cancel_scope.cancel()
+        finally:
+            tx.close()
+            rx.close()
+            if finished is not None:
+                finished.set()
+
+
+class _Request:
+    """One action in the mailbox, and the slot its sender waits on."""
+
+    __slots__ = ("action", "done", "error", "receipt")
+
+    def __init__(self, action: Action | None) -> None:
+        self.action = action  # None: the stop marker
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+        self.receipt: Receipt | None = None
+
+
+class _Core:
+    """The actor's state, shared by its task and the handle (one event loop)."""
+
+    def __init__(
+        self, tree: Tree, tg: TaskGroup, rx: MemoryObjectReceiveStream[_Request]
+    ) -> None:
+        from ..paths import PatternTrie
+
+        self.tree = tree
+        self.tg = tg
+        self.rx = rx
+        self.trie: PatternTrie[Subscriber] = PatternTrie()
+        self.subscribers: dict[str, Subscriber] = {}
+        self.stoppers = 0  # subscribers with stop_bubbling
+        self.outbox: list[tuple[Subscriber, _Delivery]] = []
+        self.batch: list[_Request] = []  # taken from the mailbox, maybe not answered
+        self.closed = False
+        self.broken: BaseException | None = None
+        self.stop_timeout: float | None = 5.0
+        self.finished = anyio.Event()
+        self.applied = 0
+        self.rejected = 0
+        self.unnamed = 0
+
+    async def loop(self) -> None:
+        rx = self.rx
+        while True:
+            self.batch = batch = [await rx.receive()]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(rx.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            stop_at = -1
+            for i, request in enumerate(batch):
+                if request.action is None:
+                    stop_at = i
+                    break
+                self.process(request)
+                # Answer at once (a crash later in the batch must not turn an
+                # applied action into a refused one). Senders run only after the
+                # next checkpoint, and learn the result before the subscribers
+                # get their events: read-your-writes holds already, and a slow
+                # subscriber on BLOCK delays the next actions, not this receipt.
+                request.done.set()
+            await self.flush()
+            if stop_at >= 0:
+                stopped = StateClosedError("the state actor was stopped")
+                for request in batch[stop_at + 1 :]:
+                    self.refuse(request, stopped)
+                batch[stop_at].done.set()
+                return
+
+    def process(self, request: _Request) -> None:
+        action = request.action
+        assert action is not None
+        tree = self.tree
+        try:
+            changes = tree.apply(action)
+        except ActionRejectedError as exc:
+            self.rejected += 1
+            request.error = exc
+            return
+        self.applied += 1
+        if not changes:
+            request.receipt = Receipt._create(tree.revision, False, (), action.id, None)
+            return
+        revision = tree.revision
+        routed = self.route(action, revision, changes) if len(self.trie) else None
+        if not routed:
+            request.receipt = Receipt._create(revision, True, (), action.id, None)
+            return
+        names = [sub.name for sub in routed]
+        collector = AckCollector(revision, names)
+        outbox = self.outbox
+        for sub, events in routed.items():
+            outbox.append((sub, _Delivery(revision, tuple(events), collector)))
+        request.receipt = Receipt._create(
+            revision, True, tuple(names), action.id, collector
+        )
+
+    def route(
+        self, action: Action, revision: int, changes: list[Change]
+    ) -> dict[Subscriber, list[StateChanged]]:
+        routed: dict[Subscriber, list[StateChanged]] = {}
+        for change in changes:
+            matches = self.trie.match(change.path)
+            if not matches:
+                continue
+            stop_depth = -1
+            if self.stoppers:
+                # A stopper that got this change from below (depth < len(path))
+                # hides it from every subscriber above itself.
+                n = len(change.path)
+                for sub, (depth, below) in matches.items():
+                    if sub.stop_bubbling and not below and stop_depth < depth < n:
+                        stop_depth = depth
+            event: StateChanged | None = None
+            for sub, (depth, below) in matches.items():
+                if below:
+                    if sub.literal and _unchanged_below(change, sub.segments):
+                        continue
+                elif depth < stop_depth:
+                    continue
+                if event is None:
+                    event = StateChanged(
+                        revision,
+                        format_path(change.path),
+                        change.kind,
+                        change.old,
+                        change.new,
+                        action.id,
+                        action.source,
+                        action.payload,
+                    )
+                events = routed.get(sub)
+                if events is None:
+                    routed[sub] = [event]
+                else:
+                    events.append(event)
+        return routed
+
+    async def flush(self) -> None:
+        if not self.outbox:
+            return
+        outbox, self.outbox = self.outbox, []
+        for sub, delivery in outbox:
+            if not sub.put_nowait(delivery):
+                await sub.put(delivery)
+
+    def refuse(self, request: _Request, error: BaseException) -> None:
+        request.error = error
+        request.done.set()
+
+    def shut_down(self) -> None:
+        """Refuse what is still queued and close the mailbox; wake every sender."""
+        self.closed = True
+        unanswered = [r for r in self.batch if not r.done.is_set()]
+        if self.broken is None:
+            error: Exception = StateClosedError("the state actor was stopped")
+        elif isinstance(self.broken, anyio.get_cancelled_exc_class()):
+            error = StateBrokenError("the state actor was cancelled")
+        else:
+            error = StateBrokenError(f"the state actor crashed: {self.broken!r}")
+        for request in unanswered:
+            self.refuse(request, error)
+        while True:
+            try:
+                request = self.rx.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            self.refuse(request, error)
+        self.rx.close()
+        for sub, delivery in self.outbox:
+            delivery.collector.give_up(sub.name)
+        self.outbox = []
+
+    async def wait_subscribers(self) -> None:
+        subs = list(self.subscribers.values())
+        for sub in subs:
+            sub.close(drain=True)
+        with anyio.move_on_after(self.stop_timeout):
+            for sub in subs:
+                await sub.wait_finished()
+        for sub in subs:
+            sub.close(drain=False)
+
+    def add_subscriber(self, sub: Subscriber) -> None:
+        self.subscribers[sub.name] = sub
+        self.trie.add(sub.segments, sub)
+        if sub.stop_bubbling:
+            self.stoppers += 1
+        self.tg.start_soon(sub.run, name=f"stateward subscriber {sub.name!r}")
+
+    def remove_subscriber(self, sub: Subscriber) -> None:
+        if self.subscribers.get(sub.name) is sub:
+            del self.subscribers[sub.name]
+            self.trie.remove(sub.segments, sub)
+            if sub.stop_bubbling:
+                self.stoppers -= 1
+        for delivery in [d for s, d in self.outbox if s is sub]:
+            delivery.collector.give_up(sub.name)
+        self.outbox = [(s, d) for s, d in self.outbox if s is not sub]
+        sub.close(drain=False)
+
+
+def _unchanged_below(change: Change, pattern: Segments) -> bool:
+    """Tell whether a write above a literal pattern left its value as it was."""
+    rest = pattern[len(change.path) :]
+    old = _lookup(change.old, rest)
+    new = _lookup(change.new, rest)
+    if old is MISSING or new is MISSING:
+        return old is new
+    return json_equal(old, new)
+
+
+def _lookup(value: JSON, rest: Segments) -> object:
+    tree = Tree.__new__(Tree)
+    tree._box = [value]
+    return tree.lookup(rest)
+
+
+@final
+class Receipt(metaclass=_NoPublicConstructor):
+    """The result of one applied action, returned by :meth:`StateHandle.send`.
+
+    Holding a receipt costs nothing; :meth:`acks` may be awaited by any number
+    of tasks, any number of times.
+    """
+
+    __slots__ = ("_collector", "action_id", "changed", "revision", "subscribers")
+
+    def __init__(
+        self,
+        revision: int,
+        changed: bool,
+        subscribers: tuple[str, ...],
+        action_id: str,
+        collector: AckCollector | None,
+    ) -> None:
+        self.revision = revision
+        """The revision after the action (unchanged when it changed nothing)."""
+        self.changed = changed
+        """Whether the action changed anything (an equal write does not)."""
+        self.subscribers = subscribers
+        """Names of the subscribers that were sent its events and will be asked."""
+        self.action_id = action_id
+        """The action's id."""
+        self._collector = collector
+
+    def __repr__(self) -> str:
+        return (
+            f"<Receipt rev={self.revision} changed={self.changed} "
+            f"subscribers={list(self.subscribers)}>"
+        )
+
+    async def acks(self, timeout: float | None = None) -> AckReport:
+        """Wait for every asked subscriber's Ack, or until *timeout* seconds pass.
+
+        Returns the report in both cases: a subscriber that did not answer in
+        time, or whose event was dropped by its overflow policy, is listed in
+        ``missing``. Cancelling this wait loses nothing: the Acks keep being
+        collected, and the next call sees them. Always a checkpoint.
+
+        Args:
+            timeout: Seconds to wait at most; None waits until every
+                subscriber answered or gave up.
+        """
+        if self._collector is None:
+            await anyio.lowlevel.checkpoint()
+            return _EMPTY_REPORT
+        return await self._collector.wait(timeout)
+
+
+@final
+@attrs.frozen
+class StateStatistics:
+    """A snapshot of the state actor's counters."""
+
+    revision: int
+    """The current revision."""
+    subscribers: int
+    """Subscribers registered now."""
+    mailbox_used: int
+    """Actions waiting in the mailbox."""
+    mailbox_size: int
+    """The mailbox's bound."""
+    senders_waiting: int
+    """Senders blocked because the mailbox is full."""
+    applied: int
+    """Actions applied (including those that changed nothing)."""
+    rejected: int
+    """Actions rejected with an ActionRejectedError."""
+
+
+@final
+class Subscription(metaclass=_NoPublicConstructor):
+    """A live subscription, returned by :meth:`StateHandle.subscribe`.
+
+    Also an async context manager that unsubscribes on exit.
+    """
+
+    __slots__ = ("_core", "_sub", "start_revision")
+
+    def __init__(self, core: _Core, sub: Subscriber, start_revision: int) -> None:
+        self._core = core
+        self._sub = sub
+        self.start_revision = start_revision
+        """The revision when it started: it receives every change after it."""
+
+    @property
+    def name(self) -> str:
+        """The subscriber's unique name (used in Acks and reports)."""
+        return self._sub.name
+
+    @property
+    def pattern(self) -> str:
+        """The pattern it was registered with."""
+        return self._sub.pattern
+
+    def __repr__(self) -> str:
+        return repr(self._sub).replace("<Subscriber", "<Subscription", 1)
+
+    def statistics(self) -> SubscriberStatistics:
+        """Return a snapshot of the subscriber's counters (never blocks)."""
+        return self._sub.statistics()
+
+    async def unsubscribe(self) -> None:
+        """Stop the subscriber and wait until its task has ended.
+
+        No event is delivered after this starts; a handler running now is
+        cancelled; queued deliveries are reported as missing to their senders.
+        Idempotent.
+        """
+        self._core.remove_subscriber(self._sub)
+        await self._sub.wait_finished()
+
+    async def __aenter__(self) -> Subscription:
+        """Return the subscription itself."""
+        await anyio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Unsubscribe."""
+        await self.unsubscribe()
+
+
+@final
+class StateHandle(metaclass=_NoPublicConstructor):
+    """What a running :class:`StateActor` gives you: send, read, subscribe, stop.
+
+    Every method may be called from any task on the actor's event loop (not
+    from other threads: use :class:`~stateward.Store` there). Async methods
+    are checkpoints; sync ones never block.
+    """
+
+    __slots__ = ("_core", "_tx")
+
+    def __init__(self, core: _Core, tx: MemoryObjectSendStream[_Request]) -> None:
+        self._core = core
+        self._tx = tx
+
+    def __repr__(self) -> str:
+        stats = self.statistics()
+        return (
+            f"<StateHandle rev={stats.revision} subscribers={stats.subscribers} "
+            f"mailbox={stats.mailbox_used}/{stats.mailbox_size}"
+            f"{' closed' if self._core.closed else ''}>"
+        )
+
+    @property
+    def revision(self) -> int:
+        """The current revision (the last action that changed something)."""
+        return self._core.tree.revision
+
+    async def send(self, action: Action) -> Receipt:
+        """Send *action* and return once the state actor has applied it.
+
+        Order: actions are applied in the order they enter the mailbox. After
+        ``send`` returns, every read sees the write. When the mailbox is full,
+        this waits (backpressure); see :meth:`send_nowait`.
+
+        Cancellation: cancelled before the mailbox accepted the action, it is
+        not applied. Cancelled after, it is still applied, whole (you just do
+        not get the receipt). Never half-applied.
+
+        Raises:
+            ActionRejectedError: The tree could not apply it; nothing changed.
+            StateClosedError: The actor was stopped before it applied it.
+            StateBrokenError: The actor crashed.
+            InvalidActionError: *action* is not an action.
+        """
+        request = self._request(action)
+        # Cancelled already? Then do not enqueue. (A cheap check, not a yield:
+        # waiting for the result below is this call's checkpoint.)
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        try:
+            try:
+                self._tx.send_nowait(request)
+            except anyio.WouldBlock:
+                await self._tx.send(request)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise self._closed_error() from None
+        return await self._result(request)
+
+    async def send_nowait(self, action: Action) -> Receipt:
+        """Send *action* if the mailbox has room now, else raise ``anyio.WouldBlock``.
+
+        Then wait until it is applied, as :meth:`send`. For producers that
+        prefer shedding load to waiting.
+
+        Raises:
+            anyio.WouldBlock: The mailbox is full; the action was not sent.
+        """
+        request = self._request(action)
+        try:
+            self._tx.send_nowait(request)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise self._closed_error() from None
+        return await self._result(request)
+
+    def _request(self, action: Action) -> _Request:
+        if self._core.closed:
+            raise self._closed_error()
+        if not isinstance(cast("object", action), Action) or type(action) is Action:
+            reason = f"expected an action such as Set or Delete, got {action!r}"
+            raise InvalidActionError("action", reason)
+        return _Request(action)
+
+    async def _result(self, request: _Request) -> Receipt:
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.receipt is not None
+        return request.receipt
+
+    def _closed_error(self) -> Exception:
+        broken = self._core.broken
+        if broken is not None:
+            if isinstance(broken, anyio.get_cancelled_exc_class()):
+                return StateBrokenError("the state actor was cancelled")
+            return StateBrokenError(f"the state actor crashed: {broken!r}")
+        return StateClosedError("the state actor was stopped")
+
+    @overload
+    async def get(self, path: PathLike = "") -> JSON: ...
+    @overload
+    async def get(self, path: PathLike, default: JSON) -> JSON: ...
+    async def get(self, path: PathLike = "", default: JSON = None) -> JSON:
+        """Return a private copy of the value at *path*, or *default* if missing.
+
+        A checkpoint; see :meth:`get_nowait` for the synchronous form.
+        """
+        await anyio.lowlevel.checkpoint()
+        return self.get_nowait(path, default)
+
+    def get_nowait(self, path: PathLike = "", default: JSON = None) -> JSON:
+        """Return a private copy of the value at *path*, or *default* (never blocks).
+
+        Consistent: the state actor applies every action without yielding, so
+        a read never sees half an action. Costs O(depth + size of the value).
+
+        Raises:
+            InvalidPathError: *path* cannot be parsed.
+        """
+        found = self._core.tree.lookup(parse_path(path))
+        return default if found is MISSING else copy_json(found)
+
+    async def subscribe(
+        self,
+        pattern: PathLike,
+        handler: Handler,
+        *,
+        name: str | None = None,
+        overflow: Overflow = Overflow.BLOCK,
+        mailbox_size: int = 64,
+        block_timeout: float = 1.0,
+        handler_timeout: float | None = None,
+        stop_bubbling: bool = False,
+    ) -> Subscription:
+        """Start a subscriber actor for *pattern* and return its subscription.
+
+        It receives every change after the current revision whose path
+        matches *pattern*, is below it (bubbling), or replaced it from above,
+        one delivery per action, in revision order. Each delivery is answered
+        with one Ack from *handler*'s return values.
+
+        Args:
+            pattern: A path, with ``*`` (one segment) and ``**`` (any) allowed.
+            handler: Sync or async; see :data:`~stateward.Handler`.
+            name: Unique name in Acks and reports; default: the handler's
+                name, made unique.
+            overflow: What a full mailbox does; see :class:`Overflow`.
+            mailbox_size: Deliveries that may wait for this subscriber.
+            block_timeout: With ``Overflow.BLOCK``, the longest the state actor
+                waits for room before dropping.
+            handler_timeout: Cancel a handler call after this many seconds and
+                answer ``RAS.TIMEOUT``; None: no limit.
+            stop_bubbling: Changes this subscriber receives from below are not
+                passed on to subscribers of its ancestors. Decided here, not in
+                the handler, so that no subscriber waits for another's handler.
+
+        Raises:
+            DuplicateNameError: *name* is taken.
+            InvalidPathError: *pattern* cannot be parsed.
+            StateClosedError: The actor was stopped.
+        """
+        await anyio.lowlevel.checkpoint()
+        core = self._core
+        if core.closed:
+            raise self._closed_error()
+        segments = parse_pattern(pattern)
+        if not callable(cast("object", handler)):
+            reason = f"must be callable (got {handler!r})"
+            raise InvalidActionError("handler", reason)
+        if type(mailbox_size) is not int or mailbox_size < 1:
+            reason = f"must be an int >= 1 (got {mailbox_size!r})"
+            raise InvalidActionError("mailbox_size", reason)
+        if not isinstance(cast("object", overflow), Overflow):
+            reason = f"must be an Overflow (got {overflow!r})"
+            raise InvalidActionError("overflow", reason)
+        _check_seconds("block_timeout", block_timeout)
+        if handler_timeout is not None:
+            _check_seconds("handler_timeout", handler_timeout)
+        if name is None:
+            base: str = getattr(handler, "__qualname__", type(handler).__name__)
+            core.unnamed += 1
+            name = base if base not in core.subscribers else f"{base}#{core.unnamed}"
+            while name in core.subscribers:
+                core.unnamed += 1
+                name = f"{base}#{core.unnamed}"
+        elif type(name) is not str or not name:
+            reason = f"must be a non-empty str (got {name!r})"
+            raise InvalidActionError("name", reason)
+        elif name in core.subscribers:
+            raise DuplicateNameError(name)
+        sub = Subscriber(
+            name=name,
+            pattern=format_path(segments),
+            segments=segments,
+            handler=handler,
+            overflow=overflow,
+            mailbox_size=mailbox_size,
+            block_timeout=float(block_timeout),
+            handler_timeout=None if handler_timeout is None else float(handler_timeout),
+            stop_bubbling=bool(stop_bubbling),
+        )
+        core.add_subscriber(sub)
+        return Subscription._create(core, sub, core.tree.revision)
+
+    def statistics(self) -> StateStatistics:
+        """Return a snapshot of the actor's counters (never blocks)."""
+        core = self._core
+        rx = core.rx.statistics()
+        return StateStatistics(
+            revision=core.tree.revision,
+            subscribers=len(core.subscribers),
+            mailbox_used=rx.current_buffer_used,
+            mailbox_size=int(rx.max_buffer_size),
+            senders_waiting=rx.tasks_waiting_send,
+            applied=core.applied,
+            rejected=core.rejected,
+        )
+
+    def subscriber_statistics(self) -> dict[str, SubscriberStatistics]:
+        """Return every subscriber's counters, by name (never blocks)."""
+        return {n: s.statistics() for n, s in self._core.subscribers.items()}
+
+    async def stop(self, *, timeout: float | None = 5.0) -> None:
+        """Apply what was sent before, refuse what comes after, and stop.
+
+        Every action already in the mailbox is applied and its events are
+        delivered; subscribers then get up to *timeout* seconds to handle
+        their queued deliveries before they are cancelled. Returns once the
+        actor's task has ended. Idempotent.
+
+        After ``stop`` starts, ``send`` and ``subscribe`` raise
+        :class:`StateClosedError`.
+        """
+        core = self._core
+        if not core.closed:
+            core.closed = True
+            core.stop_timeout = timeout
+            marker = _Request(None)
+            with contextlib.suppress(
+                anyio.ClosedResourceError, anyio.BrokenResourceError
+            ):
+                await self._tx.send(marker)
+        await core.finished.wait()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`stop` was called (or the actor ended)."""
+        return self._core.closed
+
+
+def _check_seconds(field: str, value: object) -> None:
+    if type(value) not in (int, float) or not 0 <= value < math.inf:  # type: ignore[operator]
+        reason = f"must be a number of seconds >= 0 (got {value!r})"
+        raise InvalidActionError(field, reason)
+
+
+@asynccontextmanager
+async def open_state(
+    initial: object = None, *, mailbox_size: int = 64
+) -> AsyncIterator[StateHandle]:
+    """Run a state actor for the duration of the ``async with`` block.
+
+    *initial* is any JSON value (``{}`` when None), validated and copied.
+
+    On a normal exit it stops gracefully (:meth:`StateHandle.stop`); on an
+    exception the actor and its subscribers are cancelled and the exception
+    propagates.
+    """
+    actor = StateActor(initial=initial, mailbox_size=mailbox_size)
+    error: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        handle: StateHandle = await tg.start(actor.run)
+        try:
+            yield handle
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, never swallowed
+            # Re-raised below, outside the task group, so that the caller gets
+            # its own exception back rather than wrapped in an ExceptionGroup.
+            error = exc
+            tg.cancel_scope.cancel()
+        else:
+            await handle.stop()
+    if error is not None:
+        raise error

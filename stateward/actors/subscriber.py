@@ -1,0 +1,360 @@
+"""Subscriber actors: one task, one bounded mailbox and one handler each.
+
+The state actor puts one delivery per action into each matching subscriber's
+mailbox (all the events of that action for this subscriber, same revision).
+The subscriber's task takes deliveries in revision order, calls the handler
+once per event, and posts one :class:`~stateward.Ack` per delivery: success
+when every call succeeded, else the first failure.
+
+When the mailbox is full, the **overflow policy** decides, and it is the only
+way a subscriber can slow anyone else down:
+
+* ``Overflow.BLOCK`` (default): the state actor waits up to ``block_timeout``
+  seconds for room (backpressure: nothing lost while the subscriber keeps up
+  within that bound). Past it, the policy falls back to dropping.
+* ``Overflow.DROP``: never wait; drop.
+
+Dropped deliveries are never a silent gap: from the first drop until the
+subscriber has caught up, every further delivery is dropped too and counted,
+and the subscriber then receives one :class:`~stateward.Resync` naming the
+range it missed. The senders' reports list a subscriber whose delivery was
+dropped under ``missing`` at once, without waiting for a timeout.
+
+Memory per subscriber is bounded by ``mailbox_size`` deliveries.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final, TypeAlias, final
+
+import anyio
+import attrs
+
+from ..messages.acks import RAS, Ack
+from ..messages.events import Resync, StateChanged
+
+if TYPE_CHECKING:
+    from ..paths import Segments
+    from ._ack import AckCollector
+
+__all__ = [
+    "Handler",
+    "Overflow",
+    "Subscriber",
+    "SubscriberStatistics",
+]
+
+logger = logging.getLogger(__name__)
+
+Handler: TypeAlias = Callable[
+    [StateChanged | Resync], "Awaitable[int | None] | int | None"
+]
+"""A sync or async callable taking an event and returning its RAS code.
+
+``None`` counts as success (so a plain ``print`` handler works), any other int
+is the code (1 = success), and raising is answered as ``RAS.ERROR`` with the
+error's text. A sync handler runs on the event loop: keep it quick.
+"""
+
+
+class Overflow(enum.Enum):
+    """What a subscriber's full mailbox does with the next delivery."""
+
+    BLOCK = "block"
+    """Make the state actor wait up to ``block_timeout`` s, then drop and Resync."""
+    DROP = "drop"
+    """Drop at once; the subscriber gets one Resync when it catches up."""
+
+
+@final
+@attrs.frozen
+class SubscriberStatistics:
+    """A snapshot of one subscriber's counters."""
+
+    name: str
+    """The subscriber's name."""
+    pattern: str
+    """Its pattern."""
+    queued: int
+    """Deliveries waiting in the mailbox now."""
+    mailbox_size: int
+    """The mailbox's bound."""
+    peak: int
+    """The most deliveries ever waiting at once."""
+    delivered: int
+    """Deliveries handled (acknowledged)."""
+    dropped: int
+    """Deliveries dropped by the overflow policy."""
+    resyncs: int
+    """Resync events handed to the handler."""
+    acks_ok: int
+    """Acks sent with success."""
+    acks_failed: int
+    """Acks sent with a failure code."""
+
+
+class _Delivery:
+    """The events of one action for one subscriber; made by the state actor."""
+
+    __slots__ = ("collector", "events", "revision")
+
+    def __init__(
+        self, revision: int, events: tuple[StateChanged, ...], collector: AckCollector
+    ) -> None:
+        self.revision = revision
+        self.events = events
+        self.collector = collector
+
+
+_CLOSED: Final = object()
+_YIELD_EVERY: Final = 16  # deliveries handled between two forced checkpoints
+
+
+@attrs.define(eq=False, repr=False)
+class Subscriber:
+    """A subscriber actor: its mailbox, its handler and the task that runs it.
+
+    Made by :meth:`StateHandle.subscribe`; users hold a :class:`Subscription`.
+    The state actor calls :meth:`put` in revision order; :meth:`run` is the
+    subscriber's own task.
+    """
+
+    name: str
+    pattern: str
+    segments: Segments
+    handler: Handler
+    overflow: Overflow
+    mailbox_size: int
+    block_timeout: float
+    handler_timeout: float | None
+    stop_bubbling: bool
+    literal: bool = attrs.field(init=False)
+    _queue: deque[_Delivery] = attrs.field(init=False, factory=deque)
+    _resync: list[int] | None = attrs.field(init=False, default=None)
+    _not_empty: anyio.Event | None = attrs.field(init=False, default=None)
+    _not_full: anyio.Event | None = attrs.field(init=False, default=None)
+    _closed: bool = attrs.field(init=False, default=False)
+    _drain: bool = attrs.field(init=False, default=True)
+    _scope: anyio.CancelScope | None = attrs.field(init=False, default=None)
+    _current: _Delivery | None = attrs.field(init=False, default=None)
+    _finished: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _peak: int = attrs.field(init=False, default=0)
+    _since_yield: int = attrs.field(init=False, default=0)
+    _delivered: int = attrs.field(init=False, default=0)
+    _dropped: int = attrs.field(init=False, default=0)
+    _resyncs: int = attrs.field(init=False, default=0)
+    _acks_ok: int = attrs.field(init=False, default=0)
+    _acks_failed: int = attrs.field(init=False, default=0)
+
+    def __attrs_post_init__(self) -> None:
+        self.literal = not any(s in ("*", "**") for s in self.segments)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Subscriber {self.name!r} pattern={self.pattern!r} "
+            f"mailbox={len(self._queue)}/{self.mailbox_size} dropped={self._dropped}>"
+        )
+
+    # -- the state actor's side ---------------------------------------------
+
+    def put_nowait(self, delivery: _Delivery) -> bool:
+        """Queue or drop *delivery* without waiting.
+
+        Returns:
+            False only when the policy is BLOCK and the mailbox is full: the
+            caller then awaits :meth:`put`.
+        """
+        if self._closed:
+            delivery.collector.give_up(self.name)
+        elif self._resync is not None:
+            self._drop(delivery)  # keep the gap contiguous until the Resync is taken
+        elif len(self._queue) < self.mailbox_size:
+            self._queue.append(delivery)
+            if len(self._queue) > self._peak:
+                self._peak = len(self._queue)
+            if self._not_empty is not None:
+                self._not_empty.set()
+                self._not_empty = None
+        elif self.overflow is Overflow.DROP:
+            self._drop(delivery)
+        else:
+            return False
+        return True
+
+    async def put(self, delivery: _Delivery) -> None:
+        """Queue *delivery*, waiting up to ``block_timeout`` for room, else drop it."""
+        with anyio.move_on_after(self.block_timeout):
+            while not self.put_nowait(delivery):
+                if self._not_full is None:
+                    self._not_full = anyio.Event()
+                await self._not_full.wait()
+            return
+        logger.warning(
+            "subscriber %r did not make room within %ss: dropping from revision %s on",
+            self.name,
+            self.block_timeout,
+            delivery.revision,
+        )
+        self._drop(delivery)
+
+    def _drop(self, delivery: _Delivery) -> None:
+        self._dropped += 1
+        delivery.collector.give_up(self.name)
+        if self._resync is None:
+            self._resync = [1, delivery.revision, delivery.revision]
+        else:
+            self._resync[0] += 1
+            self._resync[2] = delivery.revision
+        if self._not_empty is not None:  # an idle reader must learn of the gap
+            self._not_empty.set()
+            self._not_empty = None
+
+    def close(self, *, drain: bool) -> None:
+        """Stop taking deliveries; with *drain*, handle the queued ones first.
+
+        Without *drain*, the running handler is cancelled and every queued
+        delivery is given up (its senders see this subscriber as missing).
+        """
+        self._closed = True
+        self._drain = self._drain and drain
+        if not drain:
+            if self._scope is not None:
+                self._scope.cancel()
+            self._give_up_queue()
+        if self._not_empty is not None:
+            self._not_empty.set()
+            self._not_empty = None
+
+    def _give_up_queue(self) -> None:
+        while self._queue:
+            self._queue.popleft().collector.give_up(self.name)
+
+    async def wait_finished(self) -> None:
+        """Wait until the subscriber's task has ended."""
+        await self._finished.wait()
+
+    def statistics(self) -> SubscriberStatistics:
+        """Return a snapshot of the counters (never blocks)."""
+        return SubscriberStatistics(
+            name=self.name,
+            pattern=self.pattern,
+            queued=len(self._queue),
+            mailbox_size=self.mailbox_size,
+            peak=self._peak,
+            delivered=self._delivered,
+            dropped=self._dropped,
+            resyncs=self._resyncs,
+            acks_ok=self._acks_ok,
+            acks_failed=self._acks_failed,
+        )
+
+    # -- the subscriber's own task --------------------------------------------
+
+    async def run(self) -> None:
+        """Take deliveries in order and answer each with an Ack, until closed."""
+        try:
+            with anyio.CancelScope() as self._scope:
+                if self._closed and not self._drain:
+                    return
+                while True:
+                    item = await self._next()
+                    if item is _CLOSED:
+                        break
+                    if type(item) is Resync:
+                        await self._handle_resync(item)
+                    else:
+                        await self._handle(item)  # type: ignore[arg-type]
+        finally:
+            self._closed = True
+            if self._current is not None:  # cancelled mid-delivery: it has no Ack
+                self._current.collector.give_up(self.name)
+            self._give_up_queue()
+            self._finished.set()
+
+    async def _next(self) -> _Delivery | Resync | object:
+        # A busy subscriber with a sync handler must still let every other
+        # task run: yield at least every _YIELD_EVERY deliveries.
+        self._since_yield += 1
+        if self._since_yield >= _YIELD_EVERY:
+            self._since_yield = 0
+            await anyio.lowlevel.checkpoint()
+        while True:
+            if self._closed and not self._drain:
+                return _CLOSED
+            if self._queue:
+                item = self._queue.popleft()
+                # Wake a blocked state actor only once half the room is free:
+                # waking it on every pop would make the two ping-pong.
+                if self._not_full is not None and (
+                    len(self._queue) <= self.mailbox_size // 2
+                ):
+                    self._not_full.set()
+                    self._not_full = None
+                return item
+            if self._resync is not None:
+                count, first, last = self._resync
+                self._resync = None
+                return Resync(self.pattern, count, first, last)
+            if self._closed:
+                return _CLOSED
+            self._since_yield = 0
+            self._not_empty = anyio.Event()
+            await self._not_empty.wait()
+
+    async def _handle(self, delivery: _Delivery) -> None:
+        self._current = delivery
+        ras, message = 1, ""
+        for event in delivery.events:
+            code, text = await self._call(event)
+            if code != 1 and ras == 1:
+                ras, message = code, text
+        self._delivered += 1
+        if ras == 1:
+            self._acks_ok += 1
+        else:
+            self._acks_failed += 1
+        delivery.collector.post(Ack(self.name, delivery.revision, ras, message))
+        self._current = None
+
+    async def _handle_resync(self, resync: Resync) -> None:
+        self._resyncs += 1
+        code, text = await self._call(resync)
+        if code != 1:
+            logger.warning(
+                "subscriber %r failed to handle %r: %s", self.name, resync, text
+            )
+
+    async def _call(self, event: StateChanged | Resync) -> tuple[int, str]:
+        if self.handler_timeout is None:
+            try:
+                result = self.handler(event)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack; the subscriber keeps running
+                return RAS.ERROR, f"{type(exc).__name__}: {exc}"
+            return _code(result)
+        with anyio.move_on_after(self.handler_timeout) as scope:
+            try:
+                result = self.handler(event)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:  # noqa: BLE001 - as above
+                return RAS.ERROR, f"{type(exc).__name__}: {exc}"
+        if scope.cancelled_caught:
+            return RAS.TIMEOUT, f"handler took longer than {self.handler_timeout}s"
+        return _code(result)
+
+
+def _code(result: object) -> tuple[int, str]:
+    """Turn a handler's return value into (RAS code, message)."""
+    if result is None:
+        return 1, ""
+    if isinstance(result, int):
+        return int(result), ""
+    text = f"handler returned {result!r}; expected an int RAS code or None"
+    return RAS.INVALID, text

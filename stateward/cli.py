@@ -1,0 +1,188 @@
+"""The ``stateward`` command: ``stateward demo [--backend asyncio|trio]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+import anyio
+
+from . import __version__
+from ._errors import StatewardError
+from .actors.state import open_state
+from .actors.subscriber import Overflow
+from .messages.acks import RAS, ResultCode
+from .messages.actions import Merge, Set, Transaction
+from .messages.events import Resync, StateChanged
+
+if TYPE_CHECKING:
+    from .actors.state import StateHandle
+    from .messages.acks import AckReport
+
+__all__ = ["main"]
+
+PHASES = ("queued", "building", "testing", "reporting", "done")
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _codes(report: AckReport) -> str:
+    parts = []
+    for ack in report.acks:
+        name = RAS(ack.ras).name if ack.ras in RAS._value2member_map_ else str(ack.ras)
+        parts.append(f"{ack.subscriber}={name}")
+    parts.extend(f"{name}=(no answer)" for name in report.missing)
+    return " ".join(parts)
+
+
+async def demo(backend: str, *, runs: int = 3, pace: float = 0.1) -> int:
+    """Run the orchestrator scenario and print what happens; return an exit code."""
+    _say(
+        f"stateward {__version__} demo on {backend}: {runs} runs move through "
+        f"{' -> '.join(PHASES)}"
+    )
+    _say(
+        "subscriber actors: logger (every change), dashboard (slow: drops, then "
+        "resyncs), checker (fails run-2 in 'testing')\n"
+    )
+    initial = {"runs": {f"run-{i}": {"phase": "queued"} for i in range(1, runs + 1)}}
+    failures = 0
+    async with open_state(initial) as state:
+        await _subscribe_all(state)
+
+        async def worker(index: int) -> None:
+            nonlocal failures
+            run = f"run-{index}"
+            await anyio.sleep(pace * index / (runs + 1))  # staggered starts
+            for phase in PHASES[1:]:
+                await anyio.sleep(pace)
+                receipt = await state.send(
+                    Set(f"runs.{run}.phase", phase, source=f"worker/{run}")
+                )
+                report = await receipt.acks(timeout=pace * 3)
+                verdict = report.result.name
+                if report.result is ResultCode.SUB_FAILED:
+                    failures += 1
+                    why = "; ".join(
+                        f"{a.subscriber}: {a.message}" for a in report.failed
+                    )
+                    verdict += f" ({why})"
+                _say(
+                    f"  rev {receipt.revision:>2}  {run} -> {phase:<9}  "
+                    f"acks: {_codes(report):<52} {verdict}"
+                )
+
+        async with anyio.create_task_group() as tg:
+            for i in range(1, runs + 1):
+                tg.start_soon(worker, i)
+
+        receipt = await state.send(
+            Transaction(
+                [
+                    Merge("summary", {"runs": runs, "failed_checks": failures}),
+                    Set("summary.finished", True),
+                ],
+                source="orchestrator",
+            )
+        )
+        report = await receipt.acks(timeout=1)
+        _say(
+            f"\n  rev {receipt.revision:>2}  summary written in one transaction: "
+            f"{report.result.name}"
+        )
+        _say(f"\nfinal state: {await state.get('runs')}")
+        _say(f"summary: {await state.get('summary')}")
+        _say("stopping: subscribers finish what they hold, then the actor ends")
+    # After a graceful stop the counters are final.
+    stats = state.statistics()
+    _say(
+        f"\nstate actor: revision {stats.revision}, applied {stats.applied}, "
+        f"rejected {stats.rejected}"
+    )
+    for name, sub in state.subscriber_statistics().items():
+        _say(
+            f"  {name:<9} delivered {sub.delivered:>2}  dropped {sub.dropped:>2}  "
+            f"resyncs {sub.resyncs}  acks ok {sub.acks_ok:>2}  "
+            f"failed {sub.acks_failed}  peak mailbox {sub.peak}/{sub.mailbox_size}"
+        )
+    return 0
+
+
+async def _subscribe_all(state: StateHandle) -> None:
+    async def logger(event: StateChanged | Resync) -> int:
+        return RAS.SUCCESS
+
+    async def dashboard(event: StateChanged | Resync) -> int:
+        if isinstance(event, Resync):
+            runs = await state.get("runs", {})
+            count = len(runs) if isinstance(runs, dict) else 0
+            _say(
+                f"  dashboard: missed {event.dropped} update(s) up to rev "
+                f"{event.last_revision}; re-read {count} runs"
+            )
+            return RAS.SUCCESS
+        await anyio.sleep(0.25)  # a slow screen
+        return RAS.SUCCESS
+
+    def checker(event: StateChanged | Resync) -> int:
+        if (
+            isinstance(event, StateChanged)
+            and event.path == "runs.run-2.phase"
+            and event.new_value == "testing"
+        ):
+            msg = "run-2 has no test machine"
+            raise RuntimeError(msg)
+        return RAS.SUCCESS
+
+    await state.subscribe("runs.*.phase", logger, name="logger")
+    await state.subscribe(
+        "runs", dashboard, name="dashboard", overflow=Overflow.DROP, mailbox_size=2
+    )
+    await state.subscribe("runs.**", checker, name="checker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``stateward`` command."""
+    parser = argparse.ArgumentParser(
+        prog="stateward", description="An actor-based concurrent state service."
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_demo = commands.add_parser("demo", help="run the orchestrator demo")
+    run_demo.add_argument(
+        "--backend",
+        choices=["asyncio", "trio"],
+        default="asyncio",
+        help="event loop to run on (default: asyncio)",
+    )
+    run_demo.add_argument("--runs", type=int, default=3, help="runs to orchestrate")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        if args.backend == "trio":
+            try:
+                import trio  # noqa: F401
+            except ImportError:
+                print(
+                    "stateward demo --backend trio needs trio: "
+                    "pip install 'stateward[trio]'",
+                    file=sys.stderr,
+                )
+                return 2
+        if not 1 <= args.runs <= 50:
+            print("--runs must be between 1 and 50", file=sys.stderr)
+            return 2
+        try:
+            return anyio.run(
+                lambda: demo(args.backend, runs=args.runs), backend=args.backend
+            )
+        except StatewardError as exc:
+            print(f"stateward demo failed: {exc}", file=sys.stderr)
+            return 1
+    return 2  # pragma: no cover - argparse requires a command
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""Events: what subscribers receive, named in the past tense.
+
+A subscriber's handler receives :class:`StateChanged` events, or a
+:class:`Resync` when its overflow policy had to drop some (never a silent gap).
+The events of one action share its revision and arrive together, in the
+order the action made the changes.
+
+Event values are snapshots that the tree no longer references: mutating one
+cannot corrupt the state. They are shared between the subscribers of the same
+action, so treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, final
+
+import attrs
+
+if TYPE_CHECKING:
+    from .._json import JSON
+
+__all__ = ["ChangeKind", "Resync", "StateChanged"]
+
+
+class ChangeKind(enum.Enum):
+    """What happened at an event's path."""
+
+    CREATED = "created"
+    """The path did not exist before (``old_value`` is None)."""
+    UPDATED = "updated"
+    """An existing value was replaced."""
+    DELETED = "deleted"
+    """The path no longer exists (``new_value`` is None)."""
+    PINGED = "pinged"
+    """Nothing changed: a :class:`~stateward.Ping` asked to notify."""
+
+
+@final
+@attrs.frozen
+class StateChanged:
+    """One change of the state tree, as a subscriber sees it.
+
+    ``path`` is where the write happened. A subscriber normally gets the
+    changes at and below its pattern; when a write *above* it replaced the node
+    it watches (``Set("job", {...})`` for a ``"job.bins"`` subscriber), it gets
+    that event with the ancestor's path and whole values.
+    """
+
+    revision: int
+    """The revision of the action that made the change."""
+    path: str
+    """Canonical path of the change (dot form, slash form if a key has a dot)."""
+    kind: ChangeKind
+    """Created, updated, deleted or pinged."""
+    old_value: JSON
+    """The value before (None when created)."""
+    new_value: JSON
+    """The value after (None when deleted)."""
+    action_id: str
+    """The id of the action that made it."""
+    source: str | None = None
+    """The action's ``source``."""
+    payload: JSON = None
+    """The action's ``payload``."""
+
+
+@final
+@attrs.frozen
+class Resync:
+    """Some events for this subscriber were dropped by its overflow policy.
+
+    What to do: re-read what you watch (``await state.get(...)``). Every event
+    after this one is newer than everything dropped, so re-read state plus
+    the events that follow is complete.
+    """
+
+    pattern: str
+    """The subscriber's pattern: what to re-read."""
+    dropped: int
+    """How many deliveries (one per action) were dropped."""
+    first_revision: int
+    """Revision of the first dropped delivery."""
+    last_revision: int
+    """Revision of the last dropped delivery; the state you re-read is at
+    least this new."""

@@ -1,0 +1,352 @@
+"""The state tree engine: apply an action, return the changes (pure, sync, no I/O).
+
+:class:`Tree` owns a JSON document and a revision number. :meth:`Tree.apply`
+applies one action atomically: it either returns the changes it made, in
+order, or raises an :class:`ActionRejectedError` having changed nothing. It
+sits above ``messages/`` because it dispatches on action classes; the actors
+sit above it.
+
+Cost per action is O(path depth + size of the written value): the tree is
+never copied or walked as a whole. The one deep copy is of the written value,
+so the tree shares no container with a message, an event or a reader.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
+
+from ._errors import (
+    ActionRejectedError,
+    PathConflictError,
+    PathNotFoundError,
+    RevisionMismatchError,
+)
+from ._json import JSON, copy_json, json_equal, own_json
+from .messages.actions import Action, Delete, Merge, Ping, Set, Transaction
+from .messages.events import ChangeKind
+from .paths import PathLike, Segments, format_path, is_index, parse_path
+
+if TYPE_CHECKING:
+    from .messages.actions import EqualityOption
+
+__all__ = ["MISSING", "Change", "Tree"]
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final[_Missing] = _Missing()
+"""Returned by :meth:`Tree.lookup` for a path that does not exist."""
+
+_ROOT: Final = ""
+_CREATED: Final = ChangeKind.CREATED
+_UPDATED: Final = ChangeKind.UPDATED
+_DELETED: Final = ChangeKind.DELETED
+_PINGED: Final = ChangeKind.PINGED
+
+
+class Change(NamedTuple):
+    """One change made by an action, before it becomes events."""
+
+    path: Segments
+    kind: ChangeKind
+    old: JSON
+    new: JSON
+
+
+# Nodes of the document are typed Any inside this module: they hold arbitrary
+# JSON and are checked by type() at run time; the public signatures stay JSON.
+_Node = Any
+
+# An undo record: (container, key or index, previous value or MISSING, op).
+_Undo = tuple[object, object, object, int]
+_OP_SET: Final = 0  # container[key] = previous (or del container[key] if MISSING)
+_OP_POP: Final = 1  # the list grew by one: pop it
+_OP_INSERT: Final = 2  # an element was removed: insert it back
+
+
+class Tree:
+    """A JSON document with a revision number, changed only through actions.
+
+    Not thread-safe and not async: the state actor owns it, and every method
+    runs to completion without yielding, which is what makes each action
+    atomic for every other task.
+    """
+
+    __slots__ = ("_box", "revision")
+
+    def __init__(self, root: JSON | None = None, *, revision: int = 0) -> None:
+        """Create a tree holding a private copy of *root* (``{}`` when None)."""
+        # The root lives in a one-element list so that replacing it is an
+        # ordinary "container[key] = value" like any other write.
+        self._box: list[JSON] = [{} if root is None else own_json(root, "initial")]
+        self.revision = revision
+        """The revision of the last action that changed something."""
+
+    @property
+    def root(self) -> JSON:
+        """The live root value: never mutate it, never hand it out."""
+        return self._box[0]
+
+    def lookup(self, path: Segments) -> JSON | _Missing:
+        """Return the live value at *path*, or :data:`MISSING` (no copy: read-only)."""
+        node: _Node = self._box[0]
+        for seg in path:
+            t = type(node)
+            if t is dict:
+                if seg not in node:
+                    return MISSING
+                node = node[seg]
+            elif t is list and is_index(seg):
+                i = int(seg)
+                if i >= len(node):
+                    return MISSING
+                node = node[i]
+            else:
+                return MISSING
+        found: JSON = node
+        return found
+
+    def read(self, path: PathLike, default: JSON = None) -> JSON:
+        """Return a private deep copy of the value at *path*, or *default*."""
+        found = self.lookup(parse_path(path))
+        return default if isinstance(found, _Missing) else copy_json(found)
+
+    def apply(self, action: Action) -> list[Change]:
+        """Apply *action* atomically and return its changes, in order.
+
+        An action that changes nothing (an equal write, a missing delete)
+        returns ``[]`` and keeps the revision; otherwise the revision goes up
+        by one for the whole action.
+
+        Raises:
+            ActionRejectedError: The action cannot be applied; nothing changed.
+        """
+        changes: list[Change] = []
+        if type(action) is Transaction:
+            undo: list[_Undo] = []
+            try:
+                self._apply(action, changes, undo)
+            except BaseException:
+                self._rollback(undo)
+                raise
+        else:
+            # A single action raises only before its first mutation (it checks
+            # the existing nodes before creating any), so it needs no undo log.
+            self._apply(action, changes, None)
+        if changes:
+            self.revision += 1
+        return changes
+
+    def _apply(
+        self, action: Any, changes: list[Change], undo: list[_Undo] | None
+    ) -> None:
+        t = type(action)
+        if t is Set:
+            self._set(parse_path(action.path), action.value, action.eq, changes, undo)
+        elif t is Delete:
+            self._delete(parse_path(action.path), action.missing_ok, changes, undo)
+        elif t is Merge:
+            self._merge(
+                parse_path(action.path), action.mapping, action.eq, changes, undo
+            )
+        elif t is Ping:
+            path = parse_path(action.path)
+            found = self.lookup(path)
+            value = None if isinstance(found, _Missing) else copy_json(found)
+            changes.append(Change(path, _PINGED, value, value))
+        elif t is Transaction:
+            expected = action.if_revision
+            if expected is not None and expected != self.revision:
+                raise RevisionMismatchError(expected, self.revision)
+            if undo is None:
+                undo = []
+            for inner in action.actions:
+                self._apply(inner, changes, undo)
+        else:
+            reason = f"unknown action type {t.__name__}"
+            raise ActionRejectedError(_ROOT, reason)
+
+    # -- primitives ---------------------------------------------------------
+
+    def _parent(
+        self, path: Segments, *, create: bool, undo: list[_Undo] | None
+    ) -> _Node:
+        """Walk to the container of *path*'s last segment.
+
+        Existing nodes are checked before anything is created, so a rejection
+        never leaves created dicts behind. Returns None when a node is missing
+        and *create* is false.
+        """
+        node: _Node = self._box[0]
+        for depth in range(len(path) - 1):
+            seg = path[depth]
+            t = type(node)
+            if t is dict:
+                child = node.get(seg, MISSING)
+                if child is MISSING:
+                    if not create:
+                        return None
+                    child = {}
+                    node[seg] = child
+                    if undo is not None:
+                        undo.append((node, seg, MISSING, _OP_SET))
+                node = child
+            elif t is list:
+                i = _index(path, depth, len(node), allow_end=False)
+                if i is None:
+                    if not create:
+                        return None
+                    _out_of_range(path, depth, len(node))
+                node = node[i]
+            else:
+                if not create:
+                    return None
+                _not_container(path, depth, node)
+        t = type(node)
+        if t is dict or t is list:
+            return node
+        if not create:
+            return None
+        return _not_container(path, len(path) - 1, node)
+
+    def _set(
+        self,
+        path: Segments,
+        value: JSON,
+        eq: EqualityOption,
+        changes: list[Change],
+        undo: list[_Undo] | None,
+    ) -> None:
+        container: _Node
+        key: Any
+        old: _Node
+        if not path:
+            container, key, old = self._box, 0, self._box[0]
+        else:
+            container = self._parent(path, create=True, undo=undo)
+            last = path[-1]
+            if type(container) is dict:
+                key = last
+                old = container.get(last, MISSING)
+            else:
+                key = _index(path, len(path) - 1, len(container), allow_end=True)
+                if key is None:
+                    _out_of_range(path, len(path) - 1, len(container))
+                old = container[key] if key < len(container) else MISSING
+        if old is not MISSING and _equal(eq, old, value):
+            return
+        stored = copy_json(value)
+        if old is MISSING and type(container) is list:
+            container.append(stored)
+            if undo is not None:
+                undo.append((container, key, MISSING, _OP_POP))
+            changes.append(Change(path, _CREATED, None, value))
+            return
+        container[key] = stored
+        if undo is not None:
+            undo.append((container, key, old, _OP_SET))
+        if old is MISSING:
+            changes.append(Change(path, _CREATED, None, value))
+        else:
+            changes.append(Change(path, _UPDATED, old, value))
+
+    def _delete(
+        self,
+        path: Segments,
+        missing_ok: bool,
+        changes: list[Change],
+        undo: list[_Undo] | None,
+    ) -> None:
+        if not path:
+            reason = "the root cannot be deleted; Set('', {}) clears it"
+            raise PathConflictError(_ROOT, reason)
+        # Missing means what lookup() says: also a path through a scalar or a
+        # non-index segment on a list, which cannot exist either.
+        if self.lookup(path) is MISSING:
+            if missing_ok:
+                return
+            raise PathNotFoundError(format_path(path), "no such path")
+        container = self._parent(path, create=False, undo=undo)
+        last = path[-1]
+        if type(container) is dict:
+            old = container.pop(last)
+            if undo is not None:
+                undo.append((container, last, old, _OP_SET))
+        else:
+            i = int(last)
+            old = container.pop(i)
+            if undo is not None:
+                undo.append((container, i, old, _OP_INSERT))
+        changes.append(Change(path, _DELETED, old, None))
+
+    def _merge(
+        self,
+        path: Segments,
+        mapping: dict[str, JSON],
+        eq: EqualityOption,
+        changes: list[Change],
+        undo: list[_Undo] | None,
+    ) -> None:
+        target = self.lookup(path)
+        if target is MISSING:
+            self._set(path, mapping, eq, changes, undo)
+            return
+        if type(target) is not dict:
+            reason = f"Merge needs a dict here, found a {type(target).__name__}"
+            raise PathConflictError(format_path(path), reason)
+        for key, value in mapping.items():
+            self._set((*path, key), value, eq, changes, undo)
+
+    @staticmethod
+    def _rollback(undo: list[_Undo]) -> None:
+        container: _Node
+        for container, key, previous, op in reversed(undo):
+            if op == _OP_SET:
+                if previous is MISSING:
+                    del container[key]
+                else:
+                    container[key] = previous
+            elif op == _OP_POP:
+                container.pop()
+            else:
+                container.insert(key, previous)
+
+
+def _equal(eq: EqualityOption, old: JSON, new: JSON) -> bool:
+    if eq is True:
+        return json_equal(old, new)
+    if eq is False:
+        return False
+    try:
+        return bool(eq(old, new))
+    except Exception as exc:
+        # A user's eq() must not kill the actor: it rejects this action instead.
+        reason = f"the eq callable raised {type(exc).__name__}: {exc}"
+        raise ActionRejectedError(_ROOT, reason) from exc
+
+
+def _index(path: Segments, depth: int, length: int, *, allow_end: bool) -> int | None:
+    seg = path[depth]
+    if not is_index(seg):
+        reason = f"segment {seg!r} must be a list index (a list is there)"
+        raise PathConflictError(format_path(path[: depth + 1]), reason)
+    i = int(seg)
+    if i < length or (allow_end and i == length):
+        return i
+    return None
+
+
+def _out_of_range(path: Segments, depth: int, length: int) -> NoReturn:
+    reason = f"index {path[depth]} is out of range for a list of length {length}"
+    raise PathConflictError(format_path(path[: depth + 1]), reason)
+
+
+def _not_container(path: Segments, depth: int, node: object) -> NoReturn:
+    where = format_path(path[:depth]) or "the root"
+    reason = f"cannot go below {where!r}: it holds a {type(node).__name__}"
+    raise PathConflictError(format_path(path), reason)
