@@ -1,0 +1,52 @@
+"""A subscriber that never reads keeps memory bounded (isolation, L2-style)."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+import anyio
+import pytest
+
+from stateward import Overflow, Set, open_state
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("overflow", [Overflow.DROP, Overflow.BLOCK])
+async def test_a_subscriber_that_never_reads_keeps_memory_bounded(overflow):
+    stuck = anyio.Event()
+
+    async def never_returns(event):
+        await stuck.wait()
+
+    async def fast(event):
+        return None
+
+    async with open_state({}) as state:
+        slow = await state.subscribe(
+            "", never_returns, name="stuck", overflow=overflow, block_timeout=0
+        )
+        quick = await state.subscribe("", fast, name="fast")
+
+        async def burst(count, offset):
+            for i in range(count):
+                await state.send(Set(f"k{i % 100}", offset + i))
+
+        await burst(2_000, 0)  # warm up: mailboxes full, caches filled
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            await burst(8_000, 10_000)
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        stats = slow.statistics()
+        assert stats.queued <= stats.mailbox_size
+        assert stats.dropped == 10_000 - 1 - stats.mailbox_size
+        assert quick.statistics().dropped == 0
+        # an unbounded queue would hold 8,000 more deliveries here (about 2 MiB)
+        assert grown < 256 * 1024, f"grew {grown} bytes over 8,000 actions"
+        await state.stop(timeout=0)

@@ -1,0 +1,67 @@
+"""Every example and the demo run for real, in a fresh interpreter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("name", ["trio_quickstart.py", "asyncio_quickstart.py"])
+def test_quickstart_runs(name):
+    done = run(str(ROOT / "examples" / name))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    changes = [line for line in lines if line.startswith("job.sorted")]
+    # 2 changes when worker 0 writes 0 onto 0 first (no change), else 3:
+    # trio runs tasks in random order. Each change starts where the last ended.
+    assert 2 <= len(changes) <= 3
+    ends = [line.split(" -> ")[1] for line in changes]
+    starts = [line.split()[1] for line in changes]
+    assert starts == ["0", *ends[:-1]]
+    assert lines[len(changes)] == f"final: {{'bins': 10, 'sorted': {ends[-1]}}}"
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_demo_runs_and_shows_every_outcome(backend):
+    done = run("-m", "stateward.cli", "demo", "--backend", backend)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"demo on {backend}" in out
+    assert "SUB_FAILED (checker: RuntimeError: run-2 has no test machine)" in out
+    assert "ALL_SUBS_SUCCESS" in out
+    assert "summary written in one transaction: ALL_SUBS_SUCCESS" in out
+    assert "final state: {'run-1': {'phase': 'done'}" in out
+    assert "dashboard: missed" in out  # the slow subscriber dropped and resynced
+
+
+def test_demo_rejects_bad_options():
+    done = run("-m", "stateward.cli", "demo", "--runs", "0")
+    assert done.returncode == 2
+    assert "--runs must be between 1 and 50" in done.stderr
+
+
+def test_sync_portal_example_runs():
+    done = run(str(ROOT / "examples" / "sync_portal.py"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "sorted: 0",
+        "report: ALL_SUBS_SUCCESS",
+        "revision: 2",
+        "events: [('job.sorted', 1), ('job.bins', 12), ('job.sorted', 0)]",
+    ]
