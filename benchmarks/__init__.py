@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks core``. Ratios against same-run baselines."""

@@ -1,0 +1,44 @@
+"""Run a benchmark suite: ``python -m benchmarks core [--backend B] [--quick]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import anyio
+
+from . import core
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("suite", choices=["core"])
+    parser.add_argument(
+        "--backend", choices=["asyncio", "trio", "both"], default="both"
+    )
+    parser.add_argument("-n", type=int, default=20_000, help="actions per figure")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per figure (best kept)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="n=2000, repeat=1 (smoke run)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.repeat = 2_000, 1
+    backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
+    print(f"stateward core benchmark: n={args.n}, best of {args.repeat}")
+    print("| backend | figure | value |")
+    print("|---|---|---|")
+    misses = 0
+    for backend in backends:
+        out = anyio.run(core.bench, args.n, args.repeat, backend=backend)
+        for row in core.report(backend, out):
+            print(row)
+            misses += "MISSES" in row
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
