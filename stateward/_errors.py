@@ -11,7 +11,11 @@ StatewardError(Exception)
 │   ├── PathNotFoundError(+KeyError)    Delete(..., missing_ok=False) of nothing
 │   └── RevisionMismatchError           a Transaction's if_revision did not hold
 ├── StateClosedError                    you stopped it: the handle is closed
-└── StateBrokenError                    it died under you: crashed or cancelled
+├── StateBrokenError                    it died under you: crashed or cancelled
+└── PersistenceError                    the files of a persisted state
+    ├── StateLockedError                another process holds the state directory
+    ├── CorruptStateError               damage recovery must not paper over
+    └── DurabilityError                 a write or fsync failed: fail-stop
 ```
 
 Every error keeps its structured parts as attributes (``.path``, ``.reason``,
@@ -23,15 +27,19 @@ from __future__ import annotations
 
 __all__ = [
     "ActionRejectedError",
+    "CorruptStateError",
     "DuplicateNameError",
+    "DurabilityError",
     "InvalidActionError",
     "InvalidPathError",
     "InvalidValueError",
     "PathConflictError",
     "PathNotFoundError",
+    "PersistenceError",
     "RevisionMismatchError",
     "StateBrokenError",
     "StateClosedError",
+    "StateLockedError",
     "StatewardError",
 ]
 
@@ -147,6 +155,39 @@ class StateClosedError(StatewardError):
 
 class StateBrokenError(StatewardError):
     """The state actor died while you were using it (it did not stop cleanly)."""
+
+
+class PersistenceError(StatewardError):
+    """The base of every error about the files of a persisted state."""
+
+
+class StateLockedError(PersistenceError):
+    """Another process (or another open state) holds this state directory."""
+
+
+class CorruptStateError(PersistenceError):
+    """A state file is damaged in a way recovery must not paper over.
+
+    Raised for a bad record in the middle of the journal, a gap in revisions,
+    files of two different stores mixed in one directory, or no readable
+    snapshot at all. Nothing is skipped silently: the damaged file is copied
+    to the ``quarantine`` directory and left in place until you act.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class DurabilityError(PersistenceError):
+    """A journal write or fsync failed: the service stopped taking writes.
+
+    Fail-stop, as PostgreSQL after "fsyncgate": the action that hit it is not
+    acknowledged, and every later send, read or subscribe raises this error
+    until the state is opened again (recovery then restores what was
+    acknowledged).
+    """
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -171,6 +171,18 @@ class Tree:
             reason = f"unknown action type {t.__name__}"
             raise ActionRejectedError(_ROOT, reason)
 
+    def replay_set(self, path: Segments, value: JSON) -> None:
+        """Write *value* at *path* unconditionally (journal replay; no revision change).
+
+        Raises:
+            ActionRejectedError: The path cannot be written here.
+        """
+        self._set(path, value, False, [], None)
+
+    def replay_delete(self, path: Segments) -> None:
+        """Remove *path* if present (journal replay; no revision change)."""
+        self._delete(path, True, [], None)
+
     # -- primitives ---------------------------------------------------------
 
     def _parent(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from .persistence import (
+    Durability as Durability,
+    PersistenceConfig as PersistenceConfig,
+)
 from .state import (
     Receipt as Receipt,
     StateActor as StateActor,
@@ -17,8 +21,10 @@ from .subscriber import (
 )
 
 __all__ = [
+    "Durability",
     "Handler",
     "Overflow",
+    "PersistenceConfig",
     "Receipt",
     "StateActor",
     "StateHandle",

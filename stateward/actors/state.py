@@ -30,6 +30,7 @@ import attrs
 from .._errors import (
     ActionRejectedError,
     DuplicateNameError,
+    DurabilityError,
     InvalidActionError,
     StateBrokenError,
     StateClosedError,
@@ -41,9 +42,20 @@ from ..messages.events import StateChanged
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 from ..tree import MISSING, Tree
 from ._ack import AckCollector
+from ._persister import WAIT_FOR, Persister
+from .persistence import (
+    Durability,
+    PersistenceConfig,
+    encode_changes,
+    encode_record,
+    lock_directory,
+    recover,
+    unlock_directory,
+)
 from .subscriber import Handler, Overflow, Subscriber, SubscriberStatistics, _Delivery
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import AsyncIterator
 
     from anyio.abc import TaskGroup, TaskStatus
@@ -91,13 +103,17 @@ class StateActor:
 
     Args:
         initial: The starting tree (any JSON value; ``{}`` when None). It is
-            copied: later changes to your object are not seen.
+            copied: later changes to your object are not seen. With
+            *persistence*, used only when the state directory holds no state.
         mailbox_size: How many actions may wait to be applied. Senders beyond
             it wait in :meth:`StateHandle.send` (backpressure).
+        persistence: Where and how to keep the state on disk; None keeps it
+            in memory only. See :mod:`stateward.actors.persistence`.
     """
 
     initial: JSON = attrs.field(default=None, kw_only=True, converter=own_json)
     mailbox_size: int = attrs.field(default=64, kw_only=True, validator=_check_size)
+    persistence: PersistenceConfig | None = attrs.field(default=None, kw_only=True)
 
     async def run(
         self, *, task_status: TaskStatus[StateHandle] = anyio.TASK_STATUS_IGNORED
@@ -107,12 +123,41 @@ class StateActor:
         Meant for ``await tg.start(actor.run)``, which returns the handle once
         the actor is ready to take actions. The subscriber actors run in a task
         group inside this one, so they never outlive it.
+
+        With persistence, the directory is locked and recovered first (in a
+        worker thread): the handle exists only once the state is hydrated.
+
+        Raises:
+            StateLockedError: Another state holds the directory.
+            CorruptStateError: Recovery found damage it must not skip.
+            OSError: The directory cannot be read or written.
         """
+        config = self.persistence
+        lock: int | None = None
+        persister: Persister | None = None
+        if config is None:
+            tree = Tree(self.initial)
+        else:
+            lock = await anyio.to_thread.run_sync(
+                lock_directory, config.files, config.state_dir
+            )
+            try:
+                recovered = await anyio.to_thread.run_sync(
+                    recover, config, self.initial
+                )
+            except BaseException:
+                unlock_directory(lock)
+                raise
+            tree = recovered.tree
         tx, rx = anyio.create_memory_object_stream[_Request](self.mailbox_size)
         finished: anyio.Event | None = None
         try:
             async with anyio.create_task_group() as tg:
-                core = _Core(Tree(self.initial), tg, rx)
+                core = _Core(tree, tg, rx)
+                if config is not None:
+                    persister = Persister(core, recovered.journal, config)
+                    core.persister = persister
+                    tg.start_soon(persister.run, name="stateward persistence")
                 finished = core.finished
                 handle = StateHandle._create(core, tx)
                 task_status.started(handle)
@@ -129,6 +174,10 @@ class StateActor:
         finally:
             tx.close()
             rx.close()
+            if persister is not None:
+                persister.journal.close()
+            if lock is not None:
+                unlock_directory(lock)
             if finished is not None:
                 finished.set()
 
@@ -136,13 +185,14 @@ class StateActor:
 class _Request:
     """One action in the mailbox, and the slot its sender waits on."""
 
-    __slots__ = ("action", "done", "error", "receipt")
+    __slots__ = ("action", "done", "error", "receipt", "wait")
 
-    def __init__(self, action: Action | None) -> None:
+    def __init__(self, action: Action | None, wait: int = 0) -> None:
         self.action = action  # None: the stop marker
         self.done = anyio.Event()
         self.error: BaseException | None = None
         self.receipt: Receipt | None = None
+        self.wait = wait  # with persistence: 0 none, 1 written, 2 fsynced
 
 
 class _Core:
@@ -163,6 +213,9 @@ class _Core:
         self.batch: list[_Request] = []  # taken from the mailbox, maybe not answered
         self.closed = False
         self.broken: BaseException | None = None
+        self.persister: Persister | None = None
+        self.failed: DurabilityError | None = None  # fail-stop after a disk error
+        self.records: list[bytes] = []  # journal records of the current batch
         self.stop_timeout: float | None = 5.0
         self.finished = anyio.Event()
         self.applied = 0
@@ -179,24 +232,61 @@ class _Core:
                 except anyio.WouldBlock:
                     break
             stop_at = -1
-            for i, request in enumerate(batch):
-                if request.action is None:
-                    stop_at = i
-                    break
-                self.process(request)
-                # Answer at once (a crash later in the batch must not turn an
-                # applied action into a refused one). Senders run only after the
-                # next checkpoint, and learn the result before the subscribers
-                # get their events: read-your-writes holds already, and a slow
-                # subscriber on BLOCK delays the next actions, not this receipt.
-                request.done.set()
-            await self.flush()
+            persister = self.persister
+            if persister is None:
+                for i, request in enumerate(batch):
+                    if request.action is None:
+                        stop_at = i
+                        break
+                    self.process(request)
+                    # Answer at once (a crash later in the batch must not turn
+                    # an applied action into a refused one). Senders run only
+                    # after the next checkpoint, and learn the result before the
+                    # subscribers get their events: read-your-writes holds
+                    # already, and a slow subscriber on BLOCK delays the next
+                    # actions, not this receipt.
+                    request.done.set()
+                await self.flush()
+            else:
+                stop_at = await self.process_persisted(persister, batch)
             if stop_at >= 0:
                 stopped = StateClosedError("the state actor was stopped")
                 for request in batch[stop_at + 1 :]:
                     self.refuse(request, stopped)
+                if persister is not None:
+                    await persister.finish()
                 batch[stop_at].done.set()
                 return
+
+    async def process_persisted(
+        self, persister: Persister, batch: list[_Request]
+    ) -> int:
+        """Apply *batch* and hand its records, waiters and events to the persister.
+
+        Senders that wait for the disk are answered by the persister after
+        their group commit; so are the events of the whole batch (R2).
+        """
+        stop_at = -1
+        waiting: list[_Request] = []
+        for i, request in enumerate(batch):
+            if request.action is None:
+                stop_at = i
+                break
+            if self.failed is not None:
+                self.refuse(request, self.failed)
+                continue
+            self.process(request)
+            if request.error is None and request.wait:
+                waiting.append(request)
+            else:
+                request.done.set()
+        if self.records or waiting or self.outbox:
+            records, self.records = self.records, []
+            outbox, self.outbox = self.outbox, []
+            await persister.submit(records, waiting, outbox, self.tree.revision)
+        if persister.snapshot_due(self.tree.revision):
+            await persister.submit_snapshot(self.tree)
+        return stop_at
 
     def process(self, request: _Request) -> None:
         action = request.action
@@ -213,6 +303,8 @@ class _Core:
             request.receipt = Receipt._create(tree.revision, False, (), action.id, None)
             return
         revision = tree.revision
+        if self.persister is not None:
+            self.records.append(encode_record(revision, encode_changes(changes)))
         routed = self.route(action, revision, changes) if len(self.trie) else None
         if not routed:
             request.receipt = Receipt._create(revision, True, (), action.id, None)
@@ -291,6 +383,8 @@ class _Core:
             error = StateBrokenError(f"the state actor crashed: {self.broken!r}")
         for request in unanswered:
             self.refuse(request, error)
+        if self.persister is not None:
+            self.persister.abandon(error)
         while True:
             try:
                 request = self.rx.receive_nowait()
@@ -418,6 +512,14 @@ class StateStatistics:
     """Actions applied (including those that changed nothing)."""
     rejected: int
     """Actions rejected with an ActionRejectedError."""
+    durable_revision: int | None = None
+    """Persisted states: the last revision committed to the journal."""
+    journal_commits: int = 0
+    """Persisted states: group commits written (each one write, maybe one fsync)."""
+    journal_fsyncs: int = 0
+    """Persisted states: fsyncs of the journal."""
+    snapshots: int = 0
+    """Persisted states: snapshots written since it started."""
 
 
 @final
@@ -500,12 +602,18 @@ class StateHandle(metaclass=_NoPublicConstructor):
         """The current revision (the last action that changed something)."""
         return self._core.tree.revision
 
-    async def send(self, action: Action) -> Receipt:
+    async def send(self, action: Action, *, durable: bool | None = None) -> Receipt:
         """Send *action* and return once the state actor has applied it.
 
         Order: actions are applied in the order they enter the mailbox. After
         ``send`` returns, every read sees the write. When the mailbox is full,
         this waits (backpressure); see :meth:`send_nowait`.
+
+        Durability (persisted states only): with ``durable=True`` this returns
+        only once the action's journal record is fsynced; ``False`` returns as
+        soon as it is applied in memory; None follows the state's
+        ``durability``. Concurrent durable senders share one fsync (group
+        commit). Events of an action always wait for its record.
 
         Cancellation: cancelled before the mailbox accepted the action, it is
         not applied. Cancelled after, it is still applied, whole (you just do
@@ -515,9 +623,11 @@ class StateHandle(metaclass=_NoPublicConstructor):
             ActionRejectedError: The tree could not apply it; nothing changed.
             StateClosedError: The actor was stopped before it applied it.
             StateBrokenError: The actor crashed.
-            InvalidActionError: *action* is not an action.
+            DurabilityError: The journal failed (fail-stop): not acknowledged.
+            InvalidActionError: *action* is not an action, or *durable* was
+                asked of a state that is not persisted.
         """
-        request = self._request(action)
+        request = self._request(action, durable)
         # Cancelled already? Then do not enqueue. (A cheap check, not a yield:
         # waiting for the result below is this call's checkpoint.)
         await anyio.lowlevel.checkpoint_if_cancelled()
@@ -530,7 +640,9 @@ class StateHandle(metaclass=_NoPublicConstructor):
             raise self._closed_error() from None
         return await self._result(request)
 
-    async def send_nowait(self, action: Action) -> Receipt:
+    async def send_nowait(
+        self, action: Action, *, durable: bool | None = None
+    ) -> Receipt:
         """Send *action* if the mailbox has room now, else raise ``anyio.WouldBlock``.
 
         Then wait until it is applied, as :meth:`send`. For producers that
@@ -539,20 +651,35 @@ class StateHandle(metaclass=_NoPublicConstructor):
         Raises:
             anyio.WouldBlock: The mailbox is full; the action was not sent.
         """
-        request = self._request(action)
+        request = self._request(action, durable)
         try:
             self._tx.send_nowait(request)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise self._closed_error() from None
         return await self._result(request)
 
-    def _request(self, action: Action) -> _Request:
-        if self._core.closed:
+    def _request(self, action: Action, durable: bool | None) -> _Request:
+        core = self._core
+        if core.failed is not None:
+            raise core.failed
+        if core.closed:
             raise self._closed_error()
         if not isinstance(cast("object", action), Action) or type(action) is Action:
             reason = f"expected an action such as Set or Delete, got {action!r}"
             raise InvalidActionError("action", reason)
-        return _Request(action)
+        persister = core.persister
+        if persister is None:
+            if durable is not None:
+                reason = "this state is not persisted (open it with a state_dir)"
+                raise InvalidActionError("durable", reason)
+            return _Request(action)
+        if durable is None:
+            return _Request(action, WAIT_FOR[persister.config.durability])
+        if type(durable) is not bool:
+            raise InvalidActionError(
+                "durable", f"must be a bool or None (got {durable!r})"
+            )
+        return _Request(action, 2 if durable else 0)
 
     async def _result(self, request: _Request) -> Receipt:
         await request.done.wait()
@@ -576,20 +703,31 @@ class StateHandle(metaclass=_NoPublicConstructor):
     async def get(self, path: PathLike = "", default: JSON = None) -> JSON:
         """Return a private copy of the value at *path*, or *default* if missing.
 
-        A checkpoint; see :meth:`get_nowait` for the synchronous form.
+        A checkpoint; see :meth:`get_nowait` for the synchronous form. On a
+        persisted state, it returns only once the revision it read is
+        committed to the journal: a read never returns what a crash could undo.
         """
         await anyio.lowlevel.checkpoint()
-        return self.get_nowait(path, default)
+        value = self.get_nowait(path, default)
+        persister = self._core.persister
+        if persister is not None:
+            await persister.wait_durable(self._core.tree.revision)
+        return value
 
     def get_nowait(self, path: PathLike = "", default: JSON = None) -> JSON:
         """Return a private copy of the value at *path*, or *default* (never blocks).
 
         Consistent: the state actor applies every action without yielding, so
         a read never sees half an action. Costs O(depth + size of the value).
+        On a persisted state it may see a write whose commit is in flight; use
+        :meth:`get` to wait for it.
 
         Raises:
             InvalidPathError: *path* cannot be parsed.
+            DurabilityError: The journal failed; the state must be reopened.
         """
+        if self._core.failed is not None:
+            raise self._core.failed
         found = self._core.tree.lookup(parse_path(path))
         return default if found is MISSING else copy_json(found)
 
@@ -634,6 +772,8 @@ class StateHandle(metaclass=_NoPublicConstructor):
         """
         await anyio.lowlevel.checkpoint()
         core = self._core
+        if core.failed is not None:
+            raise core.failed
         if core.closed:
             raise self._closed_error()
         segments = parse_pattern(pattern)
@@ -687,6 +827,16 @@ class StateHandle(metaclass=_NoPublicConstructor):
             senders_waiting=rx.tasks_waiting_send,
             applied=core.applied,
             rejected=core.rejected,
+            **(
+                {}
+                if (p := core.persister) is None
+                else {
+                    "durable_revision": p.durable_revision,
+                    "journal_commits": p.commits,
+                    "journal_fsyncs": p.fsyncs,
+                    "snapshots": p.snapshots,
+                }
+            ),
         )
 
     def subscriber_statistics(self) -> dict[str, SubscriberStatistics]:
@@ -729,28 +879,58 @@ def _check_seconds(field: str, value: object) -> None:
 
 @asynccontextmanager
 async def open_state(
-    initial: object = None, *, mailbox_size: int = 64
+    initial: object = None,
+    *,
+    mailbox_size: int = 64,
+    state_dir: str | os.PathLike[str] | None = None,
+    durability: Durability = "fsync",
+    snapshot_every: int = 10_000,
+    keep_snapshots: int = 3,
 ) -> AsyncIterator[StateHandle]:
     """Run a state actor for the duration of the ``async with`` block.
 
     *initial* is any JSON value (``{}`` when None), validated and copied.
 
+    With *state_dir*, the state is persisted there (journal + snapshots; see
+    :mod:`stateward.actors.persistence`) and recovered from it when it exists
+    (then *initial* is ignored). *durability* is what a send waits for by
+    default (``"fsync"``, ``"flush"`` or ``"none"``); a snapshot is written
+    every *snapshot_every* revisions and at a clean exit, and the newest
+    *keep_snapshots* are kept.
+
     On a normal exit it stops gracefully (:meth:`StateHandle.stop`); on an
     exception the actor and its subscribers are cancelled and the exception
     propagates.
     """
-    actor = StateActor(initial=initial, mailbox_size=mailbox_size)
+    persistence = (
+        None
+        if state_dir is None
+        else PersistenceConfig(
+            state_dir,  # type: ignore[arg-type]  # converted by os.fspath
+            durability,
+            snapshot_every,
+            keep_snapshots,
+        )
+    )
+    actor = StateActor(
+        initial=initial, mailbox_size=mailbox_size, persistence=persistence
+    )
     error: BaseException | None = None
     async with anyio.create_task_group() as tg:
-        handle: StateHandle = await tg.start(actor.run)
         try:
-            yield handle
-        except BaseException as exc:  # noqa: BLE001 - re-raised below, never swallowed
-            # Re-raised below, outside the task group, so that the caller gets
-            # its own exception back rather than wrapped in an ExceptionGroup.
+            handle: StateHandle = await tg.start(actor.run)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, never swallowed
+            # Startup failed (the lock, recovery): raise it as it is, unwrapped.
             error = exc
-            tg.cancel_scope.cancel()
-        else:
-            await handle.stop()
+        if error is None:
+            try:
+                yield handle
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                # Re-raised below, outside the task group, so that the caller
+                # gets its own exception back, not wrapped in an ExceptionGroup.
+                error = exc
+                tg.cancel_scope.cancel()
+            else:
+                await handle.stop()
     if error is not None:
         raise error

@@ -1,0 +1,109 @@
+"""The one small layer every persistent byte goes through.
+
+The journal, the snapshots, recovery and retention call only these methods,
+never ``os`` directly, so that tests can record every operation (to build the
+disk as a crash would leave it) or inject errors (a failing fsync, a full
+disk). Every method is synchronous and blocking: callers run them in a worker
+thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Files", "crash_point", "set_crash_hook"]
+
+FILE_MODE: Final = 0o600
+DIR_MODE: Final = 0o700
+
+_crash_hook: Callable[[str], None] | None = None
+
+
+def set_crash_hook(hook: Callable[[str], None] | None) -> None:
+    """Call *hook(name)* at each named crash point (tests kill the process there)."""
+    global _crash_hook
+    _crash_hook = hook
+
+
+def crash_point(name: str) -> None:
+    """Mark a point where a crash matters; a no-op unless a test set a hook."""
+    if _crash_hook is not None:
+        _crash_hook(name)
+
+
+class Files:
+    """Plain POSIX file operations, with the durability steps made explicit."""
+
+    def listdir(self, directory: str) -> list[str]:
+        """Return the names in *directory*."""
+        return os.listdir(directory)
+
+    def exists(self, path: str) -> bool:
+        """Tell whether *path* exists."""
+        return os.path.exists(path)
+
+    def makedirs(self, directory: str) -> None:
+        """Create *directory* (mode 0700) and any missing parents, durably."""
+        if os.path.isdir(directory):
+            return
+        parent = os.path.dirname(os.path.abspath(directory))
+        self.makedirs(parent)
+        os.mkdir(directory, DIR_MODE)
+        self.fsync_dir(parent)
+
+    def read(self, path: str) -> bytes:
+        """Return the whole content of *path*."""
+        with open(path, "rb") as f:
+            return f.read()
+
+    def create(self, path: str) -> int:
+        """Create *path* (it must not exist), mode 0600, for writing."""
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+
+    def open_append(self, path: str) -> int:
+        """Open an existing *path* for appending."""
+        return os.open(path, os.O_WRONLY | os.O_APPEND)
+
+    def write(self, fd: int, data: bytes) -> None:
+        """Write all of *data*: a short ``os.write`` is not a complete write."""
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def fsync(self, fd: int) -> None:
+        """Make what was written to *fd* durable."""
+        os.fsync(fd)
+
+    def close(self, fd: int) -> None:
+        """Close *fd*."""
+        os.close(fd)
+
+    def truncate(self, path: str, size: int) -> None:
+        """Cut *path* to *size* bytes, durably."""
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def replace(self, source: str, target: str) -> None:
+        """Atomically rename *source* over *target* (same directory)."""
+        os.replace(source, target)
+
+    def unlink(self, path: str) -> None:
+        """Remove *path*."""
+        os.unlink(path)
+
+    def fsync_dir(self, directory: str) -> None:
+        """Make the directory's entries (creates, renames, removals) durable."""
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,263 @@
+"""The persistence task: group commit, then answers and events, in order.
+
+The state actor applies a batch in memory and submits one commit: the batch's
+journal records, the senders that wait for the disk, and the batch's
+deliveries to subscribers. This task takes every commit waiting at that
+moment, writes their records with one ``write`` and (if any of them needs it)
+one ``fsync`` in a worker thread, and only then answers those senders and
+passes the deliveries on, commit by commit, so that subscribers still see
+revisions in order and no event describes a change a crash could undo.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Final
+
+import anyio
+
+from .._errors import DurabilityError
+from .persistence import _dumps
+
+if TYPE_CHECKING:
+    from ..tree import Tree
+    from .persistence import Journal, PersistenceConfig
+    from .state import _Core, _Request
+    from .subscriber import Subscriber, _Delivery
+
+__all__ = ["WAIT_FOR", "Persister"]
+
+logger = logging.getLogger(__name__)
+
+WAIT_FOR: Final = {"none": 0, "flush": 1, "fsync": 2}
+_QUEUE: Final = 16  # commits in flight before the state actor waits
+
+
+class _Commit:
+    __slots__ = ("blob", "fsync", "outbox", "requests", "revision")
+
+    def __init__(
+        self,
+        records: list[bytes],
+        requests: list[_Request],
+        outbox: list[tuple[Subscriber, _Delivery]],
+        revision: int,
+    ) -> None:
+        self.blob = b"".join(records)
+        self.fsync = any(r.wait == 2 for r in requests)
+        self.requests = requests
+        self.outbox = outbox
+        self.revision = revision
+
+
+class _SnapshotOrder:
+    __slots__ = ("body", "revision")
+
+    def __init__(self, revision: int, body: bytes) -> None:
+        self.revision = revision
+        self.body = body
+
+
+class Persister:
+    """Owns the journal while the state actor runs; one per actor."""
+
+    def __init__(
+        self, core: _Core, journal: Journal, config: PersistenceConfig
+    ) -> None:
+        self.core = core
+        self.journal = journal
+        self.config = config
+        self.fsync_all = config.durability == "fsync"
+        self.tx, self.rx = anyio.create_memory_object_stream[_Commit | _SnapshotOrder](
+            _QUEUE
+        )
+        self.inflight: deque[_Commit] = deque()
+        self.durable_revision = core.tree.revision
+        self._durable_changed = anyio.Event()
+        self.last_snapshot = journal.snapshot_revision
+        self.snapshot_busy = False
+        self._snapshot_idle = anyio.Event()
+        self._snapshot_idle.set()
+        self.finished = anyio.Event()
+        self.commits = 0
+        self.fsyncs = 0
+        self.snapshots = 0
+
+    # -- the state actor's side ---------------------------------------------
+
+    async def submit(
+        self,
+        records: list[bytes],
+        requests: list[_Request],
+        outbox: list[tuple[Subscriber, _Delivery]],
+        revision: int,
+    ) -> None:
+        commit = _Commit(records, requests, outbox, revision)
+        self.inflight.append(commit)
+        await self.tx.send(commit)
+
+    def snapshot_due(self, revision: int) -> bool:
+        return (
+            not self.snapshot_busy
+            and self.core.failed is None
+            and revision - self.last_snapshot >= self.config.snapshot_every
+            and revision
+            >= self.journal.segment_first  # records since the last rotation
+        )
+
+    async def submit_snapshot(self, tree: Tree) -> None:
+        # Serialized here, between two batches, so that it is exactly this
+        # revision; the file work happens off the event loop.
+        self.snapshot_busy = True
+        self._snapshot_idle = anyio.Event()
+        await self.tx.send(_SnapshotOrder(tree.revision, _dumps(tree.root).encode()))
+
+    async def finish(self) -> None:
+        """Drain every commit, wait for a snapshot in progress, write a last one."""
+        self.tx.close()
+        await self.finished.wait()
+        await self._snapshot_idle.wait()
+        tree = self.core.tree
+        if self.core.failed is None and tree.revision > self.last_snapshot:
+            body = _dumps(tree.root).encode()
+            await self._write_snapshot(tree.revision, body)
+
+    def abandon(self, error: Exception) -> None:
+        """The actor ends abnormally: refuse every sender still waiting."""
+        for commit in self.inflight:
+            for request in commit.requests:
+                if not request.done.is_set():
+                    request.error = error
+                    request.done.set()
+            for sub, delivery in commit.outbox:
+                delivery.collector.give_up(sub.name)
+        self.inflight.clear()
+        self.tx.close()
+
+    async def wait_durable(self, revision: int) -> None:
+        """Wait until every record up to *revision* is committed (or it failed)."""
+        while self.durable_revision < revision:
+            if self.core.failed is not None:
+                raise self.core.failed
+            event = self._durable_changed
+            await event.wait()
+
+    # -- the persistence task ------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            carry: _Commit | _SnapshotOrder | None = None
+            while True:
+                if carry is not None:
+                    item, carry = carry, None
+                else:
+                    try:
+                        item = await self.rx.receive()
+                    except anyio.EndOfStream:
+                        return
+                if isinstance(item, _SnapshotOrder):
+                    await self._rotate(item)
+                    continue
+                group = [item]
+                while True:
+                    try:
+                        more = self.rx.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                    if isinstance(more, _SnapshotOrder):
+                        carry = more
+                        break
+                    group.append(more)
+                await self._commit(group)
+        finally:
+            self.rx.close()
+            self.tx.close()
+            self.finished.set()
+
+    async def _commit(self, group: list[_Commit]) -> None:
+        if self.core.failed is None:
+            blob = b"".join(c.blob for c in group)
+            fsync = self.fsync_all or any(c.fsync for c in group)
+            if blob or fsync:
+                try:
+                    await anyio.to_thread.run_sync(self.journal.commit, blob, fsync)
+                except OSError as exc:
+                    self._fail(exc)
+                self.commits += 1
+                self.fsyncs += fsync
+        if self.core.failed is not None:
+            self.abandon_group(group, self.core.failed)
+            return
+        self.durable_revision = group[-1].revision
+        event, self._durable_changed = self._durable_changed, anyio.Event()
+        event.set()
+        for commit in group:
+            for request in commit.requests:
+                request.done.set()
+            self.inflight.popleft()
+        for commit in group:
+            for sub, delivery in commit.outbox:
+                if not sub.put_nowait(delivery):
+                    await sub.put(delivery)
+
+    def abandon_group(self, group: list[_Commit], error: Exception) -> None:
+        for commit in group:
+            for request in commit.requests:
+                if not request.done.is_set():
+                    request.error = error
+                    request.done.set()
+            for sub, delivery in commit.outbox:
+                delivery.collector.give_up(sub.name)
+            if self.inflight and self.inflight[0] is commit:
+                self.inflight.popleft()
+
+    def _fail(self, exc: OSError) -> None:
+        message = (
+            f"the journal in {self.config.state_dir} could not be written or synced "
+            f"({exc}); nothing more is accepted until the state is opened again"
+        )
+        logger.error("%s", message)
+        self.core.failed = DurabilityError(message)
+        self.core.failed.__cause__ = exc
+        event, self._durable_changed = self._durable_changed, anyio.Event()
+        event.set()
+
+    async def _rotate(self, order: _SnapshotOrder) -> None:
+        if self.core.failed is not None:
+            self._snapshot_done()
+            return
+        try:
+            await anyio.to_thread.run_sync(
+                self.journal.open_segment, order.revision + 1
+            )
+        except OSError as exc:
+            self._fail(exc)
+            self._snapshot_done()
+            return
+        self.core.tg.start_soon(self._snapshot_task, order, name="stateward snapshot")
+
+    async def _snapshot_task(self, order: _SnapshotOrder) -> None:
+        try:
+            await self._write_snapshot(order.revision, order.body)
+        finally:
+            self._snapshot_done()
+
+    def _snapshot_done(self) -> None:
+        self.snapshot_busy = False
+        self._snapshot_idle.set()
+
+    async def _write_snapshot(self, revision: int, body: bytes) -> None:
+        def write() -> None:
+            self.journal.write_snapshot(revision, body)
+            self.journal.retain()
+
+        try:
+            await anyio.to_thread.run_sync(write)
+        except OSError as exc:
+            # The journal still holds every record: a failed snapshot costs
+            # recovery time, not data. The temp file is gone already.
+            logger.warning("snapshot of revision %s failed: %s", revision, exc)
+            return
+        self.last_snapshot = revision
+        self.snapshots += 1

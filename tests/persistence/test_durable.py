@@ -1,0 +1,236 @@
+"""The persisted state actor: durable sends, group commit, reopen, fail-stop, lock."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from stateward import (
+    RAS,
+    DurabilityError,
+    InvalidActionError,
+    Merge,
+    PersistenceConfig,
+    Ping,
+    Set,
+    StateActor,
+    StateLockedError,
+    Transaction,
+    open_state,
+)
+from stateward.actors._files import Files
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_durable_writes_survive_reopen(tmp_path: Path) -> None:
+    async with open_state({"job": {"bins": 10}}, state_dir=tmp_path) as state:
+        receipt = await state.send(Set("job.sorted", 5), durable=True)
+        assert receipt.revision == 1
+        await state.send(
+            Transaction([Set("a", [1]), Set("a.1", 2), Merge("job", {"x": 1})])
+        )
+        await state.send(Ping("job"))  # a revision without a change: still journaled
+        assert state.statistics().durable_revision == 3
+    async with open_state({"ignored": True}, state_dir=tmp_path) as state:
+        assert state.revision == 3
+        assert await state.get() == {
+            "job": {"bins": 10, "sorted": 5, "x": 1},
+            "a": [1, 2],
+        }
+
+
+async def test_reopen_replays_the_journal_without_a_clean_stop(tmp_path: Path) -> None:
+    # Cancel the actor (no final snapshot): the journal alone carries the writes.
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(
+                StateActor(persistence=PersistenceConfig(str(tmp_path))).run
+            )
+            for i in range(50):
+                await state.send(Set(f"k.{i}", i))
+            scope.cancel()
+    snapshots = [n for n in os.listdir(tmp_path) if n.startswith("snapshot-")]
+    assert snapshots == ["snapshot-00000000000000000000.snap"]
+    async with open_state(state_dir=tmp_path) as state:
+        assert state.revision == 50
+        assert await state.get("k") == {str(i): i for i in range(50)}
+
+
+async def test_concurrent_durable_senders_share_fsyncs(tmp_path: Path) -> None:
+    async with open_state(state_dir=tmp_path) as state:
+        async with anyio.create_task_group() as tg:
+            for w in range(50):
+                tg.start_soon(state.send, Set(f"w.{w}", w))
+        stats = state.statistics()
+        assert stats.revision == 50
+        assert stats.journal_fsyncs < 50, stats  # group commit: fewer fsyncs than sends
+
+
+async def test_events_wait_for_the_record(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+
+    async with open_state(state_dir=tmp_path) as state:
+
+        async def handler(event: object) -> int:
+            # When an event arrives, its revision is already committed.
+            seen.append((event.revision, state.statistics().durable_revision))  # type: ignore[attr-defined]
+            return RAS.SUCCESS
+
+        await state.subscribe("k", handler, name="h")
+        for i in range(20):
+            receipt = await state.send(Set("k", i), durable=False)
+        report = await receipt.acks(timeout=5)
+        assert report.ok
+    assert len(seen) == 20
+    assert all(durable >= revision for revision, durable in seen)
+
+
+async def test_snapshots_rotate_and_retention_keeps_k(tmp_path: Path) -> None:
+    async with open_state(
+        state_dir=tmp_path, snapshot_every=10, keep_snapshots=2
+    ) as state:
+        for i in range(95):
+            await state.send(Set("n", i))
+            if i % 10 == 0:
+                await anyio.lowlevel.checkpoint()  # let a snapshot task run
+    names = sorted(os.listdir(tmp_path))
+    snapshots = [n for n in names if n.startswith("snapshot-")]
+    assert len(snapshots) == 2
+    assert snapshots[-1] == "snapshot-00000000000000000095.snap"
+    assert not [n for n in names if n.endswith(".tmp")]
+    async with open_state(state_dir=tmp_path) as state:
+        assert await state.get("n") == 94
+
+
+async def test_bad_options_are_typed_errors(tmp_path: Path) -> None:
+    with pytest.raises(InvalidActionError):
+        PersistenceConfig(str(tmp_path), durability="always")  # type: ignore[arg-type]
+    with pytest.raises(InvalidActionError):
+        PersistenceConfig(str(tmp_path), keep_snapshots=0)
+    with pytest.raises(InvalidActionError):
+        PersistenceConfig("")
+    async with open_state() as state:
+        with pytest.raises(InvalidActionError, match="not persisted"):
+            await state.send(Set("a", 1), durable=True)
+
+
+async def test_a_second_open_of_the_same_directory_fails_at_once(
+    tmp_path: Path,
+) -> None:
+    async with open_state(state_dir=tmp_path):
+        with anyio.fail_after(1), pytest.raises(StateLockedError):
+            async with open_state(state_dir=tmp_path):
+                pass
+
+
+def test_a_second_process_fails_at_once_100_of_100(tmp_path: Path) -> None:
+    """D7: a second process opening the directory fails fast and clearly."""
+    script = textwrap.dedent(
+        f"""
+        import time, anyio
+        from stateward import StateLockedError, open_state
+        async def main():
+            failures = 0
+            for _ in range(100):
+                start = time.monotonic()
+                try:
+                    async with open_state(state_dir={str(tmp_path)!r}):
+                        pass
+                except StateLockedError as exc:
+                    assert time.monotonic() - start < 1.0
+                    assert "in use" in str(exc)
+                    failures += 1
+            print(failures)
+        anyio.run(main)
+        """
+    )
+
+    async def hold() -> str:
+        async with open_state(state_dir=tmp_path):
+            result = await anyio.to_thread.run_sync(
+                lambda: subprocess.run(
+                    [sys.executable, "-c", script],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+            )
+        return result.stdout.strip()
+
+    assert anyio.run(hold) == "100"
+    mode = os.stat(tmp_path / "LOCK").st_mode & 0o777
+    assert mode == 0o600
+
+
+class _FailingFiles(Files):
+    """Fails the N-th fsync (or write) with EIO or ENOSPC, then keeps failing."""
+
+    def __init__(self, fail_at: int, op: str, code: int = errno.EIO) -> None:
+        self.fail_at = fail_at
+        self.op = op
+        self.code = code
+        self.calls = 0
+
+    def _maybe_fail(self, op: str) -> None:
+        if op == self.op:
+            self.calls += 1
+            if self.calls >= self.fail_at:
+                raise OSError(self.code, os.strerror(self.code))
+
+    def fsync(self, fd: int) -> None:
+        self._maybe_fail("fsync")
+        super().fsync(fd)
+
+    def write(self, fd: int, data: bytes) -> None:
+        self._maybe_fail("write")
+        super().write(fd, data)
+
+
+@pytest.mark.parametrize("op", ["fsync", "write"])
+async def test_injected_errors_fail_stop_100_times(tmp_path: Path, op: str) -> None:
+    """D6: never an ack after a failed write/fsync; nothing accepted until reopened."""
+    injections = 0
+    for trial in range(50):
+        state_dir = tmp_path / f"t{trial}"
+        # The first few fsyncs/writes belong to creating the store.
+        files = _FailingFiles(
+            4 + trial % 17, op, errno.ENOSPC if trial % 2 else errno.EIO
+        )
+        config = PersistenceConfig(str(state_dir), files=files, snapshot_every=5)
+        acked: list[int] = []
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(persistence=config).run)
+            failed = False
+            for i in range(40):
+                try:
+                    await state.send(Set(f"k.{i}", i), durable=True)
+                except DurabilityError:
+                    failed = True
+                    break
+                acked.append(i)
+            assert failed, "the injected error never surfaced"
+            injections += 1
+            with pytest.raises(DurabilityError):
+                await state.send(Set("after", 1))
+            with pytest.raises(DurabilityError):
+                await state.get("k")
+            await state.stop()
+        async with open_state(state_dir=state_dir) as reopened:
+            got = await reopened.get("k", {})
+        assert isinstance(got, dict)
+        # Every acknowledged write is there, and what is there is a prefix.
+        assert set(got) >= {str(i) for i in acked}
+        assert sorted(map(int, got)) == list(range(len(got)))
+    assert injections == 50
