@@ -1,4 +1,4 @@
-"""Run a benchmark suite: ``python -m benchmarks core [--backend B] [--quick]``."""
+"""Run a suite: ``python -m benchmarks core|persistence [--backend B] [--quick]``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import sys
 
 import anyio
 
-from . import core
+from . import core, persistence
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("suite", choices=["core"])
+    parser.add_argument("suite", choices=["core", "persistence"])
     parser.add_argument(
         "--backend", choices=["asyncio", "trio", "both"], default="both"
     )
@@ -27,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.n, args.repeat = 2_000, 1
     backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
+    if args.suite == "persistence":
+        print(f"stateward persistence benchmark: n={args.n}, best of {args.repeat}")
+        print("| backend | figure | value |")
+        print("|---|---|---|")
+        for row in persistence.run(args.n, args.repeat, backends, args.quick):
+            print(row, flush=True)
+        return 0
     print(f"stateward core benchmark: n={args.n}, best of {args.repeat}")
     print("| backend | figure | value |")
     print("|---|---|---|")

@@ -56,12 +56,14 @@ def test_demo_rejects_bad_options():
     assert "--runs must be between 1 and 50" in done.stderr
 
 
-def test_sync_portal_example_runs():
-    done = run(str(ROOT / "examples" / "sync_portal.py"))
+def test_store_example_runs():
+    done = run(str(ROOT / "examples" / "store_quickstart.py"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "sorted: 0",
-        "report: ALL_SUBS_SUCCESS",
-        "revision: 2",
+        "set: True",
+        "set into a scalar: False",
+        "missing: 0",
+        "state: {'job': {'bins': 12, 'sorted': 0}}",
+        'file: {"job":{"bins":12,"sorted":0}}',
         "events: [('job.sorted', 1), ('job.bins', 12), ('job.sorted', 0)]",
     ]

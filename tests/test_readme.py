@@ -21,9 +21,10 @@ def test_readme_has_the_three_quickstarts():
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_block_runs(block):
+def test_readme_block_runs(block, tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", block],
+        cwd=tmp_path,  # blocks may write state.json or ./state
         capture_output=True,
         text=True,
         timeout=60,

@@ -14,6 +14,12 @@ from .state import (
     Subscription as Subscription,
     open_state as open_state,
 )
+from .store import (
+    JsonSerializer as JsonSerializer,
+    PickleSerializer as PickleSerializer,
+    Serializer as Serializer,
+    Store as Store,
+)
 from .subscriber import (
     Handler as Handler,
     Overflow as Overflow,
@@ -23,12 +29,16 @@ from .subscriber import (
 __all__ = [
     "Durability",
     "Handler",
+    "JsonSerializer",
     "Overflow",
     "PersistenceConfig",
+    "PickleSerializer",
     "Receipt",
+    "Serializer",
     "StateActor",
     "StateHandle",
     "StateStatistics",
+    "Store",
     "SubscriberStatistics",
     "Subscription",
     "open_state",

@@ -195,7 +195,8 @@ class Persister:
         for commit in group:
             for request in commit.requests:
                 request.done.set()
-            self.inflight.popleft()
+            if self.inflight and self.inflight[0] is commit:
+                self.inflight.popleft()  # (abandon() may have emptied it meanwhile)
         for commit in group:
             for sub, delivery in commit.outbox:
                 if not sub.put_nowait(delivery):

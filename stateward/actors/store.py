@@ -1,0 +1,408 @@
+"""The synchronous facade: a state actor for plain code, no event loop in sight.
+
+A :class:`Store` runs one state actor on one background event loop thread
+(anyio's blocking portal) and turns every call into a blocking call on it.
+It is safe to use from any number of threads at once; each call is one
+action, applied whole, in the order the calls reach the actor.
+
+Two ways to keep it on disk:
+
+* ``state_file="state.json"``: one JSON document, written atomically by
+  :meth:`Store.save` (temp file, fsync, rename, fsync of the directory), and
+  at :meth:`Store.close`; ``autosave=True`` saves after every change. Simple,
+  and O(size of the tree) per save.
+* ``state_dir="./state"``: the journal and snapshots of
+  :mod:`stateward.actors.persistence`; every change is durable when the call
+  returns, at a cost independent of the tree's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import pickle
+import threading
+import time
+import warnings
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
+
+import anyio
+from anyio.from_thread import start_blocking_portal
+
+from .._errors import ActionRejectedError, InvalidActionError
+from .._json import JSON, own_json
+from ..messages.acks import RAS
+from ..messages.actions import Action, Delete, Set, Transaction
+from ..tree import Tree
+from ._files import FILE_MODE
+from .state import StateHandle, open_state
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from anyio.from_thread import BlockingPortal
+
+    from ..messages.events import Resync, StateChanged
+    from ..paths import PathLike
+    from .persistence import Durability
+
+__all__ = ["JsonSerializer", "PickleSerializer", "Serializer", "Store"]
+
+logger = logging.getLogger(__name__)
+
+
+class Serializer(Protocol):
+    """Turns the whole tree into bytes and back, for :class:`Store` files."""
+
+    def dumps(self, value: JSON) -> bytes:
+        """Encode *value*."""
+        ...
+
+    def loads(self, data: bytes) -> object:
+        """Decode *data* (the result is validated as strict JSON afterwards)."""
+        ...
+
+
+@final
+class JsonSerializer:
+    """UTF-8 JSON (the default), pretty-printed with *indent* when given."""
+
+    def __init__(self, indent: int | None = 2) -> None:
+        self.indent = indent
+
+    def dumps(self, value: JSON) -> bytes:
+        """Encode *value* as strict JSON (no NaN, no Infinity)."""
+        return json.dumps(
+            value, indent=self.indent, ensure_ascii=False, allow_nan=False
+        ).encode()
+
+    def loads(self, data: bytes) -> object:
+        """Decode JSON; NaN and Infinity are refused."""
+
+        def refuse(name: str) -> None:
+            msg = f"{name} is not JSON"
+            raise ValueError(msg)
+
+        return json.loads(data, parse_constant=refuse)
+
+
+@final
+class PickleSerializer:
+    """Pickle, for local files you wrote yourself: never for anything received.
+
+    Unpickling runs code chosen by whoever wrote the file, so stateward never
+    picks it on its own: you must pass it by name, and it is refused for
+    anything but a local ``state_file``.
+    """
+
+    def dumps(self, value: JSON) -> bytes:
+        """Pickle *value*."""
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def loads(self, data: bytes) -> object:
+        """Unpickle *data* (trusted local files only)."""
+        return pickle.loads(data)  # explicit opt-in, local files only
+
+
+_TXN: Final = threading.local()
+
+
+def _sync_handler(callback: Callable[[StateChanged | Resync], object]) -> Any:
+    async def handler(event: StateChanged | Resync) -> int:
+        # In a worker thread: the callback may block, or call the Store back.
+        await anyio.to_thread.run_sync(callback, event)
+        return RAS.SUCCESS
+
+    return handler
+
+
+@final
+class Store:
+    """A state tree for synchronous code: get, set, delete, subscribe, save.
+
+    Args:
+        initial: The starting tree (any JSON value, a list too) when there is
+            no file yet; also accepted as *default*.
+        state_file: A JSON document to load at start and :meth:`save` to.
+            Missing: start from *initial*. Malformed: start from *initial*
+            with a warning, the bad file renamed aside (never overwritten).
+        default: Alias of *initial* for whole-document stores
+            (``Store(state_file="runs.json", default=[])``).
+        autosave: With *state_file*, save after every change.
+        serializer: How *state_file* is encoded; JSON by default.
+        state_dir: Persist through the journal instead (see
+            :func:`~stateward.open_state`); exclusive with *state_file*.
+        durability: With *state_dir*: ``"fsync"`` (default), ``"flush"``,
+            ``"none"``.
+        backend: The event loop the background thread runs: ``"asyncio"``
+            (default) or ``"trio"``.
+
+    Concurrency: every method may be called from any thread, including from
+    a subscriber callback; calls are serialized by the state actor. A
+    :meth:`transaction` belongs to the thread that opened it.
+    """
+
+    def __init__(
+        self,
+        initial: object = None,
+        *,
+        state_file: str | os.PathLike[str] | None = None,
+        default: object = None,
+        autosave: bool = False,
+        serializer: Serializer | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        durability: Durability = "fsync",
+        backend: str = "asyncio",
+    ) -> None:
+        if state_file is not None and state_dir is not None:
+            reason = "give state_file or state_dir, not both"
+            raise InvalidActionError("state_file", reason)
+        if initial is not None and default is not None:
+            raise InvalidActionError("default", "give initial or default, not both")
+        start = own_json(default if initial is None else initial, "initial")
+        self._file = None if state_file is None else os.fspath(state_file)
+        self._serializer: Serializer = serializer or JsonSerializer()
+        self._autosave = bool(autosave) and self._file is not None
+        self._save_lock = threading.Lock()
+        if self._file is not None:
+            start = self._load(self._file, start)
+        self._portal_cm = start_blocking_portal(backend)
+        self._portal: BlockingPortal = self._portal_cm.__enter__()
+        try:
+            self._state_cm = self._portal.wrap_async_context_manager(
+                open_state(start, state_dir=state_dir, durability=durability)
+            )
+            self._state: StateHandle = self._state_cm.__enter__()
+        except BaseException:
+            self._portal_cm.__exit__(None, None, None)
+            raise
+        self._closed = False
+
+    def _load(self, path: str, start: JSON) -> JSON:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return start
+        try:
+            return own_json(self._serializer.loads(data), "state file")
+        except Exception as exc:  # noqa: BLE001 - any decoder error means "malformed"
+            aside = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+            n = 1
+            while os.path.exists(aside):
+                n += 1
+                aside = f"{aside.split('~')[0]}~{n}"
+            os.replace(path, aside)
+            warnings.warn(
+                f"{path} is not a valid state file ({exc}); starting from the "
+                f"default, the bad file is kept as {aside}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return start
+
+    # -- reading ------------------------------------------------------------
+
+    def get(self, path: PathLike = "", default: JSON = None) -> JSON:
+        """Return a copy of the value at *path*, or *default* when missing.
+
+        Inside a :meth:`transaction` of this thread, it sees that
+        transaction's own writes.
+        """
+        scratch = self._scratch()
+        if scratch is not None:
+            return scratch.read(path, default)
+        value: JSON = self._portal.call(self._state.get, path, default)
+        return value
+
+    def get_state(self) -> JSON:
+        """Return a deep copy of the whole tree."""
+        return self.get("")
+
+    @property
+    def revision(self) -> int:
+        """The current revision."""
+        return self._state.revision
+
+    # -- writing ------------------------------------------------------------
+
+    def set(self, path: PathLike, value: object) -> bool:
+        """Write *value* at *path*; False (nothing changed) when it cannot be applied.
+
+        Raises:
+            InvalidPathError, InvalidValueError: Bad input, before anything runs.
+        """
+        return self._write(Set(path, value))
+
+    def delete(self, path: PathLike) -> bool:
+        """Remove *path*; False when it was not there (or cannot be removed)."""
+        return self._write(Delete(path, missing_ok=False))
+
+    def _write(self, action: Action) -> bool:
+        scratch = self._scratch()
+        if scratch is not None:
+            try:
+                scratch.apply(action)
+            except ActionRejectedError:
+                return False
+            _TXN.pending[id(self)][1].append(action)
+            return True
+        try:
+            self._portal.call(self._state.send, action)
+        except ActionRejectedError:
+            return False
+        if self._autosave:
+            self.save()
+        return True
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """Group writes: all applied at the exit, as one action, or none.
+
+        Writes inside are checked against a private copy of the tree and
+        visible to :meth:`get` in this thread only. An exception in the block
+        discards them: the tree and the file stay as they were. Nested
+        transactions join the outer one.
+
+        Raises:
+            ActionRejectedError: Another thread's write made the group
+                impossible by the time it was applied; nothing was applied.
+        """
+        pending: dict[int, tuple[Tree, list[Action]]] = _TXN.__dict__.setdefault(
+            "pending", {}
+        )
+        if id(self) in pending:
+            yield self
+            return
+        pending[id(self)] = (Tree(self.get_state()), [])
+        try:
+            yield self
+        except BaseException:
+            del pending[id(self)]
+            raise
+        _, actions = pending.pop(id(self))
+        if actions:
+            self._portal.call(self._state.send, Transaction(actions))
+            if self._autosave:
+                self.save()
+
+    def _scratch(self) -> Tree | None:
+        pending = getattr(_TXN, "pending", None)
+        if not pending:
+            return None
+        entry = pending.get(id(self))
+        return None if entry is None else entry[0]
+
+    # -- events ---------------------------------------------------------------
+
+    def subscribe(
+        self,
+        callback: Callable[[StateChanged | Resync], object],
+        pattern: PathLike = "",
+        *,
+        name: str | None = None,
+    ) -> Callable[[], None]:
+        """Call *callback(event)* for every change at or below *pattern*.
+
+        The callback runs in a worker thread, one event at a time, in revision
+        order; it may call this Store. Returns a function that unsubscribes.
+        """
+        handler = _sync_handler(callback)
+        if name is None:
+            name = getattr(callback, "__qualname__", "callback")
+        subscribe = functools.partial(
+            self._state.subscribe, pattern, handler, name=_unique(self, name)
+        )
+        subscription = self._portal.call(subscribe)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(RuntimeError):  # the Store was closed already
+                self._portal.call(subscription.unsubscribe)
+
+        return unsubscribe
+
+    # -- files ----------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str] | None = None) -> str:
+        """Write the whole tree to *path* (default: ``state_file``) atomically.
+
+        Temp file in the same directory, fsync, ``os.replace``, fsync of the
+        directory: after a crash the file is the old or the new one, whole.
+        Returns the path written.
+
+        Raises:
+            InvalidActionError: No *path* and no ``state_file``.
+            OSError: The file could not be written; the old one is intact.
+        """
+        target = self._file if path is None else os.fspath(path)
+        if target is None:
+            raise InvalidActionError("path", "this Store has no state_file")
+        root = self._portal.call(self._state.get, "")
+        data = self._serializer.dumps(root)
+        with self._save_lock:
+            _atomic_write(target, data)
+        return target
+
+    def close(self) -> None:
+        """Save (with a ``state_file``), stop the actor and its thread. Idempotent."""
+        if self._closed:
+            return
+        try:
+            if self._file is not None:
+                self.save()
+        finally:
+            self._closed = True
+            try:
+                self._state_cm.__exit__(None, None, None)
+            finally:
+                self._portal_cm.__exit__(None, None, None)
+
+    def __enter__(self) -> Store:
+        """Return the store itself."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the store."""
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self._file or "memory"
+        closed = " closed" if self._closed else ""
+        return f"<Store {where} rev={self._state.revision}{closed}>"
+
+
+def _unique(store: Store, name: str) -> str:
+    taken = store._state.subscriber_statistics()
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}#{n}" in taken:
+        n += 1
+    return f"{name}#{n}"
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    temp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,217 @@
+"""The synchronous Store: plain threads, no event loop in the test."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+
+from stateward import (
+    InvalidPathError,
+    InvalidValueError,
+    JsonSerializer,
+    PickleSerializer,
+    StateChanged,
+    Store,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param  # type: ignore[no-any-return]
+
+
+def test_every_call_from_plain_code(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "state.json"
+    with Store(state_file=path, backend=backend) as store:
+        assert store.set("job.sorted", 1) is True
+        assert store.get("job.missing", default=0) == 0
+        assert store.set("job.sorted.deeper", 1) is False  # into a scalar
+        assert store.get("job") == {"sorted": 1}
+        assert store.delete("job.sorted") is True
+        assert store.delete("job.sorted") is False
+        state = store.get_state()
+        state["job"]["x"] = 1  # a deep copy: the store does not change
+        assert store.get_state() == {"job": {}}
+        with pytest.raises(InvalidPathError):
+            store.set("a..b", 1)
+        with pytest.raises(InvalidValueError):
+            store.set("a", float("nan"))
+        store.set("job.bins", 12)
+        assert store.save() == str(path)
+        assert json.loads(path.read_text()) == {"job": {"bins": 12}}
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o600)
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_subscribe_and_unsubscribe(backend: str) -> None:
+    events: list[tuple[str, object]] = []
+    done = threading.Event()
+
+    def callback(event: object) -> None:
+        assert isinstance(event, StateChanged)
+        events.append((event.path, event.new_value))
+        if event.new_value == 2:
+            done.set()
+
+    with Store({"job": {}}, backend=backend) as store:
+        unsubscribe = store.subscribe(callback, "job")
+        store.set("job.a", 1)
+        store.set("job.a", 2)
+        assert done.wait(5)
+        unsubscribe()
+        store.set("job.a", 3)
+        unsubscribe()  # idempotent
+    assert events == [("job.a", 1), ("job.a", 2)]
+
+
+def test_a_callback_may_call_the_store_back() -> None:
+    seen = threading.Event()
+    with Store() as store:
+
+        def mirror(event: object) -> None:
+            if isinstance(event, StateChanged) and event.path == "a":
+                store.set("b", event.new_value)
+                seen.set()
+
+        store.subscribe(mirror, "a")
+        store.set("a", 5)
+        assert seen.wait(5)
+        assert store.get("b") == 5
+
+
+def test_transaction_is_all_or_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    with Store({"job": {"bins": 10, "sorted": 3}}, state_file=path) as store:
+        store.save()
+        before = path.read_bytes()
+        with store.transaction():
+            store.set("job.bins", 12)
+            store.set("job.sorted", 0)
+            assert store.get("job") == {"bins": 12, "sorted": 0}  # sees its writes
+        assert store.get("job") == {"bins": 12, "sorted": 0}
+        revision = store.revision
+
+        def change_then_fail() -> None:
+            with store.transaction():
+                store.set("job.bins", 99)
+                msg = "boom"
+                raise RuntimeError(msg)
+
+        with pytest.raises(RuntimeError):
+            change_then_fail()
+        assert store.get("job") == {"bins": 12, "sorted": 0}
+        assert store.revision == revision
+        assert path.read_bytes() == before  # nothing saved by the failed block
+
+
+def test_autosave_writes_after_every_change(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    with Store(state_file=path, autosave=True) as store:
+        store.set("a", 1)
+        assert json.loads(path.read_text()) == {"a": 1}
+        with store.transaction():
+            store.set("b", 2)
+        assert json.loads(path.read_text()) == {"a": 1, "b": 2}
+
+
+def test_missing_file_starts_from_default_and_list_roots_work(tmp_path: Path) -> None:
+    path = tmp_path / "runs.json"
+    with Store(state_file=path, default=[]) as store:
+        assert store.get() == []
+        store.set("0", {"run": 1})
+        store.set("1", {"run": 2})
+    assert json.loads(path.read_text()) == [{"run": 1}, {"run": 2}]
+    with Store(state_file=path, default=[]) as store:
+        assert store.get("1.run") == 2
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"", b"[NaN]", b"\xff\xfe"])
+def test_a_malformed_file_is_kept_aside(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    with pytest.warns(RuntimeWarning, match="kept as"):
+        store = Store(state_file=path)
+    with store:
+        assert store.get() == {}
+        store.set("fresh", True)
+    aside = [n for n in os.listdir(tmp_path) if ".corrupt-" in n]
+    assert len(aside) == 1
+    assert (tmp_path / aside[0]).read_bytes() == content  # never overwritten
+    assert json.loads(path.read_text()) == {"fresh": True}
+
+
+def test_state_dir_store_is_durable_per_call(tmp_path: Path) -> None:
+    with Store(state_dir=tmp_path / "state") as store:
+        store.set("a", 1)
+        with store.transaction():
+            store.set("b", [1, 2])
+    with Store(state_dir=tmp_path / "state") as store:
+        assert store.get() == {"a": 1, "b": [1, 2]}
+
+
+def test_pickle_only_when_named(tmp_path: Path) -> None:
+    path = tmp_path / "state.pickle"
+    with Store(state_file=path, serializer=PickleSerializer()) as store:
+        store.set("a", [1, {"b": None}])
+    with Store(state_file=path, serializer=PickleSerializer()) as store:
+        assert store.get("a") == [1, {"b": None}]
+    # The default serializer does not unpickle: the file is malformed to it.
+    with pytest.warns(RuntimeWarning), Store(state_file=path) as store:
+        assert store.get() == {}
+
+
+def test_json_serializer_refuses_nan() -> None:
+    with pytest.raises(ValueError, match="not JSON"):
+        JsonSerializer().loads(b"[NaN]")
+
+
+def test_many_threads_at_once() -> None:
+    with Store() as store:
+
+        def worker(w: int) -> None:
+            for i in range(100):
+                assert store.set(f"w{w}.{i}", i)
+                assert store.get(f"w{w}.{i}") == i  # read-your-writes per thread
+
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert store.revision == 800
+        state = store.get_state()
+        assert all(state[f"w{w}"] == {str(i): i for i in range(100)} for w in range(8))
+
+
+def test_transactions_belong_to_their_thread() -> None:
+    with Store({"n": 0}) as store:
+        inside = threading.Event()
+        release = threading.Event()
+
+        def txn() -> None:
+            with store.transaction():
+                store.set("n", 1)
+                inside.set()
+                release.wait(5)
+
+        t = threading.Thread(target=txn)
+        t.start()
+        assert inside.wait(5)
+        assert store.get("n") == 0  # not visible outside its thread until commit
+        release.set()
+        t.join()
+        assert store.get("n") == 1
+
+
+def test_close_is_idempotent(tmp_path: Path) -> None:
+    store = Store(state_file=tmp_path / "s.json")
+    store.close()
+    store.close()
+    assert "closed" in repr(store)
