@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ import anyio
 
 from . import __version__
 from ._errors import StatewardError
+from .actors.persistence import inspect_directory
 from .actors.state import open_state
 from .actors.subscriber import Overflow
 from .messages.acks import RAS, ResultCode
@@ -144,6 +146,27 @@ async def _subscribe_all(state: StateHandle) -> None:
     await state.subscribe("runs.**", checker, name="checker")
 
 
+def inspect_command(directory: str, revision: int | None) -> int:
+    """Print what a state directory holds; 1 with a message when it cannot."""
+    try:
+        found = inspect_directory(directory, revision)
+    except (StatewardError, OSError) as exc:
+        print(f"stateward inspect: {exc}", file=sys.stderr)
+        return 1
+    print(f"state directory {directory}")
+    print("snapshots:")
+    for name, rev, size, status in found.snapshots:
+        print(f"  {name}  revision {rev}  {size:,} bytes  {status}")
+    print("journal segments:")
+    for name, first, count, status in found.segments:
+        last = f"..{first + count - 1}" if count else " (empty)"
+        print(f"  {name}  revisions {first}{last}  {count} records  {status}")
+    print(f"revisions on disk: {found.oldest}..{found.newest}")
+    print(f"tree at revision {found.revision}:")
+    print(json.dumps(found.tree, indent=2, ensure_ascii=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stateward`` command."""
     parser = argparse.ArgumentParser(
@@ -159,7 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         help="event loop to run on (default: asyncio)",
     )
     run_demo.add_argument("--runs", type=int, default=3, help="runs to orchestrate")
+    run_inspect = commands.add_parser(
+        "inspect", help="show a state directory (read-only) and its tree"
+    )
+    run_inspect.add_argument("directory", help="the state_dir of a persisted state")
+    run_inspect.add_argument(
+        "--revision", type=int, default=None, help="rebuild the tree at this revision"
+    )
     args = parser.parse_args(argv)
+    if args.command == "inspect":
+        return inspect_command(args.directory, args.revision)
     if args.command == "demo":
         if args.backend == "trio":
             try:

@@ -137,6 +137,8 @@ class Store:
             :func:`~stateward.open_state`); exclusive with *state_file*.
         durability: With *state_dir*: ``"fsync"`` (default), ``"flush"``,
             ``"none"``.
+        snapshot_every, keep_snapshots: With *state_dir*: see
+            :func:`~stateward.open_state`.
         backend: The event loop the background thread runs: ``"asyncio"``
             (default) or ``"trio"``.
 
@@ -155,6 +157,8 @@ class Store:
         serializer: Serializer | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         durability: Durability = "fsync",
+        snapshot_every: int = 10_000,
+        keep_snapshots: int = 3,
         backend: str = "asyncio",
     ) -> None:
         if state_file is not None and state_dir is not None:
@@ -173,7 +177,13 @@ class Store:
         self._portal: BlockingPortal = self._portal_cm.__enter__()
         try:
             self._state_cm = self._portal.wrap_async_context_manager(
-                open_state(start, state_dir=state_dir, durability=durability)
+                open_state(
+                    start,
+                    state_dir=state_dir,
+                    durability=durability,
+                    snapshot_every=snapshot_every,
+                    keep_snapshots=keep_snapshots,
+                )
             )
             self._state: StateHandle = self._state_cm.__enter__()
         except BaseException:

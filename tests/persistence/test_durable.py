@@ -234,3 +234,37 @@ async def test_injected_errors_fail_stop_100_times(tmp_path: Path, op: str) -> N
         assert set(got) >= {str(i) for i in acked}
         assert sorted(map(int, got)) == list(range(len(got)))
     assert injections == 50
+
+
+def test_stateward_inspect_shows_files_and_rebuilds_a_revision(tmp_path: Path) -> None:
+    async def fill() -> None:
+        async with open_state({"a": 1}, state_dir=tmp_path) as state:
+            for i in range(7):
+                await state.send(Set("n", i))
+
+    anyio.run(fill)
+    before = sorted(os.listdir(tmp_path))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "stateward.cli", "inspect", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    done = cli(str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "snapshot-00000000000000000000.snap  revision 0" in done.stdout
+    assert (
+        "journal-00000000000000000001.wal  revisions 1..7  7 records  ok" in done.stdout
+    )
+    assert "revisions on disk: 0..7" in done.stdout
+    assert done.stdout.rstrip().endswith('{\n  "a": 1,\n  "n": 6\n}')
+    at_two = cli(str(tmp_path), "--revision", "2")
+    assert at_two.stdout.rstrip().endswith('{\n  "a": 1,\n  "n": 1\n}')
+    assert cli(str(tmp_path), "--revision", "99").returncode == 1
+    missing = cli(str(tmp_path / "nope"))
+    assert missing.returncode == 1
+    assert "no such state directory" in missing.stderr
+    assert sorted(os.listdir(tmp_path)) == before  # read-only
