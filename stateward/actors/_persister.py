@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .state import _Core, _Request
     from .subscriber import Subscriber, _Delivery
 
-__all__ = ["WAIT_FOR", "Persister"]
+__all__ = ["WAIT_FOR", "Commit", "Persister"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,9 @@ WAIT_FOR: Final = {"none": 0, "flush": 1, "fsync": 2}
 _QUEUE: Final = 16  # commits in flight before the state actor waits
 
 
-class _Commit:
+class Commit:
+    """One batch of the state actor: its records, waiting senders and events."""
+
     __slots__ = ("blob", "fsync", "outbox", "requests", "revision")
 
     def __init__(
@@ -49,6 +51,15 @@ class _Commit:
         self.requests = requests
         self.outbox = outbox
         self.revision = revision
+
+    def refuse(self, error: Exception) -> None:
+        """Answer every sender still waiting with *error*; give up the events."""
+        for request in self.requests:
+            if not request.done.is_set():
+                request.error = error
+                request.done.set()
+        for sub, delivery in self.outbox:
+            delivery.collector.give_up(sub.name)
 
 
 class _SnapshotOrder:
@@ -69,10 +80,10 @@ class Persister:
         self.journal = journal
         self.config = config
         self.fsync_all = config.durability == "fsync"
-        self.tx, self.rx = anyio.create_memory_object_stream[_Commit | _SnapshotOrder](
+        self.tx, self.rx = anyio.create_memory_object_stream[Commit | _SnapshotOrder](
             _QUEUE
         )
-        self.inflight: deque[_Commit] = deque()
+        self.inflight: deque[Commit] = deque()
         self.durable_revision = core.tree.revision
         self._durable_changed = anyio.Event()
         self.last_snapshot = journal.snapshot_revision
@@ -86,14 +97,7 @@ class Persister:
 
     # -- the state actor's side ---------------------------------------------
 
-    async def submit(
-        self,
-        records: list[bytes],
-        requests: list[_Request],
-        outbox: list[tuple[Subscriber, _Delivery]],
-        revision: int,
-    ) -> None:
-        commit = _Commit(records, requests, outbox, revision)
+    async def submit(self, commit: Commit) -> None:
         self.inflight.append(commit)
         await self.tx.send(commit)
 
@@ -111,7 +115,7 @@ class Persister:
         # revision; the file work happens off the event loop.
         self.snapshot_busy = True
         self._snapshot_idle = anyio.Event()
-        await self.tx.send(_SnapshotOrder(tree.revision, _dumps(tree.root).encode()))
+        await self.tx.send(_SnapshotOrder(tree.revision, _snapshot_body(tree)))
 
     async def finish(self) -> None:
         """Drain every commit, wait for a snapshot in progress, write a last one."""
@@ -120,18 +124,12 @@ class Persister:
         await self._snapshot_idle.wait()
         tree = self.core.tree
         if self.core.failed is None and tree.revision > self.last_snapshot:
-            body = _dumps(tree.root).encode()
-            await self._write_snapshot(tree.revision, body)
+            await self._write_snapshot(tree.revision, _snapshot_body(tree))
 
     def abandon(self, error: Exception) -> None:
         """The actor ends abnormally: refuse every sender still waiting."""
         for commit in self.inflight:
-            for request in commit.requests:
-                if not request.done.is_set():
-                    request.error = error
-                    request.done.set()
-            for sub, delivery in commit.outbox:
-                delivery.collector.give_up(sub.name)
+            commit.refuse(error)
         self.inflight.clear()
         self.tx.close()
 
@@ -147,7 +145,7 @@ class Persister:
 
     async def run(self) -> None:
         try:
-            carry: _Commit | _SnapshotOrder | None = None
+            carry: Commit | _SnapshotOrder | None = None
             while True:
                 if carry is not None:
                     item, carry = carry, None
@@ -175,7 +173,7 @@ class Persister:
             self.tx.close()
             self.finished.set()
 
-    async def _commit(self, group: list[_Commit]) -> None:
+    async def _commit(self, group: list[Commit]) -> None:
         if self.core.failed is None:
             blob = b"".join(c.blob for c in group)
             fsync = self.fsync_all or any(c.fsync for c in group)
@@ -184,34 +182,31 @@ class Persister:
                     await anyio.to_thread.run_sync(self.journal.commit, blob, fsync)
                 except OSError as exc:
                     self._fail(exc)
-                self.commits += 1
-                self.fsyncs += fsync
-        if self.core.failed is not None:
-            self.abandon_group(group, self.core.failed)
-            return
-        self.durable_revision = group[-1].revision
-        event, self._durable_changed = self._durable_changed, anyio.Event()
-        event.set()
+                else:
+                    self.commits += 1
+                    self.fsyncs += fsync
+        failed = self.core.failed
+        if failed is None:
+            self.durable_revision = group[-1].revision
+            self._wake_readers()
         for commit in group:
-            for request in commit.requests:
-                request.done.set()
+            if failed is None:
+                for request in commit.requests:
+                    request.done.set()
+            else:
+                commit.refuse(failed)
             if self.inflight and self.inflight[0] is commit:
                 self.inflight.popleft()  # (abandon() may have emptied it meanwhile)
+        if failed is not None:
+            return
         for commit in group:
             for sub, delivery in commit.outbox:
                 if not sub.put_nowait(delivery):
                     await sub.put(delivery)
 
-    def abandon_group(self, group: list[_Commit], error: Exception) -> None:
-        for commit in group:
-            for request in commit.requests:
-                if not request.done.is_set():
-                    request.error = error
-                    request.done.set()
-            for sub, delivery in commit.outbox:
-                delivery.collector.give_up(sub.name)
-            if self.inflight and self.inflight[0] is commit:
-                self.inflight.popleft()
+    def _wake_readers(self) -> None:
+        event, self._durable_changed = self._durable_changed, anyio.Event()
+        event.set()
 
     def _fail(self, exc: OSError) -> None:
         message = (
@@ -221,8 +216,7 @@ class Persister:
         logger.error("%s", message)
         self.core.failed = DurabilityError(message)
         self.core.failed.__cause__ = exc
-        event, self._durable_changed = self._durable_changed, anyio.Event()
-        event.set()
+        self._wake_readers()
 
     async def _rotate(self, order: _SnapshotOrder) -> None:
         if self.core.failed is not None:
@@ -262,3 +256,8 @@ class Persister:
             return
         self.last_snapshot = revision
         self.snapshots += 1
+
+
+def _snapshot_body(tree: Tree) -> bytes:
+    # Serialized between two batches, so that it is exactly this revision.
+    return _dumps(tree.root).encode()

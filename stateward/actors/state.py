@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final, overload
 
@@ -42,7 +43,7 @@ from ..messages.events import StateChanged
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 from ..tree import MISSING, Tree
 from ._ack import AckCollector
-from ._persister import WAIT_FOR, Persister
+from ._persister import WAIT_FOR, Commit, Persister
 from .persistence import (
     Durability,
     PersistenceConfig,
@@ -55,7 +56,6 @@ from .persistence import (
 from .subscriber import Handler, Overflow, Subscriber, SubscriberStatistics, _Delivery
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import AsyncIterator
 
     from anyio.abc import TaskGroup, TaskStatus
@@ -283,7 +283,7 @@ class _Core:
         if self.records or waiting or self.outbox:
             records, self.records = self.records, []
             outbox, self.outbox = self.outbox, []
-            await persister.submit(records, waiting, outbox, self.tree.revision)
+            await persister.submit(Commit(records, waiting, outbox, self.tree.revision))
         if persister.snapshot_due(self.tree.revision):
             await persister.submit_snapshot(self.tree)
         return stop_at
@@ -819,6 +819,7 @@ class StateHandle(metaclass=_NoPublicConstructor):
         """Return a snapshot of the actor's counters (never blocks)."""
         core = self._core
         rx = core.rx.statistics()
+        p = core.persister
         return StateStatistics(
             revision=core.tree.revision,
             subscribers=len(core.subscribers),
@@ -827,16 +828,10 @@ class StateHandle(metaclass=_NoPublicConstructor):
             senders_waiting=rx.tasks_waiting_send,
             applied=core.applied,
             rejected=core.rejected,
-            **(
-                {}
-                if (p := core.persister) is None
-                else {
-                    "durable_revision": p.durable_revision,
-                    "journal_commits": p.commits,
-                    "journal_fsyncs": p.fsyncs,
-                    "snapshots": p.snapshots,
-                }
-            ),
+            durable_revision=None if p is None else p.durable_revision,
+            journal_commits=0 if p is None else p.commits,
+            journal_fsyncs=0 if p is None else p.fsyncs,
+            snapshots=0 if p is None else p.snapshots,
         )
 
     def subscriber_statistics(self) -> dict[str, SubscriberStatistics]:
@@ -906,7 +901,7 @@ async def open_state(
         None
         if state_dir is None
         else PersistenceConfig(
-            state_dir,  # type: ignore[arg-type]  # converted by os.fspath
+            os.fspath(state_dir),
             durability,
             snapshot_every,
             keep_snapshots,
