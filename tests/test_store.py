@@ -215,3 +215,24 @@ def test_close_is_idempotent(tmp_path: Path) -> None:
     store.close()
     store.close()
     assert "closed" in repr(store)
+
+
+def test_unnamed_callbacks_are_named_uniquely_and_names_are_checked() -> None:
+    from stateward import DuplicateNameError
+
+    got: list[object] = []
+    both = threading.Barrier(3)
+
+    def callback(event: object) -> None:
+        got.append(event)
+        both.wait(5)
+
+    with Store() as store:
+        store.subscribe(callback)
+        store.subscribe(callback)  # the same function twice: two subscribers
+        store.subscribe(print, name="taken")
+        with pytest.raises(DuplicateNameError):
+            store.subscribe(print, name="taken")
+        store.set("a", 1)
+        both.wait(5)
+    assert len(got) == 2

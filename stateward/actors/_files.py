@@ -9,6 +9,7 @@ thread, never on the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING, Final
 
@@ -107,3 +108,31 @@ class Files:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def write_atomic(self, path: str, *chunks: bytes) -> None:
+        """Replace *path* whole, durably (rule R3).
+
+        Temp file beside it, write, fsync, ``os.replace``, fsync of the
+        directory: after a crash *path* is the old file or the new one, never
+        a mix. On error the temp file is removed and *path* is untouched.
+        """
+        directory = os.path.dirname(os.path.abspath(path))
+        temp = f"{path}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            self.unlink(temp)  # left by an earlier process with this pid
+        fd = self.create(temp)
+        try:
+            try:
+                for chunk in chunks:
+                    self.write(fd, chunk)
+                self.fsync(fd)
+            finally:
+                self.close(fd)
+            crash_point("atomic-temp-synced")
+            self.replace(temp, path)
+            crash_point("atomic-replaced")
+            self.fsync_dir(directory)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.unlink(temp)
+            raise

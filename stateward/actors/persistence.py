@@ -604,26 +604,9 @@ class Journal:
 
     def write_snapshot(self, revision: int, body: bytes) -> None:
         """Write the snapshot of *revision* atomically (R3); no temp left on error."""
-        files = self.files
-        name = snapshot_name(revision)
-        final = os.path.join(self.directory, name)
-        temp = final + _TEMP_SUFFIX
-        fd = files.create(temp)
-        try:
-            try:
-                files.write(fd, _snapshot_header(self.store_id, revision, body))
-                files.write(fd, body)
-                files.fsync(fd)
-            finally:
-                files.close(fd)
-            crash_point("snapshot-temp-synced")
-            files.replace(temp, final)
-            crash_point("snapshot-replaced")
-            files.fsync_dir(self.directory)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                files.unlink(temp)
-            raise
+        path = os.path.join(self.directory, snapshot_name(revision))
+        header = _snapshot_header(self.store_id, revision, body)
+        self.files.write_atomic(path, header, body)
         self.snapshot_revision = revision
 
     def retain(self) -> list[str]:

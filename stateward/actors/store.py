@@ -37,7 +37,7 @@ from .._json import JSON, own_json
 from ..messages.acks import RAS
 from ..messages.actions import Action, Delete, Set, Transaction
 from ..tree import Tree
-from ._files import FILE_MODE
+from ._files import Files
 from .state import StateHandle, open_state
 
 if TYPE_CHECKING:
@@ -110,12 +110,22 @@ class PickleSerializer:
 _TXN: Final = threading.local()
 
 
+def _pending() -> dict[int, tuple[Tree, list[Action]]]:
+    """This thread's open transactions, by Store: (scratch tree, actions)."""
+    pending: dict[int, tuple[Tree, list[Action]]] = _TXN.__dict__.setdefault(
+        "pending", {}
+    )
+    return pending
+
+
 def _sync_handler(callback: Callable[[StateChanged | Resync], object]) -> Any:
     async def handler(event: StateChanged | Resync) -> int:
         # In a worker thread: the callback may block, or call the Store back.
         await anyio.to_thread.run_sync(callback, event)
         return RAS.SUCCESS
 
+    # The state actor names an unnamed subscriber after its handler.
+    handler.__qualname__ = getattr(callback, "__qualname__", "callback")
     return handler
 
 
@@ -200,11 +210,11 @@ class Store:
         try:
             return own_json(self._serializer.loads(data), "state file")
         except Exception as exc:  # noqa: BLE001 - any decoder error means "malformed"
-            aside = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
-            n = 1
+            base = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+            aside, n = base, 1
             while os.path.exists(aside):
                 n += 1
-                aside = f"{aside.split('~')[0]}~{n}"
+                aside = f"{base}.{n}"
             os.replace(path, aside)
             warnings.warn(
                 f"{path} is not a valid state file ({exc}); starting from the "
@@ -258,7 +268,7 @@ class Store:
                 scratch.apply(action)
             except ActionRejectedError:
                 return False
-            _TXN.pending[id(self)][1].append(action)
+            _pending()[id(self)][1].append(action)
             return True
         try:
             self._portal.call(self._state.send, action)
@@ -281,9 +291,7 @@ class Store:
             ActionRejectedError: Another thread's write made the group
                 impossible by the time it was applied; nothing was applied.
         """
-        pending: dict[int, tuple[Tree, list[Action]]] = _TXN.__dict__.setdefault(
-            "pending", {}
-        )
+        pending = _pending()
         if id(self) in pending:
             yield self
             return
@@ -300,10 +308,7 @@ class Store:
                 self.save()
 
     def _scratch(self) -> Tree | None:
-        pending = getattr(_TXN, "pending", None)
-        if not pending:
-            return None
-        entry = pending.get(id(self))
+        entry = _pending().get(id(self))
         return None if entry is None else entry[0]
 
     # -- events ---------------------------------------------------------------
@@ -319,12 +324,13 @@ class Store:
 
         The callback runs in a worker thread, one event at a time, in revision
         order; it may call this Store. Returns a function that unsubscribes.
+        Unnamed subscribers are named after the callback, made unique.
+
+        Raises:
+            DuplicateNameError: *name* is taken.
         """
-        handler = _sync_handler(callback)
-        if name is None:
-            name = getattr(callback, "__qualname__", "callback")
         subscribe = functools.partial(
-            self._state.subscribe, pattern, handler, name=_unique(self, name)
+            self._state.subscribe, pattern, _sync_handler(callback), name=name
         )
         subscription = self._portal.call(subscribe)
 
@@ -353,7 +359,7 @@ class Store:
         root = self._portal.call(self._state.get, "")
         data = self._serializer.dumps(root)
         with self._save_lock:
-            _atomic_write(target, data)
+            Files().write_atomic(target, data)
         return target
 
     def close(self) -> None:
@@ -382,37 +388,3 @@ class Store:
         where = self._file or "memory"
         closed = " closed" if self._closed else ""
         return f"<Store {where} rev={self._state.revision}{closed}>"
-
-
-def _unique(store: Store, name: str) -> str:
-    taken = store._state.subscriber_statistics()
-    if name not in taken:
-        return name
-    n = 2
-    while f"{name}#{n}" in taken:
-        n += 1
-    return f"{name}#{n}"
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    temp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -36,8 +36,8 @@ KILLS = int(os.environ.get("STATEWARD_KILLS", "100"))
 POINTS = [
     "journal-written",  # before the journal fsync
     "journal-synced",  # after the fsync, before the acknowledgement
-    "snapshot-temp-synced",
-    "snapshot-replaced",  # after the rename, before the directory fsync
+    "atomic-temp-synced",  # a snapshot's temp file synced, not yet renamed
+    "atomic-replaced",  # after the rename, before the directory fsync
     "retention-removed-snapshot",
     "recovery-replayed-segment",
 ]
