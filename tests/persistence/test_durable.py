@@ -103,8 +103,6 @@ async def test_snapshots_rotate_and_retention_keeps_k(tmp_path: Path) -> None:
     ) as state:
         for i in range(95):
             await state.send(Set("n", i))
-            if i % 10 == 0:
-                await anyio.lowlevel.checkpoint()  # let a snapshot task run
     names = sorted(os.listdir(tmp_path))
     snapshots = [n for n in names if n.startswith("snapshot-")]
     assert len(snapshots) == 2
@@ -112,6 +110,27 @@ async def test_snapshots_rotate_and_retention_keeps_k(tmp_path: Path) -> None:
     assert not [n for n in names if n.endswith(".tmp")]
     async with open_state(state_dir=tmp_path) as state:
         assert await state.get("n") == 94
+
+
+async def test_durability_modes_decide_what_a_send_waits_for(tmp_path: Path) -> None:
+    # "none": no fsync unless a send asks; durable=True forces one.
+    async with open_state(state_dir=tmp_path / "none", durability="none") as state:
+        for i in range(10):
+            await state.send(Set("n", i))
+        assert state.statistics().journal_fsyncs == 0
+        assert await state.get("n") == 9  # get() waits for the write, not an fsync
+        await state.send(Set("n", 10), durable=True)
+        assert state.statistics().journal_fsyncs == 1
+    # "flush": every send waits for the write, none for an fsync.
+    async with open_state(state_dir=tmp_path / "flush", durability="flush") as state:
+        for i in range(10):
+            receipt = await state.send(Set("n", i))
+            assert state.statistics().durable_revision >= receipt.revision  # type: ignore[operator]
+        assert state.statistics().journal_fsyncs == 0
+    for mode in ("none", "flush"):
+        async with open_state(state_dir=tmp_path / mode) as state:
+            assert await state.get("n") == (10 if mode == "none" else 9)
+        assert os.stat(tmp_path / mode).st_mode & 0o777 == 0o700
 
 
 async def test_bad_options_are_typed_errors(tmp_path: Path) -> None:
@@ -139,17 +158,16 @@ def test_a_second_process_fails_at_once_100_of_100(tmp_path: Path) -> None:
     """D7: a second process opening the directory fails fast and clearly."""
     script = textwrap.dedent(
         f"""
-        import time, anyio
+        import anyio
         from stateward import StateLockedError, open_state
         async def main():
             failures = 0
             for _ in range(100):
-                start = time.monotonic()
                 try:
-                    async with open_state(state_dir={str(tmp_path)!r}):
-                        pass
+                    with anyio.fail_after(1):  # fails at once, never waits
+                        async with open_state(state_dir={str(tmp_path)!r}):
+                            pass
                 except StateLockedError as exc:
-                    assert time.monotonic() - start < 1.0
                     assert "in use" in str(exc)
                     failures += 1
             print(failures)
