@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._errors import (
     ActionRejectedError as ActionRejectedError,
+    CheckpointError as CheckpointError,
     CorruptStateError as CorruptStateError,
     DuplicateNameError as DuplicateNameError,
     DurabilityError as DurabilityError,
@@ -26,6 +27,9 @@ from ._errors import (
 )
 from ._json import JSON as JSON
 from .actors import (
+    Checkpointable as Checkpointable,
+    CheckpointInfo as CheckpointInfo,
+    Checkpoints as Checkpoints,
     Durability as Durability,
     Handler as Handler,
     JsonSerializer as JsonSerializer,
@@ -69,6 +73,10 @@ __all__ = [
     "Action",
     "ActionRejectedError",
     "ChangeKind",
+    "CheckpointError",
+    "CheckpointInfo",
+    "Checkpointable",
+    "Checkpoints",
     "CorruptStateError",
     "Delete",
     "DuplicateNameError",

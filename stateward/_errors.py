@@ -27,6 +27,7 @@ from __future__ import annotations
 
 __all__ = [
     "ActionRejectedError",
+    "CheckpointError",
     "CorruptStateError",
     "DuplicateNameError",
     "DurabilityError",
@@ -94,15 +95,17 @@ class InvalidActionError(StatewardError, ValueError):
 
 
 class DuplicateNameError(StatewardError, ValueError):
-    """A subscriber name is already taken on this state actor.
+    """A name is already taken: a subscriber's, or a checkpointed object's.
 
     Attributes:
         name: The name that was asked for.
+        kind: What it names (``"subscriber"``, ``"checkpointed object"``).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, kind: str = "subscriber") -> None:
         self.name = name
-        super().__init__(f"a subscriber named {name!r} already exists")
+        self.kind = kind
+        super().__init__(f"a {kind} named {name!r} already exists")
 
 
 class ActionRejectedError(StatewardError):
@@ -188,6 +191,24 @@ class DurabilityError(PersistenceError):
     until the state is opened again (recovery then restores what was
     acknowledged).
     """
+
+
+class CheckpointError(PersistenceError):
+    """A checkpoint cannot be saved or loaded as asked.
+
+    Raised for a checkpoint that lacks the state of a registered object, a
+    manifest that cannot be read, or an object whose ``save_state`` failed
+    (the partial checkpoint is removed: no checkpoint is half-written).
+
+    Attributes:
+        path: The checkpoint directory.
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -67,3 +67,15 @@ def test_store_example_runs():
         'file: {"job":{"bins":12,"sorted":0}}',
         "events: [('job.sorted', 1), ('job.bins', 12), ('job.sorted', 0)]",
     ]
+
+
+def test_checkpoints_example_runs():
+    done = run(str(ROOT / "examples" / "checkpoints.py"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "saved step-1 at revision 1",
+        "saved step-2 at revision 2",
+        "saved step-3 at revision 3",
+        "kept: ['step-2', 'step-3']",
+        "restored: {'step': 2} [1.0, 0.5]",
+    ]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from .checkpoints import (
+    Checkpointable as Checkpointable,
+    CheckpointInfo as CheckpointInfo,
+    Checkpoints as Checkpoints,
+)
 from .persistence import (
     Durability as Durability,
     PersistenceConfig as PersistenceConfig,
@@ -27,6 +32,9 @@ from .subscriber import (
 )
 
 __all__ = [
+    "CheckpointInfo",
+    "Checkpointable",
+    "Checkpoints",
     "Durability",
     "Handler",
     "JsonSerializer",

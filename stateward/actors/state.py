@@ -714,6 +714,25 @@ class StateHandle(metaclass=_NoPublicConstructor):
             await persister.wait_durable(self._core.tree.revision)
         return value
 
+    async def wait_durable(self, revision: int | None = None) -> int:
+        """Wait until *revision* (default: the current one) is in the journal.
+
+        Returns the revision waited for. On a state that is not persisted it
+        returns at once. Use it to make sure that what you read, or what a
+        non-durable ``send`` wrote, would survive a crash.
+
+        Raises:
+            DurabilityError: The journal failed; the state must be reopened.
+        """
+        await anyio.lowlevel.checkpoint()
+        core = self._core
+        target = core.tree.revision if revision is None else revision
+        if core.failed is not None:
+            raise core.failed
+        if core.persister is not None:
+            await core.persister.wait_durable(target)
+        return target
+
     def get_nowait(self, path: PathLike = "", default: JSON = None) -> JSON:
         """Return a private copy of the value at *path*, or *default* (never blocks).
 

@@ -1,0 +1,401 @@
+"""Checkpoints: the tree and your own objects, saved together into one directory.
+
+The pamiq-core pattern: any object with ``save_state(path)`` and
+``load_state(path)`` (a model, a replay buffer, an optimizer) is registered
+under a unique name; a checkpoint saves the state tree and every registered
+object into one new timestamped directory::
+
+    checkpoints/
+      20261124T101530.123456Z/
+        MANIFEST.json        format, revision, creation time, object names
+        state.json           the state tree at that revision
+        objects/model        whatever model.save_state(path) wrote there
+
+A checkpoint is complete or absent: it is written under a hidden temporary
+name, every file and directory in it is fsynced, and only then is it renamed
+into place (and the parent directory fsynced). An existing checkpoint is never
+overwritten. Retention keeps the newest ``keep`` checkpoints once a new one is
+complete.
+
+All file work runs in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Protocol, cast, final, runtime_checkable
+
+import anyio
+import attrs
+
+from .._errors import CheckpointError, DuplicateNameError, InvalidActionError
+from .._json import own_json
+from ..messages.actions import Set
+from ._files import Files
+from .store import JsonSerializer
+
+if TYPE_CHECKING:
+    from .._json import JSON
+    from .state import StateHandle
+
+__all__ = ["CheckpointInfo", "Checkpointable", "Checkpoints"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT: Final = "stateward-checkpoint/1"
+MANIFEST: Final = "MANIFEST.json"
+TREE: Final = "state.json"
+OBJECTS: Final = "objects"
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_PARTIAL: Final = ".partial-"
+_DELETING: Final = ".deleting-"
+_STRICT: Final = JsonSerializer()
+
+
+@runtime_checkable
+class Checkpointable(Protocol):
+    """An object that saves itself to, and restores itself from, a path.
+
+    *path* does not exist when ``save_state`` is called: the object creates it
+    (a file, or a directory of files). Both run in a worker thread.
+    """
+
+    def save_state(self, path: Path) -> None:
+        """Write this object's state at *path*."""
+
+    def load_state(self, path: Path) -> None:
+        """Restore this object's state from *path*."""
+
+
+@final
+@attrs.frozen
+class CheckpointInfo:
+    """One complete checkpoint, as its manifest describes it."""
+
+    path: Path
+    revision: int  # the state tree's revision saved in it
+    created: str  # UTC, ISO 8601
+    objects: tuple[str, ...]  # the names of the objects saved in it
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        reason = (
+            "must be 1-128 characters of letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit (got {name!r})"
+        )
+        raise InvalidActionError(what, reason)
+    return name
+
+
+@final
+class Checkpoints:
+    """Saves the state tree and registered objects into timestamped directories.
+
+    Create one per checkpoint directory, on the event loop that runs the
+    state. ``register``/``unregister`` are plain calls; ``save`` and ``load``
+    are serialized by a lock (one at a time); ``run`` saves every *interval*
+    seconds, as a task in your nursery.
+
+    Consistency: the tree is read at one revision (never half an action) and
+    saved only once that revision is durable. Your objects are saved one
+    after another after it; if they must agree with the tree to the byte,
+    pause what changes them while ``save`` runs.
+    """
+
+    def __init__(
+        self,
+        state: StateHandle,
+        directory: str | os.PathLike[str],
+        *,
+        keep: int | None = None,
+    ) -> None:
+        """Save into *directory* (created 0700 if missing); keep the newest *keep*.
+
+        *keep* None keeps every checkpoint.
+        """
+        if keep is not None and (type(keep) is not int or keep < 1):
+            reason = f"must be an int >= 1 or None (got {keep!r})"
+            raise InvalidActionError("keep", reason)
+        self._state = state
+        self._directory = Path(os.fspath(directory))
+        self._keep = keep
+        self._objects: dict[str, Checkpointable] = {}
+        self._lock = anyio.Lock()
+        self._files = Files()
+        self.saved = 0
+        """Checkpoints saved by this object."""
+        self.failed = 0
+        """Periodic saves that failed (see :meth:`run`)."""
+        self.last_error: BaseException | None = None
+        """The error of the last failed periodic save, if any."""
+
+    @property
+    def directory(self) -> Path:
+        """Where the checkpoints live."""
+        return self._directory
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The registered names, in registration order."""
+        return tuple(self._objects)
+
+    def register(self, name: str, obj: Checkpointable) -> None:
+        """Save and load *obj* under *name* from now on.
+
+        Raises:
+            DuplicateNameError: *name* is registered already.
+            InvalidActionError: *name* is not a safe file name, or *obj* has
+                no ``save_state``/``load_state``.
+        """
+        _check_name(name, "name")
+        if not isinstance(cast("object", obj), Checkpointable):
+            reason = f"needs save_state(path) and load_state(path) (got {obj!r})"
+            raise InvalidActionError("obj", reason)
+        if name in self._objects:
+            raise DuplicateNameError(name, "checkpointed object")
+        self._objects[name] = obj
+
+    def unregister(self, name: str) -> None:
+        """Stop saving *name*; raises ``KeyError`` if it is not registered."""
+        del self._objects[name]
+
+    def list(self) -> list[CheckpointInfo]:
+        """Return the complete checkpoints, oldest first (blocking, but brief)."""
+        found: list[CheckpointInfo] = []
+        if not self._directory.is_dir():
+            return found
+        for entry in self._directory.iterdir():
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            try:
+                found.append(_read_manifest(entry))
+            except CheckpointError:
+                continue  # not a checkpoint of ours: left alone
+        found.sort(key=lambda info: (info.created, info.path.name))
+        return found
+
+    async def save(self, *, name: str | None = None) -> CheckpointInfo:
+        """Save the tree and every registered object into a new directory.
+
+        The directory is named for the current UTC time unless *name* is
+        given. Returns once the checkpoint is complete and durable; then
+        retention removes the oldest beyond ``keep``.
+
+        Raises:
+            FileExistsError: A checkpoint of that name exists (never overwritten).
+            CheckpointError: An object's ``save_state`` raised; nothing was left.
+            DurabilityError: The state's journal failed.
+        """
+        if name is not None:
+            _check_name(name, "name")
+        async with self._lock:
+            revision = self._state.revision
+            tree = self._state.get_nowait()  # one revision: no yield in between
+            await self._state.wait_durable(revision)
+            objects = dict(self._objects)
+            now = datetime.datetime.now(datetime.UTC)
+            dirname = name or now.strftime("%Y%m%dT%H%M%S.%fZ")
+            info = await anyio.to_thread.run_sync(
+                self._write, dirname, revision, now.isoformat(), tree, objects
+            )
+            if self._keep is not None:
+                await anyio.to_thread.run_sync(self._retain, self._keep)
+            self.saved += 1
+            return info
+
+    async def load(self, path: str | os.PathLike[str] | None = None) -> CheckpointInfo:
+        """Restore the tree and every registered object from a checkpoint.
+
+        *path* is a checkpoint directory, or the name of one in
+        :attr:`directory`; None takes the newest. Everything is checked
+        before anything changes (the manifest, the tree, an entry for every
+        registered object); then each object's ``load_state`` runs, in
+        registration order, and last the tree is set whole with one action
+        (its events reach your subscribers). Objects in the checkpoint that
+        are not registered are ignored.
+
+        Raises:
+            FileNotFoundError: No such checkpoint (or none at all).
+            CheckpointError: It is incomplete or damaged, or lacks a
+                registered object; nothing was changed.
+        """
+        async with self._lock:
+            if path is None:
+                listed = await anyio.to_thread.run_sync(self.list)
+                if not listed:
+                    msg = "no checkpoint in this directory"
+                    raise FileNotFoundError(errno.ENOENT, msg, str(self._directory))
+                where = listed[-1].path
+            else:
+                where = Path(os.fspath(path))
+                if not where.is_absolute() and not where.exists():
+                    where = self._directory / where
+            objects = dict(self._objects)
+            info, tree = await anyio.to_thread.run_sync(_read_checkpoint, where)
+            missing = [n for n in objects if n not in info.objects]
+            if missing:
+                reason = f"holds no state for {', '.join(map(repr, missing))}"
+                raise CheckpointError(str(where), reason)
+            for obj_name, obj in objects.items():
+                target = where / OBJECTS / obj_name
+                await anyio.to_thread.run_sync(obj.load_state, target)
+            await self._state.send(Set("", tree))
+            return info
+
+    async def run(
+        self,
+        interval: float,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Save a checkpoint every *interval* seconds, until cancelled.
+
+        For ``nursery.start``/``tg.start``. A failed save is logged, counted
+        in :attr:`failed` and kept in :attr:`last_error`; the loop goes on
+        (the checkpoints already saved stay).
+        """
+        if type(interval) not in (int, float) or not 0 < interval < float("inf"):
+            reason = f"must be a number of seconds > 0 (got {interval!r})"
+            raise InvalidActionError("interval", reason)
+        task_status.started()
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.save()
+            except Exception as exc:  # counted and logged; the loop goes on
+                self.failed += 1
+                self.last_error = exc
+                logger.exception("periodic checkpoint in %s failed", self._directory)
+
+    # -- blocking work (worker threads) ---------------------------------------
+
+    def _write(
+        self,
+        dirname: str,
+        revision: int,
+        created: str,
+        tree: JSON,
+        objects: dict[str, Checkpointable],
+    ) -> CheckpointInfo:
+        files = self._files
+        root = self._directory
+        files.makedirs(str(root))
+        final = root / dirname
+        if final.exists():
+            raise _exists(final)
+        self._remove_leftovers()
+        partial = root / f"{_PARTIAL}{dirname}"
+        os.mkdir(partial, 0o700)
+        try:
+            (partial / OBJECTS).mkdir(0o700)
+            _write_file(files, partial / TREE, _STRICT.dumps(tree))
+            for obj_name, obj in objects.items():
+                try:
+                    obj.save_state(partial / OBJECTS / obj_name)
+                except Exception as exc:
+                    reason = f"save_state of {obj_name!r} raised {exc!r}"
+                    raise CheckpointError(str(final), reason) from exc
+                if not (partial / OBJECTS / obj_name).exists():
+                    reason = f"save_state of {obj_name!r} wrote nothing at its path"
+                    raise CheckpointError(str(final), reason)
+            manifest = {
+                "format": FORMAT,
+                "revision": revision,
+                "created": created,
+                "objects": list(objects),
+            }
+            _write_file(files, partial / MANIFEST, json.dumps(manifest).encode())
+            _fsync_tree(files, partial)
+            if final.exists():  # made meanwhile by someone else
+                raise _exists(final)
+            os.rename(partial, final)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        files.fsync_dir(str(root))
+        return CheckpointInfo(final, revision, created, tuple(objects))
+
+    def _retain(self, keep: int) -> None:
+        complete = self.list()
+        for info in complete[:-keep]:
+            doomed = self._directory / f"{_DELETING}{info.path.name}"
+            os.rename(info.path, doomed)  # gone from list() at once
+            shutil.rmtree(doomed, ignore_errors=True)
+        if len(complete) > keep:
+            self._files.fsync_dir(str(self._directory))
+
+    def _remove_leftovers(self) -> None:
+        for entry in self._directory.iterdir():
+            if entry.name.startswith((_PARTIAL, _DELETING)) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _exists(final: Path) -> FileExistsError:
+    msg = "a checkpoint of this name exists: never overwritten"
+    return FileExistsError(errno.EEXIST, msg, str(final))
+
+
+def _write_file(files: Files, path: Path, data: bytes) -> None:
+    fd = files.create(str(path))
+    try:
+        files.write(fd, data)
+    finally:
+        files.close(fd)
+
+
+def _fsync_tree(files: Files, top: Path) -> None:
+    """Fsync every file and directory under *top* (what objects wrote too)."""
+    for dirpath, _dirnames, filenames in os.walk(top):
+        for filename in filenames:
+            fd = os.open(os.path.join(dirpath, filename), os.O_RDONLY)
+            try:
+                files.fsync(fd)
+            finally:
+                files.close(fd)
+        files.fsync_dir(dirpath)
+
+
+def _read_manifest(where: Path) -> CheckpointInfo:
+    try:
+        manifest = json.loads((where / MANIFEST).read_bytes())
+    except FileNotFoundError:
+        raise CheckpointError(str(where), f"no {MANIFEST}: not a checkpoint") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(str(where), f"{MANIFEST} cannot be read: {exc}") from None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or type(manifest.get("revision")) is not int
+        or not isinstance(manifest.get("created"), str)
+        or not isinstance(manifest.get("objects"), list)
+        or not all(
+            isinstance(n, str) and _NAME_RE.fullmatch(n) for n in manifest["objects"]
+        )
+    ):
+        raise CheckpointError(str(where), f"{MANIFEST} is not a {FORMAT} manifest")
+    return CheckpointInfo(
+        where, manifest["revision"], manifest["created"], tuple(manifest["objects"])
+    )
+
+
+def _read_checkpoint(where: Path) -> tuple[CheckpointInfo, JSON]:
+    if not where.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such checkpoint", str(where))
+    info = _read_manifest(where)
+    try:
+        tree = own_json(_STRICT.loads((where / TREE).read_bytes()), TREE)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(str(where), f"{TREE} cannot be read: {exc}") from None
+    for obj_name in info.objects:
+        if not (where / OBJECTS / obj_name).exists():
+            reason = f"the manifest names {obj_name!r}, but it holds nothing for it"
+            raise CheckpointError(str(where), reason)
+    return info, tree
