@@ -85,6 +85,8 @@ class Persister:
         )
         self.inflight: deque[Commit] = deque()
         self.durable_revision = core.tree.revision
+        # Fsynced, not only written: each record carries it (see encode_record).
+        self.synced_revision = core.tree.revision
         self._durable_changed = anyio.Event()
         self.last_snapshot = journal.snapshot_revision
         self.snapshot_busy = False
@@ -188,6 +190,8 @@ class Persister:
         failed = self.core.failed
         if failed is None:
             self.durable_revision = group[-1].revision
+            if fsync:
+                self.synced_revision = group[-1].revision
             self._wake_readers()
         for commit in group:
             if failed is None:
@@ -230,6 +234,7 @@ class Persister:
             self._fail(exc)
             self._snapshot_done()
             return
+        self.synced_revision = order.revision  # open_segment synced the old one
         self.core.tg.start_soon(self._snapshot_task, order, name="stateward snapshot")
 
     async def _snapshot_task(self, order: _SnapshotOrder) -> None:

@@ -10,8 +10,10 @@ A persisted state lives in one directory::
     quarantine/                            copies of files found damaged
 
 **Journal.** One record per action that changed something, framed as
-``magic, length, crc32, sequence`` + payload; the sequence is the revision,
-contiguous. The payload is the action's effect (the paths it set and deleted,
+``magic, length, crc32, sequence, synced`` + payload; the sequence is the
+revision, contiguous; *synced* is the newest revision that was fsynced before
+this record was written (what lets recovery tell a crash's hole from
+corruption, below). The payload is the action's effect (the paths it set and deleted,
 with their new values), not the action: replaying it needs no user code (no
 ``eq`` callable) and gives the same tree. A segment starts with a header
 holding the store's id and its first sequence.
@@ -31,8 +33,11 @@ the newest ``keep_snapshots`` and the journal segments they need.
 **Recovery.** Newest snapshot whose checksums hold (a damaged one is moved to
 ``quarantine/`` and the previous one is used), then every record after it. A
 damaged *last* record of the last segment is a torn write: it is cut off with
-a warning. Damage followed by valid records is corruption: a
-:class:`CorruptStateError`, never a silent skip. Temp files are removed.
+a warning. So is damage followed only by records that were written before it
+was synced (their *synced* is older than the damaged revision: a crash may
+have written them without it, under ``"flush"`` or ``"none"``). Damage
+followed by a record written after the damaged one was synced is
+corruption: a :class:`CorruptStateError`, never a silent skip. Temp files are removed.
 Recovering twice gives the same state.
 
 Every file operation goes through :class:`~stateward.actors._files.Files`,
@@ -97,8 +102,9 @@ Durability: TypeAlias = Literal["none", "flush", "fsync"]
 
 DURABILITIES: Final = ("none", "flush", "fsync")
 
-_RECORD_MAGIC: Final = b"SWR1"
-_RECORD_HEAD: Final = struct.Struct("<4sIIQ")  # magic, length, crc32, sequence
+_RECORD_MAGIC: Final = b"SWR2"
+_RECORD_HEAD: Final = struct.Struct("<4sIIQQ")  # magic, length, crc, seq, synced
+_RECORD_CRC: Final = struct.Struct("<IQQ")  # what the crc covers before the payload
 _SEGMENT_MAGIC: Final = b"SWJRNL01"
 _SEGMENT_HEAD: Final = struct.Struct("<8s16sQI")  # magic, store id, first seq, crc
 _SNAPSHOT_MAGIC: Final = b"SWSNAP01"
@@ -164,11 +170,16 @@ def encode_changes(changes: list[Change]) -> bytes:
     return _dumps(ops).encode()
 
 
-def encode_record(sequence: int, payload: bytes) -> bytes:
-    """Frame *payload* as the journal record of revision *sequence*."""
+def encode_record(sequence: int, payload: bytes, synced: int) -> bytes:
+    """Frame *payload* as the journal record of revision *sequence*.
+
+    *synced* must be a revision whose record was fsynced before this one is
+    written (older is fine, newer is a lie that recovery would trust).
+    """
     length = len(payload)
-    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<IQ", length, sequence)))
-    return _RECORD_HEAD.pack(_RECORD_MAGIC, length, crc, sequence) + payload
+    crc = zlib.crc32(payload, zlib.crc32(_RECORD_CRC.pack(length, sequence, synced)))
+    head = _RECORD_HEAD.pack(_RECORD_MAGIC, length, crc, sequence, synced)
+    return head + payload
 
 
 def _segment_header(store_id: bytes, first: int) -> bytes:
@@ -244,26 +255,32 @@ class Segment:
 def read_segment(data: bytes, name: str) -> Segment:
     """Decode a segment; stop at the first bad record and say why.
 
-    A bad record followed by any valid record further on is corruption and
-    raises; a bad tail with nothing valid after it is reported in ``torn``
-    (the caller decides whether a torn tail is acceptable there).
+    A bad record with nothing valid after it is a torn tail, reported in
+    ``torn`` (the caller decides whether one is acceptable there). So is a
+    hole, zeros up to valid records that were all written before the damaged
+    revision was synced: a crash kept a later unsynced write and lost an
+    earlier one. Anything else followed by a valid record is corruption.
 
     Raises:
         CorruptStateError: The header is damaged, a sequence is out of order,
-            or valid records follow a damaged one.
+            or valid records follow damage that no crash can explain.
     """
     head = _SEGMENT_HEAD.size
     if len(data) < head:
         return Segment(b"", -1, [], 0, f"header is torn ({len(data)} bytes)")
     magic, store_id, first, crc = _SEGMENT_HEAD.unpack_from(data)
     if magic != _SEGMENT_MAGIC or zlib.crc32(data[: head - 4]) != crc:
+        if len(data) == head:
+            # Nothing follows: the header's own write was torn by a crash
+            # (records are appended only once the header is synced).
+            return Segment(b"", -1, [], 0, "header is torn (damaged, no records)")
         raise CorruptStateError(name, "journal segment header is damaged")
     records: list[tuple[int, bytes]] = []
     offset = head
     expected = first
     end = len(data)
     while offset < end:
-        problem, sequence, payload, after = _record_at(data, offset)
+        problem, sequence, _synced, payload, after = _record_at(data, offset)
         if problem is None:
             if sequence != expected:
                 reason = (
@@ -275,44 +292,53 @@ def read_segment(data: bytes, name: str) -> Segment:
             expected += 1
             offset = after
             continue
-        # Damage. Torn (acceptable at the end) only if nothing valid follows.
-        later = _next_valid_record(data, offset + 1)
-        if later is not None:
-            reason = (
-                f"damaged record at byte {offset} ({problem}) is followed by a valid "
-                f"record at byte {later}: corruption, not a torn write"
-            )
-            raise CorruptStateError(name, reason)
+        later = _valid_records(data, offset + 1)
+        if later:
+            at, _ = later[0]
+            hole = not data[offset:at].strip(b"\0")
+            if not hole or any(synced >= expected for _, synced in later):
+                reason = (
+                    f"damaged record at byte {offset} ({problem}) is followed by a "
+                    f"valid record at byte {at}: corruption, not a torn write"
+                )
+                raise CorruptStateError(name, reason)
+            problem = f"a hole (zeros) up to unsynced records at byte {at}"
         return Segment(store_id, first, records, offset, f"{problem} at byte {offset}")
     return Segment(store_id, first, records, offset, None)
 
 
-def _record_at(data: bytes, offset: int) -> tuple[str | None, int, bytes, int]:
+def _record_at(data: bytes, offset: int) -> tuple[str | None, int, int, bytes, int]:
     size = _RECORD_HEAD.size
     if len(data) - offset < size:
-        return "record header is cut short", 0, b"", 0
-    magic, length, crc, sequence = _RECORD_HEAD.unpack_from(data, offset)
+        return "record header is cut short", 0, 0, b"", 0
+    magic, length, crc, sequence, synced = _RECORD_HEAD.unpack_from(data, offset)
     if magic != _RECORD_MAGIC:
-        return "no record marker", 0, b"", 0
+        return "no record marker", 0, 0, b"", 0
     if length > _MAX_RECORD:
-        return f"impossible record length {length}", 0, b"", 0
+        return f"impossible record length {length}", 0, 0, b"", 0
     start = offset + size
     payload = data[start : start + length]
     if len(payload) < length:
-        return "record is cut short", 0, b"", 0
-    if zlib.crc32(payload, zlib.crc32(struct.pack("<IQ", length, sequence))) != crc:
-        return "record checksum does not match", 0, b"", 0
-    return None, sequence, payload, start + length
+        return "record is cut short", 0, 0, b"", 0
+    if (
+        zlib.crc32(payload, zlib.crc32(_RECORD_CRC.pack(length, sequence, synced)))
+        != crc
+    ):
+        return "record checksum does not match", 0, 0, b"", 0
+    return None, sequence, synced, payload, start + length
 
 
-def _next_valid_record(data: bytes, start: int) -> int | None:
-    while True:
-        found = data.find(_RECORD_MAGIC, start)
-        if found < 0:
-            return None
-        if _record_at(data, found)[0] is None:
-            return found
-        start = found + 1
+def _valid_records(data: bytes, start: int) -> list[tuple[int, int]]:
+    """Every valid record at or after *start*: (offset, synced)."""
+    found: list[tuple[int, int]] = []
+    while (at := data.find(_RECORD_MAGIC, start)) >= 0:
+        problem, _, synced, _, after = _record_at(data, at)
+        if problem is None:
+            found.append((at, synced))
+            start = after
+        else:
+            start = at + 1
+    return found
 
 
 def apply_record(tree: Tree, sequence: int, payload: bytes, name: str) -> None:
@@ -503,8 +529,11 @@ def recover(
             if segment.first == -1:
                 files.unlink(path)
                 files.fsync_dir(directory)
-            else:
-                files.truncate(path, segment.valid_size)
+        if last and segment.first != -1:
+            # Cut a torn tail, and sync what stays in any case: the last run
+            # may have written it without an fsync ("flush"), and the records
+            # appended from now on will say that it is synced.
+            files.truncate(path, segment.valid_size)
         for sequence, payload in segment.records:
             if sequence <= tree.revision:
                 continue

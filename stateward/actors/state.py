@@ -304,7 +304,9 @@ class _Core:
             return
         revision = tree.revision
         if self.persister is not None:
-            self.records.append(encode_record(revision, encode_changes(changes)))
+            payload = encode_changes(changes)
+            synced = self.persister.synced_revision
+            self.records.append(encode_record(revision, payload, synced))
         routed = self.route(action, revision, changes) if len(self.trie) else None
         if not routed:
             request.receipt = Receipt._create(revision, True, (), action.id, None)

@@ -13,7 +13,15 @@ import anyio.lowlevel
 import pytest
 
 from stateward import ActionRejectedError, CorruptStateError, open_state
-from stateward.actors.persistence import PersistenceConfig, recover, segment_name
+from stateward.actors.persistence import (
+    _RECORD_MAGIC,
+    PersistenceConfig,
+    _segment_header,
+    encode_record,
+    read_segment,
+    recover,
+    segment_name,
+)
 from stateward.tree import Tree
 
 from .workload import actions, apply_all
@@ -57,7 +65,7 @@ def _segments(state_dir: Path) -> list[str]:
 
 def _record_offsets(data: bytes) -> list[int]:
     offsets, start = [], 36
-    while (found := data.find(b"SWR1", start)) >= 0:
+    while (found := data.find(_RECORD_MAGIC, start)) >= 0:
         offsets.append(found)
         start = found + 1
     return offsets
@@ -201,3 +209,39 @@ def test_journal_without_any_snapshot_is_refused(tmp_path: Path) -> None:
             os.unlink(state_dir / name)
     with pytest.raises(CorruptStateError, match="no snapshot"):
         _recover(state_dir)
+
+
+def _segment_with(records: list[bytes]) -> bytes:
+    header = _segment_header(b"s" * 16, 1)
+    return header + b"".join(records)
+
+
+def test_a_hole_before_unsynced_records_is_a_crash_not_corruption() -> None:
+    # Records 1-3 written without an fsync ("flush"): a crash kept 2 and 3
+    # but not 1, whose bytes read back as zeros. Recovery keeps nothing of them.
+    r1, r2, r3 = (encode_record(n, b'[["s",["k"],1]]', 0) for n in (1, 2, 3))
+    data = _segment_with([b"\0" * len(r1), r2, r3])
+    segment = read_segment(data, "seg")
+    assert segment.records == []
+    assert segment.torn is not None
+    assert "hole" in segment.torn
+
+
+def test_damage_before_a_record_written_after_its_sync_is_corruption() -> None:
+    r1 = encode_record(1, b'[["s",["k"],1]]', 0)
+    r2 = encode_record(2, b'[["s",["k"],2]]', 1)  # written once 1 was synced
+    with pytest.raises(CorruptStateError, match="corruption"):
+        read_segment(_segment_with([b"\0" * len(r1), r2]), "seg")
+    flipped = bytearray(r1)
+    flipped[-3] ^= 0x10  # not a hole: a flip, even before unsynced records
+    r2_unsynced = encode_record(2, b'[["s",["k"],2]]', 0)
+    with pytest.raises(CorruptStateError, match="corruption"):
+        read_segment(_segment_with([bytes(flipped), r2_unsynced]), "seg")
+
+
+def test_a_torn_segment_header_with_nothing_after_it_is_a_crash() -> None:
+    header = bytearray(_segment_header(b"s" * 16, 1))
+    header[-6:] = b"\0" * 6
+    assert read_segment(bytes(header), "seg").first == -1
+    with pytest.raises(CorruptStateError, match="header"):
+        read_segment(bytes(header) + encode_record(1, b"[]", 0), "seg")
