@@ -89,6 +89,7 @@ class Persister:
         self.synced_revision = core.tree.revision
         self._durable_changed = anyio.Event()
         self.last_snapshot = journal.snapshot_revision
+        self.last_snapshot_time = anyio.current_time()
         self.snapshot_busy = False
         self._snapshot_idle = anyio.Event()
         self._snapshot_idle.set()
@@ -104,18 +105,25 @@ class Persister:
         await self.tx.send(commit)
 
     def snapshot_due(self, revision: int) -> bool:
+        if (
+            self.snapshot_busy
+            or self.core.failed is not None
+            or revision < self.journal.segment_first  # nothing since the rotation
+        ):
+            return False
+        if revision - self.last_snapshot >= self.config.snapshot_every:
+            return True
+        interval = self.config.snapshot_interval
         return (
-            not self.snapshot_busy
-            and self.core.failed is None
-            and revision - self.last_snapshot >= self.config.snapshot_every
-            and revision
-            >= self.journal.segment_first  # records since the last rotation
+            interval is not None
+            and anyio.current_time() - self.last_snapshot_time >= interval
         )
 
     async def submit_snapshot(self, tree: Tree) -> None:
         # Serialized here, between two batches, so that it is exactly this
         # revision; the file work happens off the event loop.
         self.snapshot_busy = True
+        self.last_snapshot_time = anyio.current_time()
         self._snapshot_idle = anyio.Event()
         await self.tx.send(_SnapshotOrder(tree.revision, _snapshot_body(tree)))
 

@@ -24,7 +24,8 @@ with one ``write`` and one ``fsync``; while it waits on the disk the actor
 applies the next batch. A durable send is answered, and the events of its
 batch reach subscribers, only after that fsync (rule R2).
 
-**Snapshots.** Every ``snapshot_every`` revisions the tree is serialized (on
+**Snapshots.** Every ``snapshot_every`` revisions, or once a change is
+``snapshot_interval`` seconds older than the last snapshot, the tree is serialized (on
 the event loop, at C speed) and written off the loop: temp file, fsync,
 ``os.replace``, fsync of the directory. The journal rotates to a new segment
 at the snapshot's revision + 1. Once the snapshot is durable, retention keeps
@@ -51,6 +52,7 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -137,6 +139,14 @@ def _check_durability(_inst: object, attr: attrs.Attribute[str], value: object) 
         raise InvalidActionError(attr.name, reason)
 
 
+def _check_interval(_inst: object, attr: attrs.Attribute[float], value: object) -> None:
+    if value is None:
+        return
+    if type(value) not in (int, float) or not 0 < value < math.inf:  # type: ignore[operator]
+        reason = f"must be None or a number of seconds > 0 (got {value!r})"
+        raise InvalidActionError(attr.name, reason)
+
+
 def _check_dir(_inst: object, attr: attrs.Attribute[str], value: object) -> None:
     if not isinstance(value, str) or not value or "\0" in value:
         reason = f"must be a non-empty path without NUL (got {value!r})"
@@ -152,6 +162,9 @@ class PersistenceConfig:
     durability: Durability = attrs.field(default="fsync", validator=_check_durability)
     snapshot_every: int = attrs.field(default=10_000, validator=_check_int(1))
     keep_snapshots: int = attrs.field(default=3, validator=_check_int(1))
+    snapshot_interval: float | None = attrs.field(
+        default=None, validator=_check_interval
+    )
     files: Files = attrs.field(factory=Files, eq=False, repr=False)
 
 

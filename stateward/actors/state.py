@@ -902,6 +902,7 @@ async def open_state(
     durability: Durability = "fsync",
     snapshot_every: int = 10_000,
     keep_snapshots: int = 3,
+    snapshot_interval: float | None = None,
 ) -> AsyncIterator[StateHandle]:
     """Run a state actor for the duration of the ``async with`` block.
 
@@ -911,8 +912,9 @@ async def open_state(
     :mod:`stateward.actors.persistence`) and recovered from it when it exists
     (then *initial* is ignored). *durability* is what a send waits for by
     default (``"fsync"``, ``"flush"`` or ``"none"``); a snapshot is written
-    every *snapshot_every* revisions and at a clean exit, and the newest
-    *keep_snapshots* are kept.
+    every *snapshot_every* revisions, at the first change once the last one is
+    *snapshot_interval* seconds old (if given), and at a clean exit; the
+    newest *keep_snapshots* are kept.
 
     On a normal exit it stops gracefully (:meth:`StateHandle.stop`); on an
     exception the actor and its subscribers are cancelled and the exception
@@ -926,6 +928,7 @@ async def open_state(
             durability,
             snapshot_every,
             keep_snapshots,
+            snapshot_interval,
         )
     )
     actor = StateActor(

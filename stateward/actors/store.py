@@ -147,7 +147,7 @@ class Store:
             :func:`~stateward.open_state`); exclusive with *state_file*.
         durability: With *state_dir*: ``"fsync"`` (default), ``"flush"``,
             ``"none"``.
-        snapshot_every, keep_snapshots: With *state_dir*: see
+        snapshot_every, keep_snapshots, snapshot_interval: With *state_dir*: see
             :func:`~stateward.open_state`.
         backend: The event loop the background thread runs: ``"asyncio"``
             (default) or ``"trio"``.
@@ -169,6 +169,7 @@ class Store:
         durability: Durability = "fsync",
         snapshot_every: int = 10_000,
         keep_snapshots: int = 3,
+        snapshot_interval: float | None = None,
         backend: str = "asyncio",
     ) -> None:
         if state_file is not None and state_dir is not None:
@@ -193,6 +194,7 @@ class Store:
                     durability=durability,
                     snapshot_every=snapshot_every,
                     keep_snapshots=keep_snapshots,
+                    snapshot_interval=snapshot_interval,
                 )
             )
             self._state: StateHandle = self._state_cm.__enter__()

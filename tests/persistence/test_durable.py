@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 import pytest
+import trio
+import trio.lowlevel
+import trio.testing
 
 from stateward import (
     RAS,
@@ -110,6 +113,48 @@ async def test_snapshots_rotate_and_retention_keeps_k(tmp_path: Path) -> None:
     assert not [n for n in names if n.endswith(".tmp")]
     async with open_state(state_dir=tmp_path) as state:
         assert await state.get("n") == 94
+
+
+async def _settle() -> None:
+    """Every task blocked and no worker thread running (trio, clock frozen)."""
+    while True:
+        await trio.testing.wait_all_tasks_blocked()
+        if trio.testing.active_thread_count() == 0:
+            return
+        await trio.testing.wait_all_threads_completed()
+
+
+@pytest.mark.parametrize(
+    "anyio_backend", [("trio", {"clock": trio.testing.MockClock()})]
+)
+async def test_snapshot_interval_snapshots_changes_older_than_it(
+    tmp_path: Path,
+) -> None:
+    clock = trio.lowlevel.current_clock()
+    assert isinstance(clock, trio.testing.MockClock)
+    async with open_state(
+        state_dir=tmp_path, snapshot_every=10_000, snapshot_interval=60
+    ) as state:
+        await state.send(Set("n", 1))
+        await _settle()
+        assert state.statistics().snapshots == 0
+        clock.jump(59.9)
+        await state.send(Set("n", 2))
+        await _settle()
+        assert state.statistics().snapshots == 0  # not before its time
+        clock.jump(0.1)
+        await state.send(Set("n", 3))
+        await _settle()
+        assert state.statistics().snapshots == 1
+        assert "snapshot-00000000000000000003.snap" in os.listdir(tmp_path)
+        clock.jump(600)
+        await _settle()
+        assert state.statistics().snapshots == 1  # idle: nothing new to snapshot
+        await state.send(Set("n", 4))
+        await _settle()
+        assert state.statistics().snapshots == 2
+    with pytest.raises(InvalidActionError, match="snapshot_interval"):
+        PersistenceConfig(str(tmp_path), snapshot_interval=0)
 
 
 async def test_durability_modes_decide_what_a_send_waits_for(tmp_path: Path) -> None:
