@@ -1,16 +1,20 @@
 """P1: a Hypothesis state machine against a plain model, with restarts and crashes.
 
 A persisted Store (journal, snapshots every 5 revisions) takes random set,
-delete, merge and transaction calls (some failing midway); a *restart* closes
+delete, merge and transaction calls (some failing midway); a *subscribe*
+adds a subscriber, after which every change must be acked by it, seen before
+its ack and in revision order; a *restart* closes
 and reopens it, a *crash* opens a copy of the directory taken while it runs
 (every call returned after its fsync, so the copy is what a crash leaves).
 After every step the state equals the model. Both backends.
 
-STATEWARD_P1_EXAMPLES sets the number of examples (CI: 25 x 30 steps).
+STATEWARD_P1_EXAMPLES and STATEWARD_P1_STEPS set the size (CI: 200 x 100, as
+RELIABILITY.md asks).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shutil
@@ -21,11 +25,14 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from stateward import (
+    RAS,
     Action,
     ActionRejectedError,
     Delete,
     Merge,
+    Resync,
     Set,
+    StateChanged,
     Store,
     Transaction,
 )
@@ -33,7 +40,8 @@ from stateward.tree import Tree
 
 from .workload import apply_all
 
-EXAMPLES = int(os.environ.get("STATEWARD_P1_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("STATEWARD_P1_EXAMPLES", "200"))
+STEPS = int(os.environ.get("STATEWARD_P1_STEPS", "100"))
 keys = st.sampled_from(["a", "b", "c", "a.x", "b.0", "c.y.z"])
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=3),
@@ -54,6 +62,7 @@ def _machine(backend: str) -> type[RuleBasedStateMachine]:
             self.dir = os.path.join(self.base, str(next(self.dirs)))
             self.store = self._open(self.dir)
             self.model = Tree({})
+            self.seen: list[int] | None = None  # revisions a subscriber acked
 
         def _open(self, directory: str) -> Store:
             return Store(
@@ -62,7 +71,9 @@ def _machine(backend: str) -> type[RuleBasedStateMachine]:
 
         def _do(self, action: Set | Delete | Merge | Transaction) -> None:
             expected = apply_all(self.model.root, self.model.revision, [action])
-            if isinstance(action, Set):
+            if self.seen is not None:
+                ok = self._send_and_await_acks(action)
+            elif isinstance(action, Set):
                 ok = self.store.set(action.path, action.value)
             elif isinstance(action, Delete):
                 ok = self.store.delete(action.path)
@@ -70,6 +81,19 @@ def _machine(backend: str) -> type[RuleBasedStateMachine]:
                 ok = self._send(action)
             assert ok == _accepted(action, self.model)
             self.model = expected
+
+        def _send_and_await_acks(self, action: Action) -> bool:
+            portal, state = self.store._portal, self.store._state
+            try:
+                receipt = portal.call(state.send, action)
+            except ActionRejectedError:
+                return False
+            if receipt.changed:
+                report = portal.call(receipt.acks, 30.0)
+                assert report.ok, report
+                assert self.seen is not None
+                assert self.seen[-1] == receipt.revision  # seen before its ack
+            return True
 
         def _send(self, action: Merge | Transaction) -> bool:
             try:
@@ -99,6 +123,22 @@ def _machine(backend: str) -> type[RuleBasedStateMachine]:
         def restart(self) -> None:
             self.store.close()
             self.store = self._open(self.dir)
+            self.seen = None
+
+        @rule()
+        def subscribe(self) -> None:
+            if self.seen is not None:
+                return
+            seen: list[int] = []
+
+            async def handler(event: StateChanged | Resync) -> RAS:
+                assert isinstance(event, StateChanged)  # blocking policy: no Resync
+                seen.append(event.revision)
+                return RAS.SUCCESS
+
+            portal, state = self.store._portal, self.store._state
+            portal.call(functools.partial(state.subscribe, "**", handler, name="p1"))
+            self.seen = seen
 
         @rule()
         def crash(self) -> None:
@@ -107,6 +147,12 @@ def _machine(backend: str) -> type[RuleBasedStateMachine]:
             self.store.close()
             self.dir = image
             self.store = self._open(self.dir)
+            self.seen = None
+
+        @invariant()
+        def acked_events_in_order(self) -> None:
+            if self.seen is not None:
+                assert self.seen == sorted(self.seen)  # a transaction: one revision
 
         @invariant()
         def same_as_model(self) -> None:
@@ -139,14 +185,15 @@ def _accepted(action: Action, model: Tree) -> bool:
     return True
 
 
+@pytest.mark.timeout(900)  # 200 x 100 steps: about 75 s per backend here
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_persisted_store_matches_the_model_across_restarts(backend: str) -> None:
     machine = _machine(backend)
     machine.TestCase.settings = settings(
         max_examples=EXAMPLES,
-        stateful_step_count=30,
+        stateful_step_count=STEPS,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
     machine.TestCase().runTest()
-    print(f"P1 ({backend}): {EXAMPLES} examples x 30 steps, 0 failures")
+    print(f"P1 ({backend}): {EXAMPLES} examples x {STEPS} steps, 0 failures")
