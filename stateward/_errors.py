@@ -28,6 +28,7 @@ from __future__ import annotations
 __all__ = [
     "ActionRejectedError",
     "CheckpointError",
+    "CompactedError",
     "CorruptStateError",
     "DuplicateNameError",
     "DurabilityError",
@@ -150,6 +151,27 @@ class RevisionMismatchError(ActionRejectedError):
         self.expected = expected
         self.actual = actual
         super().__init__("", f"if_revision={expected} but the state is at {actual}")
+
+
+class CompactedError(StatewardError):
+    """The revision to resume from is older than the history kept.
+
+    What to do (Kubernetes' list-then-watch): re-read the state
+    (``await state.get(...)``), then subscribe or watch again from the current
+    revision, or from any revision at or after :attr:`oldest`.
+
+    Attributes:
+        requested: The ``from_revision`` that was asked for.
+        oldest: The oldest revision a feed can resume from now.
+    """
+
+    def __init__(self, requested: int, oldest: int) -> None:
+        self.requested = requested
+        self.oldest = oldest
+        super().__init__(
+            f"revision {requested} is compacted: the history starts after "
+            f"revision {oldest}; re-read the state and resume from >= {oldest}"
+        )
 
 
 class StateClosedError(StatewardError):

@@ -77,13 +77,15 @@ class Tree:
     atomic for every other task.
     """
 
-    __slots__ = ("_box", "revision")
+    __slots__ = ("_box", "created", "revision")
 
     def __init__(self, root: JSON | None = None, *, revision: int = 0) -> None:
         """Create a tree holding a private copy of *root* (``{}`` when None)."""
         # The root lives in a one-element list so that replacing it is an
         # ordinary "container[key] = value" like any other write.
         self._box: list[JSON] = [{} if root is None else own_json(root, "initial")]
+        self.created: list[Segments] | None = None
+        """When a list: every dict created on the way to a write is added."""
         self.revision = revision
         """The revision of the last action that changed something."""
 
@@ -205,6 +207,8 @@ class Tree:
                         return None
                     child = {}
                     node[seg] = child
+                    if self.created is not None:
+                        self.created.append(path[: depth + 1])
                     if undo is not None:
                         undo.append((node, seg, MISSING, _OP_SET))
                 node = child

@@ -215,6 +215,7 @@ class Persister:
             for sub, delivery in commit.outbox:
                 if not sub.put_nowait(delivery):
                     await sub.put(delivery)
+        self.core.released = group[-1].revision
 
     def _wake_readers(self) -> None:
         event, self._durable_changed = self._durable_changed, anyio.Event()

@@ -30,6 +30,8 @@ import attrs
 
 from .._errors import (
     ActionRejectedError,
+    CompactedError,
+    CorruptStateError,
     DuplicateNameError,
     DurabilityError,
     InvalidActionError,
@@ -39,16 +41,18 @@ from .._errors import (
 from .._json import JSON, copy_json, json_equal, own_json
 from ..messages.acks import AckReport, ResultCode
 from ..messages.actions import Action
-from ..messages.events import StateChanged
+from ..messages.events import Progress, Resync, StateChanged
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 from ..tree import MISSING, Tree
 from ._ack import AckCollector
+from ._history import History, undo
 from ._persister import WAIT_FOR, Commit, Persister
 from .persistence import (
     Durability,
     PersistenceConfig,
     encode_changes,
     encode_record,
+    inspect_directory,
     lock_directory,
     recover,
     unlock_directory,
@@ -56,7 +60,7 @@ from .persistence import (
 from .subscriber import Handler, Overflow, Subscriber, SubscriberStatistics, _Delivery
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator, AsyncIterator
 
     from anyio.abc import TaskGroup, TaskStatus
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -96,6 +100,12 @@ def _check_size(_inst: object, attr: attrs.Attribute[int], value: object) -> Non
         raise InvalidActionError(attr.name, f"must be an int >= 1 (got {value!r})")
 
 
+def _check_history(_inst: object, attr: attrs.Attribute[int], value: object) -> None:
+    if type(value) is not int or value < 0:
+        reason = f"must be an int >= 0 (got {value!r})"
+        raise InvalidActionError(attr.name, reason)
+
+
 @final
 @attrs.define(eq=False)
 class StateActor:
@@ -109,11 +119,15 @@ class StateActor:
             it wait in :meth:`StateHandle.send` (backpressure).
         persistence: Where and how to keep the state on disk; None keeps it
             in memory only. See :mod:`stateward.actors.persistence`.
+        history: How many revisions to remember for ``from_revision`` feeds
+            and :meth:`StateHandle.at_revision` (0: none). Memory grows with
+            what those revisions wrote.
     """
 
     initial: JSON = attrs.field(default=None, kw_only=True, converter=own_json)
     mailbox_size: int = attrs.field(default=64, kw_only=True, validator=_check_size)
     persistence: PersistenceConfig | None = attrs.field(default=None, kw_only=True)
+    history: int = attrs.field(default=1000, kw_only=True, validator=_check_history)
 
     async def run(
         self, *, task_status: TaskStatus[StateHandle] = anyio.TASK_STATUS_IGNORED
@@ -153,7 +167,7 @@ class StateActor:
         finished: anyio.Event | None = None
         try:
             async with anyio.create_task_group() as tg:
-                core = _Core(tree, tg, rx)
+                core = _Core(tree, tg, rx, History(self.history))
                 if config is not None:
                     persister = Persister(core, recovered.journal, config)
                     core.persister = persister
@@ -199,11 +213,17 @@ class _Core:
     """The actor's state, shared by its task and the handle (one event loop)."""
 
     def __init__(
-        self, tree: Tree, tg: TaskGroup, rx: MemoryObjectReceiveStream[_Request]
+        self,
+        tree: Tree,
+        tg: TaskGroup,
+        rx: MemoryObjectReceiveStream[_Request],
+        history: History,
     ) -> None:
         from ..paths import PatternTrie
 
         self.tree = tree
+        self.history = history
+        self.released = tree.revision  # every delivery up to it is in a mailbox
         self.tg = tg
         self.rx = rx
         self.trie: PatternTrie[Subscriber] = PatternTrie()
@@ -247,6 +267,7 @@ class _Core:
                     # actions, not this receipt.
                     request.done.set()
                 await self.flush()
+                self.released = self.tree.revision
             else:
                 stop_at = await self.process_persisted(persister, batch)
             if stop_at >= 0:
@@ -292,6 +313,9 @@ class _Core:
         action = request.action
         assert action is not None
         tree = self.tree
+        history = self.history
+        if history.size:
+            tree.created = []
         try:
             changes = tree.apply(action)
         except ActionRejectedError as exc:
@@ -303,6 +327,9 @@ class _Core:
             request.receipt = Receipt._create(tree.revision, False, (), action.id, None)
             return
         revision = tree.revision
+        if history.size:
+            assert tree.created is not None
+            history.record(revision, action, changes, tree.created)
         if self.persister is not None:
             payload = encode_changes(changes)
             synced = self.persister.synced_revision
@@ -321,7 +348,11 @@ class _Core:
         )
 
     def route(
-        self, action: Action, revision: int, changes: list[Change]
+        self,
+        action: Action,
+        revision: int,
+        changes: list[Change],
+        only: Subscriber | None = None,
     ) -> dict[Subscriber, list[StateChanged]]:
         routed: dict[Subscriber, list[StateChanged]] = {}
         for change in changes:
@@ -338,6 +369,8 @@ class _Core:
                         stop_depth = depth
             event: StateChanged | None = None
             for sub, (depth, below) in matches.items():
+                if only is not None and sub is not only:
+                    continue
                 if below:
                     if sub.literal and _unchanged_below(change, sub.segments):
                         continue
@@ -407,6 +440,37 @@ class _Core:
                 await sub.wait_finished()
         for sub in subs:
             sub.close(drain=False)
+
+    def replay(self, sub: Subscriber, since: int) -> None:
+        """Give *sub* every matching change after *since*, in order, then live.
+
+        Runs without yielding right after *sub* joined the trie, so the live
+        feed starts exactly after the replay: no gap, no duplicate. Revisions
+        not yet committed are attached to their pending commit, so that, as
+        live events, they reach *sub* only once on disk.
+        """
+        persister = self.persister
+        durable = (
+            self.tree.revision if persister is None else persister.durable_revision
+        )
+        pending = [] if persister is None else list(persister.inflight)
+        backlog: list[_Delivery] = []
+        j = 0
+        for entry in self.history.since(since):
+            events = self.route(entry.action, entry.revision, entry.changes, sub).get(
+                sub
+            )
+            if not events:
+                continue
+            collector = AckCollector(entry.revision, [sub.name])
+            delivery = _Delivery(entry.revision, tuple(events), collector)
+            while j < len(pending) and pending[j].revision < entry.revision:
+                j += 1
+            if entry.revision <= durable or j == len(pending):
+                backlog.append(delivery)
+            else:
+                pending[j].outbox.append((sub, delivery))
+        sub.replay(backlog)
 
     def add_subscriber(self, sub: Subscriber) -> None:
         self.subscribers[sub.name] = sub
@@ -763,6 +827,7 @@ class StateHandle(metaclass=_NoPublicConstructor):
         block_timeout: float = 1.0,
         handler_timeout: float | None = None,
         stop_bubbling: bool = False,
+        from_revision: int | None = None,
     ) -> Subscription:
         """Start a subscriber actor for *pattern* and return its subscription.
 
@@ -785,8 +850,15 @@ class StateHandle(metaclass=_NoPublicConstructor):
             stop_bubbling: Changes this subscriber receives from below are not
                 passed on to subscribers of its ancestors. Decided here, not in
                 the handler, so that no subscriber waits for another's handler.
+            from_revision: First replay every matching change made after this
+                revision (from the history ring), then continue live: no gap,
+                no duplicate, one delivery per revision, in order (etcd's
+                watch guarantees). Replayed deliveries are acked like live
+                ones, but no sender waits for them.
 
         Raises:
+            CompactedError: *from_revision* is older than the history kept
+                (it names the oldest revision to resume from).
             DuplicateNameError: *name* is taken.
             InvalidPathError: *pattern* cannot be parsed.
             StateClosedError: The actor was stopped.
@@ -822,6 +894,8 @@ class StateHandle(metaclass=_NoPublicConstructor):
             raise InvalidActionError("name", reason)
         elif name in core.subscribers:
             raise DuplicateNameError(name)
+        if from_revision is not None:
+            _check_from_revision(core, from_revision)
         sub = Subscriber(
             name=name,
             pattern=format_path(segments),
@@ -834,7 +908,104 @@ class StateHandle(metaclass=_NoPublicConstructor):
             stop_bubbling=bool(stop_bubbling),
         )
         core.add_subscriber(sub)
+        if from_revision is not None:
+            core.replay(sub, from_revision)
         return Subscription._create(core, sub, core.tree.revision)
+
+    async def watch(
+        self,
+        pattern: PathLike = "**",
+        *,
+        from_revision: int | None = None,
+        progress: float | None = None,
+        name: str | None = None,
+        mailbox_size: int = 64,
+    ) -> AsyncGenerator[StateChanged | Resync | Progress]:
+        """Iterate over the changes matching *pattern*: the feed as a loop.
+
+        ``async for event in state.watch("jobs.**", from_revision=r)`` gives
+        every matching change after *r* (replayed from the history), then
+        live ones, as :meth:`subscribe` does, one :class:`StateChanged` at a
+        time. Without *from_revision* it starts at the revision current when
+        the loop first asks for an event. With *progress* (seconds), an idle
+        loop gets a :class:`Progress` naming a revision up to which it has
+        seen everything, so a later resume misses nothing.
+
+        Backpressure: the loop body runs at its own pace; while it is busy,
+        up to *mailbox_size* deliveries wait, then the state actor waits up to
+        a second (``Overflow.BLOCK``), then they are dropped and the loop gets
+        one :class:`Resync` (never a silent gap). Leaving the loop (break,
+        exception, cancellation) unsubscribes.
+
+        Raises:
+            CompactedError: *from_revision* is older than the history kept.
+        """
+        if progress is not None:
+            _check_seconds("progress", progress)
+        send, receive = anyio.create_memory_object_stream[StateChanged | Resync](0)
+
+        async def forward(event: StateChanged | Resync) -> int:
+            await send.send(event)
+            return 1
+
+        subscription = await self.subscribe(
+            pattern,
+            forward,
+            name=name or "watch",
+            mailbox_size=mailbox_size,
+            from_revision=from_revision,
+        )
+        sub = subscription._sub
+        try:
+            with receive:
+                while True:
+                    if progress is None:
+                        yield await receive.receive()
+                        continue
+                    with anyio.move_on_after(progress):
+                        event = await receive.receive()
+                        yield event
+                        continue
+                    if sub.idle():
+                        yield Progress(self._core.released)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await subscription.unsubscribe()
+            send.close()
+
+    async def at_revision(self, revision: int) -> JSON:
+        """Return the whole tree as it was right after *revision* (a copy).
+
+        From the history ring when it reaches back that far: the current tree
+        with the newer changes undone, O(size of those changes + tree). On a
+        persisted state, older revisions are rebuilt from the newest snapshot
+        at or before *revision* plus the journal, in a worker thread.
+
+        Raises:
+            CompactedError: Neither the history nor the files reach back to
+                *revision*.
+            InvalidActionError: *revision* is negative or in the future.
+        """
+        await anyio.lowlevel.checkpoint()
+        core = self._core
+        current = core.tree.revision
+        if type(revision) is not int or not 0 <= revision <= current:
+            reason = f"must be an int in 0..{current} (got {revision!r})"
+            raise InvalidActionError("revision", reason)
+        if revision >= core.history.oldest(current):
+            return undo(core.tree, core.history.newest_first(revision))
+        config = None if core.persister is None else core.persister.config
+        if config is None:
+            raise CompactedError(revision, core.history.oldest(current))
+        await self.wait_durable(current)
+        try:
+            found = await anyio.to_thread.run_sync(
+                inspect_directory, config.state_dir, revision
+            )
+        except CorruptStateError:
+            raise CompactedError(revision, core.history.oldest(current)) from None
+        tree: JSON = found.tree
+        return tree
 
     def statistics(self) -> StateStatistics:
         """Return a snapshot of the actor's counters (never blocks)."""
@@ -887,6 +1058,17 @@ class StateHandle(metaclass=_NoPublicConstructor):
         return self._core.closed
 
 
+def _check_from_revision(core: _Core, from_revision: object) -> None:
+    if type(from_revision) is not int or from_revision < 0:
+        reason = f"must be an int >= 0 (got {from_revision!r})"
+        raise InvalidActionError("from_revision", reason)
+    current = core.tree.revision
+    if from_revision > current:
+        reason = f"{from_revision} is ahead of the state (revision {current})"
+        raise InvalidActionError("from_revision", reason)
+    core.history.check(from_revision, current)
+
+
 def _check_seconds(field: str, value: object) -> None:
     if type(value) not in (int, float) or not 0 <= value < math.inf:  # type: ignore[operator]
         reason = f"must be a number of seconds >= 0 (got {value!r})"
@@ -903,6 +1085,7 @@ async def open_state(
     snapshot_every: int = 10_000,
     keep_snapshots: int = 3,
     snapshot_interval: float | None = None,
+    history: int = 1000,
 ) -> AsyncIterator[StateHandle]:
     """Run a state actor for the duration of the ``async with`` block.
 
@@ -915,6 +1098,10 @@ async def open_state(
     every *snapshot_every* revisions, at the first change once the last one is
     *snapshot_interval* seconds old (if given), and at a clean exit; the
     newest *keep_snapshots* are kept.
+
+    The last *history* revisions are remembered for ``from_revision`` feeds
+    (:meth:`StateHandle.subscribe`, :meth:`StateHandle.watch`) and
+    :meth:`StateHandle.at_revision`.
 
     On a normal exit it stops gracefully (:meth:`StateHandle.stop`); on an
     exception the actor and its subscribers are cancelled and the exception
@@ -932,7 +1119,10 @@ async def open_state(
         )
     )
     actor = StateActor(
-        initial=initial, mailbox_size=mailbox_size, persistence=persistence
+        initial=initial,
+        mailbox_size=mailbox_size,
+        persistence=persistence,
+        history=history,
     )
     error: BaseException | None = None
     async with anyio.create_task_group() as tg:

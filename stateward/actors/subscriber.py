@@ -135,6 +135,7 @@ class Subscriber:
     stop_bubbling: bool
     literal: bool = attrs.field(init=False)
     _queue: deque[_Delivery] = attrs.field(init=False, factory=deque)
+    _backlog: deque[_Delivery] = attrs.field(init=False, factory=deque)
     _resync: list[int] | None = attrs.field(init=False, default=None)
     _not_empty: anyio.Event | None = attrs.field(init=False, default=None)
     _not_full: anyio.Event | None = attrs.field(init=False, default=None)
@@ -202,6 +203,14 @@ class Subscriber:
         )
         self._drop(delivery)
 
+    def replay(self, deliveries: list[_Delivery]) -> None:
+        """Queue history to handle before the mailbox (``from_revision``).
+
+        Not bounded by ``mailbox_size`` (the history it comes from is) and
+        never dropped: a resumed feed has no gap.
+        """
+        self._backlog.extend(deliveries)
+
     def _drop(self, delivery: _Delivery) -> None:
         self._dropped += 1
         delivery.collector.give_up(self.name)
@@ -231,8 +240,14 @@ class Subscriber:
             self._not_empty = None
 
     def _give_up_queue(self) -> None:
+        while self._backlog:
+            self._backlog.popleft().collector.give_up(self.name)
         while self._queue:
             self._queue.popleft().collector.give_up(self.name)
+
+    def idle(self) -> bool:
+        """Whether nothing waits for, or runs in, the handler right now."""
+        return not (self._backlog or self._queue or self._current or self._resync)
 
     async def wait_finished(self) -> None:
         """Wait until the subscriber's task has ended."""
@@ -286,6 +301,8 @@ class Subscriber:
         while True:
             if self._closed and not self._drain:
                 return _CLOSED
+            if self._backlog:
+                return self._backlog.popleft()
             if self._queue:
                 item = self._queue.popleft()
                 # Wake a blocked state actor only once half the room is free:

@@ -19,6 +19,7 @@ from .actions import (
 )
 from .events import (
     ChangeKind as ChangeKind,
+    Progress as Progress,
     Resync as Resync,
     StateChanged as StateChanged,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "EqualityOption",
     "Merge",
     "Ping",
+    "Progress",
     "ResultCode",
     "Resync",
     "Set",

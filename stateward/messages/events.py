@@ -20,7 +20,7 @@ import attrs
 if TYPE_CHECKING:
     from .._json import JSON
 
-__all__ = ["ChangeKind", "Resync", "StateChanged"]
+__all__ = ["ChangeKind", "Progress", "Resync", "StateChanged"]
 
 
 class ChangeKind(enum.Enum):
@@ -84,3 +84,16 @@ class Resync:
     last_revision: int
     """Revision of the last dropped delivery; the state you re-read is at
     least this new."""
+
+
+@final
+@attrs.frozen
+class Progress:
+    """A watcher is idle and has seen every matching change up to ``revision``.
+
+    etcd's progress notification. Resume from ``revision`` after a disconnect
+    to miss nothing.
+    """
+
+    revision: int
+    """Every change up to this revision has been delivered."""
