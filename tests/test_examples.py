@@ -79,3 +79,16 @@ def test_checkpoints_example_runs():
         "kept: ['step-2', 'step-3']",
         "restored: {'step': 2} [1.0, 0.5]",
     ]
+
+
+def test_feed_example_runs():
+    done = run(str(ROOT / "examples" / "feed.py"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "rev 3: jobs.j2.status = queued",
+        "rev 4: jobs.j3.status = queued",
+        "rev 5: jobs.j4.status = queued",
+        "rev 6: jobs.j0.status = done",
+        "at revision 1: {'jobs': {'j0': {'status': 'queued'}}}",
+        "compacted: resume from >= 7 after re-reading",
+    ]
