@@ -29,7 +29,7 @@ from .paths import PathLike, Segments, format_path, is_index, parse_path
 if TYPE_CHECKING:
     from .messages.actions import EqualityOption
 
-__all__ = ["MISSING", "Change", "Tree"]
+__all__ = ["MISSING", "Change", "Tree", "unchanged_below"]
 
 
 class _Missing:
@@ -180,6 +180,16 @@ class Tree:
             ActionRejectedError: The path cannot be written here.
         """
         self._set(path, value, False, [], None)
+
+    def set_derived(self, path: Segments, value: JSON, changes: list[Change]) -> None:
+        """Write a derived value as part of the action just applied (same revision).
+
+        Equal values change nothing. Appends its changes to *changes*.
+
+        Raises:
+            ActionRejectedError: The path cannot be written here; nothing changed.
+        """
+        self._set(path, value, True, changes, None)
 
     def replay_delete(self, path: Segments) -> None:
         """Remove *path* if present (journal replay; no revision change)."""
@@ -366,3 +376,19 @@ def _not_container(path: Segments, depth: int, node: object) -> NoReturn:
     where = format_path(path[:depth]) or "the root"
     reason = f"cannot go below {where!r}: it holds a {type(node).__name__}"
     raise PathConflictError(format_path(path), reason)
+
+
+def unchanged_below(change: Change, pattern: Segments) -> bool:
+    """Tell whether a write above *pattern* left the value at *pattern* as it was."""
+    rest = pattern[len(change.path) :]
+    old = _lookup_in(change.old, rest)
+    new = _lookup_in(change.new, rest)
+    if old is MISSING or new is MISSING:
+        return old is new
+    return json_equal(old, new)
+
+
+def _lookup_in(value: JSON, rest: Segments) -> object:
+    tree = Tree.__new__(Tree)
+    tree._box = [value]
+    return tree.lookup(rest)

@@ -37,14 +37,16 @@ from .._errors import (
     InvalidActionError,
     StateBrokenError,
     StateClosedError,
+    StatewardError,
 )
-from .._json import JSON, copy_json, json_equal, own_json
+from .._json import JSON, copy_json, own_json
 from ..messages.acks import AckReport, ResultCode
-from ..messages.actions import Action
+from ..messages.actions import Action, Set
 from ..messages.events import Progress, Resync, StateChanged
 from ..paths import PathLike, format_path, parse_path, parse_pattern
-from ..tree import MISSING, Tree
+from ..tree import MISSING, Tree, unchanged_below
 from ._ack import AckCollector
+from ._derive import Derivation, Derivations
 from ._history import History, undo
 from ._persister import WAIT_FOR, Commit, Persister
 from .persistence import (
@@ -60,12 +62,12 @@ from .persistence import (
 from .subscriber import Handler, Overflow, Subscriber, SubscriberStatistics, _Delivery
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 
     from anyio.abc import TaskGroup, TaskStatus
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from ..paths import PatternTrie, Segments
+    from ..paths import PatternTrie
     from ..tree import Change
 
 __all__ = [
@@ -196,12 +198,23 @@ class StateActor:
                 finished.set()
 
 
+class _Register:
+    """An internal message: add a derivation, or remove the one of *dest*."""
+
+    __slots__ = ("derivation", "dest", "id")
+
+    def __init__(self, derivation: Derivation | None, dest: str = "") -> None:
+        self.derivation = derivation
+        self.dest = dest
+        self.id = "derive"
+
+
 class _Request:
     """One action in the mailbox, and the slot its sender waits on."""
 
     __slots__ = ("action", "done", "error", "receipt", "wait")
 
-    def __init__(self, action: Action | None, wait: int = 0) -> None:
+    def __init__(self, action: Action | _Register | None, wait: int = 0) -> None:
         self.action = action  # None: the stop marker
         self.done = anyio.Event()
         self.error: BaseException | None = None
@@ -223,6 +236,7 @@ class _Core:
 
         self.tree = tree
         self.history = history
+        self.derivations = Derivations()
         self.released = tree.revision  # every delivery up to it is in a mailbox
         self.tg = tg
         self.rx = rx
@@ -310,19 +324,35 @@ class _Core:
         return stop_at
 
     def process(self, request: _Request) -> None:
-        action = request.action
-        assert action is not None
+        message = request.action
+        assert message is not None
         tree = self.tree
         history = self.history
+        derivations = self.derivations
+        guard = bool(derivations)
+        if type(message) is _Register:
+            registered = self.register(request, message)
+            if registered is None:
+                return
+            action: Action = registered
+            guard = False
+        else:
+            action = cast("Action", message)
         if history.size:
             tree.created = []
         try:
+            if guard:
+                derivations.guard(action)
             changes = tree.apply(action)
         except ActionRejectedError as exc:
             self.rejected += 1
             request.error = exc
             return
         self.applied += 1
+        errors: tuple[str, ...] = ()
+        if changes and derivations:
+            # Same revision, before any event leaves: glitch-free.
+            errors = tuple(derivations.run(tree, changes))
         if not changes:
             request.receipt = Receipt._create(tree.revision, False, (), action.id, None)
             return
@@ -336,7 +366,9 @@ class _Core:
             self.records.append(encode_record(revision, payload, synced))
         routed = self.route(action, revision, changes) if len(self.trie) else None
         if not routed:
-            request.receipt = Receipt._create(revision, True, (), action.id, None)
+            request.receipt = Receipt._create(
+                revision, True, (), action.id, None, errors
+            )
             return
         names = [sub.name for sub in routed]
         collector = AckCollector(revision, names)
@@ -344,8 +376,32 @@ class _Core:
         for sub, events in routed.items():
             outbox.append((sub, _Delivery(revision, tuple(events), collector)))
         request.receipt = Receipt._create(
-            revision, True, tuple(names), action.id, collector
+            revision, True, tuple(names), action.id, collector, errors
         )
+
+    def register(self, request: _Request, reg: _Register) -> Action | None:
+        """Add or remove a derivation; return the action that writes its value."""
+        derivations = self.derivations
+        d = reg.derivation
+        if d is None:
+            derivations.remove(reg.dest)
+            request.receipt = Receipt._create(
+                self.tree.revision, False, (), "underive", None
+            )
+            return None
+        try:
+            derivations.add(d)
+        except StatewardError as exc:
+            request.error = exc
+            return None
+        try:
+            value = d.compute(self.tree)
+        except Exception as exc:  # noqa: BLE001 - refused, reported to the caller
+            derivations.remove(d.dest)
+            reason = f"the derivation raised {type(exc).__name__}: {exc}"
+            request.error = ActionRejectedError(d.dest, reason)
+            return None
+        return Set(d.dest, value, source="derive")
 
     def route(
         self,
@@ -372,7 +428,7 @@ class _Core:
                 if only is not None and sub is not only:
                     continue
                 if below:
-                    if sub.literal and _unchanged_below(change, sub.segments):
+                    if sub.literal and unchanged_below(change, sub.segments):
                         continue
                 elif depth < stop_depth:
                     continue
@@ -491,22 +547,6 @@ class _Core:
         sub.close(drain=False)
 
 
-def _unchanged_below(change: Change, pattern: Segments) -> bool:
-    """Tell whether a write above a literal pattern left its value as it was."""
-    rest = pattern[len(change.path) :]
-    old = _lookup(change.old, rest)
-    new = _lookup(change.new, rest)
-    if old is MISSING or new is MISSING:
-        return old is new
-    return json_equal(old, new)
-
-
-def _lookup(value: JSON, rest: Segments) -> object:
-    tree = Tree.__new__(Tree)
-    tree._box = [value]
-    return tree.lookup(rest)
-
-
 @final
 class Receipt(metaclass=_NoPublicConstructor):
     """The result of one applied action, returned by :meth:`StateHandle.send`.
@@ -515,7 +555,14 @@ class Receipt(metaclass=_NoPublicConstructor):
     of tasks, any number of times.
     """
 
-    __slots__ = ("_collector", "action_id", "changed", "revision", "subscribers")
+    __slots__ = (
+        "_collector",
+        "action_id",
+        "changed",
+        "derive_errors",
+        "revision",
+        "subscribers",
+    )
 
     def __init__(
         self,
@@ -524,6 +571,7 @@ class Receipt(metaclass=_NoPublicConstructor):
         subscribers: tuple[str, ...],
         action_id: str,
         collector: AckCollector | None,
+        derive_errors: tuple[str, ...] = (),
     ) -> None:
         self.revision = revision
         """The revision after the action (unchanged when it changed nothing)."""
@@ -533,6 +581,9 @@ class Receipt(metaclass=_NoPublicConstructor):
         """Names of the subscribers that were sent its events and will be asked."""
         self.action_id = action_id
         """The action's id."""
+        self.derive_errors = derive_errors
+        """``"dest: error"`` for each derivation that raised after this action
+        (its previous value stayed)."""
         self._collector = collector
 
     def __repr__(self) -> str:
@@ -911,6 +962,73 @@ class StateHandle(metaclass=_NoPublicConstructor):
         if from_revision is not None:
             core.replay(sub, from_revision)
         return Subscription._create(core, sub, core.tree.revision)
+
+    async def derive(
+        self, dest: PathLike, source: PathLike, fn: Callable[[JSON], object]
+    ) -> Receipt:
+        """Keep ``dest = fn(value at source)`` up to date, inside the state actor.
+
+        *fn* gets a private copy of the source's value (None when missing)
+        and returns JSON. It runs now (the receipt is that of writing the
+        first value) and again after every action that changes the source,
+        once per action, in the same revision, before any event of the action
+        leaves: no subscriber sees the source and ``dest`` out of step. A
+        chain (a derivation of a derived path) settles in the same action.
+
+        *dest* is then read and subscribed to like any path, and written only
+        by the derivation: an action writing at or below it is rejected
+        (writing above it, the derivation puts its value back). When *fn*
+        raises later, ``dest`` keeps its previous value and the action's
+        receipt lists the error in ``derive_errors``. Keep *fn* quick and free
+        of side effects: it runs in the state actor, between two actions.
+
+        Raises:
+            InvalidActionError: *dest* or *source* is not a plain path, they
+                overlap, *dest* overlaps another derived path, or the
+                derivations would form a cycle.
+            ActionRejectedError: *fn* raised on the current value; nothing
+                was registered.
+        """
+        return await self._register(
+            _Register(Derivation(dest, [source], fn, many=False))
+        )
+
+    async def derive_many(
+        self,
+        dest: PathLike,
+        sources: Iterable[PathLike],
+        fn: Callable[[dict[str, JSON]], object],
+    ) -> Receipt:
+        """As :meth:`derive`, from several sources: ``dest = fn({source: value})``.
+
+        Recomputed once per action however many of its sources it changed,
+        never from a mix of old and new values.
+        """
+        if isinstance(sources, str | tuple):
+            reason = "must be a list of paths (a str or a tuple is one path)"
+            raise InvalidActionError("sources", reason)
+        derivation = Derivation(dest, list(sources), fn, many=True)
+        return await self._register(_Register(derivation))
+
+    async def underive(self, dest: PathLike) -> None:
+        """Stop deriving *dest* (its last value stays, and may be written again)."""
+        await self._register(_Register(None, format_path(parse_path(dest))))
+
+    async def _register(self, reg: _Register) -> Receipt:
+        core = self._core
+        if core.failed is not None:
+            raise core.failed
+        if core.closed:
+            raise self._closed_error()
+        persister = core.persister
+        wait = 0 if persister is None else WAIT_FOR[persister.config.durability]
+        request = _Request(reg, wait)
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        try:
+            await self._tx.send(request)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise self._closed_error() from None
+        return await self._result(request)
 
     async def watch(
         self,
