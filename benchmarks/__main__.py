@@ -1,4 +1,7 @@
-"""Run a suite: ``python -m benchmarks core|persistence [--backend B] [--quick]``."""
+"""Run a suite: ``python -m benchmarks SUITE [--backend B] [--quick]``.
+
+SUITE is core, persistence or reactive.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,12 @@ import sys
 
 import anyio
 
-from . import core, persistence
+from . import core, persistence, reactive
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("suite", choices=["core", "persistence"])
+    parser.add_argument("suite", choices=["core", "persistence", "reactive"])
     parser.add_argument(
         "--backend", choices=["asyncio", "trio", "both"], default="both"
     )
@@ -27,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.n, args.repeat = 2_000, 1
     backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
+    if args.suite == "reactive":
+        print(f"stateward reactive benchmark: n={args.n}, best of {args.repeat}")
+        print("| backend | figure | value |")
+        print("|---|---|---|")
+        for row in reactive.run(args.n, args.repeat, backends):
+            print(row, flush=True)
+        return 0
     if args.suite == "persistence":
         print(f"stateward persistence benchmark: n={args.n}, best of {args.repeat}")
         print("| backend | figure | value |")

@@ -92,3 +92,17 @@ def test_feed_example_runs():
         "at revision 1: {'jobs': {'j0': {'status': 'queued'}}}",
         "compacted: resume from >= 7 after re-reading",
     ]
+
+
+def test_derived_example_runs():
+    done = run(str(ROOT / "examples" / "derived.py"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "rev 3: cart.items = [{'price': 10}, {'price': 5}]",
+        "rev 3: cart.total = 15",
+        "rev 3: cart.gross = 18.0",
+        "rev 4: cart.items = [{'price': '?'}]",
+        'errors: ("cart.total: TypeError: unsupported operand type(s) for +: '
+        "'int' and 'str'\",)",
+        "cart: {'items': [{'price': '?'}], 'total': 15, 'gross': 18.0}",
+    ]

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Derivation", "Derivations"]
 
+_UNRELATED_MAX = 65_536
+
 
 def _overlap(a: Segments, b: Segments) -> bool:
     n = min(len(a), len(b))
@@ -109,6 +111,9 @@ class Derivations:
         self._dests: PatternTrie[Derivation] = PatternTrie()
         self._items: dict[Derivation, list[_Source]] = {}
         self._next = 0
+        # Paths that no derivation reads or writes: checked by a set lookup
+        # instead of two trie walks. Cleared whenever the derivations change.
+        self._unrelated: set[Segments] = set()
 
     def __len__(self) -> int:
         return len(self.by_dest)
@@ -125,6 +130,7 @@ class Derivations:
                 "dest", f"{d.dest!r} overlaps the derived path {other.dest!r}"
             )
         dependents = {item.derivation for item in self._sources.match(d.segments)}
+        self._unrelated.clear()
         items = self._items[d] = [_Source(d, source) for source in d.sources]
         for item in items:
             self._sources.add(item.segments, item)
@@ -143,6 +149,7 @@ class Derivations:
     def remove(self, dest: str) -> Derivation | None:
         """Forget the derivation of *dest* (its last value stays in the tree)."""
         d = self.by_dest.pop(dest, None)
+        self._unrelated.clear()
         if d is not None:
             for item in self._items.pop(d):
                 self._sources.remove(item.segments, item)
@@ -195,6 +202,8 @@ class Derivations:
                 self._check((*path, key))
 
     def _check(self, path: Segments) -> None:
+        if path in self._unrelated:
+            return
         for d, (_depth, below) in self._dests.match(path).items():
             if not below:
                 reason = f"{d.dest!r} is derived: write its sources instead"
@@ -206,30 +215,12 @@ class Derivations:
         Returns the errors of the derivations that raised (their previous
         value stays).
         """
-        heap: list[tuple[int, int, Derivation]] = []
-        queued: set[Derivation] = set()
-        counter = 0
-
-        def mark(new: list[Change]) -> None:
-            nonlocal counter
-            for change in new:
-                for item, (_depth, below) in self._sources.match(change.path).items():
-                    d = item.derivation
-                    if d in queued or (
-                        below and unchanged_below(change, item.segments)
-                    ):
-                        continue
-                    queued.add(d)
-                    counter += 1
-                    heapq.heappush(heap, (d.order, counter, d))
-                for d, (_depth, below) in self._dests.match(change.path).items():
-                    # Written from above (a Set of an ancestor): put it back.
-                    if below and d not in queued:
-                        queued.add(d)
-                        counter += 1
-                        heapq.heappush(heap, (d.order, counter, d))
-
-        mark(changes)
+        affected = self._affected(changes, set())
+        if not affected:
+            return []  # the common case: nothing depends on this write
+        queued = set(affected)
+        heap = [(d.order, id(d), d) for d in affected]
+        heapq.heapify(heap)
         errors: list[str] = []
         while heap:
             d = heapq.heappop(heap)[2]
@@ -241,5 +232,37 @@ class Derivations:
                 errors.append(f"{d.dest}: {type(exc).__name__}: {exc}")
                 continue
             changes.extend(new)
-            mark(new)
+            for other in self._affected(new, queued):
+                queued.add(other)
+                heapq.heappush(heap, (other.order, id(other), other))
         return errors
+
+    def _affected(
+        self, changes: list[Change], queued: set[Derivation]
+    ) -> list[Derivation]:
+        """The derivations *changes* affect that are not *queued* yet."""
+        found: list[Derivation] = []
+        unrelated = self._unrelated
+        for change in changes:
+            path = change.path
+            if path in unrelated:
+                continue
+            sources = self._sources.match(path)
+            dests = self._dests.match(path)
+            if not sources and not dests:
+                if len(unrelated) >= _UNRELATED_MAX:
+                    unrelated.clear()
+                unrelated.add(path)
+                continue
+            for item, (_depth, below) in sources.items():
+                d = item.derivation
+                if d in queued or d in found:
+                    continue
+                if below and unchanged_below(change, item.segments):
+                    continue
+                found.append(d)
+            for d, (_depth, below) in dests.items():
+                # Written from above (a Set of an ancestor): put it back.
+                if below and d not in queued and d not in found:
+                    found.append(d)
+        return found

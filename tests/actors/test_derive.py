@@ -211,3 +211,18 @@ async def test_unrelated_derivations_are_not_run() -> None:
             await state.send(Set("in.s7", 1))
         assert runs == 1
         assert await state.get("out.d7") == 1
+
+
+async def test_paths_written_before_a_derivation_existed_are_watched_after() -> None:
+    async with open_state({}) as state:
+        await state.send(Set("src", 1))  # remembered as unrelated...
+        await state.send(Set("out", 0))
+        await state.derive("out", "src", lambda v: v * 10)  # ...until now
+        await state.send(Set("src", 2))
+        assert await state.get("out") == 20
+        with pytest.raises(ActionRejectedError, match="derived"):
+            await state.send(Set("out", 5))
+        await state.underive("out")
+        await state.send(Set("src", 3))
+        assert await state.get("out") == 20  # no longer derived
+        await state.send(Set("out", 5))
