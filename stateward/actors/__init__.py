@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._track import Reaction as Reaction, Reader as Reader
 from .checkpoints import (
     Checkpointable as Checkpointable,
     CheckpointInfo as CheckpointInfo,
@@ -41,6 +42,8 @@ __all__ = [
     "Overflow",
     "PersistenceConfig",
     "PickleSerializer",
+    "Reaction",
+    "Reader",
     "Receipt",
     "Serializer",
     "StateActor",

@@ -35,13 +35,14 @@ from .._errors import (
     DuplicateNameError,
     DurabilityError,
     InvalidActionError,
+    RevisionMismatchError,
     StateBrokenError,
     StateClosedError,
     StatewardError,
 )
 from .._json import JSON, copy_json, own_json
 from ..messages.acks import AckReport, ResultCode
-from ..messages.actions import Action, Set
+from ..messages.actions import Action, Set, Transaction
 from ..messages.events import Progress, Resync, StateChanged
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 from ..tree import MISSING, Tree, unchanged_below
@@ -49,6 +50,7 @@ from ._ack import AckCollector
 from ._derive import Derivation, Derivations
 from ._history import History, undo
 from ._persister import WAIT_FOR, Commit, Persister
+from ._track import Reaction, Reactions, Reader, first_run
 from .persistence import (
     Durability,
     PersistenceConfig,
@@ -62,7 +64,13 @@ from .persistence import (
 from .subscriber import Handler, Overflow, Subscriber, SubscriberStatistics, _Delivery
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+    from collections.abc import (
+        AsyncGenerator,
+        AsyncIterator,
+        Awaitable,
+        Callable,
+        Iterable,
+    )
 
     from anyio.abc import TaskGroup, TaskStatus
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -237,6 +245,7 @@ class _Core:
         self.tree = tree
         self.history = history
         self.derivations = Derivations()
+        self.reactions = Reactions()
         self.released = tree.revision  # every delivery up to it is in a mailbox
         self.tg = tg
         self.rx = rx
@@ -353,6 +362,8 @@ class _Core:
         if changes and derivations:
             # Same revision, before any event leaves: glitch-free.
             errors = tuple(derivations.run(tree, changes))
+        if changes and self.reactions:
+            self.reactions.notify(changes)
         if not changes:
             request.receipt = Receipt._create(tree.revision, False, (), action.id, None)
             return
@@ -816,20 +827,54 @@ class StateHandle(metaclass=_NoPublicConstructor):
     @overload
     async def get(self, path: PathLike = "") -> JSON: ...
     @overload
-    async def get(self, path: PathLike, default: JSON) -> JSON: ...
-    async def get(self, path: PathLike = "", default: JSON = None) -> JSON:
+    async def get(
+        self, path: PathLike, default: JSON, *, write_default: bool = False
+    ) -> JSON: ...
+    async def get(
+        self, path: PathLike = "", default: JSON = None, *, write_default: bool = False
+    ) -> JSON:
         """Return a private copy of the value at *path*, or *default* if missing.
 
         A checkpoint; see :meth:`get_nowait` for the synchronous form. On a
         persisted state, it returns only once the revision it read is
         committed to the journal: a read never returns what a crash could undo.
+
+        With *write_default*, a missing value is first written as *default*
+        (one ``Set``, its events and acks as usual), unless another writer got
+        there first: then that value is returned. Atomic: an optimistic
+        ``Transaction(if_revision=...)``, retried when the state moved.
+
+        Raises:
+            ActionRejectedError: *default* cannot be written at *path*.
         """
+        if write_default:
+            return await self._get_or_write(path, default)
         await anyio.lowlevel.checkpoint()
         value = self.get_nowait(path, default)
         persister = self._core.persister
         if persister is not None:
             await persister.wait_durable(self._core.tree.revision)
         return value
+
+    async def _get_or_write(self, path: PathLike, default: JSON) -> JSON:
+        segments = parse_path(path)
+        write = Set(segments, default)  # validated once, before any wait
+        while True:
+            await anyio.lowlevel.checkpoint()
+            core = self._core
+            if core.failed is not None:
+                raise core.failed
+            found = core.tree.lookup(segments)
+            if found is not MISSING:
+                value: JSON = copy_json(found)
+                await self.wait_durable()
+                return value
+            try:
+                await self.send(Transaction([write], if_revision=core.tree.revision))
+            except RevisionMismatchError:
+                continue  # the state moved: read again
+            written: JSON = copy_json(write.value)
+            return written
 
     async def wait_durable(self, revision: int | None = None) -> int:
         """Wait until *revision* (default: the current one) is in the journal.
@@ -1009,6 +1054,49 @@ class StateHandle(metaclass=_NoPublicConstructor):
             raise InvalidActionError("sources", reason)
         derivation = Derivation(dest, list(sources), fn, many=True)
         return await self._register(_Register(derivation))
+
+    async def track(
+        self,
+        fn: Callable[[Reader], Awaitable[object] | object],
+        *,
+        name: str | None = None,
+    ) -> Reaction:
+        """Run ``fn(reader)`` now and again whenever something it read changes.
+
+        Every ``reader.get(path)`` in a run records *path*; after an action
+        changes a recorded path (or something below or above it that alters
+        its value), *fn* runs again, in the reaction's own task. The recorded
+        set is replaced by each run, so a branch that stops reading a path
+        stops depending on it. Changes made while *fn* runs lead to one more
+        run, not one per change. *fn* may be sync or async; an exception is
+        logged and counted (``reaction.errors``) and the reaction goes on.
+        On a persisted state a run waits until what it would read is in the
+        journal.
+
+        Returns once the first run is done. ``await reaction.untrack()``
+        stops it and releases every dependency; stopping the state stops it.
+        """
+        await anyio.lowlevel.checkpoint()
+        core = self._core
+        if core.failed is not None:
+            raise core.failed
+        if core.closed:
+            raise self._closed_error()
+        if not callable(cast("object", fn)):
+            raise InvalidActionError("fn", f"must be callable (got {fn!r})")
+        label = name or str(getattr(fn, "__qualname__", type(fn).__name__))
+        reaction = Reaction(label, fn, core.tree, core.reactions)
+        core.reactions.active.add(reaction)
+
+        async def settled() -> None:
+            if core.persister is None:
+                await anyio.lowlevel.checkpoint()
+            else:
+                await core.persister.wait_durable(core.tree.revision)
+
+        core.tg.start_soon(reaction.run, settled, name=f"stateward reaction {label!r}")
+        await first_run(reaction)
+        return reaction
 
     async def underive(self, dest: PathLike) -> None:
         """Stop deriving *dest* (its last value stays, and may be written again)."""

@@ -301,3 +301,28 @@ async def test_an_idle_watch_learns_the_revision_by_progress_events() -> None:
             (start + 5, Progress(2)),
             (start + 10, Progress(2)),
         ]
+
+
+async def test_get_with_write_default_writes_once_and_returns_the_winner() -> None:
+    async with open_state({"a": 1}) as state:
+        seen: list[Any] = []
+        await state.subscribe("**", lambda e: seen.append((e.path, e.new_value)) or 1)
+        assert await state.get("a", 5, write_default=True) == 1  # present: no write
+        assert await state.get("b.c", {"x": 1}, write_default=True) == {"x": 1}
+        assert await state.get("b.c", 7, write_default=True) == {"x": 1}
+        assert state.revision == 1
+        results: list[Any] = []
+
+        async def racer(n: int) -> None:
+            results.append(await state.get("race", n, write_default=True))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(10):
+                tg.start_soon(racer, n)
+        assert len(set(map(repr, results))) == 1  # all see the one that won
+        assert await state.get("race") == results[0]
+        assert state.revision == 2
+        with pytest.raises(ActionRejectedError):
+            await state.get("a.x", 1, write_default=True)  # a is a scalar
+        await _until(lambda: len(seen) == 2)
+        assert seen[0] == ("b.c", {"x": 1})
