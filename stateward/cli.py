@@ -11,6 +11,7 @@ import anyio
 
 from . import __version__
 from ._errors import StatewardError
+from .actors._log import Redactor
 from .actors.persistence import inspect_directory
 from .actors.state import open_state
 from .actors.subscriber import Overflow
@@ -146,9 +147,15 @@ async def _subscribe_all(state: StateHandle) -> None:
     await state.subscribe("runs.**", checker, name="checker")
 
 
-def inspect_command(directory: str, revision: int | None) -> int:
-    """Print what a state directory holds; 1 with a message when it cannot."""
+def inspect_command(
+    directory: str, revision: int | None, redact: list[str] | None = None
+) -> int:
+    """Print what a state directory holds; 1 with a message when it cannot.
+
+    Values under a *redact* pattern are printed as ``"<redacted>"``.
+    """
     try:
+        redactor = Redactor(redact or [])
         found = inspect_directory(directory, revision)
     except (StatewardError, OSError) as exc:
         print(f"stateward inspect: {exc}", file=sys.stderr)
@@ -163,7 +170,8 @@ def inspect_command(directory: str, revision: int | None) -> int:
         print(f"  {name}  revisions {first}{last}  {count} records  {status}")
     print(f"revisions on disk: {found.oldest}..{found.newest}")
     print(f"tree at revision {found.revision}:")
-    print(json.dumps(found.tree, indent=2, ensure_ascii=False))
+    tree = redactor.mask((), found.tree)
+    print(json.dumps(tree, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -189,9 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     run_inspect.add_argument(
         "--revision", type=int, default=None, help="rebuild the tree at this revision"
     )
+    run_inspect.add_argument(
+        "--redact",
+        action="append",
+        metavar="PATTERN",
+        help="print values under PATTERN (e.g. 'users.*.password') as <redacted>; "
+        "may be repeated",
+    )
     args = parser.parse_args(argv)
     if args.command == "inspect":
-        return inspect_command(args.directory, args.revision)
+        return inspect_command(args.directory, args.revision, args.redact)
     if args.command == "demo":
         if args.backend == "trio":
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._log import LoggedAction as LoggedAction
 from ._track import Reaction as Reaction, Reader as Reader
 from .checkpoints import (
     Checkpointable as Checkpointable,
@@ -39,6 +40,7 @@ __all__ = [
     "Durability",
     "Handler",
     "JsonSerializer",
+    "LoggedAction",
     "Overflow",
     "PersistenceConfig",
     "PickleSerializer",

@@ -49,6 +49,7 @@ from ..tree import MISSING, Tree, unchanged_below
 from ._ack import AckCollector
 from ._derive import Derivation, Derivations
 from ._history import History, undo
+from ._log import ActionLog, LoggedAction, Redactor
 from ._persister import WAIT_FOR, Commit, Persister
 from ._track import Reaction, Reactions, Reader, first_run
 from .persistence import (
@@ -110,6 +111,13 @@ def _check_size(_inst: object, attr: attrs.Attribute[int], value: object) -> Non
         raise InvalidActionError(attr.name, f"must be an int >= 1 (got {value!r})")
 
 
+def _to_patterns(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        reason = f"must be a list of patterns, not one str (got {value!r})"
+        raise InvalidActionError("redact", reason)
+    return tuple(format_path(parse_pattern(p)) for p in value)  # bad ones raise here
+
+
 def _check_history(_inst: object, attr: attrs.Attribute[int], value: object) -> None:
     if type(value) is not int or value < 0:
         reason = f"must be an int >= 0 (got {value!r})"
@@ -132,12 +140,19 @@ class StateActor:
         history: How many revisions to remember for ``from_revision`` feeds
             and :meth:`StateHandle.at_revision` (0: none). Memory grows with
             what those revisions wrote.
+        action_log: How many actions :meth:`StateHandle.action_log` keeps.
+        redact: Patterns of paths whose values never appear in the action log
+            (``"users.*.password"``, ``"secrets.**"``).
     """
 
     initial: JSON = attrs.field(default=None, kw_only=True, converter=own_json)
     mailbox_size: int = attrs.field(default=64, kw_only=True, validator=_check_size)
     persistence: PersistenceConfig | None = attrs.field(default=None, kw_only=True)
     history: int = attrs.field(default=1000, kw_only=True, validator=_check_history)
+    action_log: int = attrs.field(default=100, kw_only=True, validator=_check_history)
+    redact: tuple[str, ...] = attrs.field(
+        default=(), kw_only=True, converter=_to_patterns
+    )
 
     async def run(
         self, *, task_status: TaskStatus[StateHandle] = anyio.TASK_STATUS_IGNORED
@@ -177,7 +192,8 @@ class StateActor:
         finished: anyio.Event | None = None
         try:
             async with anyio.create_task_group() as tg:
-                core = _Core(tree, tg, rx, History(self.history))
+                log = ActionLog(self.action_log, Redactor(self.redact))
+                core = _Core(tree, tg, rx, History(self.history), log)
                 if config is not None:
                     persister = Persister(core, recovered.journal, config)
                     core.persister = persister
@@ -239,6 +255,7 @@ class _Core:
         tg: TaskGroup,
         rx: MemoryObjectReceiveStream[_Request],
         history: History,
+        log: ActionLog,
     ) -> None:
         from ..paths import PatternTrie
 
@@ -246,6 +263,7 @@ class _Core:
         self.history = history
         self.derivations = Derivations()
         self.reactions = Reactions()
+        self.log = log
         self.released = tree.revision  # every delivery up to it is in a mailbox
         self.tg = tg
         self.rx = rx
@@ -356,6 +374,7 @@ class _Core:
         except ActionRejectedError as exc:
             self.rejected += 1
             request.error = exc
+            self.log.record(tree.revision, action, None, exc, ())
             return
         self.applied += 1
         errors: tuple[str, ...] = ()
@@ -364,6 +383,7 @@ class _Core:
             errors = tuple(derivations.run(tree, changes))
         if changes and self.reactions:
             self.reactions.notify(changes)
+        self.log.record(tree.revision, action, changes, None, errors)
         if not changes:
             request.receipt = Receipt._create(tree.revision, False, (), action.id, None)
             return
@@ -1213,6 +1233,16 @@ class StateHandle(metaclass=_NoPublicConstructor):
         tree: JSON = found.tree
         return tree
 
+    def action_log(self) -> list[LoggedAction]:
+        """The last actions (``action_log`` of them), oldest first (never blocks).
+
+        Each with its revision, id, type, source, result (applied, unchanged
+        or rejected and why), the paths it changed with their new values, and
+        the derivations that raised. Values under a ``redact`` pattern show as
+        ``"<redacted>"``.
+        """
+        return self._core.log.entries()
+
     def statistics(self) -> StateStatistics:
         """Return a snapshot of the actor's counters (never blocks)."""
         core = self._core
@@ -1292,6 +1322,8 @@ async def open_state(
     keep_snapshots: int = 3,
     snapshot_interval: float | None = None,
     history: int = 1000,
+    action_log: int = 100,
+    redact: Iterable[str] = (),
 ) -> AsyncIterator[StateHandle]:
     """Run a state actor for the duration of the ``async with`` block.
 
@@ -1307,7 +1339,9 @@ async def open_state(
 
     The last *history* revisions are remembered for ``from_revision`` feeds
     (:meth:`StateHandle.subscribe`, :meth:`StateHandle.watch`) and
-    :meth:`StateHandle.at_revision`.
+    :meth:`StateHandle.at_revision`; the last *action_log* actions for
+    :meth:`StateHandle.action_log`, with the values under the *redact*
+    patterns masked.
 
     On a normal exit it stops gracefully (:meth:`StateHandle.stop`); on an
     exception the actor and its subscribers are cancelled and the exception
@@ -1329,6 +1363,8 @@ async def open_state(
         mailbox_size=mailbox_size,
         persistence=persistence,
         history=history,
+        action_log=action_log,
+        redact=_to_patterns(redact),
     )
     error: BaseException | None = None
     async with anyio.create_task_group() as tg:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, TypeAlias, final
@@ -96,12 +97,18 @@ class SubscriberStatistics:
     """Acks sent with success."""
     acks_failed: int
     """Acks sent with a failure code."""
+    acks_by_code: tuple[tuple[int, int], ...] = ()
+    """``(RAS code, count)`` for every code answered, by code."""
+    ack_latency_mean: float = 0.0
+    """Mean seconds from a delivery entering the mailbox to its Ack."""
+    ack_latency_max: float = 0.0
+    """Longest such time, in seconds."""
 
 
 class _Delivery:
     """The events of one action for one subscriber; made by the state actor."""
 
-    __slots__ = ("collector", "events", "revision")
+    __slots__ = ("collector", "events", "queued_at", "revision")
 
     def __init__(
         self, revision: int, events: tuple[StateChanged, ...], collector: AckCollector
@@ -109,6 +116,7 @@ class _Delivery:
         self.revision = revision
         self.events = events
         self.collector = collector
+        self.queued_at = 0.0
 
 
 _CLOSED: Final = object()
@@ -151,6 +159,9 @@ class Subscriber:
     _resyncs: int = attrs.field(init=False, default=0)
     _acks_ok: int = attrs.field(init=False, default=0)
     _acks_failed: int = attrs.field(init=False, default=0)
+    _codes: dict[int, int] = attrs.field(init=False, factory=dict)
+    _latency_total: float = attrs.field(init=False, default=0.0)
+    _latency_max: float = attrs.field(init=False, default=0.0)
 
     def __attrs_post_init__(self) -> None:
         self.literal = not any(s in ("*", "**") for s in self.segments)
@@ -175,6 +186,7 @@ class Subscriber:
         elif self._resync is not None:
             self._drop(delivery)  # keep the gap contiguous until the Resync is taken
         elif len(self._queue) < self.mailbox_size:
+            delivery.queued_at = time.monotonic()
             self._queue.append(delivery)
             if len(self._queue) > self._peak:
                 self._peak = len(self._queue)
@@ -209,6 +221,9 @@ class Subscriber:
         Not bounded by ``mailbox_size`` (the history it comes from is) and
         never dropped: a resumed feed has no gap.
         """
+        now = time.monotonic()
+        for delivery in deliveries:
+            delivery.queued_at = now
         self._backlog.extend(deliveries)
 
     def _drop(self, delivery: _Delivery) -> None:
@@ -266,6 +281,11 @@ class Subscriber:
             resyncs=self._resyncs,
             acks_ok=self._acks_ok,
             acks_failed=self._acks_failed,
+            acks_by_code=tuple(sorted(self._codes.items())),
+            ack_latency_mean=(
+                self._latency_total / self._delivered if self._delivered else 0.0
+            ),
+            ack_latency_max=self._latency_max,
         )
 
     # -- the subscriber's own task --------------------------------------------
@@ -331,6 +351,11 @@ class Subscriber:
             if code != 1 and ras == 1:
                 ras, message = code, text
         self._delivered += 1
+        self._codes[ras] = self._codes.get(ras, 0) + 1
+        latency = time.monotonic() - delivery.queued_at
+        self._latency_total += latency
+        if latency > self._latency_max:
+            self._latency_max = latency
         if ras == 1:
             self._acks_ok += 1
         else:
