@@ -159,7 +159,12 @@ class Reaction:
                 if self._stopped():  # untracked while it waited
                     break
                 self._dirty = anyio.Event()
-                await wait_durable()  # never react to what a crash could undo
+                try:
+                    await wait_durable()  # never react to what a crash could undo
+                except Exception as exc:  # noqa: BLE001 - the journal failed: stop
+                    self.last_error = exc
+                    logger.warning("tracked reaction %r stops: %s", self.name, exc)
+                    break
                 self._reading = set()
                 try:
                     result = self._fn(Reader(self))

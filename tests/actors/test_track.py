@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+import errno
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from stateward import Merge, Reader, Set, open_state
+from stateward import (
+    DurabilityError,
+    Merge,
+    PersistenceConfig,
+    Reader,
+    Set,
+    StateActor,
+    open_state,
+)
+from stateward.actors._files import Files
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -109,3 +122,31 @@ async def test_stopping_the_state_ends_its_reactions() -> None:
     async with open_state({"n": 1}) as state:
         reaction = await state.track(lambda r: r.get("n"))
     assert reaction.closed
+
+
+class _FsyncFailsLater(Files):
+    def __init__(self) -> None:
+        self.fail = False
+
+    def fsync(self, fd: int) -> None:
+        if self.fail:
+            raise OSError(errno.EIO, "injected")
+        super().fsync(fd)
+
+
+async def test_a_failed_journal_stops_reactions_not_the_actor(tmp_path: Path) -> None:
+    files = _FsyncFailsLater()
+    config = PersistenceConfig(str(tmp_path), files=files)
+    seen: list[Any] = []
+    async with anyio.create_task_group() as tg:
+        state = await tg.start(StateActor(persistence=config).run)
+        reaction = await state.track(lambda r: seen.append(r.get("n")))
+        await state.send(Set("n", 1))
+        await reaction.wait_idle()
+        files.fail = True
+        with pytest.raises(DurabilityError):
+            await state.send(Set("n", 2))
+        await reaction.wait_idle()
+        assert reaction.closed
+        assert seen == [None, 1]  # never the write that was not made durable
+        await state.stop()
