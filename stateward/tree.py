@@ -173,13 +173,17 @@ class Tree:
             reason = f"unknown action type {t.__name__}"
             raise ActionRejectedError(_ROOT, reason)
 
-    def replay_set(self, path: Segments, value: JSON) -> None:
+    def replay_set(
+        self, path: Segments, value: JSON, changes: list[Change] | None = None
+    ) -> None:
         """Write *value* at *path* unconditionally (journal replay; no revision change).
+
+        Its change is appended to *changes* when given.
 
         Raises:
             ActionRejectedError: The path cannot be written here.
         """
-        self._set(path, value, False, [], None)
+        self._set(path, value, False, [] if changes is None else changes, None)
 
     def set_derived(self, path: Segments, value: JSON, changes: list[Change]) -> None:
         """Write a derived value as part of the action just applied (same revision).
@@ -191,9 +195,11 @@ class Tree:
         """
         self._set(path, value, True, changes, None)
 
-    def replay_delete(self, path: Segments) -> None:
+    def replay_delete(
+        self, path: Segments, changes: list[Change] | None = None
+    ) -> None:
         """Remove *path* if present (journal replay; no revision change)."""
-        self._delete(path, True, [], None)
+        self._delete(path, True, [] if changes is None else changes, None)
 
     # -- primitives ---------------------------------------------------------
 

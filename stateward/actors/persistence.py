@@ -69,8 +69,9 @@ from .._errors import (
     StateLockedError,
     StatewardError,
 )
+from .._json import copy_json
 from ..messages.events import ChangeKind
-from ..tree import Tree
+from ..tree import MISSING, Change as _ChangeT, Tree
 from ._files import Files, crash_point
 
 if TYPE_CHECKING:
@@ -171,14 +172,21 @@ class PersistenceConfig:
 # -- records -----------------------------------------------------------------
 
 
-def encode_changes(changes: list[Change]) -> bytes:
-    """Encode the effect of one action: ``[["s", path, value] | ["d", path], ...]``."""
-    ops: list[list[Any]] = []
+def encode_changes(changes: list[Change], action: Any) -> bytes:
+    """Encode the effect of one action.
+
+    ``[["a", id, source, payload], then per change ["s", path, value] |
+    ["d", path] | ["p", path]]``: the action's identity (for the events a
+    feed rebuilds from the journal), its writes, deletions and pings.
+    """
+    ops: list[list[Any]] = [["a", action.id, action.source, action.payload]]
     for change in changes:
         kind = change.kind
         if kind is ChangeKind.DELETED:
             ops.append(["d", change.path])
-        elif kind is not ChangeKind.PINGED:
+        elif kind is ChangeKind.PINGED:
+            ops.append(["p", change.path])
+        else:
             ops.append(["s", change.path, change.new])
     return _dumps(ops).encode()
 
@@ -363,7 +371,7 @@ def apply_record(tree: Tree, sequence: int, payload: bytes, name: str) -> None:
                 tree.replay_set(tuple(op[1]), op[2])
             elif op[0] == "d":
                 tree.replay_delete(tuple(op[1]))
-            else:
+            elif op[0] not in ("a", "p"):  # identity and pings change nothing
                 ops = None
                 break
     except (ValueError, TypeError, IndexError, KeyError, StatewardError) as exc:
@@ -686,6 +694,102 @@ class Journal:
             self.files.close(fd)
 
 
+# -- the feed, rebuilt from the files (read-only) -------------------------------
+
+
+@attrs.frozen
+class FeedEntry:
+    """One revision rebuilt from the files: the action's identity and changes."""
+
+    revision: int
+    action_id: str
+    source: str | None
+    payload: Any
+    changes: list[Change]
+
+
+def read_feed(directory: str, after: int, until: int) -> list[FeedEntry]:
+    """Rebuild the changes of revisions *after* + 1 .. *until* from the files.
+
+    Read-only, safe beside the live service (it reads what is committed).
+    The changes carry old and new values as the live events did: the tree is
+    rebuilt from the newest snapshot at or before *after*, then the journal.
+
+    Raises:
+        CorruptStateError: No snapshot at or before *after*, or the journal
+            does not reach *until* (its ``reason`` says which).
+    """
+    files = Files()
+    snapshot_revs, segment_firsts, _ = _list(files, directory)
+    base: Snapshot | None = None
+    for rev in reversed(snapshot_revs):
+        if rev > after:
+            continue
+        name = snapshot_name(rev)
+        try:
+            base = parse_snapshot(files.read(os.path.join(directory, name)), name)
+        except (CorruptStateError, FileNotFoundError):
+            continue
+        break
+    if base is None:
+        oldest = min(snapshot_revs) if snapshot_revs else None
+        raise CorruptStateError(
+            directory, f"no snapshot at or before {after} ({oldest})"
+        )
+    tree = Tree(base.root, revision=base.revision)
+    out: list[FeedEntry] = []
+    for i, first in enumerate(segment_firsts):
+        following = segment_firsts[i + 1] if i + 1 < len(segment_firsts) else None
+        if (following is not None and following <= tree.revision + 1) or first > until:
+            continue
+        name = segment_name(first)
+        segment = read_segment(files.read(os.path.join(directory, name)), name)
+        for sequence, payload in segment.records:
+            if sequence <= tree.revision:
+                continue
+            if sequence != tree.revision + 1 or sequence > until:
+                break
+            if sequence <= after:
+                apply_record(tree, sequence, payload, name)
+                continue
+            out.append(_feed_entry(tree, sequence, payload, name))
+        if tree.revision >= until:
+            break
+    if tree.revision < until:
+        reason = f"the journal reaches revision {tree.revision}, not {until}"
+        raise CorruptStateError(directory, reason)
+    return out
+
+
+def oldest_snapshot(directory: str) -> int | None:
+    """The revision of the oldest snapshot file (not checked), if any."""
+    snapshots = _list(Files(), directory)[0]
+    return snapshots[0] if snapshots else None
+
+
+def _feed_entry(tree: Tree, sequence: int, payload: bytes, name: str) -> FeedEntry:
+    changes: list[Change] = []
+    meta: list[Any] = ["a", "", None, None]
+    try:
+        for op in json.loads(payload):
+            path = tuple(op[1]) if op[0] != "a" else ()
+            if op[0] == "a":
+                meta = op
+            elif op[0] == "s":
+                tree.replay_set(path, op[2], changes)
+            elif op[0] == "d":
+                tree.replay_delete(path, changes)
+            elif op[0] == "p":
+                found = tree.lookup(path)
+                value = None if found is MISSING else copy_json(found)
+                changes.append(_ping(path, value))
+    except (ValueError, TypeError, IndexError, KeyError, StatewardError) as exc:
+        reason = f"record of revision {sequence} cannot be replayed: {exc!r}"
+        raise CorruptStateError(name, reason) from None
+    tree.revision = sequence
+    return FeedEntry(sequence, meta[1], meta[2], meta[3], changes)
+
+
 # -- inspection (read-only) ----------------------------------------------------
 
 
@@ -757,3 +861,7 @@ def inspect_directory(directory: str, revision: int | None = None) -> Inspection
             raise CorruptStateError(directory, reason)
         apply_record(tree, tree.revision + 1, found[0], found[1])
     return Inspection(snapshots, segments, min(valid), newest, tree.revision, tree.root)
+
+
+def _ping(path: tuple[str, ...], value: Any) -> Change:
+    return _ChangeT(path, ChangeKind.PINGED, value, value)

@@ -54,11 +54,14 @@ from ._persister import WAIT_FOR, Commit, Persister
 from ._track import Reaction, Reactions, Reader, first_run
 from .persistence import (
     Durability,
+    FeedEntry,
     PersistenceConfig,
     encode_changes,
     encode_record,
     inspect_directory,
     lock_directory,
+    oldest_snapshot,
+    read_feed,
     recover,
     unlock_directory,
 )
@@ -220,6 +223,17 @@ class StateActor:
                 unlock_directory(lock)
             if finished is not None:
                 finished.set()
+
+
+class _Replayed:
+    """The identity of an action rebuilt from the journal (for routing)."""
+
+    __slots__ = ("id", "payload", "source")
+
+    def __init__(self, action_id: str, source: str | None, payload: JSON) -> None:
+        self.id = action_id
+        self.source = source
+        self.payload = payload
 
 
 class _Register:
@@ -392,7 +406,7 @@ class _Core:
             assert tree.created is not None
             history.record(revision, action, changes, tree.created)
         if self.persister is not None:
-            payload = encode_changes(changes)
+            payload = encode_changes(changes, action)
             synced = self.persister.synced_revision
             self.records.append(encode_record(revision, payload, synced))
         routed = self.route(action, revision, changes) if len(self.trie) else None
@@ -528,7 +542,9 @@ class _Core:
         for sub in subs:
             sub.close(drain=False)
 
-    def replay(self, sub: Subscriber, since: int) -> None:
+    def replay(
+        self, sub: Subscriber, since: int, older: list[FeedEntry] | None = None
+    ) -> None:
         """Give *sub* every matching change after *since*, in order, then live.
 
         Runs without yielding right after *sub* joined the trie, so the live
@@ -542,6 +558,15 @@ class _Core:
         )
         pending = [] if persister is None else list(persister.inflight)
         backlog: list[_Delivery] = []
+        for old in older or ():  # rebuilt from the files: all committed
+            meta = _Replayed(old.action_id, old.source, old.payload)
+            routed = self.route(cast("Action", meta), old.revision, old.changes, sub)
+            events = routed.get(sub)
+            if events:
+                collector = AckCollector(old.revision, [sub.name])
+                backlog.append(_Delivery(old.revision, tuple(events), collector))
+        if older:
+            since = older[-1].revision
         j = 0
         for entry in self.history.since(since):
             events = self.route(entry.action, entry.revision, entry.changes, sub).get(
@@ -967,7 +992,8 @@ class StateHandle(metaclass=_NoPublicConstructor):
                 passed on to subscribers of its ancestors. Decided here, not in
                 the handler, so that no subscriber waits for another's handler.
             from_revision: First replay every matching change made after this
-                revision (from the history ring), then continue live: no gap,
+                revision (from the history ring; on a persisted state, older
+                ones rebuilt from snapshot + journal), then continue live: no gap,
                 no duplicate, one delivery per revision, in order (etcd's
                 watch guarantees). Replayed deliveries are acked like live
                 ones, but no sender waits for them.
@@ -998,6 +1024,15 @@ class StateHandle(metaclass=_NoPublicConstructor):
         _check_seconds("block_timeout", block_timeout)
         if handler_timeout is not None:
             _check_seconds("handler_timeout", handler_timeout)
+        older: list[FeedEntry] = []
+        if from_revision is not None:
+            _check_from_revision(core, from_revision)
+            older = await self._older_feed(from_revision)  # may read the files
+            if core.failed is not None:
+                raise core.failed
+            if core.closed:
+                raise self._closed_error()
+        # From here on, no await: the replay meets the live feed exactly.
         if name is None:
             base: str = getattr(handler, "__qualname__", type(handler).__name__)
             core.unnamed += 1
@@ -1010,8 +1045,6 @@ class StateHandle(metaclass=_NoPublicConstructor):
             raise InvalidActionError("name", reason)
         elif name in core.subscribers:
             raise DuplicateNameError(name)
-        if from_revision is not None:
-            _check_from_revision(core, from_revision)
         sub = Subscriber(
             name=name,
             pattern=format_path(segments),
@@ -1025,8 +1058,38 @@ class StateHandle(metaclass=_NoPublicConstructor):
         )
         core.add_subscriber(sub)
         if from_revision is not None:
-            core.replay(sub, from_revision)
+            core.replay(sub, from_revision, older)
         return Subscription._create(core, sub, core.tree.revision)
+
+    async def _older_feed(self, since: int) -> list[FeedEntry]:
+        """What the ring no longer holds after *since*, rebuilt from the files.
+
+        Returns when the ring covers the rest (then the caller adds its
+        subscriber without yielding: nothing can fall in between).
+        """
+        core = self._core
+        entries: list[FeedEntry] = []
+        after = since
+        for _ in range(8):
+            oldest = core.history.oldest(core.tree.revision)
+            if after >= oldest:
+                return entries
+            persister = core.persister
+            if persister is None:
+                raise CompactedError(since, oldest)
+            await persister.wait_durable(oldest)  # the files hold up to there
+            until = persister.durable_revision
+            directory = persister.config.state_dir
+            try:
+                got = await anyio.to_thread.run_sync(read_feed, directory, after, until)
+            except (CorruptStateError, OSError):
+                on_disk = await anyio.to_thread.run_sync(oldest_snapshot, directory)
+                reachable = oldest if on_disk is None else min(on_disk, oldest)
+                raise CompactedError(since, reachable) from None
+            entries.extend(got)
+            after = until
+        # The state moved faster than the files could be read, eight times.
+        raise CompactedError(since, core.history.oldest(core.tree.revision))
 
     async def derive(
         self, dest: PathLike, source: PathLike, fn: Callable[[JSON], object]
@@ -1161,7 +1224,8 @@ class StateHandle(metaclass=_NoPublicConstructor):
         up to *mailbox_size* deliveries wait, then the state actor waits up to
         a second (``Overflow.BLOCK``), then they are dropped and the loop gets
         one :class:`Resync` (never a silent gap). Leaving the loop (break,
-        exception, cancellation) unsubscribes.
+        exception, cancellation) unsubscribes. *name* names its subscriber
+        (default ``"watch <pattern>"``, made unique).
 
         Raises:
             CompactedError: *from_revision* is older than the history kept.
@@ -1174,10 +1238,12 @@ class StateHandle(metaclass=_NoPublicConstructor):
             await send.send(event)
             return 1
 
+        # Unnamed watches are named "watch <pattern>", made unique ("#2", ...).
+        forward.__qualname__ = f"watch {format_path(parse_pattern(pattern))}"
         subscription = await self.subscribe(
             pattern,
             forward,
-            name=name or "watch",
+            name=name,
             mailbox_size=mailbox_size,
             from_revision=from_revision,
         )
@@ -1302,7 +1368,6 @@ def _check_from_revision(core: _Core, from_revision: object) -> None:
     if from_revision > current:
         reason = f"{from_revision} is ahead of the state (revision {current})"
         raise InvalidActionError("from_revision", reason)
-    core.history.check(from_revision, current)
 
 
 def _check_seconds(field: str, value: object) -> None:

@@ -326,3 +326,16 @@ async def test_get_with_write_default_writes_once_and_returns_the_winner() -> No
             await state.get("a.x", 1, write_default=True)  # a is a scalar
         await _until(lambda: len(seen) == 2)
         assert seen[0] == ("b.c", {"x": 1})
+
+
+async def test_two_watches_of_one_pattern_run_side_by_side() -> None:
+    async with open_state({}) as state:
+        await state.send(Set("n", 1))
+        first = state.watch("n", from_revision=0)
+        second = state.watch("n", from_revision=0)
+        assert (await first.__anext__()).new_value == 1  # type: ignore[union-attr]
+        assert (await second.__anext__()).new_value == 1  # type: ignore[union-attr]
+        assert sorted(state.subscriber_statistics()) == ["watch n", "watch n#2"]
+        await first.aclose()
+        await second.aclose()
+        assert state.subscriber_statistics() == {}
