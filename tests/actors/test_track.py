@@ -13,6 +13,7 @@ from stateward import (
     DurabilityError,
     Merge,
     PersistenceConfig,
+    Ping,
     Reader,
     Set,
     StateActor,
@@ -150,3 +151,14 @@ async def test_a_failed_journal_stops_reactions_not_the_actor(tmp_path: Path) ->
         assert reaction.closed
         assert seen == [None, 1]  # never the write that was not made durable
         await state.stop()
+
+
+async def test_a_ping_reruns_the_reactions_that_read_its_path() -> None:
+    async with open_state({"a": 1, "b": 2}) as state:
+        runs: list[Any] = []
+        reaction = await state.track(lambda r: runs.append(r.get("a")))
+        await state.send(Ping("b"))
+        await reaction.wait_idle()
+        await state.send(Ping("a"))
+        await reaction.wait_idle()
+        assert runs == [1, 1]  # notified without a change
