@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .._errors import CompactedError
 from .._json import copy_json
 from ..messages.events import ChangeKind
 from ..tree import Tree
@@ -73,14 +72,8 @@ class History:
             return current
         return entries[0].revision - 1
 
-    def check(self, revision: int, current: int) -> None:
-        """Raise :class:`CompactedError` unless *revision* can be resumed from."""
-        oldest = self.oldest(current)
-        if revision < oldest:
-            raise CompactedError(revision, oldest)
-
     def since(self, revision: int) -> Iterator[Entry]:
-        """The entries after *revision*, oldest first (call :meth:`check` first)."""
+        """The entries after *revision* (at least :meth:`oldest`), oldest first."""
         entries = self.entries
         if not self.size or not entries:
             return
