@@ -584,6 +584,15 @@ class _Core:
                 pending[j].outbox.append((sub, delivery))
         sub.replay(backlog)
 
+    def unique_name(self, base: str) -> str:
+        """*base*, or ``base#N`` when a subscriber holds it already."""
+        self.unnamed += 1
+        name = base if base not in self.subscribers else f"{base}#{self.unnamed}"
+        while name in self.subscribers:
+            self.unnamed += 1
+            name = f"{base}#{self.unnamed}"
+        return name
+
     def add_subscriber(self, sub: Subscriber) -> None:
         self.subscribers[sub.name] = sub
         self.trie.add(sub.segments, sub)
@@ -800,7 +809,9 @@ class StateHandle(metaclass=_NoPublicConstructor):
             InvalidActionError: *action* is not an action, or *durable* was
                 asked of a state that is not persisted.
         """
-        request = self._request(action, durable)
+        return await self._enqueue(self._request(action, durable))
+
+    async def _enqueue(self, request: _Request) -> Receipt:
         # Cancelled already? Then do not enqueue. (A cheap check, not a yield:
         # waiting for the result below is this call's checkpoint.)
         await anyio.lowlevel.checkpoint_if_cancelled()
@@ -831,28 +842,36 @@ class StateHandle(metaclass=_NoPublicConstructor):
             raise self._closed_error() from None
         return await self._result(request)
 
-    def _request(self, action: Action, durable: bool | None) -> _Request:
+    def _check_open(self) -> None:
+        """Raise what a call on a failed or stopped state must raise."""
         core = self._core
         if core.failed is not None:
             raise core.failed
         if core.closed:
             raise self._closed_error()
+
+    def _request(self, action: Action, durable: bool | None) -> _Request:
+        self._check_open()
         if not isinstance(cast("object", action), Action) or type(action) is Action:
             reason = f"expected an action such as Set or Delete, got {action!r}"
             raise InvalidActionError("action", reason)
-        persister = core.persister
+        return _Request(action, self._wait_for(durable))
+
+    def _wait_for(self, durable: bool | None) -> int:
+        """What the sender waits for: 0 applied, 1 written, 2 fsynced."""
+        persister = self._core.persister
         if persister is None:
             if durable is not None:
                 reason = "this state is not persisted (open it with a state_dir)"
                 raise InvalidActionError("durable", reason)
-            return _Request(action)
+            return 0
         if durable is None:
-            return _Request(action, WAIT_FOR[persister.config.durability])
+            return WAIT_FOR[persister.config.durability]
         if type(durable) is not bool:
             raise InvalidActionError(
                 "durable", f"must be a bool or None (got {durable!r})"
             )
-        return _Request(action, 2 if durable else 0)
+        return 2 if durable else 0
 
     async def _result(self, request: _Request) -> Receipt:
         await request.done.wait()
@@ -1007,10 +1026,7 @@ class StateHandle(metaclass=_NoPublicConstructor):
         """
         await anyio.lowlevel.checkpoint()
         core = self._core
-        if core.failed is not None:
-            raise core.failed
-        if core.closed:
-            raise self._closed_error()
+        self._check_open()
         segments = parse_pattern(pattern)
         if not callable(cast("object", handler)):
             reason = f"must be callable (got {handler!r})"
@@ -1028,18 +1044,11 @@ class StateHandle(metaclass=_NoPublicConstructor):
         if from_revision is not None:
             _check_from_revision(core, from_revision)
             older = await self._older_feed(from_revision)  # may read the files
-            if core.failed is not None:
-                raise core.failed
-            if core.closed:
-                raise self._closed_error()
+            self._check_open()
         # From here on, no await: the replay meets the live feed exactly.
         if name is None:
             base: str = getattr(handler, "__qualname__", type(handler).__name__)
-            core.unnamed += 1
-            name = base if base not in core.subscribers else f"{base}#{core.unnamed}"
-            while name in core.subscribers:
-                core.unnamed += 1
-                name = f"{base}#{core.unnamed}"
+            name = core.unique_name(base)
         elif type(name) is not str or not name:
             reason = f"must be a non-empty str (got {name!r})"
             raise InvalidActionError("name", reason)
@@ -1161,10 +1170,7 @@ class StateHandle(metaclass=_NoPublicConstructor):
         """
         await anyio.lowlevel.checkpoint()
         core = self._core
-        if core.failed is not None:
-            raise core.failed
-        if core.closed:
-            raise self._closed_error()
+        self._check_open()
         if not callable(cast("object", fn)):
             raise InvalidActionError("fn", f"must be callable (got {fn!r})")
         label = name or str(getattr(fn, "__qualname__", type(fn).__name__))
@@ -1186,20 +1192,8 @@ class StateHandle(metaclass=_NoPublicConstructor):
         await self._register(_Register(None, format_path(parse_path(dest))))
 
     async def _register(self, reg: _Register) -> Receipt:
-        core = self._core
-        if core.failed is not None:
-            raise core.failed
-        if core.closed:
-            raise self._closed_error()
-        persister = core.persister
-        wait = 0 if persister is None else WAIT_FOR[persister.config.durability]
-        request = _Request(reg, wait)
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        try:
-            await self._tx.send(request)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise self._closed_error() from None
-        return await self._result(request)
+        self._check_open()
+        return await self._enqueue(_Request(reg, self._wait_for(None)))
 
     async def watch(
         self,
@@ -1238,7 +1232,8 @@ class StateHandle(metaclass=_NoPublicConstructor):
             await send.send(event)
             return 1
 
-        # Unnamed watches are named "watch <pattern>", made unique ("#2", ...).
+        # The handler's name is the subscriber's default name, made unique
+        # where the subscriber is added (no await can come in between).
         forward.__qualname__ = f"watch {format_path(parse_pattern(pattern))}"
         subscription = await self.subscribe(
             pattern,
