@@ -11,7 +11,7 @@ Revisions are contiguous, so an entry is found by arithmetic, not search.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .._json import copy_json
 from ..messages.events import ChangeKind
@@ -28,22 +28,13 @@ if TYPE_CHECKING:
 __all__ = ["Entry", "History", "undo"]
 
 
-class Entry:
+class Entry(NamedTuple):
     """What one revision changed."""
 
-    __slots__ = ("action", "changes", "created", "revision")
-
-    def __init__(
-        self,
-        revision: int,
-        action: Action,
-        changes: list[Change],
-        created: list[Segments],
-    ) -> None:
-        self.revision = revision
-        self.action = action
-        self.changes = changes
-        self.created = created  # dicts made on the way to a write
+    revision: int
+    action: Action
+    changes: list[Change]
+    created: list[Segments]  # dicts made on the way to a write
 
 
 class History:
@@ -55,15 +46,9 @@ class History:
         self.size = size
         self.entries: deque[Entry] = deque(maxlen=size or 1)
 
-    def record(
-        self,
-        revision: int,
-        action: Action,
-        changes: list[Change],
-        created: list[Segments],
-    ) -> None:
-        """Keep what *revision* changed (the oldest entry falls out)."""
-        self.entries.append(Entry(revision, action, changes, created))
+    def record(self, entry: Entry) -> None:
+        """Keep what a revision changed (the oldest entry falls out)."""
+        self.entries.append(entry)
 
     def oldest(self, current: int) -> int:
         """The oldest revision a feed can resume from (its successor is kept)."""

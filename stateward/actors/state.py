@@ -48,7 +48,7 @@ from ..paths import PathLike, format_path, parse_path, parse_pattern
 from ..tree import MISSING, Tree, unchanged_below
 from ._ack import AckCollector
 from ._derive import Derivation, Derivations
-from ._history import History, undo
+from ._history import Entry, History, undo
 from ._log import ActionLog, LoggedAction, Redactor
 from ._persister import WAIT_FOR, Commit, Persister
 from ._track import Reaction, Reactions, Reader, first_run
@@ -404,7 +404,7 @@ class _Core:
         revision = tree.revision
         if history.size:
             assert tree.created is not None
-            history.record(revision, action, changes, tree.created)
+            history.record(Entry(revision, action, changes, tree.created))
         if self.persister is not None:
             payload = encode_changes(changes, action)
             synced = self.persister.synced_revision
