@@ -362,25 +362,51 @@ def _valid_records(data: bytes, start: int) -> list[tuple[int, int]]:
     return found
 
 
-def apply_record(tree: Tree, sequence: int, payload: bytes, name: str) -> None:
-    """Replay one record's effect on *tree* and set its revision."""
+def apply_record(
+    tree: Tree,
+    sequence: int,
+    payload: bytes,
+    name: str,
+    changes: list[Change] | None = None,
+) -> list[Any]:
+    """Replay one record's effect on *tree*, set its revision, return its identity.
+
+    With *changes*, the record's changes (pings included) are appended there
+    as the live action made them, old values and all. The identity is the
+    ``["a", id, source, payload]`` operation.
+
+    Raises:
+        CorruptStateError: The payload is not a record this code can replay.
+    """
+    identity: list[Any] = ["a", "", None, None]
+    unknown = None
     try:
-        ops = json.loads(payload)
-        for op in ops:
-            if op[0] == "s":
-                tree.replay_set(tuple(op[1]), op[2])
-            elif op[0] == "d":
-                tree.replay_delete(tuple(op[1]))
-            elif op[0] not in ("a", "p"):  # identity and pings change nothing
-                ops = None
+        for op in json.loads(payload):
+            kind = op[0]
+            if kind == "a":
+                identity = op
+                continue
+            path = tuple(op[1])
+            if kind == "s":
+                tree.replay_set(path, op[2], changes)
+            elif kind == "d":
+                tree.replay_delete(path, changes)
+            elif kind == "p":
+                if changes is not None:
+                    found = tree.lookup(path)
+                    value = None if found is MISSING else copy_json(found)
+                    changes.append(_ChangeT(path, ChangeKind.PINGED, value, value))
+            else:
+                unknown = kind
                 break
     except (ValueError, TypeError, IndexError, KeyError, StatewardError) as exc:
         reason = f"record of revision {sequence} cannot be replayed: {exc!r}"
         raise CorruptStateError(name, reason) from None
-    if ops is None:
-        reason = f"record of revision {sequence} holds an unknown operation"
-        raise CorruptStateError(name, reason) from None
+    if unknown is not None:
+        reason = f"record of revision {sequence} holds an unknown operation {unknown!r}"
+        raise CorruptStateError(name, reason)
     tree.revision = sequence
+    return identity
 
 
 # -- the lock ----------------------------------------------------------------
@@ -708,12 +734,15 @@ class FeedEntry:
     changes: list[Change]
 
 
-def read_feed(directory: str, after: int, until: int) -> list[FeedEntry]:
-    """Rebuild the changes of revisions *after* + 1 .. *until* from the files.
+def replay_files(
+    directory: str, after: int, until: int
+) -> tuple[Tree, list[FeedEntry]]:
+    """Rebuild the tree at *until* and the changes of *after* + 1 .. *until*.
 
-    Read-only, safe beside the live service (it reads what is committed).
-    The changes carry old and new values as the live events did: the tree is
-    rebuilt from the newest snapshot at or before *after*, then the journal.
+    Read-only, safe beside the live service (it reads what is committed):
+    the newest snapshot at or before *after*, then only the journal segments
+    needed. The changes carry old and new values as the live events did.
+    ``replay_files(d, r, r)[0]`` is the tree as it was at revision *r*.
 
     Raises:
         CorruptStateError: No snapshot at or before *after*, or the journal
@@ -733,11 +762,10 @@ def read_feed(directory: str, after: int, until: int) -> list[FeedEntry]:
         break
     if base is None:
         oldest = min(snapshot_revs) if snapshot_revs else None
-        raise CorruptStateError(
-            directory, f"no snapshot at or before {after} ({oldest})"
-        )
+        reason = f"no snapshot at or before {after} (oldest: {oldest})"
+        raise CorruptStateError(directory, reason)
     tree = Tree(base.root, revision=base.revision)
-    out: list[FeedEntry] = []
+    entries: list[FeedEntry] = []
     for i, first in enumerate(segment_firsts):
         following = segment_firsts[i + 1] if i + 1 < len(segment_firsts) else None
         if (following is not None and following <= tree.revision + 1) or first > until:
@@ -752,42 +780,23 @@ def read_feed(directory: str, after: int, until: int) -> list[FeedEntry]:
             if sequence <= after:
                 apply_record(tree, sequence, payload, name)
                 continue
-            out.append(_feed_entry(tree, sequence, payload, name))
+            changes: list[Change] = []
+            _, action_id, source, extra = apply_record(
+                tree, sequence, payload, name, changes
+            )
+            entries.append(FeedEntry(sequence, action_id, source, extra, changes))
         if tree.revision >= until:
             break
     if tree.revision < until:
         reason = f"the journal reaches revision {tree.revision}, not {until}"
         raise CorruptStateError(directory, reason)
-    return out
+    return tree, entries
 
 
 def oldest_snapshot(directory: str) -> int | None:
     """The revision of the oldest snapshot file (not checked), if any."""
     snapshots = _list(Files(), directory)[0]
     return snapshots[0] if snapshots else None
-
-
-def _feed_entry(tree: Tree, sequence: int, payload: bytes, name: str) -> FeedEntry:
-    changes: list[Change] = []
-    meta: list[Any] = ["a", "", None, None]
-    try:
-        for op in json.loads(payload):
-            path = tuple(op[1]) if op[0] != "a" else ()
-            if op[0] == "a":
-                meta = op
-            elif op[0] == "s":
-                tree.replay_set(path, op[2], changes)
-            elif op[0] == "d":
-                tree.replay_delete(path, changes)
-            elif op[0] == "p":
-                found = tree.lookup(path)
-                value = None if found is MISSING else copy_json(found)
-                changes.append(_ping(path, value))
-    except (ValueError, TypeError, IndexError, KeyError, StatewardError) as exc:
-        reason = f"record of revision {sequence} cannot be replayed: {exc!r}"
-        raise CorruptStateError(name, reason) from None
-    tree.revision = sequence
-    return FeedEntry(sequence, meta[1], meta[2], meta[3], changes)
 
 
 # -- inspection (read-only) ----------------------------------------------------
@@ -861,7 +870,3 @@ def inspect_directory(directory: str, revision: int | None = None) -> Inspection
             raise CorruptStateError(directory, reason)
         apply_record(tree, tree.revision + 1, found[0], found[1])
     return Inspection(snapshots, segments, min(valid), newest, tree.revision, tree.root)
-
-
-def _ping(path: tuple[str, ...], value: Any) -> Change:
-    return _ChangeT(path, ChangeKind.PINGED, value, value)

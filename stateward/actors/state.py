@@ -58,11 +58,10 @@ from .persistence import (
     PersistenceConfig,
     encode_changes,
     encode_record,
-    inspect_directory,
     lock_directory,
     oldest_snapshot,
-    read_feed,
     recover,
+    replay_files,
     unlock_directory,
 )
 from .subscriber import Handler, Overflow, Subscriber, SubscriberStatistics, _Delivery
@@ -1090,11 +1089,11 @@ class StateHandle(metaclass=_NoPublicConstructor):
             until = persister.durable_revision
             directory = persister.config.state_dir
             try:
-                got = await anyio.to_thread.run_sync(read_feed, directory, after, until)
+                _, got = await anyio.to_thread.run_sync(
+                    replay_files, directory, after, until
+                )
             except (CorruptStateError, OSError):
-                on_disk = await anyio.to_thread.run_sync(oldest_snapshot, directory)
-                reachable = oldest if on_disk is None else min(on_disk, oldest)
-                raise CompactedError(since, reachable) from None
+                raise await self._compacted(since) from None
             entries.extend(got)
             after = until
         # The state moved faster than the files could be read, eight times.
@@ -1286,13 +1285,23 @@ class StateHandle(metaclass=_NoPublicConstructor):
             raise CompactedError(revision, core.history.oldest(current))
         await self.wait_durable(current)
         try:
-            found = await anyio.to_thread.run_sync(
-                inspect_directory, config.state_dir, revision
+            tree, _ = await anyio.to_thread.run_sync(
+                replay_files, config.state_dir, revision, revision
             )
-        except CorruptStateError:
-            raise CompactedError(revision, core.history.oldest(current)) from None
-        tree: JSON = found.tree
-        return tree
+        except (CorruptStateError, OSError):
+            raise await self._compacted(revision) from None
+        return tree.root
+
+    async def _compacted(self, requested: int) -> CompactedError:
+        """The error for *requested*: the oldest revision the ring or files reach."""
+        core = self._core
+        oldest = core.history.oldest(core.tree.revision)
+        if core.persister is not None:
+            directory = core.persister.config.state_dir
+            on_disk = await anyio.to_thread.run_sync(oldest_snapshot, directory)
+            if on_disk is not None:
+                oldest = min(on_disk, oldest)
+        return CompactedError(requested, oldest)
 
     def action_log(self) -> list[LoggedAction]:
         """The last actions (``action_log`` of them), oldest first (never blocks).
