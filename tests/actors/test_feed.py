@@ -7,7 +7,6 @@ at_revision() equal to the tree as it was.
 
 from __future__ import annotations
 
-import random
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +17,12 @@ import trio
 import trio.testing
 
 from stateward import (
-    RAS,
     Action,
     ActionRejectedError,
     CompactedError,
     Delete,
     InvalidActionError,
-    Merge,
     PersistenceConfig,
-    Ping,
     Progress,
     Set,
     StateActor,
@@ -36,40 +32,12 @@ from stateward import (
 )
 from stateward.actors._files import Files
 
+from .feedlib import Recorder, actions, all_acked, collect, send_all
+
 if TYPE_CHECKING:
     from pathlib import Path
 
 pytestmark = pytest.mark.anyio
-
-
-def _actions(seed: int, count: int) -> list[Action]:
-    """Sets, deletes (lists too), merges, transactions, pings, a root write."""
-    rng = random.Random(seed)
-    out: list[Action] = []
-    for n in range(count):
-        roll = rng.random()
-        key = f"k{rng.randrange(6)}"
-        if roll < 0.3:
-            out.append(Set(f"d.{key}.v", n))  # creates d and d.key when missing
-        elif roll < 0.4:
-            out.append(Delete(f"d.{key}"))
-        elif roll < 0.5:
-            out.append(Set(f"l.{rng.randrange(4)}", n))  # update or append
-        elif roll < 0.6:
-            out.append(Delete(f"l.{rng.randrange(3)}"))  # shifts the list
-        elif roll < 0.7:
-            out.append(Merge(f"m.{key}", {"a": n, "b": {"c": n}}))
-        elif roll < 0.8:
-            out.append(Transaction([Set(f"t.{key}", n), Delete(f"d.{key}")]))
-        elif roll < 0.85:
-            out.append(Ping(f"d.{key}"))
-        elif roll < 0.9:
-            out.append(Transaction([Set("x", n), Set("x.y", 1)]))  # fails midway
-        elif roll < 0.93:
-            out.append(Set("", {"l": [0, 1, 2], "reset": n}))
-        else:
-            out.append(Set("l", [n, n + 1, n + 2]))
-    return out
 
 
 async def _run(state: Any, todo: list[Action]) -> list[Any]:
@@ -86,47 +54,17 @@ async def _run(state: Any, todo: list[Action]) -> list[Any]:
     return trees
 
 
-async def _until(condition: Any) -> None:
-    """Wait until another task made *condition* true (a hang fails in 10 s)."""
-    with anyio.fail_after(10):
-        while not condition():  # noqa: ASYNC110 - polls what other tasks change
-            await anyio.sleep(0.001)
-
-
-def _key(event: StateChanged) -> tuple[Any, ...]:
-    return (event.revision, event.path, event.kind, event.old_value, event.new_value)
-
-
-async def _collect(state: Any, pattern: str, since: int, count: int) -> list[Any]:
-    """Subscribe from *since*; return the first *count* events (then a few more
-    checkpoints' worth, so that a duplicate or an extra one would show)."""
-    got: list[Any] = []
-
-    def handler(event: StateChanged) -> RAS:
-        got.append(_key(event))
-        return RAS.SUCCESS
-
-    sub = await state.subscribe(pattern, handler, from_revision=since)
-    await _until(lambda: len(got) >= count)
-    for _ in range(5):
-        await anyio.lowlevel.checkpoint()
-    await sub.unsubscribe()
-    return got
-
-
 @pytest.mark.parametrize("pattern", ["**", "d.*", "l", "m.**"])
 async def test_resume_from_every_revision_equals_the_live_feed(pattern: str) -> None:
     async with open_state({"l": [0, 1, 2]}) as state:
-        live: list[Any] = []
-        sub = await state.subscribe(pattern, lambda e: live.append(_key(e)) or 1)
-        trees = await _run(state, _actions(1, 150))
-        last = len(trees) - 1
+        live = Recorder()
+        await state.subscribe(pattern, live)
+        await all_acked(await send_all(state, actions(1, 150)))  # live has all
+        last = state.revision
         assert last > 100
-        await _until(sub._sub.idle)
         for since in range(last + 1):
-            expected = [e for e in live if e[0] > since]
-            replayed = await _collect(state, pattern, since, len(expected))
-            replayed = [e for e in replayed if e[0] <= last]
+            expected = [e for e in live.got if e[0] > since]
+            replayed = await collect(state, pattern, since, len(expected))
             # No gap, no duplicate, same order, same content as live.
             assert replayed == expected, since
 
@@ -135,7 +73,7 @@ async def test_replay_then_live_has_no_gap_under_concurrent_writes() -> None:
     async with open_state({}) as state:
         for n in range(200):
             await state.send(Set(f"k{n % 7}", n))
-        seen: list[int] = []
+        seen = Recorder(key=lambda e: e.revision)
         stop = anyio.Event()
 
         async def writer(w: int) -> None:
@@ -149,13 +87,11 @@ async def test_replay_then_live_has_no_gap_under_concurrent_writes() -> None:
                 tg.start_soon(writer, w)
             await anyio.lowlevel.checkpoint()
             since = 50
-            await state.subscribe(
-                "**", lambda e: seen.append(e.revision) or 1, from_revision=since
-            )
-            await _until(lambda: len(seen) >= 400)
+            await state.subscribe("**", seen, from_revision=since)
+            await seen.wait_for(400)
             stop.set()
         # Every revision after `since`, once each, in order (one event each).
-        assert seen == list(range(since + 1, since + 1 + len(seen)))
+        assert seen.got == list(range(since + 1, since + 1 + len(seen.got)))
 
 
 async def test_a_transaction_replays_as_one_delivery_acked_once() -> None:
@@ -179,9 +115,9 @@ async def test_compacted_at_the_boundary_and_resume_after_it() -> None:
         with pytest.raises(CompactedError) as caught:
             await state.subscribe("n", lambda e: 1, from_revision=19)
         assert (caught.value.requested, caught.value.oldest) == (19, 20)
-        got = await _collect(state, "n", 20, 10)
+        got = await collect(state, "n", 20, 10)
         assert [e[0] for e in got] == list(range(21, 31))
-        assert await _collect(state, "n", 30, 0) == []
+        assert await collect(state, "n", 30, 0) == []
         with pytest.raises(InvalidActionError, match="ahead"):
             await state.subscribe("n", lambda e: 1, from_revision=31)
         with pytest.raises(InvalidActionError):
@@ -193,12 +129,12 @@ async def test_compacted_at_the_boundary_and_resume_after_it() -> None:
         await state.send(Set("n", 1))
         with pytest.raises(CompactedError):
             await state.subscribe("n", lambda e: 1, from_revision=0)
-        assert await _collect(state, "n", 1, 0) == []  # now: always allowed
+        assert await collect(state, "n", 1, 0) == []  # now: always allowed
 
 
 async def test_at_revision_equals_the_tree_as_it_was() -> None:
     async with open_state({"l": [0, 1, 2]}) as state:
-        trees = await _run(state, _actions(2, 300))
+        trees = await _run(state, actions(2, 300))
         for revision, tree in enumerate(trees):
             assert await state.at_revision(revision) == tree, revision
         with pytest.raises(InvalidActionError):
@@ -213,7 +149,7 @@ async def test_at_revision_of_a_persisted_state_reads_the_files(tmp_path: Path) 
         snapshot_every=20,
         keep_snapshots=100,
     ) as state:
-        trees = await _run(state, _actions(3, 120))
+        trees = await _run(state, actions(3, 120))
         for revision in range(0, len(trees), 7):
             assert await state.at_revision(revision) == trees[revision]
 
@@ -235,7 +171,7 @@ async def test_persisted_replay_never_runs_ahead_of_the_journal(
 ) -> None:
     files = _GatedFiles()
     config = PersistenceConfig(str(tmp_path), files=files)
-    seen: list[int] = []
+    seen = Recorder(key=lambda e: e.revision)
     async with anyio.create_task_group() as tg:
         state = await tg.start(StateActor(persistence=config).run)
         for n in range(50):
@@ -243,18 +179,17 @@ async def test_persisted_replay_never_runs_ahead_of_the_journal(
         files.gate.clear()  # the next commits stay in flight
         for w in range(8):
             tg.start_soon(state.send, Set(f"w{w}", w))
-        await _until(lambda: state.revision >= 58)
+        await anyio.wait_all_tasks_blocked()  # all 8 applied, commit held
+        assert state.revision == 58
         assert state.statistics().durable_revision == 50
-        await state.subscribe(
-            "**", lambda e: seen.append(e.revision) or 1, from_revision=10
-        )
-        await _until(lambda: len(seen) >= 40)
+        await state.subscribe("**", seen, from_revision=10)
+        await seen.wait_for(40)
         for _ in range(50):
             await anyio.lowlevel.checkpoint()
-        assert seen == list(range(11, 51))  # nothing a crash could still undo
+        assert seen.got == list(range(11, 51))  # nothing a crash could still undo
         files.gate.set()
-        await _until(lambda: len(seen) >= 48)
-        assert seen == list(range(11, 59))
+        await seen.wait_for(48)
+        assert seen.got == list(range(11, 59))
         await state.stop()
 
 
@@ -305,8 +240,8 @@ async def test_an_idle_watch_learns_the_revision_by_progress_events() -> None:
 
 async def test_get_with_write_default_writes_once_and_returns_the_winner() -> None:
     async with open_state({"a": 1}) as state:
-        seen: list[Any] = []
-        await state.subscribe("**", lambda e: seen.append((e.path, e.new_value)) or 1)
+        seen = Recorder(key=lambda e: (e.path, e.new_value))
+        await state.subscribe("**", seen)
         assert await state.get("a", 5, write_default=True) == 1  # present: no write
         assert await state.get("b.c", {"x": 1}, write_default=True) == {"x": 1}
         assert await state.get("b.c", 7, write_default=True) == {"x": 1}
@@ -324,8 +259,8 @@ async def test_get_with_write_default_writes_once_and_returns_the_winner() -> No
         assert state.revision == 2
         with pytest.raises(ActionRejectedError):
             await state.get("a.x", 1, write_default=True)  # a is a scalar
-        await _until(lambda: len(seen) == 2)
-        assert seen[0] == ("b.c", {"x": 1})
+        await seen.wait_for(2)
+        assert seen.got == [("b.c", {"x": 1}), ("race", results[0])]
 
 
 async def test_two_watches_of_one_pattern_run_side_by_side() -> None:

@@ -1,0 +1,132 @@
+"""What the feed tests share: a seeded action mix, event keys, a recorder."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+
+from stateward import (
+    Action,
+    ActionRejectedError,
+    Delete,
+    Merge,
+    Ping,
+    Receipt,
+    Resync,
+    Set,
+    StateChanged,
+    Transaction,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from stateward import StateHandle
+
+
+def actions(seed: int, count: int) -> list[Action]:
+    """Sets (creating dicts), deletes (shifting lists), merges, transactions
+    (some failing midway), pings and root writes, each with a source and a
+    payload."""
+    rng = random.Random(seed)
+    out: list[Action] = []
+    for n in range(count):
+        roll = rng.random()
+        key = f"k{rng.randrange(6)}"
+        meta: dict[str, Any] = {"source": f"w{n % 3}", "payload": {"n": n}}
+        if roll < 0.3:
+            out.append(Set(f"d.{key}.v", n, **meta))
+        elif roll < 0.4:
+            out.append(Delete(f"d.{key}", **meta))
+        elif roll < 0.5:
+            out.append(Set(f"l.{rng.randrange(4)}", n, **meta))  # update or append
+        elif roll < 0.6:
+            out.append(Delete(f"l.{rng.randrange(3)}", **meta))
+        elif roll < 0.7:
+            out.append(Merge(f"m.{key}", {"a": n, "b": {"c": n}}, **meta))
+        elif roll < 0.8:
+            out.append(Transaction([Set(f"t.{key}", n), Delete(f"d.{key}")], **meta))
+        elif roll < 0.85:
+            out.append(Ping(f"d.{key}", **meta))
+        elif roll < 0.9:
+            out.append(Transaction([Set("x", n), Set("x.y", 1)], **meta))  # fails
+        elif roll < 0.93:
+            out.append(Set("", {"l": [0, 1, 2], "reset": n}, **meta))
+        else:
+            out.append(Set("l", [n, n + 1, n + 2], **meta))
+    return out
+
+
+def event_key(event: StateChanged) -> tuple[Any, ...]:
+    """Everything an event says, for comparing feeds."""
+    return (
+        event.revision,
+        event.path,
+        event.kind,
+        event.old_value,
+        event.new_value,
+        event.action_id,
+        event.source,
+        event.payload,
+    )
+
+
+class Recorder:
+    """A subscriber handler that records events; waits are woken, not polled."""
+
+    def __init__(self, key: Callable[[StateChanged], Any] = event_key) -> None:
+        self.got: list[Any] = []
+        self._key = key
+        self._waiters: list[tuple[int, anyio.Event]] = []
+
+    def __call__(self, event: StateChanged | Resync) -> int:
+        assert isinstance(event, StateChanged), event  # a gap would be a failure
+        self.got.append(self._key(event))
+        for count, reached in self._waiters:
+            if len(self.got) >= count:
+                reached.set()
+        return 1
+
+    async def wait_for(self, count: int) -> None:
+        """Wait until *count* events are recorded (a hang fails in 10 s)."""
+        if len(self.got) >= count:
+            await anyio.lowlevel.checkpoint()
+            return
+        reached = anyio.Event()
+        self._waiters.append((count, reached))
+        with anyio.fail_after(10):
+            await reached.wait()
+
+
+async def collect(
+    state: StateHandle, pattern: str, since: int, count: int
+) -> list[Any]:
+    """Subscribe from *since*; return the first *count* events, plus any that
+    arrive within a few more checkpoints (so a duplicate would show)."""
+    recorder = Recorder()
+    sub = await state.subscribe(pattern, recorder, from_revision=since)
+    await recorder.wait_for(count)
+    for _ in range(5):
+        await anyio.lowlevel.checkpoint()
+    await sub.unsubscribe()
+    return recorder.got
+
+
+async def send_all(state: StateHandle, todo: list[Action]) -> list[Receipt]:
+    """Send *todo* one by one (rejected ones skipped); return the receipts."""
+    receipts = []
+    for action in todo:
+        try:
+            receipts.append(await state.send(action))
+        except ActionRejectedError:
+            continue
+    return receipts
+
+
+async def all_acked(receipts: list[Receipt]) -> None:
+    """Wait until every subscriber asked about *receipts* answered."""
+    for receipt in receipts:
+        assert (await receipt.acks(timeout=10)).ok
