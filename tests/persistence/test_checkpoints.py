@@ -23,6 +23,8 @@ from stateward import (
     open_state,
 )
 
+from .frozenclock import settle
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -248,15 +250,6 @@ async def test_checkpoint_files_are_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(info.path / "state.json").st_mode) == 0o600
 
 
-async def _settle() -> None:
-    """Wait until every task is blocked and no worker thread runs (clock frozen)."""
-    while True:
-        await trio.testing.wait_all_tasks_blocked()
-        if trio.testing.active_thread_count() == 0:
-            return
-        await trio.testing.wait_all_threads_completed()
-
-
 @pytest.mark.parametrize(
     "anyio_backend", [("trio", {"clock": trio.testing.MockClock()})]
 )
@@ -277,16 +270,16 @@ async def test_run_saves_every_interval_and_survives_a_failure(
             await trio.testing.wait_all_tasks_blocked()
             assert cp.saved == n - 1  # not before its time
             clock.jump(0.1)
-            await _settle()
+            await settle()
             assert cp.saved == n
         model.fail = True
         clock.jump(10)
-        await _settle()
+        await settle()
         assert cp.failed == 1
         assert isinstance(cp.last_error, CheckpointError)
         model.fail = False
         clock.jump(10)
-        await _settle()
+        await settle()
         assert cp.saved == 4  # the loop went on
         tg.cancel_scope.cancel()
     assert len(cp.list()) == 4

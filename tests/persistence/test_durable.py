@@ -31,6 +31,8 @@ from stateward import (
 )
 from stateward.actors._files import Files
 
+from .frozenclock import settle
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -115,15 +117,6 @@ async def test_snapshots_rotate_and_retention_keeps_k(tmp_path: Path) -> None:
         assert await state.get("n") == 94
 
 
-async def _settle() -> None:
-    """Every task blocked and no worker thread running (trio, clock frozen)."""
-    while True:
-        await trio.testing.wait_all_tasks_blocked()
-        if trio.testing.active_thread_count() == 0:
-            return
-        await trio.testing.wait_all_threads_completed()
-
-
 @pytest.mark.parametrize(
     "anyio_backend", [("trio", {"clock": trio.testing.MockClock()})]
 )
@@ -136,22 +129,22 @@ async def test_snapshot_interval_snapshots_changes_older_than_it(
         state_dir=tmp_path, snapshot_every=10_000, snapshot_interval=60
     ) as state:
         await state.send(Set("n", 1))
-        await _settle()
+        await settle()
         assert state.statistics().snapshots == 0
         clock.jump(59.9)
         await state.send(Set("n", 2))
-        await _settle()
+        await settle()
         assert state.statistics().snapshots == 0  # not before its time
         clock.jump(0.1)
         await state.send(Set("n", 3))
-        await _settle()
+        await settle()
         assert state.statistics().snapshots == 1
         assert "snapshot-00000000000000000003.snap" in os.listdir(tmp_path)
         clock.jump(600)
-        await _settle()
+        await settle()
         assert state.statistics().snapshots == 1  # idle: nothing new to snapshot
         await state.send(Set("n", 4))
-        await _settle()
+        await settle()
         assert state.statistics().snapshots == 2
     with pytest.raises(InvalidActionError, match="snapshot_interval"):
         PersistenceConfig(str(tmp_path), snapshot_interval=0)
