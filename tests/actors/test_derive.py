@@ -152,10 +152,11 @@ async def test_derived_paths_are_written_only_by_their_derivation() -> None:
 async def test_bad_derivations_are_refused() -> None:
     async with open_state({"a": 1}) as state:
         await state.derive("b", "a", lambda a: a)
+        await state.derive("c", "b", lambda b: b)
         with pytest.raises(InvalidActionError, match="cycle"):
-            await state.derive("a2", "b", lambda b: b) and await state.derive(
-                "a", "a2", lambda x: x
-            )
+            await state.derive("a", "c", lambda c: c)  # a -> b -> c -> a
+        await state.send(Set("a", 2))  # the refused one left nothing behind
+        assert await state.get() == {"a": 2, "b": 2, "c": 2}
         with pytest.raises(InvalidActionError, match="overlaps"):
             await state.derive("x", "x.y", lambda v: v)
         with pytest.raises(InvalidActionError, match="overlaps"):
@@ -167,8 +168,8 @@ async def test_bad_derivations_are_refused() -> None:
         with pytest.raises(InvalidActionError):
             await state.derive("", "a", lambda v: v)
         with pytest.raises(ActionRejectedError, match="ZeroDivisionError"):
-            await state.derive("c", "a", lambda a: a / 0)
-        await state.send(Set("c", 1))  # not registered: c is a plain path
+            await state.derive("e", "a", lambda a: a / 0)
+        await state.send(Set("e", 1))  # not registered: e is a plain path
         with pytest.raises(ActionRejectedError, match="derivation raised"):
             await state.derive("d", "a", lambda a: {1, 2})  # not JSON
 
