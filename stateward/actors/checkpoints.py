@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Final, Protocol, cast, final, runtime_checkabl
 import anyio
 import attrs
 
+from .._checks import check_int, check_seconds
 from .._errors import CheckpointError, DuplicateNameError, InvalidActionError
 from .._json import own_json
 from ..messages.actions import Set
@@ -121,9 +122,7 @@ class Checkpoints:
 
         *keep* None keeps every checkpoint.
         """
-        if keep is not None and (type(keep) is not int or keep < 1):
-            reason = f"must be an int >= 1 or None (got {keep!r})"
-            raise InvalidActionError("keep", reason)
+        check_int("keep", keep, 1, optional=True)
         self._state = state
         self._directory = Path(os.fspath(directory))
         self._keep = keep
@@ -262,9 +261,7 @@ class Checkpoints:
         in :attr:`failed` and kept in :attr:`last_error`; the loop goes on
         (the checkpoints already saved stay).
         """
-        if type(interval) not in (int, float) or not 0 < interval < float("inf"):
-            reason = f"must be a number of seconds > 0 (got {interval!r})"
-            raise InvalidActionError("interval", reason)
+        check_seconds("interval", interval, positive=True)
         task_status.started()
         while True:
             await anyio.sleep(interval)

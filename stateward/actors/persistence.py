@@ -52,7 +52,6 @@ import errno
 import fcntl
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -63,6 +62,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, final
 
 import attrs
 
+from .._checks import int_validator, seconds_validator
 from .._errors import (
     CorruptStateError,
     InvalidActionError,
@@ -125,26 +125,9 @@ _dumps = json.JSONEncoder(
 ).encode
 
 
-def _check_int(minimum: int) -> Any:
-    def check(_inst: object, attr: attrs.Attribute[int], value: object) -> None:
-        if type(value) is not int or value < minimum:
-            reason = f"must be an int >= {minimum} (got {value!r})"
-            raise InvalidActionError(attr.name, reason)
-
-    return check
-
-
 def _check_durability(_inst: object, attr: attrs.Attribute[str], value: object) -> None:
     if value not in DURABILITIES:
         reason = f"must be one of {', '.join(DURABILITIES)} (got {value!r})"
-        raise InvalidActionError(attr.name, reason)
-
-
-def _check_interval(_inst: object, attr: attrs.Attribute[float], value: object) -> None:
-    if value is None:
-        return
-    if type(value) not in (int, float) or not 0 < value < math.inf:  # type: ignore[operator]
-        reason = f"must be None or a number of seconds > 0 (got {value!r})"
         raise InvalidActionError(attr.name, reason)
 
 
@@ -161,10 +144,10 @@ class PersistenceConfig:
 
     state_dir: str = attrs.field(converter=os.fspath, validator=_check_dir)
     durability: Durability = attrs.field(default="fsync", validator=_check_durability)
-    snapshot_every: int = attrs.field(default=10_000, validator=_check_int(1))
-    keep_snapshots: int = attrs.field(default=3, validator=_check_int(1))
+    snapshot_every: int = attrs.field(default=10_000, validator=int_validator(1))
+    keep_snapshots: int = attrs.field(default=3, validator=int_validator(1))
     snapshot_interval: float | None = attrs.field(
-        default=None, validator=_check_interval
+        default=None, validator=seconds_validator(positive=True, optional=True)
     )
     files: Files = attrs.field(factory=Files, eq=False, repr=False)
 

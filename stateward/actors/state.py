@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final, overload
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final, overload
 import anyio
 import attrs
 
+from .._checks import check_int, check_seconds, int_validator
 from .._errors import (
     ActionRejectedError,
     CompactedError,
@@ -108,22 +108,11 @@ class _NoPublicConstructor(type):
         return super().__call__(*args, **kwargs)  # type: ignore[misc, no-any-return]
 
 
-def _check_size(_inst: object, attr: attrs.Attribute[int], value: object) -> None:
-    if type(value) is not int or value < 1:
-        raise InvalidActionError(attr.name, f"must be an int >= 1 (got {value!r})")
-
-
 def _to_patterns(value: Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         reason = f"must be a list of patterns, not one str (got {value!r})"
         raise InvalidActionError("redact", reason)
     return tuple(format_path(parse_pattern(p)) for p in value)  # bad ones raise here
-
-
-def _check_history(_inst: object, attr: attrs.Attribute[int], value: object) -> None:
-    if type(value) is not int or value < 0:
-        reason = f"must be an int >= 0 (got {value!r})"
-        raise InvalidActionError(attr.name, reason)
 
 
 @final
@@ -148,10 +137,12 @@ class StateActor:
     """
 
     initial: JSON = attrs.field(default=None, kw_only=True, converter=own_json)
-    mailbox_size: int = attrs.field(default=64, kw_only=True, validator=_check_size)
+    mailbox_size: int = attrs.field(
+        default=64, kw_only=True, validator=int_validator(1)
+    )
     persistence: PersistenceConfig | None = attrs.field(default=None, kw_only=True)
-    history: int = attrs.field(default=1000, kw_only=True, validator=_check_history)
-    action_log: int = attrs.field(default=100, kw_only=True, validator=_check_history)
+    history: int = attrs.field(default=1000, kw_only=True, validator=int_validator(0))
+    action_log: int = attrs.field(default=100, kw_only=True, validator=int_validator(0))
     redact: tuple[str, ...] = attrs.field(
         default=(), kw_only=True, converter=_to_patterns
     )
@@ -1030,15 +1021,13 @@ class StateHandle(metaclass=_NoPublicConstructor):
         if not callable(cast("object", handler)):
             reason = f"must be callable (got {handler!r})"
             raise InvalidActionError("handler", reason)
-        if type(mailbox_size) is not int or mailbox_size < 1:
-            reason = f"must be an int >= 1 (got {mailbox_size!r})"
-            raise InvalidActionError("mailbox_size", reason)
+        check_int("mailbox_size", mailbox_size, 1)
         if not isinstance(cast("object", overflow), Overflow):
             reason = f"must be an Overflow (got {overflow!r})"
             raise InvalidActionError("overflow", reason)
-        _check_seconds("block_timeout", block_timeout)
+        check_seconds("block_timeout", block_timeout)
         if handler_timeout is not None:
-            _check_seconds("handler_timeout", handler_timeout)
+            check_seconds("handler_timeout", handler_timeout)
         older: list[FeedEntry] = []
         if from_revision is not None:
             _check_from_revision(core, from_revision)
@@ -1224,7 +1213,7 @@ class StateHandle(metaclass=_NoPublicConstructor):
             CompactedError: *from_revision* is older than the history kept.
         """
         if progress is not None:
-            _check_seconds("progress", progress)
+            check_seconds("progress", progress)
         send, receive = anyio.create_memory_object_stream[StateChanged | Resync](0)
 
         async def forward(event: StateChanged | Resync) -> int:
@@ -1364,20 +1353,12 @@ class StateHandle(metaclass=_NoPublicConstructor):
         return self._core.closed
 
 
-def _check_from_revision(core: _Core, from_revision: object) -> None:
-    if type(from_revision) is not int or from_revision < 0:
-        reason = f"must be an int >= 0 (got {from_revision!r})"
-        raise InvalidActionError("from_revision", reason)
+def _check_from_revision(core: _Core, from_revision: int) -> None:
+    check_int("from_revision", from_revision, 0)
     current = core.tree.revision
     if from_revision > current:
         reason = f"{from_revision} is ahead of the state (revision {current})"
         raise InvalidActionError("from_revision", reason)
-
-
-def _check_seconds(field: str, value: object) -> None:
-    if type(value) not in (int, float) or not 0 <= value < math.inf:  # type: ignore[operator]
-        reason = f"must be a number of seconds >= 0 (got {value!r})"
-        raise InvalidActionError(field, reason)
 
 
 @asynccontextmanager

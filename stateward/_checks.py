@@ -1,0 +1,64 @@
+"""The option checks every public constructor and call shares.
+
+Each raises :class:`~stateward.InvalidActionError` naming the option, the
+rule and the value, so that a bad option fails where it is given.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from ._errors import InvalidActionError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["check_int", "check_seconds", "int_validator", "seconds_validator"]
+
+
+def check_int(
+    field: str, value: object, minimum: int, *, optional: bool = False
+) -> None:
+    """*value* must be an int >= *minimum* (or None, when *optional*)."""
+    if optional and value is None:
+        return
+    if type(value) is not int or value < minimum:
+        none = "None or " if optional else ""
+        reason = f"must be {none}an int >= {minimum} (got {value!r})"
+        raise InvalidActionError(field, reason)
+
+
+def check_seconds(
+    field: str, value: object, *, positive: bool = False, optional: bool = False
+) -> None:
+    """*value* must be a finite number of seconds, > 0 or >= 0 (or None)."""
+    if optional and value is None:
+        return
+    number = type(value) in (int, float)
+    low_ok = number and (value > 0 if positive else value >= 0)  # type: ignore[operator]
+    if not (low_ok and value < math.inf):  # type: ignore[operator]
+        none = "None or " if optional else ""
+        bound = "> 0" if positive else ">= 0"
+        reason = f"must be {none}a number of seconds {bound} (got {value!r})"
+        raise InvalidActionError(field, reason)
+
+
+def int_validator(minimum: int) -> Callable[[Any, Any, object], None]:
+    """An attrs validator: :func:`check_int` on the field."""
+
+    def validate(_inst: Any, attr: Any, value: object) -> None:
+        check_int(attr.name, value, minimum)
+
+    return validate
+
+
+def seconds_validator(
+    *, positive: bool = False, optional: bool = False
+) -> Callable[[Any, Any, object], None]:
+    """An attrs validator: :func:`check_seconds` on the field."""
+
+    def validate(_inst: Any, attr: Any, value: object) -> None:
+        check_seconds(attr.name, value, positive=positive, optional=optional)
+
+    return validate
