@@ -7,7 +7,7 @@ rule and the value, so that a bad option fails where it is given.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._errors import InvalidActionError
 
@@ -35,9 +35,11 @@ def check_seconds(
     """*value* must be a finite number of seconds, > 0 or >= 0 (or None)."""
     if optional and value is None:
         return
-    number = type(value) in (int, float)
-    low_ok = number and (value > 0 if positive else value >= 0)  # type: ignore[operator]
-    if not (low_ok and value < math.inf):  # type: ignore[operator]
+    ok = type(value) in (int, float)  # not bool, not a numeric string
+    if ok:
+        seconds = cast("float", value)
+        ok = (seconds > 0 if positive else seconds >= 0) and seconds < math.inf
+    if not ok:
         none = "None or " if optional else ""
         bound = "> 0" if positive else ">= 0"
         reason = f"must be {none}a number of seconds {bound} (got {value!r})"

@@ -188,17 +188,15 @@ class Derivations:
         Raises:
             ActionRejectedError: It does; nothing was changed.
         """
-        t = type(action)
-        if t is Transaction:
-            for inner in action.actions:  # type: ignore[attr-defined]
+        if isinstance(action, Transaction):
+            for inner in action.actions:
                 self.guard(inner)
-            return
-        if t is Set or t is Delete:
-            self._check(parse_path(action.path))  # type: ignore[attr-defined]
-        elif t is Merge:
-            path = parse_path(action.path)  # type: ignore[attr-defined]
+        elif isinstance(action, Set | Delete):
+            self._check(parse_path(action.path))
+        elif isinstance(action, Merge):
+            path = parse_path(action.path)
             self._check(path)
-            for key in action.mapping:  # type: ignore[attr-defined]
+            for key in action.mapping:
                 self._check((*path, key))
 
     def _check(self, path: Segments) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
+from .._errors import DurabilityError
 from .._json import copy_json
 from ..paths import PatternTrie, format_path, parse_path
 from ..tree import MISSING, unchanged_below
@@ -161,7 +162,7 @@ class Reaction:
                 self._dirty = anyio.Event()
                 try:
                     await wait_durable()  # never react to what a crash could undo
-                except Exception as exc:  # noqa: BLE001 - the journal failed: stop
+                except DurabilityError as exc:  # the journal failed: stop
                     self.last_error = exc
                     logger.warning("tracked reaction %r stops: %s", self.name, exc)
                     break
