@@ -45,6 +45,9 @@ async def test_the_action_log_keeps_the_last_actions_and_their_results() -> None
             "rejected: cannot apply at 'x.y': cannot go below 'x': it holds a int"
         )
         assert log[2].changes == ()  # nothing of it was applied
+    async with open_state({}, action_log=0) as state:
+        await state.send(Set("n", 1))
+        assert state.action_log() == []  # keeps none
 
 
 async def test_redacted_values_never_appear_in_the_log() -> None:
