@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Final, Generic, TypeAlias, TypeVar
 from ._errors import InvalidPathError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
 __all__ = [
     "MAX_PATH_DEPTH",
@@ -193,15 +193,20 @@ class PatternTrie(Generic[_T]):
 
     Complexity: :meth:`match` visits the trie nodes along the written path and
     the subtree under it, so it costs O(depth x wildcards + matches), whatever
-    the number of patterns that do not match.
+    the number of patterns that do not match. Its answers are cached by path
+    (the same paths tend to be written again and again) until the trie
+    changes; the cache holds at most :attr:`CACHE_SIZE` paths.
     """
 
-    __slots__ = ("_count", "_root")
+    __slots__ = ("_cache", "_count", "_root")
+
+    CACHE_SIZE: Final = 4096
 
     def __init__(self) -> None:
         """Create an empty trie."""
         self._root: _Node[_T] = _Node()
         self._count = 0
+        self._cache: dict[Segments, dict[_T, tuple[int, bool]]] = {}
 
     def __len__(self) -> int:
         """Count the items in the trie."""
@@ -217,6 +222,7 @@ class PatternTrie(Generic[_T]):
             node = child
         node.items.append(item)
         self._count += 1
+        self._cache.clear()
 
     def remove(self, pattern: Segments, item: _T) -> None:
         """Remove *item* from *pattern*, and the trie nodes left empty.
@@ -237,24 +243,32 @@ class PatternTrie(Generic[_T]):
         except ValueError:
             raise KeyError(pattern) from None
         self._count -= 1
+        self._cache.clear()
         for parent, seg in reversed(trail):
             if node.items or node.children:
                 break
             del parent.children[seg]
             node = parent
 
-    def match(self, path: Segments) -> dict[_T, tuple[int, bool]]:
+    def match(self, path: Segments) -> Mapping[_T, tuple[int, bool]]:
         """Find every item whose pattern matches *path*.
 
         Returns:
-            ``{item: (depth, below)}``. *depth* is the length of the prefix of
-            *path* that the pattern matched (``len(path)`` for an exact match,
-            less when the change bubbles up to it). *below* is true when the
-            pattern reaches past *path*: the write replaced an ancestor of what
-            the item watches.
+            ``{item: (depth, below)}``, shared with later calls: read it, do
+            not change it. *depth* is the length of the prefix of *path* that
+            the pattern matched (``len(path)`` for an exact match, less when
+            the change bubbles up to it). *below* is true when the pattern
+            reaches past *path*: the write replaced an ancestor of what the
+            item watches.
         """
-        found: dict[_T, tuple[int, bool]] = {}
-        self._walk(self._root, path, 0, found)
+        cache = self._cache
+        found = cache.get(path)
+        if found is None:
+            found = {}
+            self._walk(self._root, path, 0, found)
+            if len(cache) >= self.CACHE_SIZE:
+                cache.clear()
+            cache[path] = found
         return found
 
     def _walk(

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import anyio
 
 from ..messages.acks import Ack, AckReport, ResultCode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._mailbox import LoopEvent
 
 __all__ = ["AckCollector"]
 
@@ -19,23 +26,29 @@ class AckCollector:
     still sees every Ack that arrived meanwhile.
     """
 
-    __slots__ = ("_acks", "_done", "_gave_up", "_pending", "revision")
+    __slots__ = ("_acks", "_done", "_gave_up", "_new_event", "_pending", "revision")
 
-    def __init__(self, revision: int, names: list[str]) -> None:
+    def __init__(
+        self, revision: int, names: list[str], new_event: Callable[[], LoopEvent]
+    ) -> None:
         self.revision = revision
         self._pending = set(names)
-        self._acks: list[Ack] = []
+        self._acks: list[tuple[str, int, str]] = []
         self._gave_up: list[str] = []
-        self._done: anyio.Event | None = (
-            None  # made on the first wait: most sends never wait
-        )
+        self._new_event = new_event
+        self._done: LoopEvent | None = None  # made on the first wait: most never do
 
-    def post(self, ack: Ack) -> None:
-        """Record *ack*, unless its subscriber was not asked or already answered."""
-        if ack.subscriber in self._pending:
-            self._pending.discard(ack.subscriber)
-            self._acks.append(ack)
-            self._check_done()
+    def post(self, subscriber: str, ras: int, message: str = "") -> None:
+        """Record an Ack, unless *subscriber* was not asked or already answered.
+
+        The :class:`Ack` itself is made only when someone reads the report.
+        """
+        pending = self._pending
+        if subscriber in pending:
+            pending.discard(subscriber)
+            self._acks.append((subscriber, ras, message))
+            if not pending and self._done is not None:
+                self._done.set()
 
     def give_up(self, name: str) -> None:
         """Record that subscriber *name* will never answer."""
@@ -52,7 +65,7 @@ class AckCollector:
         """Wait until every subscriber answered or gave up, or *timeout* passed."""
         if self._pending:
             if self._done is None:
-                self._done = anyio.Event()
+                self._done = self._new_event()
             if timeout is None:
                 await self._done.wait()
             else:
@@ -65,7 +78,8 @@ class AckCollector:
     def report(self) -> AckReport:
         """Build the report from what has arrived so far."""
         missing = (*self._gave_up, *sorted(self._pending))
-        acks = tuple(self._acks)
+        revision = self.revision
+        acks = tuple(Ack(name, revision, ras, text) for name, ras, text in self._acks)
         if any(a.ras != 1 for a in acks):
             result = ResultCode.SUB_FAILED
         elif missing:

@@ -31,17 +31,19 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import TYPE_CHECKING, Final, TypeAlias, final
 
 import anyio
 import attrs
 
-from ..messages.acks import RAS, Ack
+from ..messages.acks import RAS
 from ..messages.events import Resync, StateChanged
 
 if TYPE_CHECKING:
     from ..paths import Segments
     from ._ack import AckCollector
+    from ._mailbox import LoopEvent
 
 __all__ = [
     "Handler",
@@ -120,6 +122,7 @@ class _Delivery:
 
 
 _CLOSED: Final = object()
+_SUCCESS: Final = (1, "")
 _YIELD_EVERY: Final = 16  # deliveries handled between two forced checkpoints
 
 
@@ -141,12 +144,13 @@ class Subscriber:
     block_timeout: float
     handler_timeout: float | None
     stop_bubbling: bool
+    new_event: Callable[[], LoopEvent] = attrs.field(kw_only=True)
     literal: bool = attrs.field(init=False)
     _queue: deque[_Delivery] = attrs.field(init=False, factory=deque)
     _backlog: deque[_Delivery] = attrs.field(init=False, factory=deque)
     _resync: list[int] | None = attrs.field(init=False, default=None)
-    _not_empty: anyio.Event | None = attrs.field(init=False, default=None)
-    _not_full: anyio.Event | None = attrs.field(init=False, default=None)
+    _not_empty: LoopEvent | None = attrs.field(init=False, default=None)
+    _not_full: LoopEvent | None = attrs.field(init=False, default=None)
     _closed: bool = attrs.field(init=False, default=False)
     _drain: bool = attrs.field(init=False, default=True)
     _scope: anyio.CancelScope | None = attrs.field(init=False, default=None)
@@ -204,7 +208,7 @@ class Subscriber:
         with anyio.move_on_after(self.block_timeout):
             while not self.put_nowait(delivery):
                 if self._not_full is None:
-                    self._not_full = anyio.Event()
+                    self._not_full = self.new_event()
                 await self._not_full.wait()
             return
         logger.warning(
@@ -297,13 +301,24 @@ class Subscriber:
                 if self._closed and not self._drain:
                     return
                 while True:
-                    item = await self._next()
+                    item = self._take()
+                    if item is None:
+                        self._since_yield = 0
+                        waiter = self._not_empty = self.new_event()
+                        await waiter.wait()
+                        continue
                     if item is _CLOSED:
                         break
                     if type(item) is Resync:
                         await self._handle_resync(item)
                     else:
                         await self._handle(item)  # type: ignore[arg-type]
+                    # A busy subscriber whose handler never blocks must still
+                    # let every other task run.
+                    self._since_yield += 1
+                    if self._since_yield >= _YIELD_EVERY:
+                        self._since_yield = 0
+                        await anyio.lowlevel.checkpoint()
         finally:
             self._closed = True
             if self._current is not None:  # cancelled mid-delivery: it has no Ack
@@ -311,47 +326,51 @@ class Subscriber:
             self._give_up_queue()
             self._finished.set()
 
-    async def _next(self) -> _Delivery | Resync | object:
-        # A busy subscriber with a sync handler must still let every other
-        # task run: yield at least every _YIELD_EVERY deliveries.
-        self._since_yield += 1
-        if self._since_yield >= _YIELD_EVERY:
-            self._since_yield = 0
-            await anyio.lowlevel.checkpoint()
-        while True:
-            if self._closed and not self._drain:
-                return _CLOSED
-            if self._backlog:
-                return self._backlog.popleft()
-            if self._queue:
-                item = self._queue.popleft()
-                # Wake a blocked state actor only once half the room is free:
-                # waking it on every pop would make the two ping-pong.
-                if self._not_full is not None and (
-                    len(self._queue) <= self.mailbox_size // 2
-                ):
-                    self._not_full.set()
-                    self._not_full = None
-                return item
-            if self._resync is not None:
-                count, first, last = self._resync
-                self._resync = None
-                return Resync(self.pattern, count, first, last)
-            if self._closed:
-                return _CLOSED
-            self._since_yield = 0
-            self._not_empty = anyio.Event()
-            await self._not_empty.wait()
+    def _take(self) -> _Delivery | Resync | object | None:
+        """The next thing to handle, ``_CLOSED``, or None when there is nothing."""
+        if self._closed and not self._drain:
+            return _CLOSED
+        if self._backlog:
+            return self._backlog.popleft()
+        queue = self._queue
+        if queue:
+            item = queue.popleft()
+            # Wake a blocked state actor only once half the room is free:
+            # waking it on every pop would make the two ping-pong.
+            if self._not_full is not None and len(queue) <= self.mailbox_size // 2:
+                self._not_full.set()
+                self._not_full = None
+            return item
+        if self._resync is not None:
+            count, first, last = self._resync
+            self._resync = None
+            return Resync(self.pattern, count, first, last)
+        if self._closed:
+            return _CLOSED
+        return None
 
     async def _handle(self, delivery: _Delivery) -> None:
         self._current = delivery
         ras, message = 1, ""
+        handler = self.handler
         for event in delivery.events:
-            code, text = await self._call(event)
+            if self.handler_timeout is not None:
+                code, text = await self._call(event)
+            else:
+                # _call without a timeout, inlined: this runs once per event.
+                try:
+                    result = handler(event)
+                    if type(result) is CoroutineType or inspect.isawaitable(result):
+                        result = await result
+                except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack; the subscriber keeps running
+                    code, text = RAS.ERROR, f"{type(exc).__name__}: {exc}"
+                else:
+                    code, text = _code(result)
             if code != 1 and ras == 1:
                 ras, message = code, text
         self._delivered += 1
-        self._codes[ras] = self._codes.get(ras, 0) + 1
+        codes = self._codes
+        codes[ras] = codes.get(ras, 0) + 1
         latency = time.monotonic() - delivery.queued_at
         self._latency_total += latency
         if latency > self._latency_max:
@@ -360,7 +379,7 @@ class Subscriber:
             self._acks_ok += 1
         else:
             self._acks_failed += 1
-        delivery.collector.post(Ack(self.name, delivery.revision, ras, message))
+        delivery.collector.post(self.name, ras, message)
         self._current = None
 
     async def _handle_resync(self, resync: Resync) -> None:
@@ -395,7 +414,7 @@ class Subscriber:
 def _code(result: object) -> tuple[int, str]:
     """Turn a handler's return value into (RAS code, message)."""
     if result is None:
-        return 1, ""
+        return _SUCCESS
     if isinstance(result, int):
         return int(result), ""
     text = f"handler returned {result!r}; expected an int RAS code or None"
