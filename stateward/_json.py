@@ -34,6 +34,12 @@ def own_json(value: object, what: str = "value") -> JSON:
     Raises:
         InvalidValueError: The first rule broken, naming where in the value.
     """
+    # The common scalars first, checked in place; everything else by _own.
+    if type(value) is int:
+        if _INT_MIN <= value <= _INT_MAX:
+            return value
+    elif type(value) is str and value.isascii():
+        return value
     owned: JSON = _own(value, what, 0)
     return owned
 

@@ -26,39 +26,37 @@ class AckCollector:
     still sees every Ack that arrived meanwhile.
     """
 
-    __slots__ = ("_acks", "_done", "_gave_up", "_new_event", "_pending", "revision")
+    __slots__ = ("_answers", "_done", "_new_event", "_pending", "revision")
 
     def __init__(
         self, revision: int, names: list[str], new_event: Callable[[], LoopEvent]
     ) -> None:
         self.revision = revision
         self._pending = set(names)
-        self._acks: list[tuple[str, int, str]] = []
-        self._gave_up: list[str] = []
+        # (name, RAS code, message) per Ack, (name, None, "") per give-up; made
+        # on the first answer. Acks are built only when a report is read.
+        self._answers: list[tuple[str, int | None, str]] | None = None
         self._new_event = new_event
         self._done: LoopEvent | None = None  # made on the first wait: most never do
 
     def post(self, subscriber: str, ras: int, message: str = "") -> None:
-        """Record an Ack, unless *subscriber* was not asked or already answered.
-
-        The :class:`Ack` itself is made only when someone reads the report.
-        """
-        pending = self._pending
-        if subscriber in pending:
-            pending.discard(subscriber)
-            self._acks.append((subscriber, ras, message))
-            if not pending and self._done is not None:
-                self._done.set()
+        """Record an Ack, unless *subscriber* was not asked or already answered."""
+        self._answer(subscriber, ras, message)
 
     def give_up(self, name: str) -> None:
         """Record that subscriber *name* will never answer."""
-        if name in self._pending:
-            self._pending.discard(name)
-            self._gave_up.append(name)
-            self._check_done()
+        self._answer(name, None, "")
 
-    def _check_done(self) -> None:
-        if not self._pending and self._done is not None:
+    def _answer(self, name: str, ras: int | None, message: str) -> None:
+        pending = self._pending
+        if name not in pending:
+            return
+        pending.discard(name)
+        if self._answers is None:
+            self._answers = [(name, ras, message)]
+        else:
+            self._answers.append((name, ras, message))
+        if not pending and self._done is not None:
             self._done.set()
 
     async def wait(self, timeout: float | None) -> AckReport:
@@ -77,9 +75,15 @@ class AckCollector:
 
     def report(self) -> AckReport:
         """Build the report from what has arrived so far."""
-        missing = (*self._gave_up, *sorted(self._pending))
+        answers = self._answers or ()
+        gave_up = [name for name, ras, _ in answers if ras is None]
+        missing = (*gave_up, *sorted(self._pending))
         revision = self.revision
-        acks = tuple(Ack(name, revision, ras, text) for name, ras, text in self._acks)
+        acks = tuple(
+            Ack(name, revision, ras, text)
+            for name, ras, text in answers
+            if ras is not None
+        )
         if any(a.ras != 1 for a in acks):
             result = ResultCode.SUB_FAILED
         elif missing:

@@ -18,7 +18,7 @@ from ..messages.events import ChangeKind
 from ..tree import Tree
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from .._json import JSON
     from ..messages.actions import Action
@@ -34,7 +34,7 @@ class Entry(NamedTuple):
     revision: int
     action: Action
     changes: list[Change]
-    created: list[Segments]  # dicts made on the way to a write
+    created: Sequence[Segments]  # dicts made on the way to a write
 
 
 class History:

@@ -7,14 +7,18 @@ and every ``anyio.Event()`` finds its backend again (about 2 us on asyncio,
 as much as the rest of a send's bookkeeping). Here:
 
 * :func:`current_backend` picks the running loop's own primitives once, when
-  the actor starts: ``asyncio.Event`` or ``trio.Event``, and its
-  ``checkpoint_if_cancelled``. Their cancellation semantics are anyio's (anyio
-  builds its events on exactly these).
+  the actor starts: its event (``asyncio.Event`` or ``trio.Event``, for any
+  number of waiters) and a :class:`Signal` for one waiter.
+* A :class:`Signal` is what a sender waits on for its answer. It also tells
+  whether its waiter was cancelled before it was set (:meth:`Signal.abandoned`):
+  the state actor skips such a request, so a send cancelled before the actor
+  took it is never applied. On trio this also covers a send made in an
+  already cancelled scope, and saves a ``checkpoint_if_cancelled`` per send;
+  on asyncio that check stays (see :attr:`Backend.checkpoint_if_cancelled`).
 * :class:`Mailbox` is a bounded FIFO with one receiver. A request that finds
   no room is *parked*: its sender goes straight to waiting for the answer,
   and the receiver moves parked requests into the mailbox, in arrival order,
-  as it takes work out. A parked request that is withdrawn (its sender was
-  cancelled) never entered the mailbox and is never applied.
+  as it takes work out.
 
 Everything here runs on the event loop's thread; nothing is thread-safe.
 """
@@ -32,7 +36,7 @@ import anyio.lowlevel
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["Backend", "LoopEvent", "Mailbox", "current_backend"]
+__all__ = ["Backend", "LoopEvent", "Mailbox", "Signal", "current_backend"]
 
 _T = TypeVar("_T")
 
@@ -47,12 +51,70 @@ class LoopEvent(Protocol):
     async def wait(self) -> object: ...
 
 
+class Signal(LoopEvent, Protocol):
+    """A one-shot event that one task waits on, at most once.
+
+    Its wait is a checkpoint and is cancelled as anyio cancels any wait.
+    """
+
+    def abandoned(self) -> bool:
+        """Whether the waiter was cancelled before the signal was set."""
+        ...
+
+
 class Backend(NamedTuple):
     """The running event loop's own primitives, found once per actor."""
 
     name: str
     new_event: Callable[[], LoopEvent]
-    checkpoint_if_cancelled: Callable[[], Awaitable[None]]
+    """An event any number of tasks may wait on."""
+    new_signal: Callable[[], Signal]
+    """An event one task waits on."""
+    checkpoint_if_cancelled: Callable[[], Awaitable[None]] | None
+    """What a send awaits first, or None when waiting on a signal is enough.
+
+    On trio, a wait in an already cancelled scope is aborted before any other
+    task runs, so the signal is abandoned before the actor can take its
+    request. On asyncio, a scope cancelled by its own task is delivered by a
+    callback, which the actor may beat: there the send checks first."""
+
+
+class _AsyncioSignal:
+    """A :class:`Signal` on asyncio: one bare future, made on wait.
+
+    ``asyncio.Event`` keeps a deque of waiters and checks its loop on every
+    wait; one waiter needs neither. A cancelled waiter leaves its future
+    cancelled (``Task.cancel`` cancels the future it awaits, at once), which is
+    how :meth:`abandoned` knows, whichever task runs first afterwards.
+    """
+
+    __slots__ = ("_flag", "_future")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._future: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def abandoned(self) -> bool:
+        future = self._future
+        return future is not None and future.cancelled()
+
+    def set(self) -> None:
+        if not self._flag:
+            self._flag = True
+            future = self._future
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    async def wait(self) -> None:
+        if self._flag:
+            await asyncio.sleep(0)  # a checkpoint all the same
+            return
+        assert self._future is None, "a Signal has one waiter, once"
+        future = self._future = asyncio.get_running_loop().create_future()
+        await future
 
 
 def current_backend() -> Backend:
@@ -63,8 +125,15 @@ def current_backend() -> Backend:
     """
     trio = sys.modules.get("trio")
     if trio is not None and trio.lowlevel.in_trio_task():
-        return Backend("trio", trio.Event, trio.lowlevel.checkpoint_if_cancelled)
-    return Backend("asyncio", asyncio.Event, anyio.lowlevel.checkpoint_if_cancelled)
+        from ._trio import TrioSignal
+
+        return Backend("trio", trio.Event, TrioSignal, None)
+    return Backend(
+        "asyncio",
+        asyncio.Event,
+        _AsyncioSignal,
+        anyio.lowlevel.checkpoint_if_cancelled,
+    )
 
 
 class Mailbox(Generic[_T]):
@@ -74,15 +143,15 @@ class Mailbox(Generic[_T]):
     taken in the order they were offered, parked ones included.
     """
 
-    __slots__ = ("_new_event", "_parked", "_queue", "_waiter", "closed", "size")
+    __slots__ = ("_new_signal", "_parked", "_queue", "_waiter", "closed", "size")
 
-    def __init__(self, size: int, new_event: Callable[[], LoopEvent]) -> None:
+    def __init__(self, size: int, new_signal: Callable[[], Signal]) -> None:
         self.size = size
         self.closed = False
-        self._new_event = new_event
+        self._new_signal = new_signal
         self._queue: deque[_T] = deque()
         self._parked: deque[_T] = deque()
-        self._waiter: LoopEvent | None = None
+        self._waiter: Signal | None = None
 
     def __len__(self) -> int:
         """Items in the mailbox (parked ones not counted)."""
@@ -124,12 +193,14 @@ class Mailbox(Generic[_T]):
         self._parked.append(item)
 
     def withdraw(self, item: _T) -> bool:
-        """Take a parked *item* back; False when it entered the mailbox already."""
-        try:
-            self._parked.remove(item)
-        except ValueError:
-            return False
-        return True
+        """Take *item* back if the receiver has not taken it yet."""
+        for items in (self._parked, self._queue):
+            try:
+                items.remove(item)
+            except ValueError:
+                continue
+            return True
+        return False
 
     def take(self, limit: int) -> list[_T]:
         """Take up to *limit* items, oldest first, then let parked ones in."""
@@ -149,7 +220,7 @@ class Mailbox(Generic[_T]):
     async def wait(self) -> None:
         """Wait until the mailbox holds an item; at once when it does already."""
         if not self._queue:
-            waiter = self._waiter = self._new_event()
+            waiter = self._waiter = self._new_signal()
             await waiter.wait()
 
     def close(self) -> list[_T]:

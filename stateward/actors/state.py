@@ -50,7 +50,7 @@ from ._ack import AckCollector
 from ._derive import Derivation, Derivations
 from ._history import Entry, History, undo
 from ._log import ActionLog, LoggedAction, Redactor
-from ._mailbox import LoopEvent, Mailbox, current_backend
+from ._mailbox import Mailbox, Signal, current_backend
 from ._persister import WAIT_FOR, Commit, Persister
 from ._track import Reaction, Reactions, Reader, first_run
 from .persistence import (
@@ -244,7 +244,7 @@ class _Request:
     __slots__ = ("action", "done", "error", "receipt", "wait")
 
     def __init__(
-        self, action: Action | _Register | None, done: LoopEvent, wait: int = 0
+        self, action: Action | _Register | None, done: Signal, wait: int = 0
     ) -> None:
         self.action = action  # None: the stop marker
         self.done = done  # set once answered: receipt or error
@@ -268,8 +268,10 @@ class _Core:
 
         self.backend = backend = current_backend()
         self.new_event = backend.new_event
-        self.mailbox: Mailbox[_Request] = Mailbox(mailbox_size, backend.new_event)
+        self.new_signal = backend.new_signal
+        self.mailbox: Mailbox[_Request] = Mailbox(mailbox_size, backend.new_signal)
         self.tree = tree
+        tree.created = [] if history.size else None
         self.history = history
         self.derivations = Derivations()
         self.reactions = Reactions()
@@ -304,6 +306,8 @@ class _Core:
                     if request.action is None:
                         stop_at = i
                         break
+                    if request.done.abandoned():
+                        continue  # its sender was cancelled before we got here
                     self.process(request)
                     # Answer at once (a crash later in the batch must not turn
                     # an applied action into a refused one). Senders run only
@@ -339,6 +343,8 @@ class _Core:
             if request.action is None:
                 stop_at = i
                 break
+            if request.done.abandoned():
+                continue  # its sender was cancelled before we got here
             if self.failed is not None:
                 self.refuse(request, self.failed)
                 continue
@@ -356,12 +362,12 @@ class _Core:
         return stop_at
 
     def process(self, request: _Request) -> None:
+        # The hot path: it runs once per action, so it reads plain attributes
+        # (dict and set truthiness) rather than calling __len__ methods.
         message = request.action
         assert message is not None
         tree = self.tree
-        history = self.history
         derivations = self.derivations
-        guard = bool(derivations)
         if type(message) is _Register:
             registered = self.register(request, message)
             if registered is None:
@@ -370,8 +376,7 @@ class _Core:
             guard = False
         else:
             action = cast("Action", message)
-        if history.size:
-            tree.created = []
+            guard = bool(derivations.by_dest)
         try:
             if guard:
                 derivations.guard(action)
@@ -380,27 +385,37 @@ class _Core:
             self.rejected += 1
             request.error = exc
             self.log.record(tree.revision, action, None, exc, ())
+            if tree.created:
+                tree.created.clear()  # rolled back
             return
         self.applied += 1
+        revision = tree.revision
+        if not changes:
+            self.log.record(revision, action, changes, None, ())
+            request.receipt = Receipt._create(revision, False, (), action.id, None)
+            return
         errors: tuple[str, ...] = ()
-        if changes and derivations:
+        if derivations.by_dest:
             # Same revision, before any event leaves: glitch-free.
             errors = tuple(derivations.run(tree, changes))
-        if changes and self.reactions:
+        if self.reactions.active:
             self.reactions.notify(changes)
-        self.log.record(tree.revision, action, changes, None, errors)
-        if not changes:
-            request.receipt = Receipt._create(tree.revision, False, (), action.id, None)
-            return
-        revision = tree.revision
+        self.log.record(revision, action, changes, None, errors)
+        history = self.history
         if history.size:
-            assert tree.created is not None
-            history.record(Entry(revision, action, changes, tree.created))
+            # tree.created collects the dicts this action made on its way; a
+            # new list only when it made some (most actions make none).
+            created = tree.created
+            if created:
+                tree.created = []
+                history.record(Entry(revision, action, changes, created))
+            else:
+                history.record(Entry(revision, action, changes, ()))
         if self.persister is not None:
             payload = encode_changes(changes, action)
             synced = self.persister.synced_revision
             self.records.append(encode_record(revision, payload, synced))
-        routed = self.route(action, revision, changes) if len(self.trie) else None
+        routed = self.route(action, revision, changes) if self.subscribers else None
         if not routed:
             request.receipt = Receipt._create(
                 revision, True, (), action.id, None, errors
@@ -447,8 +462,9 @@ class _Core:
         only: Subscriber | None = None,
     ) -> dict[Subscriber, list[StateChanged]]:
         routed: dict[Subscriber, list[StateChanged]] = {}
+        match = self.trie.match
         for change in changes:
-            matches = self.trie.match(change.path)
+            matches = match(change.path)
             if not matches:
                 continue
             stop_depth = -1
@@ -751,12 +767,12 @@ class StateHandle(metaclass=_NoPublicConstructor):
     are checkpoints; sync ones never block.
     """
 
-    __slots__ = ("_checkpoint_if_cancelled", "_core", "_mailbox", "_new_event")
+    __slots__ = ("_checkpoint_if_cancelled", "_core", "_mailbox", "_new_signal")
 
     def __init__(self, core: _Core) -> None:
         self._core = core
         self._mailbox = core.mailbox
-        self._new_event = core.new_event
+        self._new_signal = core.new_signal
         self._checkpoint_if_cancelled = core.backend.checkpoint_if_cancelled
 
     def __repr__(self) -> str:
@@ -785,9 +801,10 @@ class StateHandle(metaclass=_NoPublicConstructor):
         ``durability``. Concurrent durable senders share one fsync (group
         commit). Events of an action always wait for its record.
 
-        Cancellation: cancelled before the mailbox accepted the action, it is
-        not applied. Cancelled after, it is still applied, whole (you just do
-        not get the receipt). Never half-applied.
+        Cancellation: cancelled before the state actor took the action out of
+        its mailbox (also: already cancelled when calling), it is not
+        applied. Cancelled after, it is still applied, whole (you just do not
+        get the receipt). Never half-applied.
 
         Raises:
             ActionRejectedError: The tree could not apply it; nothing changed.
@@ -800,9 +817,8 @@ class StateHandle(metaclass=_NoPublicConstructor):
         return await self._enqueue(self._request(action, durable))
 
     async def _enqueue(self, request: _Request) -> Receipt:
-        # Cancelled already? Then do not enqueue. (A cheap check, not a yield:
-        # waiting for the answer below is this call's checkpoint.)
-        await self._checkpoint_if_cancelled()
+        if self._checkpoint_if_cancelled is not None:
+            await self._checkpoint_if_cancelled()  # asyncio only; see _mailbox
         mailbox = self._mailbox
         try:
             if not mailbox.put_nowait(request):
@@ -813,10 +829,12 @@ class StateHandle(metaclass=_NoPublicConstructor):
             raise self._closed_error() from None
         done = request.done
         try:
+            # This call's checkpoint. Cancelled here (or already) before the
+            # actor took the request, the request is abandoned: withdrawn, and
+            # skipped should the actor reach it first. Cancelled after, the
+            # action is applied whole all the same.
             await done.wait()
         except BaseException:
-            # Cancelled: still parked, it is withdrawn and never applied;
-            # already in the mailbox, it is applied whole.
             if not done.is_set():
                 mailbox.withdraw(request)
             raise
@@ -855,7 +873,7 @@ class StateHandle(metaclass=_NoPublicConstructor):
         if not isinstance(cast("object", action), Action) or type(action) is Action:
             reason = f"expected an action such as Set or Delete, got {action!r}"
             raise InvalidActionError("action", reason)
-        return _Request(action, self._new_event(), self._wait_for(durable))
+        return _Request(action, self._new_signal(), self._wait_for(durable))
 
     def _wait_for(self, durable: bool | None) -> int:
         """What the sender waits for: 0 applied, 1 written, 2 fsynced."""
@@ -1061,7 +1079,7 @@ class StateHandle(metaclass=_NoPublicConstructor):
             block_timeout=float(block_timeout),
             handler_timeout=None if handler_timeout is None else float(handler_timeout),
             stop_bubbling=bool(stop_bubbling),
-            new_event=core.new_event,
+            new_signal=core.new_signal,
         )
         core.add_subscriber(sub)
         if from_revision is not None:
@@ -1191,7 +1209,7 @@ class StateHandle(metaclass=_NoPublicConstructor):
 
     async def _register(self, reg: _Register) -> Receipt:
         self._check_open()
-        request = _Request(reg, self._new_event(), self._wait_for(None))
+        request = _Request(reg, self._new_signal(), self._wait_for(None))
         return await self._enqueue(request)
 
     async def watch(
@@ -1351,7 +1369,7 @@ class StateHandle(metaclass=_NoPublicConstructor):
         if not core.closed:
             core.closed = True
             core.stop_timeout = timeout
-            marker = _Request(None, self._new_event())
+            marker = _Request(None, self._new_signal())
             # Parked when the mailbox is full, and never withdrawn: the actor
             # stops after what was sent before, even if this call is cancelled.
             with contextlib.suppress(anyio.ClosedResourceError):

@@ -144,7 +144,8 @@ class Subscriber:
     block_timeout: float
     handler_timeout: float | None
     stop_bubbling: bool
-    new_event: Callable[[], LoopEvent] = attrs.field(kw_only=True)
+    new_signal: Callable[[], LoopEvent] = attrs.field(kw_only=True)
+    """Makes the one-waiter events of its mailbox (see ``_mailbox``)."""
     literal: bool = attrs.field(init=False)
     _queue: deque[_Delivery] = attrs.field(init=False, factory=deque)
     _backlog: deque[_Delivery] = attrs.field(init=False, factory=deque)
@@ -208,7 +209,7 @@ class Subscriber:
         with anyio.move_on_after(self.block_timeout):
             while not self.put_nowait(delivery):
                 if self._not_full is None:
-                    self._not_full = self.new_event()
+                    self._not_full = self.new_signal()
                 await self._not_full.wait()
             return
         logger.warning(
@@ -304,7 +305,7 @@ class Subscriber:
                     item = self._take()
                     if item is None:
                         self._since_yield = 0
-                        waiter = self._not_empty = self.new_event()
+                        waiter = self._not_empty = self.new_signal()
                         await waiter.wait()
                         continue
                     if item is _CLOSED:

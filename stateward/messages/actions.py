@@ -56,6 +56,8 @@ def _canonical_str(path: str) -> str:
 
 
 def _own_payload(value: object) -> JSON:
+    if value is None:  # the default: skip the call
+        return None
     return own_json(value, "payload")
 
 

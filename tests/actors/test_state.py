@@ -517,8 +517,11 @@ async def test_cancelled_before_the_mailbox_accepts_is_not_applied():
 
 
 async def test_cancellation_at_each_await_point_of_send():
-    """Point 1: waiting for mailbox room -> not applied. Point 2: waiting for
-    the result -> applied whole. Nothing is ever half-applied."""
+    """Point 1: parked, waiting for mailbox room -> not applied. Point 2: in
+    the mailbox, not yet taken by the actor -> not applied. Point 3: taken,
+    the sender still waiting for its answer -> applied whole (see
+    test_cancelled_after_the_actor_took_it_is_applied_whole). Nothing is ever
+    half-applied."""
     gate = Gate()
     async with open_state({}, mailbox_size=1) as state:
         await state.subscribe("", gate, name="g", mailbox_size=1, block_timeout=3600)
@@ -544,11 +547,60 @@ async def test_cancellation_at_each_await_point_of_send():
             e_scope.cancel()  # point 1
             d_scope.cancel()  # point 2
             await anyio.wait_all_tasks_blocked()
+            assert state.statistics().senders_waiting == 0
+            assert state.statistics().mailbox_used == 0
             gate.opened.set()
         await (await state.send(Ping(""))).acks()
         tree = await state.get()
-        assert set(tree) == {"A", "B", "C", "D"}
+        assert set(tree) == {"A", "B", "C"}
         assert all(tree[k] == {"x": 1, "y": 1} for k in tree)
+
+
+async def test_parked_senders_enter_in_arrival_order():
+    """Senders beyond the mailbox park; they are applied in the order they came."""
+    gate = Gate()
+    async with open_state({}, mailbox_size=2) as state:
+        await state.subscribe("", gate, name="g", mailbox_size=1, block_timeout=3600)
+        for name in "ABC":  # as above: the actor is now stuck delivering C
+            await state.send(Set(name, 1))
+        await anyio.wait_all_tasks_blocked()
+        order = []
+
+        async def send(i):
+            receipt = await state.send(Set("n", i))
+            order.append((i, receipt.revision))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(send, i)
+                await anyio.wait_all_tasks_blocked()  # arrival order is i
+            assert state.statistics().mailbox_used == 2
+            assert state.statistics().senders_waiting == 8
+            gate.opened.set()
+        assert sorted(order, key=lambda p: p[1]) == [(i, 4 + i) for i in range(10)]
+        assert await state.get("n") == 9
+
+
+async def test_cancelled_while_the_actor_is_busy_elsewhere_is_not_applied():
+    """Already cancelled when calling send: not applied, whoever runs first."""
+    async with open_state({}) as state:
+        async with anyio.create_task_group() as tg:
+
+            async def cancelled_sender(i):
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    await state.send(Set(f"c{i}", 1))
+                assert scope.cancelled_caught
+
+            async def plain_sender(i):
+                await state.send(Set(f"p{i}", 1))
+
+            for i in range(50):
+                tg.start_soon(plain_sender, i)
+                tg.start_soon(cancelled_sender, i)
+        tree = await state.get()
+        assert sorted(tree) == sorted(f"p{i}" for i in range(50))
+        assert state.revision == 50
 
 
 async def test_random_cancellations_never_half_apply(anyio_backend):

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from typing import TYPE_CHECKING
 
 import anyio
@@ -252,6 +253,52 @@ class _FailingFiles(Files):
     def write(self, fd: int, data: bytes) -> None:
         self._maybe_fail("write")
         super().write(fd, data)
+
+
+class _HeldFiles(Files):
+    """Holds every fsync, while ``hold`` is set, until ``release`` is."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def fsync(self, fd: int) -> None:
+        if self.hold:
+            self.entered.set()
+            self.release.wait(30)
+        super().fsync(fd)
+
+
+async def test_cancelled_after_the_actor_took_it_is_applied_whole(
+    tmp_path: Path,
+) -> None:
+    """Point 3 of cancelling a send: the actor has taken and applied the action
+    and the sender waits for its fsync. Cancelled then, the action stays,
+    whole, and reaches the disk."""
+    files = _HeldFiles()
+    config = PersistenceConfig(str(tmp_path), files=files)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(persistence=config).run)
+            files.hold = True
+            with anyio.CancelScope() as scope:
+
+                async def cancel_once_held() -> None:
+                    await anyio.to_thread.run_sync(files.entered.wait, 30)
+                    scope.cancel()
+
+                tg.start_soon(cancel_once_held)
+                pair = Transaction([Set("x", 1), Set("y", 1)])
+                await state.send(pair, durable=True)
+            assert scope.cancelled_caught
+            files.hold = False
+            files.release.set()
+            assert await state.wait_durable() == 1
+            assert await state.get() == {"x": 1, "y": 1}
+            await state.stop()
+        async with open_state(state_dir=tmp_path) as reopened:
+            assert await reopened.get() == {"x": 1, "y": 1}
 
 
 @pytest.mark.parametrize("op", ["fsync", "write"])
