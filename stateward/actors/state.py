@@ -296,8 +296,13 @@ class _Core:
 
     async def loop(self) -> None:
         mailbox = self.mailbox
+        settle = self.backend.settle
         while True:
             await mailbox.wait()
+            if settle is not None:
+                # Let cancellations already under way reach their senders, so
+                # that a send cancelled before we take it is skipped (_mailbox).
+                await settle()
             self.batch = batch = mailbox.take(_BATCH)
             stop_at = -1
             persister = self.persister
@@ -767,13 +772,12 @@ class StateHandle(metaclass=_NoPublicConstructor):
     are checkpoints; sync ones never block.
     """
 
-    __slots__ = ("_checkpoint_if_cancelled", "_core", "_mailbox", "_new_signal")
+    __slots__ = ("_core", "_mailbox", "_new_signal")
 
     def __init__(self, core: _Core) -> None:
         self._core = core
         self._mailbox = core.mailbox
         self._new_signal = core.new_signal
-        self._checkpoint_if_cancelled = core.backend.checkpoint_if_cancelled
 
     def __repr__(self) -> str:
         stats = self.statistics()
@@ -817,8 +821,6 @@ class StateHandle(metaclass=_NoPublicConstructor):
         return await self._enqueue(self._request(action, durable))
 
     async def _enqueue(self, request: _Request) -> Receipt:
-        if self._checkpoint_if_cancelled is not None:
-            await self._checkpoint_if_cancelled()  # asyncio only; see _mailbox
         mailbox = self._mailbox
         try:
             if not mailbox.put_nowait(request):

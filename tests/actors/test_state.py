@@ -581,9 +581,20 @@ async def test_parked_senders_enter_in_arrival_order():
         assert await state.get("n") == 9
 
 
-async def test_cancelled_while_the_actor_is_busy_elsewhere_is_not_applied():
-    """Already cancelled when calling send: not applied, whoever runs first."""
-    async with open_state({}) as state:
+@pytest.mark.parametrize("slow_subscriber", [False, True])
+async def test_cancelled_while_the_actor_is_busy_elsewhere_is_not_applied(
+    slow_subscriber,
+):
+    """Already cancelled when calling send: not applied, whoever runs first
+    (the actor may be ready to run already, or blocked delivering events)."""
+
+    async def slow(event):
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+
+    async with open_state({}, mailbox_size=8) as state:
+        if slow_subscriber:
+            await state.subscribe("", slow, name="slow", mailbox_size=1)
         async with anyio.create_task_group() as tg:
 
             async def cancelled_sender(i):
