@@ -129,7 +129,9 @@ class Tree:
             ActionRejectedError: The action cannot be applied; nothing changed.
         """
         changes: list[Change] = []
-        if type(action) is Transaction:
+        if type(action) is Set:  # the most common action, without _apply's dispatch
+            self._set(parse_path(action.path), action.value, action.eq, changes, None)
+        elif type(action) is Transaction:
             undo: list[_Undo] = []
             try:
                 self._apply(action, changes, undo)

@@ -43,7 +43,7 @@ from .._errors import (
 from .._json import JSON, copy_json, own_json
 from ..messages.acks import AckReport, ResultCode
 from ..messages.actions import Action, Set, Transaction
-from ..messages.events import Progress, Resync, StateChanged
+from ..messages.events import Progress, Resync, StateChanged, _state_changed
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 from ..tree import MISSING, Tree, unchanged_below
 from ._ack import AckCollector
@@ -490,7 +490,7 @@ class _Core:
                 elif depth < stop_depth:
                     continue
                 if event is None:
-                    event = StateChanged(
+                    event = _state_changed(
                         revision,
                         format_path(change.path),
                         change.kind,
