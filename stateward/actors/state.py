@@ -820,10 +820,12 @@ class StateHandle(metaclass=_NoPublicConstructor):
         """
         return await self._enqueue(self._request(action, durable))
 
-    async def _enqueue(self, request: _Request) -> Receipt:
+    async def _enqueue(self, request: _Request, *, park: bool = True) -> Receipt:
         mailbox = self._mailbox
         try:
             if not mailbox.put_nowait(request):
+                if not park:
+                    raise anyio.WouldBlock
                 # Full: park. The actor lets parked requests in, in order, so
                 # this task wakes once, when its action has been applied.
                 mailbox.park(request)
@@ -853,14 +855,7 @@ class StateHandle(metaclass=_NoPublicConstructor):
         Raises:
             anyio.WouldBlock: The mailbox is full; the action was not sent.
         """
-        request = self._request(action, durable)
-        try:
-            if not self._mailbox.put_nowait(request):
-                raise anyio.WouldBlock
-        except anyio.ClosedResourceError:
-            raise self._closed_error() from None
-        await request.done.wait()  # cancelled now, it is still applied, whole
-        return self._answer(request)
+        return await self._enqueue(self._request(action, durable), park=False)
 
     def _check_open(self) -> None:
         """Raise what a call on a failed or stopped state must raise."""
