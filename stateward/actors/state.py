@@ -696,7 +696,7 @@ class StateStatistics:
     mailbox_size: int
     """The mailbox's bound."""
     senders_waiting: int
-    """Senders blocked because the mailbox is full."""
+    """Senders parked because the mailbox was full (they hold their action)."""
     applied: int
     """Actions applied (including those that changed nothing)."""
     rejected: int
