@@ -396,6 +396,8 @@ class _Core:
         self.applied += 1
         revision = tree.revision
         if not changes:
+            if tree.created:  # (an action that changes nothing creates nothing)
+                tree.created.clear()
             self.log.record(revision, action, changes, None, ())
             request.receipt = Receipt._create(revision, False, (), action.id, None)
             return

@@ -208,9 +208,9 @@ class Subscriber:
         """Queue *delivery*, waiting up to ``block_timeout`` for room, else drop it."""
         with anyio.move_on_after(self.block_timeout):
             while not self.put_nowait(delivery):
-                if self._not_full is None:
-                    self._not_full = self.new_signal()
-                await self._not_full.wait()
+                # A fresh signal per wait: one that timed out is never reused.
+                self._not_full = signal = self.new_signal()
+                await signal.wait()
             return
         logger.warning(
             "subscriber %r did not make room within %ss: dropping from revision %s on",

@@ -102,6 +102,28 @@ async def test_block_policy_stalls_at_most_block_timeout_per_overflow_episode():
         assert seen[-1].dropped == 18
 
 
+async def test_a_second_overflow_episode_stalls_once_more_at_most():
+    gate = anyio.Event()
+
+    async def slow(event):
+        await gate.wait()
+
+    async with open_state({}) as state:
+        sub = await state.subscribe(
+            "", slow, name="slow", mailbox_size=2, block_timeout=10
+        )
+        for episode in range(1, 4):
+            gate = anyio.Event()
+            start = anyio.current_time()
+            for i in range(10):
+                await state.send(Set("n", i + 100 * episode))
+            assert anyio.current_time() - start == 10
+            assert sub.statistics().dropped == 7 * episode
+            gate.set()  # the subscriber catches up and takes its Resync
+            await anyio.wait_all_tasks_blocked()
+            assert sub.statistics().queued == 0
+
+
 async def test_stop_waits_for_subscribers_at_most_its_timeout():
     async with open_state({}) as state:
         await state.subscribe("", hang_forever, name="hung")
