@@ -119,6 +119,7 @@ class _AsyncioSignal:
         assert self._future is None, "a Signal has one waiter, once"
         future = self._future = asyncio.get_running_loop().create_future()
         await future
+        self._future = None  # set: only a cancelled future needs keeping
 
 
 def current_backend() -> Backend:
