@@ -28,6 +28,7 @@ class TrioSignal:
     def abandoned(self) -> bool:
         return self._abandoned
 
+    @trio.lowlevel.enable_ki_protection  # as trio.Event.set: no KI half-way
     def set(self) -> None:
         if not self._flag:
             self._flag = True
