@@ -22,8 +22,8 @@ from .persistence import _dumps
 
 if TYPE_CHECKING:
     from ..tree import Tree
+    from ._core import _Core, _Request
     from .persistence import Journal, PersistenceConfig
-    from .state import _Core, _Request
     from .subscriber import Subscriber, _Delivery
 
 __all__ = ["WAIT_FOR", "Commit", "Persister"]

@@ -1,0 +1,530 @@
+"""The state actor's insides: its requests, its loop, routing, and receipts.
+
+One :class:`_Core` per running :class:`~stateward.StateActor`, shared by the
+actor's task (which runs :meth:`_Core.loop`) and its
+:class:`~stateward.StateHandle` (same event loop, never another thread).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final
+
+import anyio
+
+from .._errors import (
+    ActionRejectedError,
+    DurabilityError,
+    StateBrokenError,
+    StateClosedError,
+    StatewardError,
+)
+from ..messages.acks import AckReport, ResultCode
+from ..messages.actions import Action, Set
+from ..messages.events import StateChanged, _state_changed
+from ..paths import format_path
+from ..tree import Tree, unchanged_below
+from ._ack import AckCollector
+from ._derive import Derivation, Derivations
+from ._history import Entry, History
+from ._mailbox import Mailbox, Signal, current_backend
+from ._persister import Commit, Persister
+from ._track import Reactions
+from .persistence import FeedEntry, encode_changes, encode_record
+from .subscriber import Subscriber, _Delivery
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from .._json import JSON
+    from ..paths import PatternTrie
+    from ..tree import Change
+    from ._log import ActionLog
+
+__all__ = ["Receipt"]
+
+_T = TypeVar("_T")
+_BATCH: Final = 256  # most actions applied between two deliveries to subscribers
+_EMPTY_REPORT: Final = AckReport(ResultCode.ALL_SUBS_SUCCESS, (), ())
+
+
+class _NoPublicConstructor(type):
+    """Objects that users only receive: ``Cls()`` raises, ``Cls._create()`` works."""
+
+    def __call__(cls, *args: object, **kwargs: object) -> None:
+        msg = f"stateward.{cls.__qualname__} has no public constructor"
+        raise TypeError(msg)
+
+    def _create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
+        # What type.__call__ does for these plain classes, at half the cost
+        # (a Receipt is made per action).
+        obj = cls.__new__(cls)
+        obj.__init__(*args, **kwargs)  # type: ignore[misc]
+        return obj
+
+
+class _Replayed:
+    """The identity of an action rebuilt from the journal (for routing)."""
+
+    __slots__ = ("id", "payload", "source")
+
+    def __init__(self, action_id: str, source: str | None, payload: JSON) -> None:
+        self.id = action_id
+        self.source = source
+        self.payload = payload
+
+
+class _Register:
+    """An internal message: add a derivation, or remove the one of *dest*."""
+
+    __slots__ = ("derivation", "dest", "id")
+
+    def __init__(self, derivation: Derivation | None, dest: str = "") -> None:
+        self.derivation = derivation
+        self.dest = dest
+        self.id = "derive"
+
+
+class _Request:
+    """One action in the mailbox, and the slot its sender waits on."""
+
+    __slots__ = ("action", "done", "error", "receipt", "wait")
+
+    def __init__(
+        self, action: Action | _Register | None, done: Signal, wait: int = 0
+    ) -> None:
+        self.action = action  # None: the stop marker
+        self.done = done  # set once answered: receipt or error
+        self.error: BaseException | None = None
+        self.receipt: Receipt | None = None
+        self.wait = wait  # with persistence: 0 none, 1 written, 2 fsynced
+
+
+class _Core:
+    """The actor's state, shared by its task and the handle (one event loop)."""
+
+    def __init__(
+        self,
+        tree: Tree,
+        tg: TaskGroup,
+        mailbox_size: int,
+        history: History,
+        log: ActionLog,
+    ) -> None:
+        from ..paths import PatternTrie
+
+        self.backend = backend = current_backend()
+        self.new_event = backend.new_event
+        self.new_signal = backend.new_signal
+        self.mailbox: Mailbox[_Request] = Mailbox(mailbox_size, backend.new_signal)
+        self.tree = tree
+        tree.created = [] if history.size else None
+        self.history = history
+        self.derivations = Derivations()
+        self.reactions = Reactions()
+        self.log = log
+        self.released = tree.revision  # every delivery up to it is in a mailbox
+        self.tg = tg
+        self.trie: PatternTrie[Subscriber] = PatternTrie()
+        self.subscribers: dict[str, Subscriber] = {}
+        self.stoppers = 0  # subscribers with stop_bubbling
+        self.outbox: list[tuple[Subscriber, _Delivery]] = []
+        self.batch: list[_Request] = []  # taken from the mailbox, maybe not answered
+        self.closed = False
+        self.broken: BaseException | None = None
+        self.persister: Persister | None = None
+        self.failed: DurabilityError | None = None  # fail-stop after a disk error
+        self.records: list[bytes] = []  # journal records of the current batch
+        self.stop_timeout: float | None = 5.0
+        self.finished = anyio.Event()
+        self.applied = 0
+        self.rejected = 0
+        self.unnamed = 0
+
+    async def loop(self) -> None:
+        mailbox = self.mailbox
+        settle = self.backend.settle
+        while True:
+            await mailbox.wait()
+            if settle is not None:
+                # Let cancellations already under way reach their senders, so
+                # that a send cancelled before we take it is skipped (_mailbox).
+                await settle()
+            self.batch = batch = mailbox.take(_BATCH)
+            stop_at = -1
+            persister = self.persister
+            if persister is None:
+                for i, request in enumerate(batch):
+                    if request.action is None:
+                        stop_at = i
+                        break
+                    if request.done.abandoned():
+                        continue  # its sender was cancelled before we got here
+                    self.process(request)
+                    # Answer at once (a crash later in the batch must not turn
+                    # an applied action into a refused one). Senders run only
+                    # after the next checkpoint, and learn the result before the
+                    # subscribers get their events: read-your-writes holds
+                    # already, and a slow subscriber on BLOCK delays the next
+                    # actions, not this receipt.
+                    request.done.set()
+                await self.flush()
+                self.released = self.tree.revision
+            else:
+                stop_at = await self.process_persisted(persister, batch)
+            if stop_at >= 0:
+                stopped = StateClosedError("the state actor was stopped")
+                for request in batch[stop_at + 1 :]:
+                    self.refuse(request, stopped)
+                if persister is not None:
+                    await persister.finish()
+                batch[stop_at].done.set()
+                return
+
+    async def process_persisted(
+        self, persister: Persister, batch: list[_Request]
+    ) -> int:
+        """Apply *batch* and hand its records, waiters and events to the persister.
+
+        Senders that wait for the disk are answered by the persister after
+        their group commit; so are the events of the whole batch (R2).
+        """
+        stop_at = -1
+        waiting: list[_Request] = []
+        for i, request in enumerate(batch):
+            if request.action is None:
+                stop_at = i
+                break
+            if request.done.abandoned():
+                continue  # its sender was cancelled before we got here
+            if self.failed is not None:
+                self.refuse(request, self.failed)
+                continue
+            self.process(request)
+            if request.error is None and request.wait:
+                waiting.append(request)
+            else:
+                request.done.set()
+        if self.records or waiting or self.outbox:
+            records, self.records = self.records, []
+            outbox, self.outbox = self.outbox, []
+            await persister.submit(Commit(records, waiting, outbox, self.tree.revision))
+        if persister.snapshot_due(self.tree.revision):
+            await persister.submit_snapshot(self.tree)
+        return stop_at
+
+    def process(self, request: _Request) -> None:
+        # The hot path: it runs once per action, so it reads plain attributes
+        # (dict and set truthiness) rather than calling __len__ methods.
+        message = request.action
+        assert message is not None
+        tree = self.tree
+        derivations = self.derivations
+        if type(message) is _Register:
+            registered = self.register(request, message)
+            if registered is None:
+                return
+            action: Action = registered
+            guard = False
+        else:
+            action = cast("Action", message)
+            guard = bool(derivations.by_dest)
+        try:
+            if guard:
+                derivations.guard(action)
+            changes = tree.apply(action)
+        except ActionRejectedError as exc:
+            self.rejected += 1
+            request.error = exc
+            self.log.record(tree.revision, action, None, exc, ())
+            if tree.created:
+                tree.created.clear()  # rolled back
+            return
+        self.applied += 1
+        revision = tree.revision
+        if not changes:
+            if tree.created:  # (an action that changes nothing creates nothing)
+                tree.created.clear()
+            self.log.record(revision, action, changes, None, ())
+            request.receipt = Receipt._create(revision, False, (), action.id, None)
+            return
+        errors: tuple[str, ...] = ()
+        if derivations.by_dest:
+            # Same revision, before any event leaves: glitch-free.
+            errors = tuple(derivations.run(tree, changes))
+        if self.reactions.active:
+            self.reactions.notify(changes)
+        self.log.record(revision, action, changes, None, errors)
+        history = self.history
+        if history.size:
+            # tree.created collects the dicts this action made on its way; a
+            # new list only when it made some (most actions make none).
+            created = tree.created
+            if created:
+                tree.created = []
+                history.record(Entry(revision, action, changes, created))
+            else:
+                history.record(Entry(revision, action, changes, ()))
+        if self.persister is not None:
+            payload = encode_changes(changes, action)
+            synced = self.persister.synced_revision
+            self.records.append(encode_record(revision, payload, synced))
+        routed = self.route(action, revision, changes) if self.subscribers else None
+        if not routed:
+            request.receipt = Receipt._create(
+                revision, True, (), action.id, None, errors
+            )
+            return
+        names = [sub.name for sub in routed]
+        collector = AckCollector(revision, names, self.new_event)
+        outbox = self.outbox
+        for sub, events in routed.items():
+            outbox.append((sub, _Delivery(revision, tuple(events), collector)))
+        request.receipt = Receipt._create(
+            revision, True, tuple(names), action.id, collector, errors
+        )
+
+    def register(self, request: _Request, reg: _Register) -> Action | None:
+        """Add or remove a derivation; return the action that writes its value."""
+        derivations = self.derivations
+        d = reg.derivation
+        if d is None:
+            derivations.remove(reg.dest)
+            request.receipt = Receipt._create(
+                self.tree.revision, False, (), "underive", None
+            )
+            return None
+        try:
+            derivations.add(d)
+        except StatewardError as exc:
+            request.error = exc
+            return None
+        try:
+            value = d.compute(self.tree)
+        except Exception as exc:  # noqa: BLE001 - refused, reported to the caller
+            derivations.remove(d.dest)
+            reason = f"the derivation raised {type(exc).__name__}: {exc}"
+            request.error = ActionRejectedError(d.dest, reason)
+            return None
+        return Set(d.dest, value, source="derive")
+
+    def route(
+        self,
+        action: Action,
+        revision: int,
+        changes: list[Change],
+        only: Subscriber | None = None,
+    ) -> dict[Subscriber, list[StateChanged]]:
+        routed: dict[Subscriber, list[StateChanged]] = {}
+        match = self.trie.match
+        for change in changes:
+            matches = match(change.path)
+            if not matches:
+                continue
+            stop_depth = -1
+            if self.stoppers:
+                # A stopper that got this change from below (depth < len(path))
+                # hides it from every subscriber above itself.
+                n = len(change.path)
+                for sub, (depth, below) in matches.items():
+                    if sub.stop_bubbling and not below and stop_depth < depth < n:
+                        stop_depth = depth
+            event: StateChanged | None = None
+            for sub, (depth, below) in matches.items():
+                if only is not None and sub is not only:
+                    continue
+                if below:
+                    if sub.literal and unchanged_below(change, sub.segments):
+                        continue
+                elif depth < stop_depth:
+                    continue
+                if event is None:
+                    event = _state_changed(
+                        revision,
+                        format_path(change.path),
+                        change.kind,
+                        change.old,
+                        change.new,
+                        action.id,
+                        action.source,
+                        action.payload,
+                    )
+                events = routed.get(sub)
+                if events is None:
+                    routed[sub] = [event]
+                else:
+                    events.append(event)
+        return routed
+
+    async def flush(self) -> None:
+        if not self.outbox:
+            return
+        outbox, self.outbox = self.outbox, []
+        for sub, delivery in outbox:
+            if not sub.put_nowait(delivery):
+                await sub.put(delivery)
+
+    def refuse(self, request: _Request, error: BaseException) -> None:
+        request.error = error
+        request.done.set()
+
+    def shut_down(self) -> None:
+        """Refuse what is still queued and close the mailbox; wake every sender."""
+        self.closed = True
+        unanswered = [r for r in self.batch if not r.done.is_set()]
+        if self.broken is None:
+            error: Exception = StateClosedError("the state actor was stopped")
+        elif isinstance(self.broken, anyio.get_cancelled_exc_class()):
+            error = StateBrokenError("the state actor was cancelled")
+        else:
+            error = StateBrokenError(f"the state actor crashed: {self.broken!r}")
+        for request in unanswered:
+            self.refuse(request, error)
+        if self.persister is not None:
+            self.persister.abandon(error)
+        for request in self.mailbox.close():
+            self.refuse(request, error)
+        for sub, delivery in self.outbox:
+            delivery.collector.give_up(sub.name)
+        self.outbox = []
+
+    async def wait_subscribers(self) -> None:
+        subs = list(self.subscribers.values())
+        for sub in subs:
+            sub.close(drain=True)
+        with anyio.move_on_after(self.stop_timeout):
+            for sub in subs:
+                await sub.wait_finished()
+        for sub in subs:
+            sub.close(drain=False)
+
+    def replay(
+        self, sub: Subscriber, since: int, older: list[FeedEntry] | None = None
+    ) -> None:
+        """Give *sub* every matching change after *since*, in order, then live.
+
+        Runs without yielding right after *sub* joined the trie, so the live
+        feed starts exactly after the replay: no gap, no duplicate. Revisions
+        not yet committed are attached to their pending commit, so that, as
+        live events, they reach *sub* only once on disk.
+        """
+        persister = self.persister
+        durable = (
+            self.tree.revision if persister is None else persister.durable_revision
+        )
+        pending = [] if persister is None else list(persister.inflight)
+        backlog: list[_Delivery] = []
+        for old in older or ():  # rebuilt from the files: all committed
+            meta = _Replayed(old.action_id, old.source, old.payload)
+            routed = self.route(cast("Action", meta), old.revision, old.changes, sub)
+            events = routed.get(sub)
+            if events:
+                collector = AckCollector(old.revision, [sub.name], self.new_event)
+                backlog.append(_Delivery(old.revision, tuple(events), collector))
+        if older:
+            since = older[-1].revision
+        j = 0
+        for entry in self.history.since(since):
+            events = self.route(entry.action, entry.revision, entry.changes, sub).get(
+                sub
+            )
+            if not events:
+                continue
+            collector = AckCollector(entry.revision, [sub.name], self.new_event)
+            delivery = _Delivery(entry.revision, tuple(events), collector)
+            while j < len(pending) and pending[j].revision < entry.revision:
+                j += 1
+            if entry.revision <= durable or j == len(pending):
+                backlog.append(delivery)
+            else:
+                pending[j].outbox.append((sub, delivery))
+        sub.replay(backlog)
+
+    def unique_name(self, base: str) -> str:
+        """*base*, or ``base#N`` when a subscriber holds it already."""
+        self.unnamed += 1
+        name = base if base not in self.subscribers else f"{base}#{self.unnamed}"
+        while name in self.subscribers:
+            self.unnamed += 1
+            name = f"{base}#{self.unnamed}"
+        return name
+
+    def add_subscriber(self, sub: Subscriber) -> None:
+        self.subscribers[sub.name] = sub
+        self.trie.add(sub.segments, sub)
+        if sub.stop_bubbling:
+            self.stoppers += 1
+        self.tg.start_soon(sub.run, name=f"stateward subscriber {sub.name!r}")
+
+    def remove_subscriber(self, sub: Subscriber) -> None:
+        if self.subscribers.get(sub.name) is sub:
+            del self.subscribers[sub.name]
+            self.trie.remove(sub.segments, sub)
+            if sub.stop_bubbling:
+                self.stoppers -= 1
+        for delivery in [d for s, d in self.outbox if s is sub]:
+            delivery.collector.give_up(sub.name)
+        self.outbox = [(s, d) for s, d in self.outbox if s is not sub]
+        sub.close(drain=False)
+
+
+@final
+class Receipt(metaclass=_NoPublicConstructor):
+    """The result of one applied action, returned by :meth:`StateHandle.send`.
+
+    Holding a receipt costs nothing; :meth:`acks` may be awaited by any number
+    of tasks, any number of times.
+    """
+
+    __slots__ = (
+        "_collector",
+        "action_id",
+        "changed",
+        "derive_errors",
+        "revision",
+        "subscribers",
+    )
+
+    def __init__(
+        self,
+        revision: int,
+        changed: bool,
+        subscribers: tuple[str, ...],
+        action_id: str,
+        collector: AckCollector | None,
+        derive_errors: tuple[str, ...] = (),
+    ) -> None:
+        self.revision = revision
+        """The revision after the action (unchanged when it changed nothing)."""
+        self.changed = changed
+        """Whether the action changed anything (an equal write does not)."""
+        self.subscribers = subscribers
+        """Names of the subscribers that were sent its events and will be asked."""
+        self.action_id = action_id
+        """The action's id."""
+        self.derive_errors = derive_errors
+        """``"dest: error"`` for each derivation that raised after this action
+        (its previous value stayed)."""
+        self._collector = collector
+
+    def __repr__(self) -> str:
+        return (
+            f"<Receipt rev={self.revision} changed={self.changed} "
+            f"subscribers={list(self.subscribers)}>"
+        )
+
+    async def acks(self, timeout: float | None = None) -> AckReport:
+        """Wait for every asked subscriber's Ack, or until *timeout* seconds pass.
+
+        Returns the report in both cases: a subscriber that did not answer in
+        time, or whose event was dropped by its overflow policy, is listed in
+        ``missing``. Cancelling this wait loses nothing: the Acks keep being
+        collected, and the next call sees them. Always a checkpoint.
+
+        Args:
+            timeout: Seconds to wait at most; None waits until every
+                subscriber answered or gave up.
+        """
+        if self._collector is None:
+            await anyio.lowlevel.checkpoint()
+            return _EMPTY_REPORT
+        return await self._collector.wait(timeout)
