@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections import deque
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Generic, NamedTuple, Protocol, TypeVar
 
 import anyio
@@ -154,7 +154,9 @@ class Mailbox(Generic[_T]):
         self.closed = False
         self._new_signal = new_signal
         self._queue: deque[_T] = deque()
-        self._parked: deque[_T] = deque()
+        # Ordered, with O(1) removal: any number of parked senders may be
+        # cancelled at once, and each withdraws its own item.
+        self._parked: OrderedDict[_T, None] = OrderedDict()
         self._waiter: Signal | None = None
 
     def __len__(self) -> int:
@@ -194,17 +196,20 @@ class Mailbox(Generic[_T]):
         """
         if self.closed:
             raise anyio.ClosedResourceError
-        self._parked.append(item)
+        self._parked[item] = None
 
     def withdraw(self, item: _T) -> bool:
-        """Take *item* back if the receiver has not taken it yet."""
-        for items in (self._parked, self._queue):
-            try:
-                items.remove(item)
-            except ValueError:
-                continue
-            return True
-        return False
+        """Take *item* back if it is still parked, in O(1).
+
+        An item already in the mailbox stays there: skipping it is the
+        receiver's business (the state actor skips abandoned requests), and
+        searching the mailbox would cost O(mailbox_size) per withdrawal.
+        """
+        try:
+            del self._parked[item]
+        except KeyError:
+            return False
+        return True
 
     def take(self, limit: int) -> list[_T]:
         """Take up to *limit* items, oldest first, then let parked ones in."""
@@ -216,9 +221,9 @@ class Mailbox(Generic[_T]):
             items = [queue.popleft() for _ in range(limit)]
         parked = self._parked
         while parked and len(items) < limit:
-            items.append(parked.popleft())
+            items.append(parked.popitem(last=False)[0])
         while parked and len(queue) < self.size:
-            queue.append(parked.popleft())
+            queue.append(parked.popitem(last=False)[0])
         return items
 
     async def wait(self) -> None:

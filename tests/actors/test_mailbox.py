@@ -26,14 +26,27 @@ async def test_items_leave_in_arrival_order_parked_ones_included() -> None:
     assert box.take(10) == [8]
 
 
-async def test_withdraw_takes_back_what_was_not_taken() -> None:
+async def test_withdraw_takes_back_parked_items_only() -> None:
     box: Mailbox[str] = Mailbox(1, current_backend().new_signal)
     assert box.put_nowait("queued")
-    box.park("parked")
-    assert box.withdraw("parked")
-    assert box.withdraw("queued")
-    assert not box.withdraw("queued")  # gone already
-    assert box.take(10) == []
+    for name in ("p1", "p2", "p3"):
+        box.park(name)
+    assert box.withdraw("p2")
+    assert not box.withdraw("p2")  # gone already
+    assert not box.withdraw("queued")  # in the mailbox: the receiver skips it
+    assert box.parked == 2
+    assert box.take(10) == ["queued", "p1", "p3"]
+
+
+async def test_ten_thousand_parked_items_withdrawn_in_any_order() -> None:
+    box: Mailbox[int] = Mailbox(1, current_backend().new_signal)
+    assert box.put_nowait(-1)
+    for i in range(10_000):
+        box.park(i)
+    for i in range(0, 10_000, 2):  # every other one, oldest first
+        assert box.withdraw(i)
+    assert box.parked == 5_000
+    assert box.take(20_000) == [-1, *range(1, 10_000, 2)]
 
 
 async def test_close_returns_everything_and_refuses_more() -> None:

@@ -547,13 +547,33 @@ async def test_cancellation_at_each_await_point_of_send():
             e_scope.cancel()  # point 1
             d_scope.cancel()  # point 2
             await anyio.wait_all_tasks_blocked()
-            assert state.statistics().senders_waiting == 0
-            assert state.statistics().mailbox_used == 0
+            assert state.statistics().senders_waiting == 0  # E withdrew
+            assert state.statistics().mailbox_used == 1  # D stays, abandoned
             gate.opened.set()
         await (await state.send(Ping(""))).acks()
         tree = await state.get()
         assert set(tree) == {"A", "B", "C"}
         assert all(tree[k] == {"x": 1, "y": 1} for k in tree)
+
+
+async def test_many_parked_senders_cancelled_at_once_apply_nothing():
+    gate = Gate()
+    async with open_state({}, mailbox_size=1) as state:
+        await state.subscribe("", gate, name="g", mailbox_size=1, block_timeout=3600)
+        for name in "ABC":  # the actor is now stuck delivering C
+            await state.send(Set(name, 1))
+        await anyio.wait_all_tasks_blocked()
+        async with anyio.create_task_group() as tg:
+            for i in range(2_000):
+                tg.start_soon(state.send, Set(f"x{i}", i))
+            await anyio.wait_all_tasks_blocked()
+            assert state.statistics().mailbox_used == 1
+            assert state.statistics().senders_waiting == 1_999
+            tg.cancel_scope.cancel()
+        assert state.statistics().senders_waiting == 0
+        gate.opened.set()
+        await (await state.send(Ping(""))).acks()
+        assert sorted(await state.get()) == ["A", "B", "C"]
 
 
 async def test_parked_senders_enter_in_arrival_order():
