@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Derivation", "Derivations"]
 
-_UNRELATED_MAX = 65_536
-
 
 def _overlap(a: Segments, b: Segments) -> bool:
     n = min(len(a), len(b))
@@ -111,9 +109,6 @@ class Derivations:
         self._dests: PatternTrie[Derivation] = PatternTrie()
         self._items: dict[Derivation, list[_Source]] = {}
         self._next = 0
-        # Paths that no derivation reads or writes: checked by a set lookup
-        # instead of two trie walks. Cleared whenever the derivations change.
-        self._unrelated: set[Segments] = set()
 
     def __len__(self) -> int:
         return len(self.by_dest)
@@ -130,7 +125,6 @@ class Derivations:
                 "dest", f"{d.dest!r} overlaps the derived path {other.dest!r}"
             )
         dependents = {item.derivation for item in self._sources.match(d.segments)}
-        self._unrelated.clear()
         items = self._items[d] = [_Source(d, source) for source in d.sources]
         for item in items:
             self._sources.add(item.segments, item)
@@ -149,7 +143,6 @@ class Derivations:
     def remove(self, dest: str) -> Derivation | None:
         """Forget the derivation of *dest* (its last value stays in the tree)."""
         d = self.by_dest.pop(dest, None)
-        self._unrelated.clear()
         if d is not None:
             for item in self._items.pop(d):
                 self._sources.remove(item.segments, item)
@@ -200,8 +193,6 @@ class Derivations:
                 self._check((*path, key))
 
     def _check(self, path: Segments) -> None:
-        if path in self._unrelated:
-            return
         for d, (_depth, below) in self._dests.match(path).items():
             if not below:
                 reason = f"{d.dest!r} is derived: write its sources instead"
@@ -240,18 +231,11 @@ class Derivations:
     ) -> list[Derivation]:
         """The derivations *changes* affect that are not *queued* yet."""
         found: list[Derivation] = []
-        unrelated = self._unrelated
         for change in changes:
-            path = change.path
-            if path in unrelated:
-                continue
-            sources = self._sources.match(path)
-            dests = self._dests.match(path)
-            if not sources and not dests:
-                if len(unrelated) >= _UNRELATED_MAX:
-                    unrelated.clear()
-                unrelated.add(path)
-                continue
+            # Both tries cache their answers by path: a path no derivation
+            # reads or writes costs two dict lookups, however many exist.
+            sources = self._sources.match(change.path)
+            dests = self._dests.match(change.path)
             for item, (_depth, below) in sources.items():
                 d = item.derivation
                 if d in queued or d in found:
