@@ -85,7 +85,10 @@ class Tree:
         # ordinary "container[key] = value" like any other write.
         self._box: list[JSON] = [{} if root is None else own_json(root, "initial")]
         self.created: list[Segments] | None = None
-        """When a list: every dict created on the way to a write is added."""
+        """When a list: the dicts the latest action created on its way to a
+        write (and the writes made after it in the same revision). Each
+        action after one that created some starts a new list, so that the
+        previous one may be kept."""
         self.revision = revision
         """The revision of the last action that changed something."""
 
@@ -128,6 +131,8 @@ class Tree:
         Raises:
             ActionRejectedError: The action cannot be applied; nothing changed.
         """
+        if self.created:
+            self.created = []
         changes: list[Change] = []
         if type(action) is Set:  # the most common action, without _apply's dispatch
             self._set(parse_path(action.path), action.value, action.eq, changes, None)
@@ -159,10 +164,7 @@ class Tree:
                 parse_path(action.path), action.mapping, action.eq, changes, undo
             )
         elif t is Ping:
-            path = parse_path(action.path)
-            found = self.lookup(path)
-            value = None if isinstance(found, _Missing) else copy_json(found)
-            changes.append(Change(path, _PINGED, value, value))
+            self.ping(parse_path(action.path), changes)
         elif t is Transaction:
             expected = action.if_revision
             if expected is not None and expected != self.revision:
@@ -196,6 +198,12 @@ class Tree:
             ActionRejectedError: The path cannot be written here; nothing changed.
         """
         self._set(path, value, True, changes, None)
+
+    def ping(self, path: Segments, changes: list[Change]) -> None:
+        """Append the change of a ping of *path*: its value, as old and new."""
+        found = self.lookup(path)
+        value = None if isinstance(found, _Missing) else copy_json(found)
+        changes.append(Change(path, _PINGED, value, value))
 
     def replay_delete(
         self, path: Segments, changes: list[Change] | None = None

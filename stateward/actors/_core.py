@@ -236,14 +236,10 @@ class _Core:
             self.rejected += 1
             request.error = exc
             self.log.record(tree.revision, action, None, exc, ())
-            if tree.created:
-                tree.created.clear()  # rolled back
             return
         self.applied += 1
         revision = tree.revision
         if not changes:
-            if tree.created:  # (an action that changes nothing creates nothing)
-                tree.created.clear()
             self.log.record(revision, action, changes, None, ())
             request.receipt = Receipt._create(revision, False, (), action.id, None)
             return
@@ -255,15 +251,8 @@ class _Core:
             self.reactions.notify(changes)
         self.log.record(revision, action, changes, None, errors)
         history = self.history
-        if history.size:
-            # tree.created collects the dicts this action made on its way; a
-            # new list only when it made some (most actions make none).
-            created = tree.created
-            if created:
-                tree.created = []
-                history.record(Entry(revision, action, changes, created))
-            else:
-                history.record(Entry(revision, action, changes, ()))
+        if history.size:  # (the tree starts a new created list next time)
+            history.record(Entry(revision, action, changes, tree.created or ()))
         if self.persister is not None:
             payload = encode_changes(changes, action)
             synced = self.persister.synced_revision

@@ -69,9 +69,8 @@ from .._errors import (
     StateLockedError,
     StatewardError,
 )
-from .._json import copy_json
 from ..messages.events import ChangeKind
-from ..tree import MISSING, Change as _ChangeT, Tree
+from ..tree import Tree
 from ._files import Files, crash_point
 
 if TYPE_CHECKING:
@@ -376,9 +375,7 @@ def apply_record(
                 tree.replay_delete(path, changes)
             elif kind == "p":
                 if changes is not None:
-                    found = tree.lookup(path)
-                    value = None if found is MISSING else copy_json(found)
-                    changes.append(_ChangeT(path, ChangeKind.PINGED, value, value))
+                    tree.ping(path, changes)
             else:
                 unknown = kind
                 break

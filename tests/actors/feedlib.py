@@ -52,7 +52,9 @@ def actions(seed: int, count: int) -> list[Action]:
         elif roll < 0.85:
             out.append(Ping(f"d.{key}", **meta))
         elif roll < 0.9:
-            out.append(Transaction([Set("x", n), Set("x.y", 1)], **meta))  # fails
+            # Fails at its last step, after creating dicts on the way (undone).
+            fails = [Set(f"n.{key}.a", n), Set("x", n), Set("x.y", 1)]
+            out.append(Transaction(fails, **meta))
         elif roll < 0.93:
             out.append(Set("", {"l": [0, 1, 2], "reset": n}, **meta))
         else:
