@@ -112,9 +112,10 @@ class _Core:
     ) -> None:
         from ..paths import PatternTrie
 
-        self.backend = backend = current_backend()
+        backend = current_backend()
         self.new_event = backend.new_event
         self.new_signal = backend.new_signal
+        self.settle = backend.settle
         self.mailbox: Mailbox[_Request] = Mailbox(mailbox_size, backend.new_signal)
         self.tree = tree
         tree.created = [] if history.size else None
@@ -142,7 +143,7 @@ class _Core:
 
     async def loop(self) -> None:
         mailbox = self.mailbox
-        settle = self.backend.settle
+        settle = self.settle
         while True:
             await mailbox.wait()
             if settle is not None:
@@ -150,27 +151,13 @@ class _Core:
                 # that a send cancelled before we take it is skipped (_mailbox).
                 await settle()
             self.batch = batch = mailbox.take(_BATCH)
-            stop_at = -1
+            stop_at, waiting = self.apply_batch(batch)
             persister = self.persister
             if persister is None:
-                for i, request in enumerate(batch):
-                    if request.action is None:
-                        stop_at = i
-                        break
-                    if request.done.abandoned():
-                        continue  # its sender was cancelled before we got here
-                    self.process(request)
-                    # Answer at once (a crash later in the batch must not turn
-                    # an applied action into a refused one). Senders run only
-                    # after the next checkpoint, and learn the result before the
-                    # subscribers get their events: read-your-writes holds
-                    # already, and a slow subscriber on BLOCK delays the next
-                    # actions, not this receipt.
-                    request.done.set()
                 await self.flush()
                 self.released = self.tree.revision
             else:
-                stop_at = await self.process_persisted(persister, batch)
+                await self.commit(persister, waiting)
             if stop_at >= 0:
                 stopped = StateClosedError("the state actor was stopped")
                 for request in batch[stop_at + 1 :]:
@@ -180,37 +167,45 @@ class _Core:
                 batch[stop_at].done.set()
                 return
 
-    async def process_persisted(
-        self, persister: Persister, batch: list[_Request]
-    ) -> int:
-        """Apply *batch* and hand its records, waiters and events to the persister.
+    def apply_batch(self, batch: list[_Request]) -> tuple[int, list[_Request]]:
+        """Apply *batch* up to its stop marker, answering who need not wait.
+
+        Returns the index of the stop marker (-1: none) and the requests that
+        wait for their journal record (persisted states only). Everyone else
+        is answered at once: a crash later in the batch must not turn an
+        applied action into a refused one. Senders run only after the next
+        checkpoint, and learn the result before the subscribers get their
+        events: read-your-writes holds already, and a slow subscriber on BLOCK
+        delays the next actions, not this receipt.
+        """
+        waiting: list[_Request] = []
+        for i, request in enumerate(batch):
+            if request.action is None:
+                return i, waiting
+            if request.done.abandoned():
+                continue  # its sender was cancelled before we got here
+            if self.failed is not None:  # a journal failed: fail-stop
+                self.refuse(request, self.failed)
+                continue
+            self.process(request)
+            if request.wait and request.error is None:
+                waiting.append(request)
+            else:
+                request.done.set()
+        return -1, waiting
+
+    async def commit(self, persister: Persister, waiting: list[_Request]) -> None:
+        """Hand the batch's records, waiters and events to the persister.
 
         Senders that wait for the disk are answered by the persister after
         their group commit; so are the events of the whole batch (R2).
         """
-        stop_at = -1
-        waiting: list[_Request] = []
-        for i, request in enumerate(batch):
-            if request.action is None:
-                stop_at = i
-                break
-            if request.done.abandoned():
-                continue  # its sender was cancelled before we got here
-            if self.failed is not None:
-                self.refuse(request, self.failed)
-                continue
-            self.process(request)
-            if request.error is None and request.wait:
-                waiting.append(request)
-            else:
-                request.done.set()
         if self.records or waiting or self.outbox:
             records, self.records = self.records, []
             outbox, self.outbox = self.outbox, []
             await persister.submit(Commit(records, waiting, outbox, self.tree.revision))
         if persister.snapshot_due(self.tree.revision):
             await persister.submit_snapshot(self.tree)
-        return stop_at
 
     def process(self, request: _Request) -> None:
         # The hot path: it runs once per action, so it reads plain attributes

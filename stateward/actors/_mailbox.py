@@ -172,7 +172,8 @@ class Mailbox(Generic[_T]):
         """Queue *item* if there is room and nobody is parked before it.
 
         Returns:
-            Whether *item* entered the mailbox. False: call :meth:`park`.
+            Whether *item* entered the mailbox (False: full, or somebody is
+            parked before it).
 
         Raises:
             anyio.ClosedResourceError: The mailbox was closed.
@@ -188,15 +189,16 @@ class Mailbox(Generic[_T]):
             waiter.set()
         return True
 
-    def park(self, item: _T) -> None:
-        """Queue *item* behind the others waiting for room.
+    def put(self, item: _T) -> None:
+        """Queue *item*, or park it behind the others waiting for room.
+
+        The receiver lets parked items in, in order, as it takes work out.
 
         Raises:
             anyio.ClosedResourceError: The mailbox was closed.
         """
-        if self.closed:
-            raise anyio.ClosedResourceError
-        self._parked[item] = None
+        if not self.put_nowait(item):
+            self._parked[item] = None
 
     def withdraw(self, item: _T) -> bool:
         """Take *item* back if it is still parked, in O(1).

@@ -186,12 +186,11 @@ class StateHandle(metaclass=_NoPublicConstructor):
     async def _enqueue(self, request: _Request, *, park: bool = True) -> Receipt:
         mailbox = self._mailbox
         try:
-            if not mailbox.put_nowait(request):
-                if not park:
-                    raise anyio.WouldBlock
-                # Full: park. The actor lets parked requests in, in order, so
-                # this task wakes once, when its action has been applied.
-                mailbox.park(request)
+            if park:
+                # Parked when full: this task wakes once, when it is answered.
+                mailbox.put(request)
+            elif not mailbox.put_nowait(request):
+                raise anyio.WouldBlock
         except anyio.ClosedResourceError:
             raise self._closed_error() from None
         done = request.done
@@ -733,8 +732,7 @@ class StateHandle(metaclass=_NoPublicConstructor):
             # Parked when the mailbox is full, and never withdrawn: the actor
             # stops after what was sent before, even if this call is cancelled.
             with contextlib.suppress(anyio.ClosedResourceError):
-                if not core.mailbox.put_nowait(marker):
-                    core.mailbox.park(marker)
+                core.mailbox.put(marker)
         await core.finished.wait()
 
     @property
