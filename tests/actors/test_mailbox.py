@@ -16,7 +16,7 @@ async def test_items_leave_in_arrival_order_parked_ones_included() -> None:
         assert box.put_nowait(i)
     assert not box.put_nowait(3)  # full
     for i in range(3, 8):
-        box.park(i)
+        box.put(i)
     assert (len(box), box.parked) == (3, 5)
     assert box.take(4) == [0, 1, 2, 3]  # the queue, then parked ones
     assert (len(box), box.parked) == (3, 1)  # room filled from the parked
@@ -30,7 +30,7 @@ async def test_withdraw_takes_back_parked_items_only() -> None:
     box: Mailbox[str] = Mailbox(1, current_backend().new_signal)
     assert box.put_nowait("queued")
     for name in ("p1", "p2", "p3"):
-        box.park(name)
+        box.put(name)
     assert box.withdraw("p2")
     assert not box.withdraw("p2")  # gone already
     assert not box.withdraw("queued")  # in the mailbox: the receiver skips it
@@ -42,7 +42,7 @@ async def test_ten_thousand_parked_items_withdrawn_in_any_order() -> None:
     box: Mailbox[int] = Mailbox(1, current_backend().new_signal)
     assert box.put_nowait(-1)
     for i in range(10_000):
-        box.park(i)
+        box.put(i)
     for i in range(0, 10_000, 2):  # every other one, oldest first
         assert box.withdraw(i)
     assert box.parked == 5_000
@@ -52,12 +52,12 @@ async def test_ten_thousand_parked_items_withdrawn_in_any_order() -> None:
 async def test_close_returns_everything_and_refuses_more() -> None:
     box: Mailbox[int] = Mailbox(1, current_backend().new_signal)
     assert box.put_nowait(1)
-    box.park(2)
+    box.put(2)
     assert box.close() == [1, 2]
     with pytest.raises(anyio.ClosedResourceError):
         box.put_nowait(3)
     with pytest.raises(anyio.ClosedResourceError):
-        box.park(3)
+        box.put(3)
 
 
 async def test_wait_returns_when_an_item_arrives() -> None:
@@ -77,30 +77,23 @@ async def test_wait_returns_when_an_item_arrives() -> None:
     assert got == [7]
 
 
-async def test_a_signal_set_before_the_waiter_gives_up_is_not_abandoned() -> None:
+@pytest.mark.parametrize("set_first", [True, False])
+async def test_a_signal_is_abandoned_only_by_a_waiter_cancelled_before_it_is_set(
+    set_first: bool,
+) -> None:
     signal = current_backend().new_signal()
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(signal.wait)
             await anyio.wait_all_tasks_blocked()
-            signal.set()
-            tg.cancel_scope.cancel()  # too late: it was set
-    assert signal.is_set()
-    assert not signal.abandoned()
-
-
-async def test_a_cancelled_waiter_abandons_its_signal_at_once() -> None:
-    signal = current_backend().new_signal()
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(signal.wait)
-            await anyio.wait_all_tasks_blocked()
-            tg.cancel_scope.cancel()
-            # Before the waiter has even run again:
-            assert signal.abandoned()
-    assert not signal.is_set()
+            if set_first:
+                signal.set()
+            tg.cancel_scope.cancel()  # too late when it was set
+            # Known at once, before the waiter has even run again:
+            assert signal.abandoned() is not set_first
+    assert signal.is_set() is set_first
     signal.set()  # harmless afterwards
-    assert signal.abandoned()
+    assert signal.abandoned() is not set_first
 
 
 async def test_waiting_on_a_set_signal_is_still_a_checkpoint() -> None:
