@@ -31,7 +31,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from types import CoroutineType
 from typing import TYPE_CHECKING, Final, TypeAlias, final
 
 import anyio
@@ -353,20 +352,10 @@ class Subscriber:
     async def _handle(self, delivery: _Delivery) -> None:
         self._current = delivery
         ras, message = 1, ""
-        handler = self.handler
+        # Without a timeout, skip _call's level: this runs once per event.
+        call = self._invoke if self.handler_timeout is None else self._call
         for event in delivery.events:
-            if self.handler_timeout is not None:
-                code, text = await self._call(event)
-            else:
-                # _call without a timeout, inlined: this runs once per event.
-                try:
-                    result = handler(event)
-                    if type(result) is CoroutineType or inspect.isawaitable(result):
-                        result = await result
-                except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack; the subscriber keeps running
-                    code, text = RAS.ERROR, f"{type(exc).__name__}: {exc}"
-                else:
-                    code, text = _code(result)
+            code, text = await call(event)
             if code != 1 and ras == 1:
                 ras, message = code, text
         self._delivered += 1
@@ -392,23 +381,20 @@ class Subscriber:
             )
 
     async def _call(self, event: StateChanged | Resync) -> tuple[int, str]:
+        """Run the handler on *event* within ``handler_timeout``: (code, message)."""
         if self.handler_timeout is None:
-            try:
-                result = self.handler(event)
-                if inspect.isawaitable(result):
-                    result = await result
-            except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack; the subscriber keeps running
-                return RAS.ERROR, f"{type(exc).__name__}: {exc}"
-            return _code(result)
-        with anyio.move_on_after(self.handler_timeout) as scope:
-            try:
-                result = self.handler(event)
-                if inspect.isawaitable(result):
-                    result = await result
-            except Exception as exc:  # noqa: BLE001 - as above
-                return RAS.ERROR, f"{type(exc).__name__}: {exc}"
-        if scope.cancelled_caught:
-            return RAS.TIMEOUT, f"handler took longer than {self.handler_timeout}s"
+            return await self._invoke(event)
+        with anyio.move_on_after(self.handler_timeout):
+            return await self._invoke(event)
+        return RAS.TIMEOUT, f"handler took longer than {self.handler_timeout}s"
+
+    async def _invoke(self, event: StateChanged | Resync) -> tuple[int, str]:
+        try:
+            result = self.handler(event)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack; the subscriber keeps running
+            return RAS.ERROR, f"{type(exc).__name__}: {exc}"
         return _code(result)
 
 
