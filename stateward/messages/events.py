@@ -65,22 +65,9 @@ class StateChanged:
     """The action's ``payload``."""
 
 
-def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...]:
-    return tuple(getattr(cls, name).__set__ for name in names)
-
-
-_SC_SETTERS: Final = _slot_setters(
-    StateChanged,
-    (
-        "revision",
-        "path",
-        "kind",
-        "old_value",
-        "new_value",
-        "action_id",
-        "source",
-        "payload",
-    ),
+# The slots' descriptors' setters, in the order of the fields.
+_SC_SETTERS: Final[tuple[Any, ...]] = tuple(
+    getattr(StateChanged, field.name).__set__ for field in attrs.fields(StateChanged)
 )
 
 
