@@ -19,12 +19,34 @@ from stateward import (
     Set,
     StateChanged,
     Transaction,
+    open_state,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from contextlib import AbstractAsyncContextManager
+    from pathlib import Path
 
     from stateward import StateHandle
+
+
+INITIAL: dict[str, Any] = {"l": [0, 1, 2]}
+"""The tree the action mix starts from (it deletes and appends in ``l``)."""
+
+
+def open_files_feed(
+    state_dir: Path, *, snapshot_every: int = 20
+) -> AbstractAsyncContextManager[StateHandle]:
+    """A persisted state whose ring holds 5 revisions and whose files keep
+    every snapshot: a feed or a time travel further back comes from the files.
+    Reopens what *state_dir* holds (then :data:`INITIAL` is ignored)."""
+    return open_state(
+        INITIAL,
+        state_dir=state_dir,
+        history=5,
+        snapshot_every=snapshot_every,
+        keep_snapshots=100,
+    )
 
 
 def actions(seed: int, count: int) -> list[Action]:

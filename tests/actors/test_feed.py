@@ -32,7 +32,15 @@ from stateward import (
 )
 from stateward.actors._files import Files
 
-from .feedlib import Recorder, actions, all_acked, collect, send_all
+from .feedlib import (
+    INITIAL,
+    Recorder,
+    actions,
+    all_acked,
+    collect,
+    open_files_feed,
+    send_all,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -56,7 +64,7 @@ async def _run(state: Any, todo: list[Action]) -> list[Any]:
 
 @pytest.mark.parametrize("pattern", ["**", "d.*", "l", "m.**"])
 async def test_resume_from_every_revision_equals_the_live_feed(pattern: str) -> None:
-    async with open_state({"l": [0, 1, 2]}) as state:
+    async with open_state(INITIAL) as state:
         live = Recorder()
         await state.subscribe(pattern, live)
         await all_acked(await send_all(state, actions(1, 150)))  # live has all
@@ -133,7 +141,7 @@ async def test_compacted_at_the_boundary_and_resume_after_it() -> None:
 
 
 async def test_at_revision_equals_the_tree_as_it_was() -> None:
-    async with open_state({"l": [0, 1, 2]}) as state:
+    async with open_state(INITIAL) as state:
         trees = await _run(state, actions(2, 300))
         for revision, tree in enumerate(trees):
             assert await state.at_revision(revision) == tree, revision
@@ -142,13 +150,7 @@ async def test_at_revision_equals_the_tree_as_it_was() -> None:
 
 
 async def test_at_revision_of_a_persisted_state_reads_the_files(tmp_path: Path) -> None:
-    async with open_state(
-        {"l": [0, 1, 2]},
-        state_dir=tmp_path,
-        history=5,
-        snapshot_every=20,
-        keep_snapshots=100,
-    ) as state:
+    async with open_files_feed(tmp_path) as state:
         trees = await _run(state, actions(3, 120))
         for revision in range(0, len(trees), 7):
             assert await state.at_revision(revision) == trees[revision]

@@ -17,7 +17,7 @@ from stateward import (
     open_state,
 )
 
-from .feedlib import Recorder, actions, all_acked, collect, send_all
+from .feedlib import Recorder, actions, all_acked, collect, open_files_feed, send_all
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -27,13 +27,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_resume_beyond_the_ring_and_across_a_restart(tmp_path: Path) -> None:
     live = Recorder()
-    async with open_state(
-        {"l": [0, 1, 2]},
-        state_dir=tmp_path,
-        history=5,
-        snapshot_every=25,
-        keep_snapshots=100,
-    ) as state:
+    async with open_files_feed(tmp_path, snapshot_every=25) as state:
         await state.subscribe("**", live)
         await state.derive("count", "d", lambda d: len(d or {}))
         await all_acked(await send_all(state, actions(4, 120)))  # live has all
@@ -41,7 +35,7 @@ async def test_resume_beyond_the_ring_and_across_a_restart(tmp_path: Path) -> No
         for since in range(0, last + 1, 3):
             expected = [e for e in live.got if e[0] > since]
             assert await collect(state, "**", since, len(expected)) == expected
-    async with open_state(state_dir=tmp_path, history=5, keep_snapshots=100) as state:
+    async with open_files_feed(tmp_path) as state:  # reopened
         assert state.revision == last
         for since in range(0, last + 1, 7):
             expected = [e for e in live.got if e[0] > since]
