@@ -31,6 +31,7 @@ from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Generic, NamedTuple, Protocol, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -64,7 +65,6 @@ class Signal(LoopEvent, Protocol):
 class Backend(NamedTuple):
     """The running event loop's own primitives, found once per actor."""
 
-    name: str
     new_event: Callable[[], LoopEvent]
     """An event any number of tasks may wait on."""
     new_signal: Callable[[], Signal]
@@ -132,12 +132,8 @@ def current_backend() -> Backend:
     if trio is not None and trio.lowlevel.in_trio_task():
         from ._trio import TrioSignal
 
-        return Backend("trio", trio.Event, TrioSignal, None)
-    return Backend("asyncio", asyncio.Event, _AsyncioSignal, _next_turn)
-
-
-async def _next_turn() -> None:
-    await asyncio.sleep(0)
+        return Backend(trio.Event, TrioSignal, None)
+    return Backend(asyncio.Event, _AsyncioSignal, anyio.lowlevel.checkpoint)
 
 
 class Mailbox(Generic[_T]):
