@@ -151,12 +151,20 @@ class _Core:
                 # that a send cancelled before we take it is skipped (_mailbox).
                 await settle()
             self.batch = batch = mailbox.take(_BATCH)
-            stop_at, waiting = self.apply_batch(batch)
+            stop_at, ready, waiting = self.apply_batch(batch)
             persister = self.persister
             if persister is None:
-                await self.flush()
+                # Events first, then the senders: the subscribers run before
+                # the senders send again, so a batch's deliveries are handled
+                # (and freed) while they are young. What must wait for room
+                # (a full BLOCK mailbox) waits after the senders are answered:
+                # a slow subscriber delays the next actions, never a receipt.
+                outbox = self.deliver_nowait()
+                self.answer(ready)
+                await self.flush(outbox)
                 self.released = self.tree.revision
             else:
+                self.answer(ready)
                 await self.commit(persister, waiting)
             if stop_at >= 0:
                 stopped = StateClosedError("the state actor was stopped")
@@ -167,21 +175,23 @@ class _Core:
                 batch[stop_at].done.set()
                 return
 
-    def apply_batch(self, batch: list[_Request]) -> tuple[int, list[_Request]]:
-        """Apply *batch* up to its stop marker, answering who need not wait.
+    def apply_batch(
+        self, batch: list[_Request]
+    ) -> tuple[int, list[_Request], list[_Request]]:
+        """Apply *batch* up to its stop marker.
 
-        Returns the index of the stop marker (-1: none) and the requests that
-        wait for their journal record (persisted states only). Everyone else
-        is answered at once: a crash later in the batch must not turn an
-        applied action into a refused one. Senders run only after the next
-        checkpoint, and learn the result before the subscribers get their
-        events: read-your-writes holds already, and a slow subscriber on BLOCK
-        delays the next actions, not this receipt.
+        Returns the index of the stop marker (-1: none), the requests to
+        answer now, and those that wait for their journal record (persisted
+        states only). Nothing here yields: the whole batch is applied in one
+        step. Should the actor crash half-way, :meth:`shut_down` still
+        answers every applied request with its receipt: a crash later in the
+        batch never turns an applied action into a refused one.
         """
+        ready: list[_Request] = []
         waiting: list[_Request] = []
         for i, request in enumerate(batch):
             if request.action is None:
-                return i, waiting
+                return i, ready, waiting
             if request.done.abandoned():
                 continue  # its sender was cancelled before we got here
             if self.failed is not None:  # a journal failed: fail-stop
@@ -191,8 +201,14 @@ class _Core:
             if request.wait and request.error is None:
                 waiting.append(request)
             else:
-                request.done.set()
-        return -1, waiting
+                ready.append(request)
+        return -1, ready, waiting
+
+    @staticmethod
+    def answer(ready: list[_Request]) -> None:
+        """Wake the senders of *ready*: they run after the actor's next checkpoint."""
+        for request in ready:
+            request.done.set()
 
     async def commit(self, persister: Persister, waiting: list[_Request]) -> None:
         """Hand the batch's records, waiters and events to the persister.
@@ -339,10 +355,24 @@ class _Core:
                     events.append(event)
         return routed
 
-    async def flush(self) -> None:
-        if not self.outbox:
-            return
-        outbox, self.outbox = self.outbox, []
+    def deliver_nowait(self) -> list[tuple[Subscriber, _Delivery]]:
+        """Put the outbox into the subscribers' mailboxes, in order, while they fit.
+
+        Returns the rest, from the first delivery that must wait for room (a
+        full mailbox on BLOCK) on: :meth:`flush` waits for those, in order,
+        so that no subscriber's deliveries overtake each other.
+        """
+        outbox = self.outbox
+        if not outbox:
+            return outbox
+        self.outbox = []
+        for i, (sub, delivery) in enumerate(outbox):
+            if not sub.put_nowait(delivery):
+                return outbox[i:]
+        return []
+
+    async def flush(self, outbox: list[tuple[Subscriber, _Delivery]]) -> None:
+        """Deliver *outbox* in order, waiting for room where the policy says so."""
         for sub, delivery in outbox:
             if not sub.put_nowait(delivery):
                 await sub.put(delivery)
@@ -354,7 +384,15 @@ class _Core:
     def shut_down(self) -> None:
         """Refuse what is still queued and close the mailbox; wake every sender."""
         self.closed = True
-        unanswered = [r for r in self.batch if not r.done.is_set()]
+        unanswered: list[_Request] = []
+        for request in self.batch:
+            if request.done.is_set():
+                continue
+            processed = request.receipt is not None or request.error is not None
+            if processed and not (request.wait and request.error is None):
+                request.done.set()  # answered before the crash: it stands
+            else:
+                unanswered.append(request)
         if self.broken is None:
             error: Exception = StateClosedError("the state actor was stopped")
         elif isinstance(self.broken, anyio.get_cancelled_exc_class()):

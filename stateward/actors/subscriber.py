@@ -122,7 +122,11 @@ class _Delivery:
 
 _CLOSED: Final = object()
 _SUCCESS: Final = (1, "")
-_YIELD_EVERY: Final = 16  # deliveries handled between two forced checkpoints
+# Deliveries handled between two forced checkpoints. The state actor hands a
+# subscriber a whole batch at once; handling it in one go, while its objects
+# are young, is what keeps the garbage collector quiet (16 cost 10% of the
+# throughput on asyncio). Any handler that awaits yields anyway.
+_YIELD_EVERY: Final = 64
 
 
 @attrs.define(eq=False, repr=False)

@@ -454,6 +454,40 @@ async def test_block_policy_is_backpressure_and_loses_nothing_if_it_keeps_up():
     assert sub.statistics().peak <= 2
 
 
+async def test_a_busy_subscriber_still_lets_other_tasks_run():
+    """A handler that never awaits is interrupted every _YIELD_EVERY deliveries."""
+    from stateward.actors.subscriber import _YIELD_EVERY
+
+    ticks = 0
+    seen_at_tick = []
+    done = anyio.Event()
+
+    def busy(event):  # sync: never yields by itself
+        seen_at_tick.append(ticks)
+
+    async def ticker():
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    n = 4 * _YIELD_EVERY
+    with anyio.fail_after(10):
+        async with open_state({}, mailbox_size=n) as state:
+            await state.subscribe("", busy, name="busy", mailbox_size=n)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ticker)
+                async with anyio.create_task_group() as senders:
+                    for i in range(n):  # one batch, handed over at once
+                        senders.start_soon(state.send, Set(f"k{i}", i))
+                await (await state.send(Set("last", 1))).acks()
+                done.set()
+    runs = [seen_at_tick.count(t) for t in set(seen_at_tick)]
+    assert len(seen_at_tick) == n + 1
+    # trio may run the two tasks in either order within a scheduler batch
+    assert max(runs) <= 2 * _YIELD_EVERY
+
+
 async def test_full_mailbox_gives_backpressure_and_send_nowait_refuses():
     gate = Gate()
     async with open_state({}, mailbox_size=2) as state:

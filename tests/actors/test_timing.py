@@ -102,6 +102,30 @@ async def test_block_policy_stalls_at_most_block_timeout_per_overflow_episode():
         assert seen[-1].dropped == 18
 
 
+async def test_a_full_block_mailbox_delays_the_next_actions_not_this_batchs_receipts():
+    """Senders of one batch get their receipts at once, though its events wait."""
+    gate = anyio.Event()
+    answered = {}
+
+    async def slow(event):
+        await gate.wait()
+
+    async def sender(i):
+        await state.send(Set(f"n{i}", i))
+        answered[i] = anyio.current_time()
+
+    async with open_state({}) as state:
+        await state.subscribe("", slow, name="slow", mailbox_size=1, block_timeout=10)
+        async with anyio.create_task_group() as tg:
+            for i in range(4):  # one batch: the 2nd delivery finds no room
+                tg.start_soon(sender, i)
+        assert answered == {0: 0, 1: 0, 2: 0, 3: 0}
+        start = anyio.current_time()
+        await state.send(Set("next", 1))  # waits behind the blocked deliveries
+        assert anyio.current_time() - start == 10
+        gate.set()
+
+
 async def test_a_second_overflow_episode_stalls_once_more_at_most():
     gate = anyio.Event()
 
