@@ -1,4 +1,4 @@
-"""The state actor's insides: its requests, its loop, routing, and receipts.
+"""The state actor's insides: its requests, its loop and routing.
 
 One :class:`_Core` per running :class:`~stateward.StateActor`, shared by the
 actor's task (which runs :meth:`_Core.loop`) and its
@@ -7,7 +7,7 @@ actor's task (which runs :meth:`_Core.loop`) and its
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final
+from typing import TYPE_CHECKING, Final, cast
 
 import anyio
 
@@ -18,12 +18,11 @@ from .._errors import (
     StateClosedError,
     StatewardError,
 )
-from ..messages.acks import AckReport, ResultCode
 from ..messages.actions import Action, Set
 from ..messages.events import StateChanged, _state_changed
 from ..paths import format_path
 from ..tree import Tree, unchanged_below
-from ._ack import AckCollector
+from ._ack import Receipt, new_receipt
 from ._derive import Derivation, Derivations
 from ._history import Entry, History
 from ._mailbox import Mailbox, Signal, current_backend
@@ -40,26 +39,9 @@ if TYPE_CHECKING:
     from ..tree import Change
     from ._log import ActionLog
 
-__all__ = ["Receipt"]
+__all__: list[str] = []  # internal: StateActor and StateHandle use _Core
 
-_T = TypeVar("_T")
 _BATCH: Final = 256  # most actions applied between two deliveries to subscribers
-_EMPTY_REPORT: Final = AckReport(ResultCode.ALL_SUBS_SUCCESS, (), ())
-
-
-class _NoPublicConstructor(type):
-    """Objects that users only receive: ``Cls()`` raises, ``Cls._create()`` works."""
-
-    def __call__(cls, *args: object, **kwargs: object) -> None:
-        msg = f"stateward.{cls.__qualname__} has no public constructor"
-        raise TypeError(msg)
-
-    def _create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
-        # What type.__call__ does for these plain classes, at half the cost
-        # (a Receipt is made per action).
-        obj = cls.__new__(cls)
-        obj.__init__(*args, **kwargs)  # type: ignore[misc]
-        return obj
 
 
 class _Replayed:
@@ -252,7 +234,7 @@ class _Core:
         revision = tree.revision
         if not changes:
             self.log.record(revision, action, changes, None, ())
-            request.receipt = Receipt._create(revision, False, (), action.id, None)
+            request.receipt = new_receipt(revision, False, action.id)
             return
         errors: tuple[str, ...] = ()
         if derivations.by_dest:
@@ -270,18 +252,15 @@ class _Core:
             self.records.append(encode_record(revision, payload, synced))
         routed = self.route(action, revision, changes) if self.subscribers else None
         if not routed:
-            request.receipt = Receipt._create(
-                revision, True, (), action.id, None, errors
-            )
+            request.receipt = new_receipt(revision, True, action.id, (), None, errors)
             return
-        names = [sub.name for sub in routed]
-        collector = AckCollector(revision, names, self.new_event)
+        names = tuple([sub.name for sub in routed])
+        receipt = request.receipt = new_receipt(
+            revision, True, action.id, names, self.new_event, errors
+        )
         outbox = self.outbox
         for sub, events in routed.items():
-            outbox.append((sub, _Delivery(revision, tuple(events), collector)))
-        request.receipt = Receipt._create(
-            revision, True, tuple(names), action.id, collector, errors
-        )
+            outbox.append((sub, _Delivery(revision, tuple(events), receipt)))
 
     def register(self, request: _Request, reg: _Register) -> Action | None:
         """Add or remove a derivation; return the action that writes its value."""
@@ -289,9 +268,7 @@ class _Core:
         d = reg.derivation
         if d is None:
             derivations.remove(reg.dest)
-            request.receipt = Receipt._create(
-                self.tree.revision, False, (), "underive", None
-            )
+            request.receipt = new_receipt(self.tree.revision, False, "underive")
             return None
         try:
             derivations.add(d)
@@ -406,7 +383,7 @@ class _Core:
         for request in self.mailbox.close():
             self.refuse(request, error)
         for sub, delivery in self.outbox:
-            delivery.collector.give_up(sub.name)
+            delivery.receipt._give_up(sub.name)
         self.outbox = []
 
     async def wait_subscribers(self) -> None:
@@ -440,8 +417,10 @@ class _Core:
             routed = self.route(cast("Action", meta), old.revision, old.changes, sub)
             events = routed.get(sub)
             if events:
-                collector = AckCollector(old.revision, [sub.name], self.new_event)
-                backlog.append(_Delivery(old.revision, tuple(events), collector))
+                receipt = new_receipt(
+                    old.revision, True, old.action_id, (sub.name,), self.new_event
+                )
+                backlog.append(_Delivery(old.revision, tuple(events), receipt))
         if older:
             since = older[-1].revision
         j = 0
@@ -451,8 +430,10 @@ class _Core:
             )
             if not events:
                 continue
-            collector = AckCollector(entry.revision, [sub.name], self.new_event)
-            delivery = _Delivery(entry.revision, tuple(events), collector)
+            receipt = new_receipt(
+                entry.revision, True, entry.action.id, (sub.name,), self.new_event
+            )
+            delivery = _Delivery(entry.revision, tuple(events), receipt)
             while j < len(pending) and pending[j].revision < entry.revision:
                 j += 1
             if entry.revision <= durable or j == len(pending):
@@ -484,69 +465,6 @@ class _Core:
             if sub.stop_bubbling:
                 self.stoppers -= 1
         for delivery in [d for s, d in self.outbox if s is sub]:
-            delivery.collector.give_up(sub.name)
+            delivery.receipt._give_up(sub.name)
         self.outbox = [(s, d) for s, d in self.outbox if s is not sub]
         sub.close(drain=False)
-
-
-@final
-class Receipt(metaclass=_NoPublicConstructor):
-    """The result of one applied action, returned by :meth:`StateHandle.send`.
-
-    Holding a receipt costs nothing; :meth:`acks` may be awaited by any number
-    of tasks, any number of times.
-    """
-
-    __slots__ = (
-        "_collector",
-        "action_id",
-        "changed",
-        "derive_errors",
-        "revision",
-        "subscribers",
-    )
-
-    def __init__(
-        self,
-        revision: int,
-        changed: bool,
-        subscribers: tuple[str, ...],
-        action_id: str,
-        collector: AckCollector | None,
-        derive_errors: tuple[str, ...] = (),
-    ) -> None:
-        self.revision = revision
-        """The revision after the action (unchanged when it changed nothing)."""
-        self.changed = changed
-        """Whether the action changed anything (an equal write does not)."""
-        self.subscribers = subscribers
-        """Names of the subscribers that were sent its events and will be asked."""
-        self.action_id = action_id
-        """The action's id."""
-        self.derive_errors = derive_errors
-        """``"dest: error"`` for each derivation that raised after this action
-        (its previous value stayed)."""
-        self._collector = collector
-
-    def __repr__(self) -> str:
-        return (
-            f"<Receipt rev={self.revision} changed={self.changed} "
-            f"subscribers={list(self.subscribers)}>"
-        )
-
-    async def acks(self, timeout: float | None = None) -> AckReport:
-        """Wait for every asked subscriber's Ack, or until *timeout* seconds pass.
-
-        Returns the report in both cases: a subscriber that did not answer in
-        time, or whose event was dropped by its overflow policy, is listed in
-        ``missing``. Cancelling this wait loses nothing: the Acks keep being
-        collected, and the next call sees them. Always a checkpoint.
-
-        Args:
-            timeout: Seconds to wait at most; None waits until every
-                subscriber answered or gave up.
-        """
-        if self._collector is None:
-            await anyio.lowlevel.checkpoint()
-            return _EMPTY_REPORT
-        return await self._collector.wait(timeout)

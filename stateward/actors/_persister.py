@@ -59,7 +59,7 @@ class Commit:
                 request.error = error
                 request.done.set()
         for sub, delivery in self.outbox:
-            delivery.collector.give_up(sub.name)
+            delivery.receipt._give_up(sub.name)
 
 
 class _SnapshotOrder:

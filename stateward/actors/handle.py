@@ -28,17 +28,19 @@ from ..messages.actions import Action, Set, Transaction
 from ..messages.events import Progress, Resync, StateChanged
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 from ..tree import MISSING
-from ._core import Receipt, _Core, _NoPublicConstructor, _Register, _Request
+from ._core import _Core, _Register, _Request
 from ._derive import Derivation
 from ._history import undo
 from ._persister import WAIT_FOR
 from ._track import Reaction, Reader, first_run
+from ._util import NoPublicConstructor
 from .persistence import FeedEntry, oldest_snapshot, replay_files
 from .subscriber import Handler, Overflow, Subscriber, SubscriberStatistics
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 
+    from ._ack import Receipt
     from ._log import LoggedAction
 
 
@@ -75,7 +77,7 @@ class StateStatistics:
 
 
 @final
-class Subscription(metaclass=_NoPublicConstructor):
+class Subscription(metaclass=NoPublicConstructor):
     """A live subscription, returned by :meth:`StateHandle.subscribe`.
 
     Also an async context manager that unsubscribes on exit.
@@ -127,7 +129,7 @@ class Subscription(metaclass=_NoPublicConstructor):
 
 
 @final
-class StateHandle(metaclass=_NoPublicConstructor):
+class StateHandle(metaclass=NoPublicConstructor):
     """What a running :class:`StateActor` gives you: send, read, subscribe, stop.
 
     Every method may be called from any task on the actor's event loop (not

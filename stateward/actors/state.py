@@ -30,7 +30,8 @@ from .._errors import InvalidActionError
 from .._json import JSON, own_json
 from ..paths import format_path, parse_pattern
 from ..tree import Tree
-from ._core import Receipt, _Core
+from ._ack import Receipt
+from ._core import _Core
 from ._history import History
 from ._log import ActionLog, Redactor
 from ._persister import Persister

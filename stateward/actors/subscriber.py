@@ -41,7 +41,7 @@ from ..messages.events import Resync, StateChanged
 
 if TYPE_CHECKING:
     from ..paths import Segments
-    from ._ack import AckCollector
+    from ._ack import Receipt
     from ._mailbox import LoopEvent
 
 __all__ = [
@@ -109,14 +109,14 @@ class SubscriberStatistics:
 class _Delivery:
     """The events of one action for one subscriber; made by the state actor."""
 
-    __slots__ = ("collector", "events", "queued_at", "revision")
+    __slots__ = ("events", "queued_at", "receipt", "revision")
 
     def __init__(
-        self, revision: int, events: tuple[StateChanged, ...], collector: AckCollector
+        self, revision: int, events: tuple[StateChanged, ...], receipt: Receipt
     ) -> None:
         self.revision = revision
         self.events = events
-        self.collector = collector
+        self.receipt = receipt  # the action's reply channel
         self.queued_at = 0.0
 
 
@@ -190,7 +190,7 @@ class Subscriber:
             caller then awaits :meth:`put`.
         """
         if self._closed:
-            delivery.collector.give_up(self.name)
+            delivery.receipt._give_up(self.name)
         elif self._resync is not None:
             self._drop(delivery)  # keep the gap contiguous until the Resync is taken
         elif len(self._queue) < self.mailbox_size:
@@ -236,7 +236,7 @@ class Subscriber:
 
     def _drop(self, delivery: _Delivery) -> None:
         self._dropped += 1
-        delivery.collector.give_up(self.name)
+        delivery.receipt._give_up(self.name)
         if self._resync is None:
             self._resync = [1, delivery.revision, delivery.revision]
         else:
@@ -264,9 +264,9 @@ class Subscriber:
 
     def _give_up_queue(self) -> None:
         while self._backlog:
-            self._backlog.popleft().collector.give_up(self.name)
+            self._backlog.popleft().receipt._give_up(self.name)
         while self._queue:
-            self._queue.popleft().collector.give_up(self.name)
+            self._queue.popleft().receipt._give_up(self.name)
 
     def idle(self) -> bool:
         """Whether nothing waits for, or runs in, the handler right now."""
@@ -326,7 +326,7 @@ class Subscriber:
         finally:
             self._closed = True
             if self._current is not None:  # cancelled mid-delivery: it has no Ack
-                self._current.collector.give_up(self.name)
+                self._current.receipt._give_up(self.name)
             self._give_up_queue()
             self._finished.set()
 
@@ -373,7 +373,7 @@ class Subscriber:
             self._acks_ok += 1
         else:
             self._acks_failed += 1
-        delivery.collector.post(self.name, ras, message)
+        delivery.receipt._post(self.name, ras, message)
         self._current = None
 
     async def _handle_resync(self, resync: Resync) -> None:
