@@ -31,7 +31,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final, TypeAlias, final
+from types import CoroutineType
+from typing import TYPE_CHECKING, Final, TypeAlias, TypeGuard, final
 
 import anyio
 import attrs
@@ -356,10 +357,22 @@ class Subscriber:
     async def _handle(self, delivery: _Delivery) -> None:
         self._current = delivery
         ras, message = 1, ""
-        # Without a timeout, skip _call's level: this runs once per event.
-        call = self._invoke if self.handler_timeout is None else self._call
+        timeout = self.handler_timeout
+        handler = self.handler
         for event in delivery.events:
-            code, text = await call(event)
+            if timeout is None:
+                # _invoke's body, without a coroutine of its own: this runs
+                # once per event.
+                try:
+                    result = handler(event)
+                    if _awaitable(result):
+                        result = await result
+                except Exception as exc:  # noqa: BLE001 - as in _invoke
+                    code, text = _failure(exc)
+                else:
+                    code, text = _code(result)
+            else:
+                code, text = await self._call(event)
             if code != 1 and ras == 1:
                 ras, message = code, text
         self._delivered += 1
@@ -395,11 +408,25 @@ class Subscriber:
     async def _invoke(self, event: StateChanged | Resync) -> tuple[int, str]:
         try:
             result = self.handler(event)
-            if inspect.isawaitable(result):
+            if _awaitable(result):
                 result = await result
         except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack; the subscriber keeps running
-            return RAS.ERROR, f"{type(exc).__name__}: {exc}"
+            return _failure(exc)
         return _code(result)
+
+
+def _awaitable(result: object) -> TypeGuard[Awaitable[int | None]]:
+    """Whether a handler's *result* must be awaited (cheap tests first)."""
+    if type(result) is CoroutineType:
+        return True
+    if result is None or isinstance(result, int):
+        return False
+    return inspect.isawaitable(result)
+
+
+def _failure(exc: Exception) -> tuple[int, str]:
+    """The (RAS code, message) of a handler that raised *exc*."""
+    return RAS.ERROR, f"{type(exc).__name__}: {exc}"
 
 
 def _code(result: object) -> tuple[int, str]:
@@ -407,6 +434,6 @@ def _code(result: object) -> tuple[int, str]:
     if result is None:
         return _SUCCESS
     if isinstance(result, int):
-        return int(result), ""
+        return _SUCCESS if result == 1 else (int(result), "")
     text = f"handler returned {result!r}; expected an int RAS code or None"
     return RAS.INVALID, text

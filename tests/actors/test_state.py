@@ -293,6 +293,60 @@ async def test_handler_failures_become_failed_acks_and_the_subscriber_keeps_runn
     assert all(len(r.acks) == 2 for r in reports.values())
 
 
+class _Awaitable:
+    """An awaitable that is not a coroutine (as a Future or a Task is)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __await__(self):
+        yield from anyio.lowlevel.checkpoint().__await__()
+        return self.value
+
+
+@pytest.mark.parametrize("handler_timeout", [None, 30.0])
+@pytest.mark.parametrize(
+    ("returned", "ras", "message"),
+    [
+        (None, RAS.SUCCESS, ""),
+        (1, RAS.SUCCESS, ""),
+        (True, RAS.SUCCESS, ""),
+        (RAS.SUCCESS, RAS.SUCCESS, ""),
+        (RAS.FAILURE, RAS.FAILURE, ""),
+        (7, 7, ""),
+        (False, 0, ""),
+        (
+            "yes",
+            RAS.INVALID,
+            "handler returned 'yes'; expected an int RAS code or None",
+        ),
+        (1.0, RAS.INVALID, "handler returned 1.0; expected an int RAS code or None"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["sync", "async", "awaitable"])
+async def test_handler_results_become_the_same_ras_code_on_every_call_path(
+    kind, returned, ras, message, handler_timeout
+):
+    """Sync, async and other awaitables; with and without a handler timeout."""
+
+    async def coroutine():
+        return returned
+
+    def handler(event):
+        if kind == "sync":
+            return returned
+        if kind == "async":
+            return coroutine()
+        return _Awaitable(returned)
+
+    async with open_state({}) as state:
+        await state.subscribe("", handler, name="h", handler_timeout=handler_timeout)
+        report = await (await state.send(Set("x", 1))).acks(timeout=5)
+    [ack] = report.acks
+    assert (ack.ras, ack.message) == (ras, message)
+    assert type(ack.ras) is int or isinstance(ack.ras, RAS)
+
+
 async def test_rejected_action_raises_and_changes_and_emits_nothing():
     recorder = Recorder()
     async with open_state({"n": 1}) as state:
