@@ -24,7 +24,6 @@ from ..paths import format_path
 from ..tree import Tree, unchanged_below
 from ._ack import Receipt, new_receipt
 from ._derive import Derivation, Derivations
-from ._history import Entry, History
 from ._mailbox import Mailbox, Signal, current_backend
 from ._persister import Commit, Persister
 from ._track import Reactions
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from .._json import JSON
     from ..paths import PatternTrie
     from ..tree import Change
+    from ._history import History
     from ._log import ActionLog
 
 __all__: list[str] = []  # internal: StateActor and StateHandle use _Core
@@ -245,7 +245,7 @@ class _Core:
         self.log.record(revision, action, changes, None, errors)
         history = self.history
         if history.size:  # (the tree starts a new created list next time)
-            history.record(Entry(revision, action, changes, tree.created or ()))
+            history.record((revision, action, changes, tree.created or ()))
         if self.persister is not None:
             payload = encode_changes(changes, action)
             synced = self.persister.synced_revision

@@ -11,14 +11,14 @@ Revisions are contiguous, so an entry is found by arithmetic, not search.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 from .._json import copy_json
 from ..messages.events import ChangeKind
 from ..tree import Tree
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from .._json import JSON
     from ..messages.actions import Action
@@ -37,34 +37,40 @@ class Entry(NamedTuple):
     created: Sequence[Segments]  # dicts made on the way to a write
 
 
-class History:
-    """The newest *size* entries (0 keeps none: no replay, no time travel)."""
+_Row: TypeAlias = "tuple[int, Action, list[Change], Sequence[Segments]]"
 
-    __slots__ = ("entries", "size")
+
+class History:
+    """The newest *size* entries (0 keeps none: no replay, no time travel).
+
+    The ring holds plain tuples, in :class:`Entry`'s field order, and hands
+    out :class:`Entry` views when read: it is written once per action and
+    read only to replay or undo.
+    """
+
+    __slots__ = ("entries", "record", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.entries: deque[Entry] = deque(maxlen=size or 1)
-
-    def record(self, entry: Entry) -> None:
-        """Keep what a revision changed (the oldest entry falls out)."""
-        self.entries.append(entry)
+        self.entries: deque[_Row] = deque(maxlen=size or 1)
+        self.record: Callable[[_Row], None] = self.entries.append
+        """Keep ``(revision, action, changes, created)``; the oldest falls out."""
 
     def oldest(self, current: int) -> int:
         """The oldest revision a feed can resume from (its successor is kept)."""
         entries = self.entries
         if not self.size or not entries:
             return current
-        return entries[0].revision - 1
+        return entries[0][0] - 1
 
     def since(self, revision: int) -> Iterator[Entry]:
         """The entries after *revision* (at least :meth:`oldest`), oldest first."""
         entries = self.entries
         if not self.size or not entries:
             return
-        start = revision + 1 - entries[0].revision
+        start = revision + 1 - entries[0][0]
         for i in range(max(start, 0), len(entries)):
-            yield entries[i]
+            yield Entry(*entries[i])
 
     def newest_first(self, down_to: int) -> Iterator[Entry]:
         """The entries after *down_to*, newest first (for undoing them)."""
@@ -72,7 +78,7 @@ class History:
         if not self.size:
             return
         for i in range(len(entries) - 1, -1, -1):
-            entry = entries[i]
+            entry = Entry(*entries[i])
             if entry.revision <= down_to:
                 return
             yield entry

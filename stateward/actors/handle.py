@@ -230,11 +230,18 @@ class StateHandle(metaclass=NoPublicConstructor):
             raise self._closed_error()
 
     def _request(self, action: Action, durable: bool | None) -> _Request:
-        self._check_open()
+        core = self._core
+        if core.failed is not None or core.closed:
+            self._check_open()
         if not isinstance(cast("object", action), Action) or type(action) is Action:
             reason = f"expected an action such as Set or Delete, got {action!r}"
             raise InvalidActionError("action", reason)
-        return _Request(action, self._new_signal(), self._wait_for(durable))
+        # The common case, in place: nothing persisted, nothing asked.
+        if durable is None and core.persister is None:
+            wait = 0
+        else:
+            wait = self._wait_for(durable)
+        return _Request(action, self._new_signal(), wait)
 
     def _wait_for(self, durable: bool | None) -> int:
         """What the sender waits for: 0 applied, 1 written, 2 fsynced."""
