@@ -28,7 +28,7 @@ from ._mailbox import Mailbox, Signal, current_backend
 from ._persister import Commit, Persister
 from ._track import Reactions
 from .persistence import FeedEntry, encode_changes, encode_record
-from .subscriber import Subscriber, _Delivery
+from .subscriber import Subscriber, _Delivery, deliver, deliver_nowait
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -141,9 +141,10 @@ class _Core:
                 # (and freed) while they are young. What must wait for room
                 # (a full BLOCK mailbox) waits after the senders are answered:
                 # a slow subscriber delays the next actions, never a receipt.
-                outbox = self.deliver_nowait()
+                outbox, self.outbox = self.outbox, []
+                blocked = deliver_nowait(outbox) if outbox else outbox
                 self.answer(ready)
-                await self.flush(outbox)
+                await deliver(blocked)
                 self.released = self.tree.revision
             else:
                 self.answer(ready)
@@ -331,28 +332,6 @@ class _Core:
                 else:
                     events.append(event)
         return routed
-
-    def deliver_nowait(self) -> list[tuple[Subscriber, _Delivery]]:
-        """Put the outbox into the subscribers' mailboxes, in order, while they fit.
-
-        Returns the rest, from the first delivery that must wait for room (a
-        full mailbox on BLOCK) on: :meth:`flush` waits for those, in order,
-        so that no subscriber's deliveries overtake each other.
-        """
-        outbox = self.outbox
-        if not outbox:
-            return outbox
-        self.outbox = []
-        for i, (sub, delivery) in enumerate(outbox):
-            if not sub.put_nowait(delivery):
-                return outbox[i:]
-        return []
-
-    async def flush(self, outbox: list[tuple[Subscriber, _Delivery]]) -> None:
-        """Deliver *outbox* in order, waiting for room where the policy says so."""
-        for sub, delivery in outbox:
-            if not sub.put_nowait(delivery):
-                await sub.put(delivery)
 
     def refuse(self, request: _Request, error: BaseException) -> None:
         request.error = error

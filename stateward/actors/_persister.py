@@ -19,12 +19,13 @@ import anyio
 
 from .._errors import DurabilityError
 from .persistence import _dumps
+from .subscriber import deliver, deliver_nowait
 
 if TYPE_CHECKING:
     from ..tree import Tree
     from ._core import _Core, _Request
     from .persistence import Journal, PersistenceConfig
-    from .subscriber import Subscriber, _Delivery
+    from .subscriber import Outbox, Subscriber, _Delivery
 
 __all__ = ["WAIT_FOR", "Commit", "Persister"]
 
@@ -196,11 +197,15 @@ class Persister:
                     self.commits += 1
                     self.fsyncs += fsync
         failed = self.core.failed
+        blocked: Outbox = []
         if failed is None:
             self.durable_revision = group[-1].revision
             if fsync:
                 self.synced_revision = group[-1].revision
             self._wake_readers()
+            # Events first, then the senders, then what waits for room: as the
+            # state actor does (see _Core.loop).
+            blocked = deliver_nowait([d for commit in group for d in commit.outbox])
         for commit in group:
             if failed is None:
                 for request in commit.requests:
@@ -211,10 +216,7 @@ class Persister:
                 self.inflight.popleft()  # (abandon() may have emptied it meanwhile)
         if failed is not None:
             return
-        for commit in group:
-            for sub, delivery in commit.outbox:
-                if not sub.put_nowait(delivery):
-                    await sub.put(delivery)
+        await deliver(blocked)
         self.core.released = group[-1].revision
 
     def _wake_readers(self) -> None:

@@ -47,9 +47,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Handler",
+    "Outbox",
     "Overflow",
     "Subscriber",
     "SubscriberStatistics",
+    "deliver",
+    "deliver_nowait",
 ]
 
 logger = logging.getLogger(__name__)
@@ -437,3 +440,27 @@ def _code(result: object) -> tuple[int, str]:
         return _SUCCESS if result == 1 else (int(result), "")
     text = f"handler returned {result!r}; expected an int RAS code or None"
     return RAS.INVALID, text
+
+
+Outbox: TypeAlias = "list[tuple[Subscriber, _Delivery]]"
+
+
+def deliver_nowait(outbox: Outbox) -> Outbox:
+    """Put *outbox* into the subscribers' mailboxes, in order, while they fit.
+
+    Returns the rest, from the first delivery that must wait for room (a full
+    mailbox on BLOCK) on. Hand that to :func:`deliver` once the senders are
+    answered: a slow subscriber then delays the next actions, never a
+    receipt, and no subscriber's deliveries overtake each other.
+    """
+    for i, (sub, delivery) in enumerate(outbox):
+        if not sub.put_nowait(delivery):
+            return outbox[i:]
+    return []
+
+
+async def deliver(outbox: Outbox) -> None:
+    """Deliver *outbox* in order, waiting for room where the policy says so."""
+    for sub, delivery in outbox:
+        if not sub.put_nowait(delivery):
+            await sub.put(delivery)

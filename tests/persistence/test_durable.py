@@ -103,6 +103,28 @@ async def test_events_wait_for_the_record(tmp_path: Path) -> None:
     assert all(durable >= revision for revision, durable in seen)
 
 
+async def test_a_full_block_mailbox_never_holds_back_durable_receipts(
+    tmp_path: Path,
+) -> None:
+    """After a commit: the events that fit, then the senders, then the rest."""
+    gate = anyio.Event()
+
+    async def slow(event: object) -> None:
+        await gate.wait()
+
+    async def send(i: int) -> None:
+        await state.send(Set(f"n{i}", i), durable=True)
+
+    async with open_state(state_dir=tmp_path) as state:
+        await state.subscribe("", slow, name="slow", mailbox_size=1, block_timeout=3600)
+        with anyio.fail_after(10):  # the senders would wait for the gate
+            async with anyio.create_task_group() as tg:
+                for i in range(4):
+                    tg.start_soon(send, i)
+        assert state.statistics().durable_revision == 4
+        gate.set()
+
+
 async def test_snapshots_rotate_and_retention_keeps_k(tmp_path: Path) -> None:
     async with open_state(
         state_dir=tmp_path, snapshot_every=10, keep_snapshots=2
