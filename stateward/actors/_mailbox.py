@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import OrderedDict, deque
+from functools import partial
 from typing import TYPE_CHECKING, Generic, NamedTuple, Protocol, TypeVar
 
 import anyio
@@ -90,12 +91,18 @@ class _AsyncioSignal:
     wait; one waiter needs neither. A cancelled waiter leaves its future
     cancelled (``Task.cancel`` cancels the future it awaits, at once), which is
     how :meth:`abandoned` knows, whichever task runs first afterwards.
+
+    Made by :func:`current_backend`'s factory, which found the loop once:
+    no ``get_running_loop()`` (with a ``getpid()`` system call on CPython
+    3.11) per send. Futures still come from ``loop.create_future()``, so a
+    third-party loop supplies its own.
     """
 
-    __slots__ = ("_flag", "_future")
+    __slots__ = ("_create_future", "_flag", "_future")
 
-    def __init__(self) -> None:
+    def __init__(self, create_future: Callable[[], asyncio.Future[None]]) -> None:
         self._flag = False
+        self._create_future = create_future
         self._future: asyncio.Future[None] | None = None
 
     def is_set(self) -> bool:
@@ -117,7 +124,7 @@ class _AsyncioSignal:
             await asyncio.sleep(0)  # a checkpoint all the same
             return
         assert self._future is None, "a Signal has one waiter, once"
-        future = self._future = asyncio.get_running_loop().create_future()
+        future = self._future = self._create_future()
         await future
         self._future = None  # set: only a cancelled future needs keeping
 
@@ -133,7 +140,10 @@ def current_backend() -> Backend:
         from ._trio import TrioSignal
 
         return Backend(trio.Event, TrioSignal, None)
-    return Backend(asyncio.Event, _AsyncioSignal, anyio.lowlevel.checkpoint)
+    create_future = asyncio.get_running_loop().create_future
+    return Backend(
+        asyncio.Event, partial(_AsyncioSignal, create_future), anyio.lowlevel.checkpoint
+    )
 
 
 class Mailbox(Generic[_T]):
