@@ -126,11 +126,15 @@ class _Delivery:
 
 _CLOSED: Final = object()
 _SUCCESS: Final = (1, "")
-# Deliveries handled between two forced checkpoints. The state actor hands a
-# subscriber a whole batch at once; handling it in one go, while its objects
-# are young, is what keeps the garbage collector quiet (16 cost 10% of the
-# throughput on asyncio). Any handler that awaits yields anyway.
+# A subscriber forces a checkpoint after this many deliveries, or once it has
+# run this long since its last one, whichever comes first. The state actor
+# hands it a whole batch at once: handling quick deliveries in one go, while
+# their objects are young, keeps the garbage collector quiet (a bound of 16
+# cost 10% of the throughput on asyncio), and the time slice keeps a slow
+# sync handler from holding the event loop for 64 of its calls. A handler that
+# awaits yields anyway.
 _YIELD_EVERY: Final = 64
+_TIME_SLICE: Final = 0.002  # seconds
 
 
 @attrs.define(eq=False, repr=False)
@@ -166,6 +170,8 @@ class Subscriber:
     _finished: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _peak: int = attrs.field(init=False, default=0)
     _since_yield: int = attrs.field(init=False, default=0)
+    _slice_start: float = attrs.field(init=False, default=0.0)
+    _handled_at: float = attrs.field(init=False, default=0.0)
     _delivered: int = attrs.field(init=False, default=0)
     _dropped: int = attrs.field(init=False, default=0)
     _resyncs: int = attrs.field(init=False, default=0)
@@ -308,12 +314,14 @@ class Subscriber:
             with anyio.CancelScope() as self._scope:
                 if self._closed and not self._drain:
                     return
+                self._slice_start = time.monotonic()
                 while True:
                     item = self._take()
                     if item is None:
                         self._since_yield = 0
                         waiter = self._not_empty = self.new_signal()
                         await waiter.wait()
+                        self._slice_start = time.monotonic()
                         continue
                     if item is _CLOSED:
                         break
@@ -322,11 +330,15 @@ class Subscriber:
                     else:
                         await self._handle(item)  # type: ignore[arg-type]
                     # A busy subscriber whose handler never blocks must still
-                    # let every other task run.
+                    # let every other task run (_YIELD_EVERY, _TIME_SLICE).
                     self._since_yield += 1
-                    if self._since_yield >= _YIELD_EVERY:
+                    if (
+                        self._since_yield >= _YIELD_EVERY
+                        or self._handled_at - self._slice_start >= _TIME_SLICE
+                    ):
                         self._since_yield = 0
                         await anyio.lowlevel.checkpoint()
+                        self._slice_start = time.monotonic()
         finally:
             self._closed = True
             if self._current is not None:  # cancelled mid-delivery: it has no Ack
@@ -381,7 +393,8 @@ class Subscriber:
         self._delivered += 1
         codes = self._codes
         codes[ras] = codes.get(ras, 0) + 1
-        latency = time.monotonic() - delivery.queued_at
+        self._handled_at = now = time.monotonic()  # also the time slice's clock
+        latency = now - delivery.queued_at
         self._latency_total += latency
         if latency > self._latency_max:
             self._latency_max = latency

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import math
 import random
+import time
 
 import anyio
 import pytest
@@ -27,6 +29,7 @@ from stateward import (
     Transaction,
     open_state,
 )
+from stateward.actors.subscriber import _TIME_SLICE, _YIELD_EVERY
 
 pytestmark = pytest.mark.anyio
 
@@ -508,16 +511,23 @@ async def test_block_policy_is_backpressure_and_loses_nothing_if_it_keeps_up():
     assert sub.statistics().peak <= 2
 
 
-async def test_a_busy_subscriber_still_lets_other_tasks_run():
-    """A handler that never awaits is interrupted every _YIELD_EVERY deliveries."""
-    from stateward.actors.subscriber import _YIELD_EVERY
-
+@pytest.mark.parametrize(
+    ("work", "deliveries"),
+    [(0.0, 4 * _YIELD_EVERY), (0.001, 40)],
+    ids=["quick-handler", "1ms-handler"],
+)
+async def test_a_busy_subscriber_still_lets_other_tasks_run(work, deliveries):
+    """A handler that never awaits is interrupted every _YIELD_EVERY deliveries,
+    or every _TIME_SLICE seconds of handling, whichever comes first."""
     ticks = 0
     seen_at_tick = []
     done = anyio.Event()
 
-    def busy(event):  # sync: never yields by itself
+    def busy(event):  # sync: never yields by itself; burns *work* s of CPU
         seen_at_tick.append(ticks)
+        end = time.perf_counter() + work
+        while time.perf_counter() < end:
+            pass
 
     async def ticker():
         nonlocal ticks
@@ -525,21 +535,21 @@ async def test_a_busy_subscriber_still_lets_other_tasks_run():
             ticks += 1
             await anyio.lowlevel.checkpoint()
 
-    n = 4 * _YIELD_EVERY
     with anyio.fail_after(10):
-        async with open_state({}, mailbox_size=n) as state:
-            await state.subscribe("", busy, name="busy", mailbox_size=n)
+        async with open_state({}, mailbox_size=deliveries) as state:
+            await state.subscribe("", busy, name="busy", mailbox_size=deliveries)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(ticker)
                 async with anyio.create_task_group() as senders:
-                    for i in range(n):  # one batch, handed over at once
+                    for i in range(deliveries):  # one batch, handed over at once
                         senders.start_soon(state.send, Set(f"k{i}", i))
                 await (await state.send(Set("last", 1))).acks()
                 done.set()
     runs = [seen_at_tick.count(t) for t in set(seen_at_tick)]
-    assert len(seen_at_tick) == n + 1
+    assert len(seen_at_tick) == deliveries + 1
+    per_slice = math.ceil(_TIME_SLICE / work) if work else _YIELD_EVERY
     # trio may run the two tasks in either order within a scheduler batch
-    assert max(runs) <= 2 * _YIELD_EVERY
+    assert max(runs) <= 2 * min(per_slice, _YIELD_EVERY)
 
 
 async def test_full_mailbox_gives_backpressure_and_send_nowait_refuses():
