@@ -381,6 +381,11 @@ class StateHandle(metaclass=NoPublicConstructor):
         one delivery per action, in revision order. Each delivery is answered
         with one Ack from *handler*'s return values.
 
+        The subscriber runs as a task of its own. Its handler runs on the
+        event loop: a handler that never awaits is interrupted by a
+        checkpoint after 64 deliveries or 2 ms of handling, whichever comes
+        first (``docs/concurrency.md``, *Fairness*).
+
         Args:
             pattern: A path, with ``*`` (one segment) and ``**`` (any) allowed.
             handler: Sync or async; see :data:`~stateward.Handler`.
