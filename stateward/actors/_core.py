@@ -142,7 +142,7 @@ class _Core:
                 # (a full BLOCK mailbox) waits after the senders are answered:
                 # a slow subscriber delays the next actions, never a receipt.
                 outbox, self.outbox = self.outbox, []
-                blocked = deliver_nowait(outbox) if outbox else outbox
+                blocked = deliver_nowait(outbox)
                 self.answer(ready)
                 await deliver(blocked)
                 self.released = self.tree.revision
