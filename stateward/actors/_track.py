@@ -23,6 +23,7 @@ from .._errors import DurabilityError
 from .._json import copy_json
 from ..paths import PatternTrie, format_path, parse_path
 from ..tree import MISSING, unchanged_below
+from ._util import NoPublicConstructor
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -45,7 +46,7 @@ class _Dep:
 
 
 @final
-class Reader:
+class Reader(metaclass=NoPublicConstructor):
     """What a tracked function reads the state through; every read is recorded."""
 
     __slots__ = ("_reaction",)
@@ -68,7 +69,7 @@ class Reader:
 
 
 @final
-class Reaction:
+class Reaction(metaclass=NoPublicConstructor):
     """A tracked function and its task; made by :meth:`StateHandle.track`.
 
     Concurrency: the function runs in this reaction's own task, never in the
@@ -168,7 +169,7 @@ class Reaction:
                     break
                 self._reading = set()
                 try:
-                    result = self._fn(Reader(self))
+                    result = self._fn(Reader._create(self))
                     if inspect.isawaitable(result):
                         await result
                 except Exception as exc:

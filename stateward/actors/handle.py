@@ -563,7 +563,7 @@ class StateHandle(metaclass=NoPublicConstructor):
         if not callable(cast("object", fn)):
             raise InvalidActionError("fn", f"must be callable (got {fn!r})")
         label = name or str(getattr(fn, "__qualname__", type(fn).__name__))
-        reaction = Reaction(label, fn, core.tree, core.reactions)
+        reaction = Reaction._create(label, fn, core.tree, core.reactions)
         core.reactions.active.add(reaction)
 
         async def settled() -> None:

@@ -857,8 +857,8 @@ async def test_statistics_and_repr():
 
 
 async def test_handles_have_no_public_constructor():
-    from stateward import Receipt, StateHandle, Subscription
+    from stateward import Reaction, Reader, Receipt, StateHandle, Subscription
 
-    for cls in (Receipt, StateHandle, Subscription):
+    for cls in (Reaction, Reader, Receipt, StateHandle, Subscription):
         with pytest.raises(TypeError, match="has no public constructor"):
             cls()
