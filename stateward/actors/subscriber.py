@@ -271,6 +271,11 @@ class Subscriber:
         if self._not_empty is not None:
             self._not_empty.set()
             self._not_empty = None
+        if self._not_full is not None:
+            # A state actor waiting for room stops waiting: its retry finds
+            # the subscriber closed and gives the delivery up.
+            self._not_full.set()
+            self._not_full = None
 
     def _give_up_queue(self) -> None:
         while self._backlog:

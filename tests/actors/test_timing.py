@@ -126,6 +126,23 @@ async def test_a_full_block_mailbox_delays_the_next_actions_not_this_batchs_rece
         gate.set()
 
 
+async def test_unsubscribing_a_full_block_subscriber_frees_the_actor_at_once():
+    """The actor waiting for room in its mailbox stops waiting when it goes."""
+    async with open_state({}) as state:
+        sub = await state.subscribe(
+            "", hang_forever, name="hung", mailbox_size=1, block_timeout=10
+        )
+        await state.send(Set("a", 1))  # in the handler, for ever
+        await state.send(Set("a", 2))  # queued
+        blocked = await state.send(Set("a", 3))  # the actor waits for room
+        start = anyio.current_time()
+        await sub.unsubscribe()
+        await state.send(Set("a", 4))
+        assert anyio.current_time() - start == 0
+        report = await blocked.acks(timeout=0)
+        assert report.missing == ("hung",)
+
+
 async def test_a_second_overflow_episode_stalls_once_more_at_most():
     gate = anyio.Event()
 
