@@ -28,7 +28,7 @@ from ._mailbox import Mailbox, Signal, current_backend
 from ._persister import Commit, Persister
 from ._track import Reactions
 from .persistence import FeedEntry, encode_changes, encode_record
-from .subscriber import Subscriber, _Delivery, deliver, deliver_nowait
+from .subscriber import Outbox, Subscriber, _Delivery, deliver, deliver_nowait
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -110,7 +110,7 @@ class _Core:
         self.trie: PatternTrie[Subscriber] = PatternTrie()
         self.subscribers: dict[str, Subscriber] = {}
         self.stoppers = 0  # subscribers with stop_bubbling
-        self.outbox: list[tuple[Subscriber, _Delivery]] = []
+        self.outbox: Outbox = []
         self.batch: list[_Request] = []  # taken from the mailbox, maybe not answered
         self.closed = False
         self.broken: BaseException | None = None

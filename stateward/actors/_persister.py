@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..tree import Tree
     from ._core import _Core, _Request
     from .persistence import Journal, PersistenceConfig
-    from .subscriber import Outbox, Subscriber, _Delivery
+    from .subscriber import Outbox
 
 __all__ = ["WAIT_FOR", "Commit", "Persister"]
 
@@ -44,7 +44,7 @@ class Commit:
         self,
         records: list[bytes],
         requests: list[_Request],
-        outbox: list[tuple[Subscriber, _Delivery]],
+        outbox: Outbox,
         revision: int,
     ) -> None:
         self.blob = b"".join(records)
