@@ -1,0 +1,61 @@
+"""The configuration of a persisted state: where, and how durable."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Final, Literal, TypeAlias, final
+
+import attrs
+
+from ..._checks import int_validator, seconds_validator
+from ..._errors import (
+    InvalidActionError,
+)
+from .._files import Files
+
+__all__ = ["DURABILITIES", "Durability", "PersistenceConfig"]
+
+Durability: TypeAlias = Literal["none", "flush", "fsync"]
+"""How far a send waits by default, and what each group commit does.
+
+* ``"fsync"``: every group of records is fsynced before its senders are
+  answered: survives power loss.
+* ``"flush"``: records are written to the OS before senders are answered, not
+  fsynced: survives a crash of the process, not of the machine.
+* ``"none"``: sends do not wait for the disk (the records still follow, in
+  order); ``send(..., durable=True)`` still forces an fsync.
+"""
+
+DURABILITIES: Final = ("none", "flush", "fsync")
+
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False
+).encode
+
+
+def _check_durability(_inst: object, attr: attrs.Attribute[str], value: object) -> None:
+    if value not in DURABILITIES:
+        reason = f"must be one of {', '.join(DURABILITIES)} (got {value!r})"
+        raise InvalidActionError(attr.name, reason)
+
+
+def _check_dir(_inst: object, attr: attrs.Attribute[str], value: object) -> None:
+    if not isinstance(value, str) or not value or "\0" in value:
+        reason = f"must be a non-empty path without NUL (got {value!r})"
+        raise InvalidActionError(attr.name, reason)
+
+
+@final
+@attrs.frozen
+class PersistenceConfig:
+    """Where and how a state actor persists (see :func:`~stateward.open_state`)."""
+
+    state_dir: str = attrs.field(converter=os.fspath, validator=_check_dir)
+    durability: Durability = attrs.field(default="fsync", validator=_check_durability)
+    snapshot_every: int = attrs.field(default=10_000, validator=int_validator(1))
+    keep_snapshots: int = attrs.field(default=3, validator=int_validator(1))
+    snapshot_interval: float | None = attrs.field(
+        default=None, validator=seconds_validator(positive=True, optional=True)
+    )
+    files: Files = attrs.field(factory=Files, eq=False, repr=False)

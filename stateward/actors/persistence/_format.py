@@ -1,0 +1,101 @@
+"""The bytes on disk: record, segment and snapshot framing, names, JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import struct
+import zlib
+from typing import TYPE_CHECKING, Any, Final
+
+from ...messages.events import ChangeKind
+
+if TYPE_CHECKING:
+    from ...tree import Change
+
+__all__ = [
+    "LOCK_NAME",
+    "QUARANTINE",
+    "encode_changes",
+    "encode_record",
+    "segment_name",
+    "snapshot_name",
+]
+
+_RECORD_MAGIC: Final = b"SWR2"
+_RECORD_HEAD: Final = struct.Struct("<4sIIQQ")  # magic, length, crc, seq, synced
+_RECORD_CRC: Final = struct.Struct("<IQQ")  # what the crc covers before the payload
+_SEGMENT_MAGIC: Final = b"SWJRNL01"
+_SEGMENT_HEAD: Final = struct.Struct("<8s16sQI")  # magic, store id, first seq, crc
+_SNAPSHOT_MAGIC: Final = b"SWSNAP01"
+_SNAPSHOT_HEAD: Final = struct.Struct("<8s16sQQII")  # +revision, length, crcs
+_MAX_RECORD: Final = 1 << 30
+
+_SNAPSHOT_RE: Final = re.compile(r"snapshot-(\d{20})\.snap")
+_SEGMENT_RE: Final = re.compile(r"journal-(\d{20})\.wal")
+_TEMP_SUFFIX: Final = ".tmp"
+QUARANTINE: Final = "quarantine"
+LOCK_NAME: Final = "LOCK"
+logger = logging.getLogger(__name__)
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False
+).encode
+
+
+# -- records -----------------------------------------------------------------
+
+
+def encode_changes(changes: list[Change], action: Any) -> bytes:
+    """Encode the effect of one action.
+
+    ``[["a", id, source, payload], then per change ["s", path, value] |
+    ["d", path] | ["p", path]]``: the action's identity (for the events a
+    feed rebuilds from the journal), its writes, deletions and pings.
+    """
+    ops: list[list[Any]] = [["a", action.id, action.source, action.payload]]
+    for change in changes:
+        kind = change.kind
+        if kind is ChangeKind.DELETED:
+            ops.append(["d", change.path])
+        elif kind is ChangeKind.PINGED:
+            ops.append(["p", change.path])
+        else:
+            ops.append(["s", change.path, change.new])
+    return _dumps(ops).encode()
+
+
+def encode_record(sequence: int, payload: bytes, synced: int) -> bytes:
+    """Frame *payload* as the journal record of revision *sequence*.
+
+    *synced* must be a revision whose record was fsynced before this one is
+    written (older is fine, newer is a lie that recovery would trust).
+    """
+    length = len(payload)
+    crc = zlib.crc32(payload, zlib.crc32(_RECORD_CRC.pack(length, sequence, synced)))
+    head = _RECORD_HEAD.pack(_RECORD_MAGIC, length, crc, sequence, synced)
+    return head + payload
+
+
+def _segment_header(store_id: bytes, first: int) -> bytes:
+    body = _SEGMENT_MAGIC + store_id + struct.pack("<Q", first)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _snapshot_header(store_id: bytes, revision: int, body: bytes) -> bytes:
+    head = (
+        _SNAPSHOT_MAGIC
+        + store_id
+        + struct.pack("<QQI", revision, len(body), zlib.crc32(body))
+    )
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def snapshot_name(revision: int) -> str:
+    """Return the file name of the snapshot of *revision*."""
+    return f"snapshot-{revision:020d}.snap"
+
+
+def segment_name(first: int) -> str:
+    """Return the file name of the journal segment starting at *first*."""
+    return f"journal-{first:020d}.wal"

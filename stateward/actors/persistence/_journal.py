@@ -1,0 +1,295 @@
+"""The journal: segments read back record by record, replayed, and written."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import zlib
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ..._errors import (
+    CorruptStateError,
+    StatewardError,
+)
+from .._files import crash_point
+from ._directory import _list
+from ._format import (
+    _MAX_RECORD,
+    _RECORD_CRC,
+    _RECORD_HEAD,
+    _RECORD_MAGIC,
+    _SEGMENT_HEAD,
+    _SEGMENT_MAGIC,
+    _segment_header,
+    _snapshot_header,
+    segment_name,
+    snapshot_name,
+)
+
+if TYPE_CHECKING:
+    from ...tree import Change, Tree
+    from ._config import PersistenceConfig
+
+__all__ = ["Journal", "Segment", "apply_record", "read_segment"]
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class Segment:
+    """A journal segment read back: its header and its valid records."""
+
+    store_id: bytes
+    first: int
+    records: list[tuple[int, bytes]]  # (sequence, payload)
+    valid_size: int  # bytes up to the end of the last valid record
+    torn: str | None  # why the tail after valid_size is unusable, if it is
+
+
+def read_segment(data: bytes, name: str) -> Segment:
+    """Decode a segment; stop at the first bad record and say why.
+
+    A bad record with nothing valid after it is a torn tail, reported in
+    ``torn`` (the caller decides whether one is acceptable there). So is a
+    hole, zeros up to valid records that were all written before the damaged
+    revision was synced: a crash kept a later unsynced write and lost an
+    earlier one. Anything else followed by a valid record is corruption.
+
+    Raises:
+        CorruptStateError: The header is damaged, a sequence is out of order,
+            or valid records follow damage that no crash can explain.
+    """
+    head = _SEGMENT_HEAD.size
+    if len(data) < head:
+        return Segment(b"", -1, [], 0, f"header is torn ({len(data)} bytes)")
+    magic, store_id, first, crc = _SEGMENT_HEAD.unpack_from(data)
+    if magic != _SEGMENT_MAGIC or zlib.crc32(data[: head - 4]) != crc:
+        if len(data) == head:
+            # Nothing follows: the header's own write was torn by a crash
+            # (records are appended only once the header is synced).
+            return Segment(b"", -1, [], 0, "header is torn (damaged, no records)")
+        raise CorruptStateError(name, "journal segment header is damaged")
+    records: list[tuple[int, bytes]] = []
+    offset = head
+    expected = first
+    end = len(data)
+    while offset < end:
+        problem, sequence, _synced, payload, after = _record_at(data, offset)
+        if problem is None:
+            if sequence != expected:
+                reason = (
+                    f"record at byte {offset} has revision {sequence}, "
+                    f"expected {expected}"
+                )
+                raise CorruptStateError(name, reason)
+            records.append((sequence, payload))
+            expected += 1
+            offset = after
+            continue
+        later = _valid_records(data, offset + 1)
+        if later:
+            at, _ = later[0]
+            hole = not data[offset:at].strip(b"\0")
+            if not hole or any(synced >= expected for _, synced in later):
+                reason = (
+                    f"damaged record at byte {offset} ({problem}) is followed by a "
+                    f"valid record at byte {at}: corruption, not a torn write"
+                )
+                raise CorruptStateError(name, reason)
+            problem = f"a hole (zeros) up to unsynced records at byte {at}"
+        return Segment(store_id, first, records, offset, f"{problem} at byte {offset}")
+    return Segment(store_id, first, records, offset, None)
+
+
+def _record_at(data: bytes, offset: int) -> tuple[str | None, int, int, bytes, int]:
+    size = _RECORD_HEAD.size
+    if len(data) - offset < size:
+        return "record header is cut short", 0, 0, b"", 0
+    magic, length, crc, sequence, synced = _RECORD_HEAD.unpack_from(data, offset)
+    if magic != _RECORD_MAGIC:
+        return "no record marker", 0, 0, b"", 0
+    if length > _MAX_RECORD:
+        return f"impossible record length {length}", 0, 0, b"", 0
+    start = offset + size
+    payload = data[start : start + length]
+    if len(payload) < length:
+        return "record is cut short", 0, 0, b"", 0
+    if (
+        zlib.crc32(payload, zlib.crc32(_RECORD_CRC.pack(length, sequence, synced)))
+        != crc
+    ):
+        return "record checksum does not match", 0, 0, b"", 0
+    return None, sequence, synced, payload, start + length
+
+
+def _valid_records(data: bytes, start: int) -> list[tuple[int, int]]:
+    """Every valid record at or after *start*: (offset, synced)."""
+    found: list[tuple[int, int]] = []
+    while (at := data.find(_RECORD_MAGIC, start)) >= 0:
+        problem, _, synced, _, after = _record_at(data, at)
+        if problem is None:
+            found.append((at, synced))
+            start = after
+        else:
+            start = at + 1
+    return found
+
+
+def apply_record(
+    tree: Tree,
+    sequence: int,
+    payload: bytes,
+    name: str,
+    changes: list[Change] | None = None,
+) -> list[Any]:
+    """Replay one record's effect on *tree*, set its revision, return its identity.
+
+    With *changes*, the record's changes (pings included) are appended there
+    as the live action made them, old values and all. The identity is the
+    ``["a", id, source, payload]`` operation.
+
+    Raises:
+        CorruptStateError: The payload is not a record this code can replay.
+    """
+    identity: list[Any] = ["a", "", None, None]
+    unknown = None
+    try:
+        for op in json.loads(payload):
+            kind = op[0]
+            if kind == "a":
+                identity = op
+                continue
+            path = tuple(op[1])
+            if kind == "s":
+                tree.replay_set(path, op[2], changes)
+            elif kind == "d":
+                tree.replay_delete(path, changes)
+            elif kind == "p":
+                if changes is not None:
+                    tree.ping(path, changes)
+            else:
+                unknown = kind
+                break
+    except (ValueError, TypeError, IndexError, KeyError, StatewardError) as exc:
+        reason = f"record of revision {sequence} cannot be replayed: {exc!r}"
+        raise CorruptStateError(name, reason) from None
+    if unknown is not None:
+        reason = f"record of revision {sequence} holds an unknown operation {unknown!r}"
+        raise CorruptStateError(name, reason)
+    tree.revision = sequence
+    return identity
+
+
+# -- the writer ----------------------------------------------------------------
+
+
+class Journal:
+    """Appends records and writes snapshots; every method blocks (worker thread).
+
+    One task calls :meth:`commit` and :meth:`open_segment` at a time (the
+    persistence task); :meth:`write_snapshot` and :meth:`retain` may run in
+    another thread at the same time: they touch other files.
+    """
+
+    def __init__(
+        self, config: PersistenceConfig, store_id: bytes, snapshot_revision: int
+    ) -> None:
+        self.config = config
+        self.files = config.files
+        self.directory = config.state_dir
+        self.store_id = store_id
+        self.snapshot_revision = snapshot_revision
+        self.fd: int | None = None
+        self.segment_first = 0
+        self.size = 0  # bytes written and accepted in the current segment
+
+    def open_segment(self, first: int) -> None:
+        """Close the current segment and start ``journal-<first>.wal``, durably."""
+        files = self.files
+        if self.fd is not None:
+            # Sync the old segment first: under "flush" its tail may not be on
+            # disk yet, and records after it must never be durable before it.
+            files.fsync(self.fd)
+            files.close(self.fd)
+            self.fd = None
+        path = os.path.join(self.directory, segment_name(first))
+        fd = files.create(path)
+        try:
+            header = _segment_header(self.store_id, first)
+            files.write(fd, header)
+            files.fsync(fd)
+            files.fsync_dir(self.directory)
+        except BaseException:
+            files.close(fd)
+            raise
+        self.fd = fd
+        self.segment_first = first
+        self.size = len(header)
+
+    def commit(self, blob: bytes, fsync: bool) -> None:
+        """Append *blob* (whole records) and, if asked, fsync it.
+
+        On any error the segment is cut back (best effort) to what was
+        accepted before, and the error propagates: the caller must fail-stop.
+        """
+        files = self.files
+        fd = self.fd
+        assert fd is not None
+        try:
+            if blob:
+                files.write(fd, blob)
+            crash_point("journal-written")
+            if fsync:
+                files.fsync(fd)
+                crash_point("journal-synced")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                path = os.path.join(self.directory, segment_name(self.segment_first))
+                files.truncate(path, self.size)
+            raise
+        self.size += len(blob)
+
+    def write_snapshot(self, revision: int, body: bytes) -> None:
+        """Write the snapshot of *revision* atomically (R3); no temp left on error."""
+        path = os.path.join(self.directory, snapshot_name(revision))
+        header = _snapshot_header(self.store_id, revision, body)
+        self.files.write_atomic(path, header, body)
+        self.snapshot_revision = revision
+
+    def retain(self) -> list[str]:
+        """Keep the newest snapshots and the journal they need; return what went.
+
+        Called only after the newest snapshot is durable (R4). Snapshots go
+        first, then the segments that only they needed, so a crash half-way
+        leaves every remaining snapshot with its journal.
+        """
+        files = self.files
+        directory = self.directory
+        snapshots, segments, _ = _list(files, directory)
+        keep = self.config.keep_snapshots
+        if len(snapshots) <= keep:
+            return []
+        removed: list[str] = []
+        for revision in snapshots[:-keep]:
+            name = snapshot_name(revision)
+            files.unlink(os.path.join(directory, name))
+            removed.append(name)
+            crash_point("retention-removed-snapshot")
+        oldest = snapshots[-keep]
+        for i, first in enumerate(segments[:-1]):
+            if segments[i + 1] <= oldest + 1 and first != self.segment_first:
+                name = segment_name(first)
+                files.unlink(os.path.join(directory, name))
+                removed.append(name)
+        files.fsync_dir(directory)
+        return removed
+
+    def close(self) -> None:
+        """Close the current segment (its records were synced by commit)."""
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            self.files.close(fd)

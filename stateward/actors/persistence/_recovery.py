@@ -1,0 +1,156 @@
+"""Recovery: the newest whole snapshot, then the journal after it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ..._errors import (
+    CorruptStateError,
+)
+from ...tree import Tree
+from .._files import crash_point
+from ._directory import _list, _quarantine
+from ._format import _dumps, segment_name, snapshot_name
+from ._journal import Journal, apply_record, read_segment
+from ._snapshot import Snapshot, parse_snapshot
+
+if TYPE_CHECKING:
+    from ..._json import JSON
+    from ._config import PersistenceConfig
+
+__all__ = ["Recovered", "recover"]
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class Recovered:
+    """What :func:`recover` found: the tree, and the journal open for appends."""
+
+    tree: Tree
+    journal: Journal
+    snapshot_revision: int
+    replayed: int
+    warnings: tuple[str, ...]
+
+
+def recover(
+    config: PersistenceConfig, initial: JSON
+) -> Recovered:  # blocking: run in a worker thread
+    """Open (or create) the state directory and rebuild the tree.
+
+    *initial* is used only when the directory holds no state yet.
+
+    Raises:
+        CorruptStateError: Damage that recovery must not paper over.
+    """
+    files = config.files
+    directory = config.state_dir
+    files.makedirs(directory)
+    warnings: list[str] = []
+    snapshots, segments, temps = _list(files, directory)
+    for name in temps:
+        files.unlink(os.path.join(directory, name))
+    if temps:
+        files.fsync_dir(directory)
+        logger.info("removed %d leftover temp file(s) in %s", len(temps), directory)
+
+    if not snapshots:
+        if segments:
+            raise CorruptStateError(directory, "journal segments but no snapshot")
+        store_id = uuid.uuid4().bytes
+        journal = Journal(config, store_id, 0)
+        journal.write_snapshot(0, _dumps(initial).encode())
+        journal.open_segment(1)
+        return Recovered(Tree(initial), journal, 0, 0, ())
+
+    base: Snapshot | None = None
+    for revision in reversed(snapshots):
+        name = snapshot_name(revision)
+        try:
+            snap = parse_snapshot(files.read(os.path.join(directory, name)), name)
+            if snap.revision != revision:
+                raise CorruptStateError(name, f"holds revision {snap.revision}")
+        except CorruptStateError as exc:
+            message = f"snapshot {name} is damaged ({exc.reason}); using an older one"
+            logger.warning("%s", message)
+            warnings.append(message)
+            _quarantine(files, directory, name, move=True)
+            continue
+        base = snap
+        break
+    if base is None:
+        raise CorruptStateError(directory, "no snapshot reads back whole")
+    tree = Tree(base.root, revision=base.revision)
+
+    # Replay the segments that may hold records after the snapshot.
+    needed = [
+        first
+        for i, first in enumerate(segments)
+        if i + 1 == len(segments) or segments[i + 1] > base.revision + 1
+    ]
+    replayed = 0
+    for i, first in enumerate(needed):
+        name = segment_name(first)
+        path = os.path.join(directory, name)
+        data = files.read(path)
+        try:
+            segment = read_segment(data, name)
+        except CorruptStateError:
+            _quarantine(files, directory, name, move=False)
+            raise
+        last = i + 1 == len(needed)
+        if segment.first not in (-1, first) or (
+            segment.first != -1 and segment.store_id != base.store_id
+        ):
+            reason = "journal segment belongs to another store or is misnamed"
+            raise CorruptStateError(name, reason)
+        if segment.torn is not None:
+            if not last:
+                _quarantine(files, directory, name, move=False)
+                reason = (
+                    f"damaged tail ({segment.torn}) in a segment that is not the last"
+                )
+                raise CorruptStateError(name, reason)
+            message = f"cut a torn tail off {name}: {segment.torn}"
+            logger.warning("%s", message)
+            warnings.append(message)
+            if segment.first == -1:
+                files.unlink(path)
+                files.fsync_dir(directory)
+        if last and segment.first != -1:
+            # Cut a torn tail, and sync what stays in any case: the last run
+            # may have written it without an fsync ("flush"), and the records
+            # appended from now on will say that it is synced.
+            files.truncate(path, segment.valid_size)
+        for sequence, payload in segment.records:
+            if sequence <= tree.revision:
+                continue
+            if sequence != tree.revision + 1:
+                reason = (
+                    f"revision {tree.revision + 1} is missing (next found: {sequence})"
+                )
+                raise CorruptStateError(name, reason)
+            apply_record(tree, sequence, payload, name)
+            replayed += 1
+        crash_point("recovery-replayed-segment")
+
+    journal = Journal(config, base.store_id, base.revision)
+    # Append to a fresh segment; an empty one already there is replaced.
+    first = tree.revision + 1
+    if first in segments and config.files.exists(
+        os.path.join(directory, segment_name(first))
+    ):
+        files.unlink(os.path.join(directory, segment_name(first)))
+        files.fsync_dir(directory)
+    journal.open_segment(first)
+    # A crash may have come between a snapshot and its retention pass: finish
+    # it now that the directory (and so the newest snapshot) is synced.
+    files.fsync_dir(directory)
+    journal.retain()
+    return Recovered(tree, journal, base.revision, replayed, tuple(warnings))

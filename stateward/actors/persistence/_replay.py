@@ -1,0 +1,181 @@
+"""Read-only views of a state directory: the feed rebuilt, and inspection."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ..._errors import (
+    CorruptStateError,
+)
+from ...tree import Tree
+from .._files import Files
+from ._directory import _list
+from ._format import segment_name, snapshot_name
+from ._journal import apply_record, read_segment
+from ._snapshot import Snapshot, parse_snapshot
+
+if TYPE_CHECKING:
+    from ...tree import Change
+
+__all__ = [
+    "FeedEntry",
+    "Inspection",
+    "inspect_directory",
+    "oldest_snapshot",
+    "replay_files",
+]
+
+# -- the feed, rebuilt from the files (read-only) -------------------------------
+
+
+@attrs.frozen
+class FeedEntry:
+    """One revision rebuilt from the files: the action's identity and changes."""
+
+    revision: int
+    action_id: str
+    source: str | None
+    payload: Any
+    changes: list[Change]
+
+
+def replay_files(
+    directory: str, after: int, until: int
+) -> tuple[Tree, list[FeedEntry]]:
+    """Rebuild the tree at *until* and the changes of *after* + 1 .. *until*.
+
+    Read-only, safe beside the live service (it reads what is committed):
+    the newest snapshot at or before *after*, then only the journal segments
+    needed. The changes carry old and new values as the live events did.
+    ``replay_files(d, r, r)[0]`` is the tree as it was at revision *r*.
+
+    Raises:
+        CorruptStateError: No snapshot at or before *after*, or the journal
+            does not reach *until* (its ``reason`` says which).
+    """
+    files = Files()
+    snapshot_revs, segment_firsts, _ = _list(files, directory)
+    base: Snapshot | None = None
+    for rev in reversed(snapshot_revs):
+        if rev > after:
+            continue
+        name = snapshot_name(rev)
+        try:
+            base = parse_snapshot(files.read(os.path.join(directory, name)), name)
+        except (CorruptStateError, FileNotFoundError):
+            continue
+        break
+    if base is None:
+        oldest = min(snapshot_revs) if snapshot_revs else None
+        reason = f"no snapshot at or before {after} (oldest: {oldest})"
+        raise CorruptStateError(directory, reason)
+    tree = Tree(base.root, revision=base.revision)
+    entries: list[FeedEntry] = []
+    for i, first in enumerate(segment_firsts):
+        following = segment_firsts[i + 1] if i + 1 < len(segment_firsts) else None
+        if (following is not None and following <= tree.revision + 1) or first > until:
+            continue
+        name = segment_name(first)
+        segment = read_segment(files.read(os.path.join(directory, name)), name)
+        for sequence, payload in segment.records:
+            if sequence <= tree.revision:
+                continue
+            if sequence != tree.revision + 1 or sequence > until:
+                break
+            if sequence <= after:
+                apply_record(tree, sequence, payload, name)
+                continue
+            changes: list[Change] = []
+            _, action_id, source, extra = apply_record(
+                tree, sequence, payload, name, changes
+            )
+            entries.append(FeedEntry(sequence, action_id, source, extra, changes))
+        if tree.revision >= until:
+            break
+    if tree.revision < until:
+        reason = f"the journal reaches revision {tree.revision}, not {until}"
+        raise CorruptStateError(directory, reason)
+    return tree, entries
+
+
+def oldest_snapshot(directory: str) -> int | None:
+    """The revision of the oldest snapshot file (not checked), if any."""
+    snapshots = _list(Files(), directory)[0]
+    return snapshots[0] if snapshots else None
+
+
+# -- inspection (read-only) ----------------------------------------------------
+
+
+@attrs.frozen
+class Inspection:
+    """What :func:`inspect_directory` found; nothing in the directory is changed."""
+
+    snapshots: list[tuple[str, int, int, str]]  # name, revision, bytes, "ok" or why not
+    segments: list[tuple[str, int, int, str]]  # name, first, records, "ok" or why not
+    oldest: int | None  # the oldest revision that can be rebuilt
+    newest: int | None  # the newest revision on disk
+    revision: int | None  # the revision of `tree`
+    tree: Any
+
+
+def inspect_directory(directory: str, revision: int | None = None) -> Inspection:
+    """Describe a state directory and rebuild its tree (at *revision* if given).
+
+    Read-only: no lock, no truncation, no quarantine, so it may run beside a
+    live service (it then shows a moment of it).
+
+    Raises:
+        CorruptStateError: No usable snapshot at or before *revision*, or the
+            journal cannot reach it.
+        FileNotFoundError: *directory* does not exist.
+    """
+    files = Files()
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, "no such state directory", directory)
+    snapshot_revs, segment_firsts, _ = _list(files, directory)
+    snapshots: list[tuple[str, int, int, str]] = []
+    valid: dict[int, Snapshot] = {}
+    for rev in snapshot_revs:
+        name = snapshot_name(rev)
+        data = files.read(os.path.join(directory, name))
+        try:
+            valid[rev] = parse_snapshot(data, name)
+            status = "ok"
+        except CorruptStateError as exc:
+            status = exc.reason
+        snapshots.append((name, rev, len(data), status))
+    segments: list[tuple[str, int, int, str]] = []
+    records: dict[int, tuple[bytes, str]] = {}
+    for first in segment_firsts:
+        name = segment_name(first)
+        try:
+            segment = read_segment(files.read(os.path.join(directory, name)), name)
+        except CorruptStateError as exc:
+            segments.append((name, first, 0, exc.reason))
+            continue
+        status = "ok" if segment.torn is None else f"torn tail: {segment.torn}"
+        segments.append((name, first, len(segment.records), status))
+        for sequence, payload in segment.records:
+            records[sequence] = (payload, name)
+    if not valid:
+        raise CorruptStateError(directory, "no snapshot reads back whole")
+    newest = max([*valid, *records])
+    target = newest if revision is None else revision
+    bases = [r for r in valid if r <= target]
+    if not bases or target > newest:
+        reason = f"revision {target} is not on disk (it holds {min(valid)}..{newest})"
+        raise CorruptStateError(directory, reason)
+    base = valid[max(bases)]
+    tree = Tree(base.root, revision=base.revision)
+    while tree.revision < target:
+        found = records.get(tree.revision + 1)
+        if found is None:
+            reason = f"revision {tree.revision + 1} is missing from the journal"
+            raise CorruptStateError(directory, reason)
+        apply_record(tree, tree.revision + 1, found[0], found[1])
+    return Inspection(snapshots, segments, min(valid), newest, tree.revision, tree.root)
