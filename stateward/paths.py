@@ -191,8 +191,9 @@ class PatternTrie(Generic[_T]):
 
     Not thread-safe; meant to be owned by one task (the state actor).
 
-    Complexity: :meth:`match` visits the trie nodes along the written path and
-    the subtree under it, so it costs O(depth x wildcards + matches), whatever
+    Complexity: :meth:`match` visits each trie node reachable along the
+    written path at most once per prefix length of the path, so it costs
+    O(reached nodes x (depth + 1) + matches) for any shape of pattern, whatever
     the number of patterns that do not match. Its answers are cached by path
     (the same paths tend to be written again and again) until the trie
     changes; the cache holds at most :attr:`CACHE_SIZE` paths.
@@ -264,42 +265,56 @@ class PatternTrie(Generic[_T]):
         cache = self._cache
         found = cache.get(path)
         if found is None:
-            found = {}
-            self._walk(self._root, path, 0, found)
+            found = self._walk(path)
             if len(cache) >= self.CACHE_SIZE:
                 cache.clear()
             cache[path] = found
         return found
 
-    def _walk(
-        self, node: _Node[_T], path: Segments, i: int, found: dict[_T, tuple[int, bool]]
-    ) -> None:
-        for item in node.items:
-            prev = found.get(item)
-            if prev is None or prev[1] or prev[0] < i:
-                found[item] = (i, False)
+    def _walk(self, path: Segments) -> dict[_T, tuple[int, bool]]:
+        # A breadth of (trie node, segments consumed) states, each visited
+        # once, as an NFA is simulated: a ``**`` node loops on itself one
+        # segment at a time instead of trying every split of the path, so
+        # the cost is O(trie nodes reached x (len(path) + 1)) for any shape
+        # of pattern (``**.*.**.*...`` took exponential time by recursion).
+        found: dict[_T, tuple[int, bool]] = {}
         n = len(path)
-        children = node.children
-        if not children:
-            return
-        if i == n:
-            for seg, child in children.items():
-                if seg == "**":
-                    self._walk(child, path, n, found)
-                else:
-                    for item in _subtree_items(child):
-                        found.setdefault(item, (n, True))
-            return
-        exact = children.get(path[i])
-        if exact is not None:
-            self._walk(exact, path, i + 1, found)
-        star = children.get("*")
-        if star is not None:
-            self._walk(star, path, i + 1, found)
-        globstar = children.get("**")
-        if globstar is not None:
-            for j in range(i, n + 1):
-                self._walk(globstar, path, j, found)
+        seen: set[tuple[int, int]] = set()
+        stack: list[tuple[_Node[_T], int, bool]] = [(self._root, 0, False)]
+        while stack:
+            node, i, globstar = stack.pop()
+            state = (id(node), i)
+            if state in seen:
+                continue
+            seen.add(state)
+            for item in node.items:
+                prev = found.get(item)
+                if prev is None or prev[1] or prev[0] < i:
+                    found[item] = (i, False)
+            if globstar and i < n:
+                stack.append((node, i + 1, True))  # ``**`` takes one more segment
+            children = node.children
+            if not children:
+                continue
+            if i == n:
+                for seg, child in children.items():
+                    if seg == "**":
+                        stack.append((child, n, True))
+                    elif (id(child), -1) not in seen:
+                        seen.add((id(child), -1))
+                        for item in _subtree_items(child):
+                            found.setdefault(item, (n, True))
+                continue
+            exact = children.get(path[i])
+            if exact is not None:
+                stack.append((exact, i + 1, False))
+            star = children.get("*")
+            if star is not None:
+                stack.append((star, i + 1, False))
+            double = children.get("**")
+            if double is not None:
+                stack.append((double, i, True))  # ``**`` takes no segment yet
+        return found
 
 
 def _subtree_items(node: _Node[_T]) -> Iterator[_T]:
