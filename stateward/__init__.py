@@ -8,6 +8,7 @@ sender of an action can await. Everything public is re-exported here.
 from __future__ import annotations
 
 from ._errors import (
+    AckDeadlockError as AckDeadlockError,
     ActionRejectedError as ActionRejectedError,
     CheckpointError as CheckpointError,
     CompactedError as CompactedError,
@@ -27,6 +28,7 @@ from ._errors import (
     StatewardError as StatewardError,
 )
 from ._json import JSON as JSON
+from ._limits import Limits as Limits, limits as limits, set_limits as set_limits
 from .actors import (
     Checkpointable as Checkpointable,
     CheckpointInfo as CheckpointInfo,
@@ -74,6 +76,7 @@ __all__ = [
     "JSON",
     "RAS",
     "Ack",
+    "AckDeadlockError",
     "AckReport",
     "Action",
     "ActionRejectedError",
@@ -94,6 +97,7 @@ __all__ = [
     "InvalidPathError",
     "InvalidValueError",
     "JsonSerializer",
+    "Limits",
     "LoggedAction",
     "Merge",
     "Overflow",
@@ -124,5 +128,7 @@ __all__ = [
     "SubscriberStatistics",
     "Subscription",
     "Transaction",
+    "limits",
     "open_state",
+    "set_limits",
 ]

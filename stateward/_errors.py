@@ -10,6 +10,7 @@ StatewardError(Exception)
 │   ├── PathConflictError               into a scalar, index out of range, ...
 │   ├── PathNotFoundError(+KeyError)    Delete(..., missing_ok=False) of nothing
 │   └── RevisionMismatchError           a Transaction's if_revision did not hold
+├── AckDeadlockError(+RuntimeError)     a handler awaited an Ack only it can give
 ├── StateClosedError                    you stopped it: the handle is closed
 ├── StateBrokenError                    it died under you: crashed or cancelled
 └── PersistenceError                    the files of a persisted state
@@ -26,6 +27,7 @@ and act on the fields.
 from __future__ import annotations
 
 __all__ = [
+    "AckDeadlockError",
     "ActionRejectedError",
     "CheckpointError",
     "CompactedError",
@@ -171,6 +173,28 @@ class CompactedError(StatewardError):
         super().__init__(
             f"revision {requested} is compacted: the history starts after "
             f"revision {oldest}; re-read the state and resume from >= {oldest}"
+        )
+
+
+class AckDeadlockError(StatewardError, RuntimeError):
+    """A handler awaited the Acks of an action that waits on its own subscriber.
+
+    That Ack can come only once the handler returns, so the wait could never
+    end. Send from the handler without awaiting ``acks()``, or await them in
+    another task.
+
+    Attributes:
+        subscriber: The subscriber whose handler waited.
+        revision: The revision of the receipt it waited on.
+    """
+
+    def __init__(self, subscriber: str, revision: int) -> None:
+        self.subscriber = subscriber
+        self.revision = revision
+        super().__init__(
+            f"the handler of subscriber {subscriber!r} awaited the acks of "
+            f"revision {revision}, which wait on that subscriber's own Ack: it "
+            "can only come once the handler returns"
         )
 
 

@@ -14,7 +14,15 @@ from typing import Any, Final, TypeAlias
 
 from ._errors import InvalidValueError
 
-__all__ = ["JSON", "MAX_VALUE_DEPTH", "copy_json", "json_equal", "own_json"]
+__all__ = [
+    "JSON",
+    "MAX_VALUE_DEPTH",
+    "check_json",
+    "copy_json",
+    "json_equal",
+    "json_size",
+    "own_json",
+]
 
 JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"
 """A strict JSON value."""
@@ -25,11 +33,21 @@ _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**64 - 1
 
 
-def own_json(value: object, what: str = "value") -> JSON:
+_UNLIMITED: Final = 1 << 62
+_NUMBER_SIZE: Final = 8  # what a number counts for in json_size (an estimate)
+
+
+def own_json(
+    value: object, what: str = "value", *, max_bytes: int | None = None
+) -> JSON:
     """Validate *value* as strict JSON and return a private deep copy of it.
 
     The copy is what makes a message independent of its sender: mutating the
     dict you passed to ``Set`` afterwards changes nothing in stateward.
+
+    With *max_bytes*, a value whose :func:`json_size` exceeds it is refused
+    as soon as the walk passes the limit (a huge value costs no more than
+    the limit to refuse).
 
     Raises:
         InvalidValueError: The first rule broken, naming where in the value.
@@ -38,55 +56,156 @@ def own_json(value: object, what: str = "value") -> JSON:
     if type(value) is int:
         if _INT_MIN <= value <= _INT_MAX:
             return value
-    elif type(value) is str and value.isascii():
+    elif (
+        type(value) is str
+        and value.isascii()
+        and (max_bytes is None or len(value) + 2 <= max_bytes)
+    ):
         return value
-    owned: JSON = _own(value, what, 0)
+    budget = [_UNLIMITED if max_bytes is None else max_bytes]
+    owned: JSON = _own(value, what, 0, budget)
     return owned
 
 
-def _own(value: Any, where: str, depth: int) -> Any:
+def _own(value: Any, where: str, depth: int, budget: list[int]) -> Any:
     # *value* is untrusted: typed Any here, checked by type() at run time.
+    # *budget* holds the bytes still allowed (json_size's estimate).
     t = type(value)
     if t is str:
         if not value.isascii():
             _check_text(value, where)
+        _spend(budget, len(value) + 2, where)
         return value
     if t is int:
         if not _INT_MIN <= value <= _INT_MAX:
             raise InvalidValueError(
                 where, "integer outside the signed/unsigned 64-bit range"
             )
+        _spend(budget, _NUMBER_SIZE, where)
         return value
     if t is bool or value is None:
+        _spend(budget, 5, where)
         return value
     if t is float:
         if not math.isfinite(value):
             raise InvalidValueError(where, f"{value!r} is not a finite number")
+        _spend(budget, _NUMBER_SIZE, where)
         return value
     if t is dict or t is list or t is tuple:
         if depth >= MAX_VALUE_DEPTH:
             raise InvalidValueError(
                 where, f"nested deeper than {MAX_VALUE_DEPTH} levels"
             )
+        _spend(budget, 2 + len(value), where)
         if t is dict:
             out: dict[str, JSON] = {}
             for key, item in value.items():
                 if type(key) is not str:
-                    reason = f"dict key {key!r} is a {type(key).__name__}, not a str"
+                    reason = f"dict key {key!r} is {_a(type(key).__name__)}, not a str"
                     raise InvalidValueError(where, reason)
                 if not key.isascii():
                     _check_text(key, where)
-                out[key] = _own(item, f"{where}[{key!r}]", depth + 1)
+                _spend(budget, len(key) + 3, where)
+                out[key] = _own(item, f"{where}[{key!r}]", depth + 1, budget)
             return out
-        return [_own(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
-    # Plain base types for subclasses such as IntEnum and StrEnum members.
+        return [
+            _own(item, f"{where}[{i}]", depth + 1, budget)
+            for i, item in enumerate(value)
+        ]
+    # Plain base types for subclasses such as IntEnum and StrEnum members,
+    # converted by the base type's own method: a subclass's __int__ or
+    # __float__ (which may raise anything) is never called.
     if isinstance(value, int):
-        return _own(int(value), where, depth)
+        return _own(int.__int__(value), where, depth, budget)
     if isinstance(value, float):
-        return _own(float(value), where, depth)
+        return _own(float.__float__(value), where, depth, budget)
     if isinstance(value, str):
-        return _own(str.__str__(value), where, depth)
-    raise InvalidValueError(where, f"a {t.__name__} is not JSON ({_short(value)})")
+        return _own(str.__str__(value), where, depth, budget)
+    raise InvalidValueError(where, f"{_a(t.__name__)} is not JSON ({_short(value)})")
+
+
+def _spend(budget: list[int], size: int, where: str) -> None:
+    budget[0] -= size
+    if budget[0] < 0:
+        reason = "larger than the size limit of one action (see stateward.limits())"
+        raise InvalidValueError(where, reason)
+
+
+def _a(noun: str) -> str:
+    """*noun* with its indefinite article: "an int", "a dict"."""
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
+
+
+def json_size(value: Any, limit: int = _UNLIMITED) -> int:
+    """Estimate the size of a valid JSON *value*'s encoding, in bytes.
+
+    Strings and keys count their length plus quotes, numbers 8, ``true``,
+    ``false`` and ``null`` 5, containers 2 plus one separator per item. The
+    walk stops once the total passes *limit* (the result is then > *limit*),
+    so measuring a huge value costs no more than the limit.
+    """
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        t = type(item)
+        if t is str:
+            total += len(item) + 2
+        elif t is dict:
+            total += 2 + len(item)
+            for key, child in item.items():
+                total += len(key) + 3
+                stack.append(child)
+        elif t is list:
+            total += 2 + len(item)
+            stack.extend(item)
+        elif t is int or t is float:
+            total += _NUMBER_SIZE
+        else:
+            total += 5
+        if total > limit:
+            return total
+    return total
+
+
+def check_json(value: Any, where: str = "value") -> None:
+    """Validate *value* as strict JSON in place, without copying it.
+
+    For values decoded from files, which are already private: the same rules
+    as :func:`own_json`, the size limit aside.
+
+    Raises:
+        InvalidValueError: The first rule broken, naming where in the value.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        t = type(item)
+        if t is str:
+            if not item.isascii():
+                _check_text(item, where)
+        elif t is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                reason = "integer outside the signed/unsigned 64-bit range"
+                raise InvalidValueError(where, reason)
+        elif t is float:
+            if not math.isfinite(item):
+                raise InvalidValueError(where, f"{item!r} is not a finite number")
+        elif t is dict or t is list:
+            if depth >= MAX_VALUE_DEPTH:
+                reason = f"nested deeper than {MAX_VALUE_DEPTH} levels"
+                raise InvalidValueError(where, reason)
+            if t is dict:
+                for key, child in item.items():
+                    if type(key) is not str:
+                        raise InvalidValueError(where, "a dict key is not a str")
+                    if not key.isascii():
+                        _check_text(key, where)
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        elif not (t is bool or item is None):
+            raise InvalidValueError(where, f"{_a(t.__name__)} is not JSON")
 
 
 def _check_text(text: str, where: str) -> None:

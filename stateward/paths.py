@@ -199,7 +199,7 @@ class PatternTrie(Generic[_T]):
     changes; the cache holds at most :attr:`CACHE_SIZE` paths.
     """
 
-    __slots__ = ("_cache", "_count", "_root")
+    __slots__ = ("_cache", "_count", "_root", "last_steps")
 
     CACHE_SIZE: Final = 4096
 
@@ -208,10 +208,22 @@ class PatternTrie(Generic[_T]):
         self._root: _Node[_T] = _Node()
         self._count = 0
         self._cache: dict[Segments, dict[_T, tuple[int, bool]]] = {}
+        self.last_steps = 0
+        """States the last uncached :meth:`match` visited (its cost, for tests)."""
 
     def __len__(self) -> int:
         """Count the items in the trie."""
         return self._count
+
+    def node_count(self) -> int:
+        """Count the trie's nodes, the root included (O(nodes))."""
+        count = 0
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            count += 1
+            stack.extend(node.children.values())
+        return count
 
     def add(self, pattern: Segments, item: _T) -> None:
         """Register *item* under *pattern* (already parsed)."""
@@ -314,6 +326,7 @@ class PatternTrie(Generic[_T]):
             double = children.get("**")
             if double is not None:
                 stack.append((double, i, True))  # ``**`` takes no segment yet
+        self.last_steps = len(seen)
         return found
 
 

@@ -21,7 +21,7 @@ from ._errors import (
     PathNotFoundError,
     RevisionMismatchError,
 )
-from ._json import JSON, copy_json, json_equal, own_json
+from ._json import JSON, _a, copy_json, json_equal, own_json
 from .messages.actions import Action, Delete, Merge, Ping, Set, Transaction
 from .messages.events import ChangeKind
 from .paths import PathLike, Segments, format_path, is_index, parse_path
@@ -339,7 +339,7 @@ class Tree:
             self._set(path, mapping, eq, changes, undo)
             return
         if type(target) is not dict:
-            reason = f"Merge needs a dict here, found a {type(target).__name__}"
+            reason = f"Merge needs a dict here, found {_a(type(target).__name__)}"
             raise PathConflictError(format_path(path), reason)
         for key, value in mapping.items():
             self._set((*path, key), value, eq, changes, undo)
@@ -365,7 +365,9 @@ def _equal(eq: EqualityOption, old: JSON, new: JSON) -> bool:
     if eq is False:
         return False
     try:
-        return bool(eq(old, new))
+        # Copies: a user's eq() never holds or changes a node of the tree, nor
+        # the action's own value.
+        return bool(eq(copy_json(old), copy_json(new)))
     except Exception as exc:
         # A user's eq() must not kill the actor: it rejects this action instead.
         reason = f"the eq callable raised {type(exc).__name__}: {exc}"
@@ -390,7 +392,7 @@ def _out_of_range(path: Segments, depth: int, length: int) -> NoReturn:
 
 def _not_container(path: Segments, depth: int, node: object) -> NoReturn:
     where = format_path(path[:depth]) or "the root"
-    reason = f"cannot go below {where!r}: it holds a {type(node).__name__}"
+    reason = f"cannot go below {where!r}: it holds {_a(type(node).__name__)}"
     raise PathConflictError(format_path(path), reason)
 
 

@@ -83,9 +83,9 @@ def test_lists_index_replace_and_append():
     [
         (Set("items.5", 1), r"index 5 is out of range for a list of length 1"),
         (Set("items.name", 1), r"segment 'name' must be a list index"),
-        (Set("items.0.x", 1), r"cannot go below 'items\.0': it holds a int"),
-        (Set("n.x.y", 1), r"cannot go below 'n': it holds a int"),
-        (Merge("n", {"a": 1}), r"Merge needs a dict here, found a int"),
+        (Set("items.0.x", 1), r"cannot go below 'items\.0': it holds an int"),
+        (Set("n.x.y", 1), r"cannot go below 'n': it holds an int"),
+        (Merge("n", {"a": 1}), r"Merge needs a dict here, found an int"),
         (Delete("", missing_ok=True), r"the root cannot be deleted"),
     ],
 )

@@ -9,20 +9,30 @@ because one is made per action on the hot path.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final, final
 
 import anyio
 import anyio.lowlevel
 
+from .._errors import AckDeadlockError
 from ..messages.acks import Ack, AckReport, ResultCode
 from ._util import NoPublicConstructor
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from ._mailbox import LoopEvent
+    from .subscriber import Subscriber
 
-__all__ = ["Receipt", "new_receipt"]
+__all__ = ["Receipt", "current_subscriber", "new_receipt"]
+
+
+current_subscriber: ContextVar[Subscriber | None] = ContextVar(
+    "stateward_current_subscriber", default=None
+)
+"""The subscriber whose task (its handler) runs in this context, if any."""
+
 
 _EMPTY_REPORT: Final = AckReport(ResultCode.ALL_SUBS_SUCCESS, (), ())
 
@@ -51,6 +61,7 @@ class Receipt(metaclass=NoPublicConstructor):
         "_answers",
         "_done",
         "_new_event",
+        "_owner",
         "_pending",
         "action_id",
         "changed",
@@ -72,6 +83,8 @@ class Receipt(metaclass=NoPublicConstructor):
     _answers: list[tuple[str, int | None, str]] | None
     _new_event: Callable[[], LoopEvent] | None
     _done: LoopEvent | None  # made on the first wait: most receipts never wait
+    # The actor's subscribers by name (to tell that a handler waits on itself).
+    _owner: Mapping[str, Subscriber] | None
 
     def __repr__(self) -> str:
         return (
@@ -90,12 +103,20 @@ class Receipt(metaclass=NoPublicConstructor):
         Args:
             timeout: Seconds to wait at most; None waits until every
                 subscriber answered or gave up.
+
+        Raises:
+            AckDeadlockError: Called from a subscriber's handler (or a task it
+                started) while this receipt waits on that same subscriber's
+                Ack, which cannot come before the handler returns.
         """
         pending = self._pending
         if pending is None:
             await anyio.lowlevel.checkpoint()
             return _EMPTY_REPORT
         if pending:
+            me = current_subscriber.get()
+            if me is not None and me.busy_with(self):
+                raise AckDeadlockError(me.name, self.revision)
             if self._done is None:
                 assert self._new_event is not None
                 self._done = self._new_event()
@@ -160,6 +181,7 @@ def new_receipt(
     subscribers: tuple[str, ...] = (),
     new_event: Callable[[], LoopEvent] | None = None,
     derive_errors: tuple[str, ...] = (),
+    owner: Mapping[str, Subscriber] | None = None,
 ) -> Receipt:
     """Make a receipt; with *subscribers*, one that collects their Acks.
 
@@ -178,4 +200,5 @@ def new_receipt(
     receipt._answers = None
     receipt._new_event = new_event
     receipt._done = None
+    receipt._owner = owner
     return receipt

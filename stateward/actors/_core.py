@@ -257,7 +257,7 @@ class _Core:
             return
         names = tuple([sub.name for sub in routed])
         receipt = request.receipt = new_receipt(
-            revision, True, action.id, names, self.new_event, errors
+            revision, True, action.id, names, self.new_event, errors, self.subscribers
         )
         outbox = self.outbox
         for sub, events in routed.items():
@@ -397,7 +397,12 @@ class _Core:
             events = routed.get(sub)
             if events:
                 receipt = new_receipt(
-                    old.revision, True, old.action_id, (sub.name,), self.new_event
+                    old.revision,
+                    True,
+                    old.action_id,
+                    (sub.name,),
+                    self.new_event,
+                    owner=self.subscribers,
                 )
                 backlog.append(_Delivery(old.revision, tuple(events), receipt))
         if older:
@@ -410,7 +415,12 @@ class _Core:
             if not events:
                 continue
             receipt = new_receipt(
-                entry.revision, True, entry.action.id, (sub.name,), self.new_event
+                entry.revision,
+                True,
+                entry.action.id,
+                (sub.name,),
+                self.new_event,
+                owner=self.subscribers,
             )
             delivery = _Delivery(entry.revision, tuple(events), receipt)
             while j < len(pending) and pending[j].revision < entry.revision:

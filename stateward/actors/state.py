@@ -19,7 +19,7 @@ every subscriber sees changes in revision order.
 from __future__ import annotations
 
 import os
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, final
 
 import anyio
@@ -45,7 +45,7 @@ from .persistence import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator, Iterable, Iterator
 
     from anyio.abc import TaskStatus
 
@@ -135,26 +135,29 @@ class StateActor:
             tree = recovered.tree
         finished: anyio.Event | None = None
         try:
-            async with anyio.create_task_group() as tg:
-                log = ActionLog(self.action_log, Redactor(self.redact))
-                core = _Core(tree, tg, self.mailbox_size, History(self.history), log)
-                if config is not None:
-                    persister = Persister(core, recovered.journal, config)
-                    core.persister = persister
-                    tg.start_soon(persister.run, name="stateward persistence")
-                finished = core.finished
-                handle = StateHandle._create(core)
-                task_status.started(handle)
-                try:
-                    await core.loop()
-                except BaseException as exc:
-                    # Cancelled or crashed: whoever still waits must hear of it.
-                    core.broken = exc
-                    raise
-                finally:
-                    core.shut_down()
-                await core.wait_subscribers()
-                tg.cancel_scope.cancel()
+            with _unwrap_exit():
+                async with anyio.create_task_group() as tg:
+                    log = ActionLog(self.action_log, Redactor(self.redact))
+                    core = _Core(
+                        tree, tg, self.mailbox_size, History(self.history), log
+                    )
+                    if config is not None:
+                        persister = Persister(core, recovered.journal, config)
+                        core.persister = persister
+                        tg.start_soon(persister.run, name="stateward persistence")
+                    finished = core.finished
+                    handle = StateHandle._create(core)
+                    task_status.started(handle)
+                    try:
+                        await core.loop()
+                    except BaseException as exc:
+                        # Cancelled or crashed: whoever still waits must hear of it.
+                        core.broken = exc
+                        raise
+                    finally:
+                        core.shut_down()
+                    await core.wait_subscribers()
+                    tg.cancel_scope.cancel()
         finally:
             if persister is not None:
                 persister.journal.close()
@@ -162,6 +165,33 @@ class StateActor:
                 unlock_directory(lock)
             if finished is not None:
                 finished.set()
+
+
+@contextmanager
+def _unwrap_exit() -> Iterator[None]:
+    """Let a KeyboardInterrupt or SystemExit out of a task group as itself.
+
+    A handler's Ctrl-C or ``sys.exit()`` stops the actor (see ``Handler``);
+    the caller should get that exception, not a group around it.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf = _exit_in(group)
+        if leaf is None:
+            raise
+        raise leaf from None
+
+
+def _exit_in(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    for exc in group.exceptions:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _exit_in(exc)
+            if found is not None:
+                return found
+    return None
 
 
 @asynccontextmanager
@@ -220,21 +250,22 @@ async def open_state(
         redact=_to_patterns(redact),
     )
     error: BaseException | None = None
-    async with anyio.create_task_group() as tg:
-        try:
-            handle: StateHandle = await tg.start(actor.run)
-        except Exception as exc:  # noqa: BLE001 - re-raised below, never swallowed
-            # Startup failed (the lock, recovery): raise it as it is, unwrapped.
-            error = exc
-        if error is None:
+    with _unwrap_exit():
+        async with anyio.create_task_group() as tg:
             try:
-                yield handle
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                # Re-raised below, outside the task group, so that the caller
-                # gets its own exception back, not wrapped in an ExceptionGroup.
+                handle: StateHandle = await tg.start(actor.run)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, never swallowed
+                # Startup failed (the lock, recovery): raise it as it is, unwrapped.
                 error = exc
-                tg.cancel_scope.cancel()
-            else:
-                await handle.stop()
+            if error is None:
+                try:
+                    yield handle
+                except BaseException as exc:  # noqa: BLE001 - re-raised below
+                    # Re-raised below, outside the task group, so that the caller
+                    # gets its own exception back, not wrapped in an ExceptionGroup.
+                    error = exc
+                    tg.cancel_scope.cancel()
+                else:
+                    await handle.stop()
     if error is not None:
         raise error

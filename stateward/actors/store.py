@@ -24,15 +24,22 @@ import json
 import logging
 import os
 import pickle
+import sys
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Final, Protocol, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast, final
 
 import anyio
 from anyio.from_thread import start_blocking_portal
 
-from .._errors import ActionRejectedError, InvalidActionError
+from .._checks import check_int
+from .._errors import (
+    ActionRejectedError,
+    InvalidActionError,
+    RevisionMismatchError,
+    StateClosedError,
+)
 from .._json import JSON, own_json
 from ..messages.acks import RAS
 from ..messages.actions import Action, Delete, Set, Transaction
@@ -111,7 +118,11 @@ _TXN: Final = threading.local()
 
 
 def _pending() -> dict[int, tuple[Tree, list[Action]]]:
-    """This thread's open transactions, by Store: (scratch tree, actions)."""
+    """This thread's open transactions, by Store: (scratch tree, actions).
+
+    The scratch tree's revision is the state's revision when the
+    transaction began (its ``if_revision``).
+    """
     pending: dict[int, tuple[Tree, list[Action]]] = _TXN.__dict__.setdefault(
         "pending", {}
     )
@@ -177,11 +188,21 @@ class Store:
             raise InvalidActionError("state_file", reason)
         if initial is not None and default is not None:
             raise InvalidActionError("default", "give initial or default, not both")
+        trio = sys.modules.get("trio")
+        if backend == "trio" and trio is not None and trio.lowlevel.in_trio_task():
+            reason = (
+                "a Store cannot start a trio loop inside a running trio task "
+                "(its calls would block that loop); use open_state there, or "
+                "backend='asyncio'"
+            )
+            raise InvalidActionError("backend", reason)
         start = own_json(default if initial is None else initial, "initial")
         self._file = None if state_file is None else os.fspath(state_file)
         self._serializer: Serializer = serializer or JsonSerializer()
         self._autosave = bool(autosave) and self._file is not None
         self._save_lock = threading.Lock()
+        self._txn_lock = threading.Lock()
+        self._saved_revision = 0  # the revision the file holds (loaded or saved)
         if self._file is not None:
             start = self._load(self._file, start)
         self._portal_cm = start_blocking_portal(backend)
@@ -202,6 +223,21 @@ class Store:
             self._portal_cm.__exit__(None, None, None)
             raise
         self._closed = False
+
+    def _call(self, fn: Callable[..., Any], *args: object) -> Any:
+        """Run *fn* on the actor's loop and wait for it; closed: a typed error."""
+        if self._closed:
+            raise StateClosedError("the Store was closed")
+        try:
+            return self._portal.call(fn, *args)
+        except RuntimeError:
+            if self._closed:  # closed by another thread meanwhile
+                raise StateClosedError("the Store was closed") from None
+            raise
+
+    def _read_all(self) -> tuple[int, JSON]:
+        """The revision and the whole tree, read at one instant (on the loop)."""
+        return self._state.revision, self._state.get_nowait("")
 
     def _load(self, path: str, start: JSON) -> JSON:
         try:
@@ -237,7 +273,7 @@ class Store:
         scratch = self._scratch()
         if scratch is not None:
             return scratch.read(path, default)
-        value: JSON = self._portal.call(self._state.get, path, default)
+        value: JSON = self._call(self._state.get, path, default)
         return value
 
     def get_state(self) -> JSON:
@@ -273,7 +309,7 @@ class Store:
             _pending()[id(self)][1].append(action)
             return True
         try:
-            self._portal.call(self._state.send, action)
+            self._call(self._state.send, action)
         except ActionRejectedError:
             return False
         if self._autosave:
@@ -287,27 +323,63 @@ class Store:
         Writes inside are checked against a private copy of the tree and
         visible to :meth:`get` in this thread only. An exception in the block
         discards them: the tree and the file stay as they were. Nested
-        transactions join the outer one.
+        transactions join the outer one; only the outermost applies (and, with
+        ``autosave``, saves) anything.
+
+        Isolation: transactions of one Store run one at a time (a second
+        thread's ``transaction()`` waits for the first to end), so a
+        read-modify-write inside one never loses another transaction's
+        update. A plain :meth:`set` or :meth:`delete` from another thread
+        may still land in between: then the group is applied only if the
+        state is still at the revision the transaction read
+        (``Transaction(..., if_revision=...)``), and otherwise nothing is
+        applied and :class:`~stateward.RevisionMismatchError` is raised. Use
+        :meth:`update` to retry such a group automatically.
 
         Raises:
-            ActionRejectedError: Another thread's write made the group
-                impossible by the time it was applied; nothing was applied.
+            RevisionMismatchError: A write outside the transaction landed
+                since it began; nothing was applied.
+            ActionRejectedError: The group cannot be applied; nothing was.
         """
         pending = _pending()
         if id(self) in pending:
             yield self
             return
-        pending[id(self)] = (Tree(self.get_state()), [])
-        try:
-            yield self
-        except BaseException:
-            del pending[id(self)]
-            raise
-        _, actions = pending.pop(id(self))
-        if actions:
-            self._portal.call(self._state.send, Transaction(actions))
-            if self._autosave:
-                self.save()
+        with self._txn_lock:
+            revision, root = self._call(self._read_all)
+            pending[id(self)] = (Tree(root, revision=revision), [])
+            try:
+                yield self
+            except BaseException:
+                del pending[id(self)]
+                raise
+            _, actions = pending.pop(id(self))
+            if actions:
+                self._call(self._state.send, Transaction(actions, if_revision=revision))
+                if self._autosave:
+                    self.save()
+
+    def update(self, fn: Callable[[Store], object], *, attempts: int = 10) -> object:
+        """Run *fn(store)* in a :meth:`transaction`, again on a conflict.
+
+        For read-modify-write code: ``store.update(lambda s: s.set("n",
+        s.get("n") + 1))``. *fn* may run more than once, so it should only
+        read and write this Store. Returns what *fn* returned.
+
+        Raises:
+            RevisionMismatchError: Still conflicting after *attempts* tries.
+        """
+        check_int("attempts", attempts, 1)
+        for attempt in range(attempts):
+            try:
+                with self.transaction():
+                    result = fn(self)
+            except RevisionMismatchError:
+                if attempt + 1 == attempts:
+                    raise
+                continue
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _scratch(self) -> Tree | None:
         entry = _pending().get(id(self))
@@ -334,11 +406,11 @@ class Store:
         subscribe = functools.partial(
             self._state.subscribe, pattern, _sync_handler(callback), name=name
         )
-        subscription = self._portal.call(subscribe)
+        subscription = self._call(subscribe)
 
         def unsubscribe() -> None:
-            with contextlib.suppress(RuntimeError):  # the Store was closed already
-                self._portal.call(subscription.unsubscribe)
+            with contextlib.suppress(StateClosedError):  # closed already: nothing to do
+                self._call(subscription.unsubscribe)
 
         return unsubscribe
 
@@ -358,10 +430,17 @@ class Store:
         target = self._file if path is None else os.fspath(path)
         if target is None:
             raise InvalidActionError("path", "this Store has no state_file")
-        root = self._portal.call(self._state.get, "")
-        data = self._serializer.dumps(root)
+        own = target == self._file
+        # Read under the lock: saves reach the file in revision order, so an
+        # older tree is never written over a newer one.
         with self._save_lock:
+            revision, root = self._call(self._read_all)
+            if own and revision < self._saved_revision:
+                return target  # a newer tree is already there
+            data = self._serializer.dumps(root)
             Files().write_atomic(target, data)
+            if own:
+                self._saved_revision = revision
         return target
 
     def close(self) -> None:
@@ -369,7 +448,7 @@ class Store:
         if self._closed:
             return
         try:
-            if self._file is not None:
+            if self._file is not None and self._dirty():
                 self.save()
         finally:
             self._closed = True
@@ -377,6 +456,12 @@ class Store:
                 self._state_cm.__exit__(None, None, None)
             finally:
                 self._portal_cm.__exit__(None, None, None)
+
+    def _dirty(self) -> bool:
+        """Whether the tree changed since the file was loaded or saved."""
+        return self._state.revision > self._saved_revision or not os.path.lexists(
+            cast("str", self._file)
+        )
 
     def __enter__(self) -> Store:
         """Return the store itself."""

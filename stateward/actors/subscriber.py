@@ -25,9 +25,11 @@ Memory per subscriber is bounded by ``mailbox_size`` deliveries.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import inspect
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -39,6 +41,7 @@ import attrs
 
 from ..messages.acks import RAS
 from ..messages.events import Resync, StateChanged
+from ._ack import current_subscriber
 
 if TYPE_CHECKING:
     from ..paths import Segments
@@ -65,6 +68,16 @@ Handler: TypeAlias = Callable[
 ``None`` counts as success (so a plain ``print`` handler works), any other int
 is the code (1 = success), and raising is answered as ``RAS.ERROR`` with the
 error's text. A sync handler runs on the event loop: keep it quick.
+
+Any exception a handler raises becomes its failed Ack, a ``BaseException``
+included (a ``GeneratorExit``, or an ``asyncio.CancelledError`` the handler
+raised itself), and the subscriber keeps running. Three things are not
+answered: a real cancellation of the subscriber (it propagates, as every
+cancellation must), and ``KeyboardInterrupt`` and ``SystemExit``, which stop
+the whole state actor in order: every waiting sender gets
+:class:`~stateward.StateBrokenError`, a persisted state closes its files and
+releases its lock (every acknowledged action is on disk), and the exception
+leaves :meth:`StateActor.run` (and :func:`~stateward.open_state`) as itself.
 """
 
 
@@ -283,6 +296,15 @@ class Subscriber:
         while self._queue:
             self._queue.popleft().receipt._give_up(self.name)
 
+    def busy_with(self, receipt: Receipt) -> bool:
+        """Whether *receipt* waits on this subscriber's Ack (never blocks)."""
+        owner = receipt._owner
+        return (
+            owner is not None
+            and owner.get(self.name) is self
+            and self.name in (receipt._pending or ())
+        )
+
     def idle(self) -> bool:
         """Whether nothing waits for, or runs in, the handler right now."""
         return not (self._backlog or self._queue or self._current or self._resync)
@@ -315,6 +337,7 @@ class Subscriber:
 
     async def run(self) -> None:
         """Take deliveries in order and answer each with an Ack, until closed."""
+        current_subscriber.set(self)
         try:
             with anyio.CancelScope() as self._scope:
                 if self._closed and not self._drain:
@@ -389,6 +412,10 @@ class Subscriber:
                         result = await result
                 except Exception as exc:  # noqa: BLE001 - as in _invoke
                     code, text = _failure(exc)
+                except BaseException as exc:
+                    if _must_propagate(exc):
+                        raise
+                    code, text = _failure(exc)
                 else:
                     code, text = _code(result)
             else:
@@ -433,7 +460,35 @@ class Subscriber:
                 result = await result
         except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack; the subscriber keeps running
             return _failure(exc)
+        except BaseException as exc:
+            if _must_propagate(exc):
+                raise
+            return _failure(exc)
         return _code(result)
+
+
+def _must_propagate(exc: BaseException) -> bool:
+    """Whether a handler's *exc* must leave the subscriber (see :data:`Handler`).
+
+    A real cancellation, Ctrl-C and SystemExit do (in a group too); anything
+    else is the handler's own failure, answered as a failed Ack. A
+    cancellation is real when a cancel scope around the handler was
+    cancelled or, on asyncio, when the task has a cancellation request: an
+    ``asyncio.CancelledError`` the handler raised of its own has neither.
+    """
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_must_propagate(inner) for inner in exc.exceptions)
+    cancelled = anyio.get_cancelled_exc_class()
+    if not isinstance(exc, cancelled):
+        return False
+    if cancelled is not asyncio.CancelledError:
+        return True  # trio.Cancelled has no public constructor: always real
+    if anyio.current_effective_deadline() == -math.inf:
+        return True
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _awaitable(result: object) -> TypeGuard[Awaitable[int | None]]:
@@ -445,7 +500,7 @@ def _awaitable(result: object) -> TypeGuard[Awaitable[int | None]]:
     return inspect.isawaitable(result)
 
 
-def _failure(exc: Exception) -> tuple[int, str]:
+def _failure(exc: BaseException) -> tuple[int, str]:
     """The (RAS code, message) of a handler that raised *exc*."""
     return RAS.ERROR, f"{type(exc).__name__}: {exc}"
 

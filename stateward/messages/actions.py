@@ -18,12 +18,13 @@ import functools
 import itertools
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, TypeAlias, final
+from typing import Any, TypeAlias, cast, final
 
 import attrs
 
+from .. import _limits
 from .._errors import InvalidActionError
-from .._json import JSON, own_json
+from .._json import JSON, json_size, own_json
 from ..paths import PathLike, format_path, parse_path
 
 __all__ = ["Action", "Delete", "EqualityOption", "Merge", "Ping", "Set", "Transaction"]
@@ -32,7 +33,8 @@ EqualityOption: TypeAlias = "bool | Callable[[JSON, JSON], bool]"
 """``True``: a write equal (as JSON) to the current value changes nothing and
 emits nothing. ``False``: always write and emit. A callable ``eq(old, new) ->
 bool``: your own notion of "equal" (it runs inside the state actor, so keep it
-quick and free of side effects)."""
+quick and free of side effects). It receives private copies of the current and
+the new value: nothing it does to them reaches the tree."""
 
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
@@ -58,7 +60,16 @@ def _canonical_str(path: str) -> str:
 def _own_payload(value: object) -> JSON:
     if value is None:  # the default: skip the call
         return None
-    return own_json(value, "payload")
+    return own_json(value, "payload", max_bytes=_limits._current.max_action_bytes)
+
+
+def _own_value(value: object) -> JSON:
+    return own_json(value, "value", max_bytes=_limits._current.max_action_bytes)
+
+
+def _check_bool(_inst: object, attr: attrs.Attribute[bool], value: object) -> None:
+    if type(value) is not bool:
+        raise InvalidActionError(attr.name, f"must be True or False (got {value!r})")
 
 
 def _check_source(
@@ -107,8 +118,9 @@ class Set(Action):
 
     path: str = attrs.field(converter=_canonical)
     """The canonical path (dot form, or slash form when a key holds a dot)."""
-    value: JSON = attrs.field(converter=own_json)
-    """The value, validated as strict JSON and privately copied."""
+    value: JSON = attrs.field(converter=_own_value)
+    """The value, validated as strict JSON and privately copied; at most
+    :attr:`~stateward.Limits.max_action_bytes` (estimated JSON size)."""
     eq: EqualityOption = attrs.field(default=True, kw_only=True, validator=_check_eq)
     """When an equal write is skipped; see :data:`EqualityOption`."""
 
@@ -124,7 +136,7 @@ class Delete(Action):
 
     path: str = attrs.field(converter=_canonical)
     """The canonical path."""
-    missing_ok: bool = attrs.field(default=True, kw_only=True)
+    missing_ok: bool = attrs.field(default=True, kw_only=True, validator=_check_bool)
     """Whether deleting a missing path is a quiet no-op."""
 
 
@@ -133,7 +145,8 @@ def _own_mapping(value: object) -> dict[str, JSON]:
         raise InvalidActionError(
             "mapping", f"must be a mapping (got {type(value).__name__})"
         )
-    owned = own_json(dict(value), "mapping")
+    limit = _limits._current.max_action_bytes
+    owned = own_json(dict(value), "mapping", max_bytes=limit)
     assert isinstance(owned, dict)  # own_json keeps a dict a dict
     return owned
 
@@ -170,11 +183,69 @@ def _own_actions(value: object) -> tuple[Action, ...]:
     if isinstance(value, Action) or not isinstance(value, list | tuple):
         reason = f"must be a list or tuple of actions (got {type(value).__name__})"
         raise InvalidActionError("actions", reason)
+    limits = _limits._current
+    if len(value) > limits.max_transaction_actions:
+        reason = _too_many(len(value), limits.max_transaction_actions)
+        raise InvalidActionError("actions", reason)
     for i, item in enumerate(value):
         if not isinstance(item, Action) or type(item) is Action:
             reason = f"item {i} is not an action: {item!r}"
             raise InvalidActionError("actions", reason)
+    count, size = _measure(value, 1, limits)
+    if count > limits.max_transaction_actions:
+        raise InvalidActionError(
+            "actions", _too_many(count, limits.max_transaction_actions)
+        )
+    if size > limits.max_action_bytes:
+        reason = (
+            f"the actions' values add up to more than {limits.max_action_bytes} "
+            "bytes, the size limit of one action (see stateward.limits())"
+        )
+        raise InvalidActionError("actions", reason)
     return tuple(value)
+
+
+def _too_many(count: int, limit: int) -> str:
+    return (
+        f"a Transaction may hold at most {limit} actions, nested ones included "
+        f"(got {count}; see stateward.limits())"
+    )
+
+
+def _measure(
+    actions: list[Action] | tuple[Action, ...], depth: int, limits: _limits.Limits
+) -> tuple[int, int]:
+    """(actions, estimated bytes) of *actions*, nested ones counted one by one.
+
+    Stops early once either limit is passed. The recursion is bounded by
+    ``max_transaction_depth``: deeper nesting raises before descending.
+    """
+    if depth > limits.max_transaction_depth:
+        reason = (
+            f"Transactions nested deeper than {limits.max_transaction_depth} "
+            "levels (see stateward.limits())"
+        )
+        raise InvalidActionError("actions", reason)
+    count = 0
+    size = 0
+    for action in actions:
+        t = type(action)
+        if t is Transaction:
+            inner = cast("Transaction", action)
+            more, extra = _measure(inner.actions, depth + 1, limits)
+            count += more
+            size += extra
+        else:
+            count += 1
+            room = limits.max_action_bytes - size
+            if t is Set:
+                size += json_size(cast("Set", action).value, room)
+            elif t is Merge:
+                size += json_size(cast("Merge", action).mapping, room)
+        size += json_size(action.payload, limits.max_action_bytes - size)
+        if count > limits.max_transaction_actions or size > limits.max_action_bytes:
+            break
+    return count, size
 
 
 def _check_revision(

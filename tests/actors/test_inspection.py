@@ -42,7 +42,7 @@ async def test_the_action_log_keeps_the_last_actions_and_their_results() -> None
         assert (first.revision, first.source) == (2, "worker-1")
         assert first.changes == (("n", 2), ("inv", 0.5))
         assert log[2].result == (
-            "rejected: cannot apply at 'x.y': cannot go below 'x': it holds a int"
+            "rejected: cannot apply at 'x.y': cannot go below 'x': it holds an int"
         )
         assert log[2].changes == ()  # nothing of it was applied
     async with open_state({}, action_log=0) as state:

@@ -1,0 +1,220 @@
+"""Inputs and handlers that once could kill, freeze or silently change a state."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import anyio
+import pytest
+
+from stateward import (
+    RAS,
+    AckDeadlockError,
+    InvalidActionError,
+    InvalidValueError,
+    Set,
+    StateBrokenError,
+    Transaction,
+    limits,
+    open_state,
+    set_limits,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_10_alternating_globstar_pattern_routes_a_deep_write():
+    """'**.*.**.*...' patterns once froze the loop for minutes on one write."""
+    async with open_state({}) as state:
+        seen = []
+        await state.subscribe(".".join(["**", "*"] * 16), seen.append, name="s")
+        deep = ".".join(f"k{i}" for i in range(60))
+        with anyio.fail_after(10):
+            receipt = await state.send(Set(deep, 1))
+            report = await receipt.acks(timeout=5)
+        assert report.ok
+        assert [e.path for e in seen] == [deep]
+
+
+def test_10_deeply_nested_transaction_is_refused_at_the_sender():
+    action = Set("a", 1)
+    depth = limits().max_transaction_depth
+    for _ in range(depth):
+        action = Transaction([action])
+    with pytest.raises(InvalidActionError, match=r"nested deeper than 16 levels"):
+        Transaction([action])
+
+
+def test_10_huge_transaction_is_refused_at_the_sender():
+    limit = limits().max_transaction_actions
+    sets = [Set(f"k.{i}", i) for i in range(limit + 1)]
+    with pytest.raises(InvalidActionError, match=r"at most 10000 actions"):
+        Transaction(sets)
+    # nested ones count one by one
+    half = Transaction(sets[: limit // 2 + 1])
+    with pytest.raises(InvalidActionError, match=r"nested ones included"):
+        Transaction([half, half])
+    Transaction(sets[:limit])  # at the limit: accepted
+
+
+def test_10_oversized_values_are_refused_at_the_sender():
+    big = limits().max_action_bytes
+    with pytest.raises(InvalidValueError, match=r"larger than the size limit"):
+        Set("a", "x" * big)
+    with pytest.raises(InvalidValueError, match=r"larger than the size limit"):
+        Set("a", list(range(big // 8)))
+    with pytest.raises(InvalidValueError, match=r"at payload.*size limit"):
+        Set("a", 1, payload={"k": "x" * big})
+    parts = [Set(f"k{i}", "x" * (big // 4)) for i in range(5)]
+    with pytest.raises(InvalidActionError, match=r"add up to more than"):
+        Transaction(parts)
+
+
+def test_10_limits_are_configurable_and_checked():
+    previous = set_limits(max_action_bytes=1000, max_transaction_actions=3)
+    try:
+        assert limits().max_action_bytes == 1000
+        with pytest.raises(InvalidValueError):
+            Set("a", "x" * 1000)
+        with pytest.raises(InvalidActionError):
+            Transaction([Set("a", 1)] * 4)
+        with pytest.raises(InvalidActionError, match=r"max_transaction_depth"):
+            set_limits(max_transaction_depth=65)
+        with pytest.raises(InvalidActionError, match=r"max_action_bytes"):
+            set_limits(max_action_bytes="big")  # type: ignore[arg-type]
+    finally:
+        set_limits(
+            max_action_bytes=previous.max_action_bytes,
+            max_transaction_actions=previous.max_transaction_actions,
+        )
+    assert limits() == previous
+
+
+class _Raise:
+    def __init__(self, exc):
+        self.exc = exc
+
+    async def __call__(self, event):
+        raise self.exc
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [asyncio.CancelledError(), GeneratorExit(), BaseException("odd")],
+    ids=["asyncio-CancelledError", "GeneratorExit", "BaseException"],
+)
+async def test_10_a_handlers_base_exception_is_a_failed_ack(exc):
+    async with open_state({}) as state:
+        calls = []
+
+        async def handler(event):
+            calls.append(event.revision)
+            if len(calls) == 1:
+                raise exc
+            return RAS.SUCCESS
+
+        await state.subscribe("a", handler, name="h")
+        with anyio.fail_after(5):
+            first = await (await state.send(Set("a", 1))).acks()
+            second = await (await state.send(Set("a", 2))).acks()
+        assert first.acks[0].ras == RAS.ERROR
+        assert type(exc).__name__ in first.acks[0].message
+        assert second.ok  # the subscriber keeps running
+        assert await state.get("a") == 2
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_10_ctrl_c_in_a_handler_stops_the_state_in_order(tmp_path, backend, exc_type):
+    """The exception leaves the event loop as itself; the files close cleanly.
+
+    (A plain test, not an anyio one: on asyncio a KeyboardInterrupt leaves
+    the event loop itself, as ``asyncio.run`` documents.)
+    """
+    refused = []
+
+    async def main():
+        with anyio.fail_after(10):
+            async with open_state({}, state_dir=tmp_path) as state:
+                await state.send(Set("kept", 1), durable=True)
+
+                async def handler(event):
+                    raise exc_type()
+
+                async def sender():
+                    try:
+                        while True:
+                            await state.send(Set("more", 1, eq=False))
+                    except StateBrokenError as exc:
+                        refused.append(exc)
+
+                await state.subscribe("boom", handler, name="h")
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(sender)
+                    await state.send(Set("boom", 1))
+                    await anyio.sleep_forever()
+
+    with pytest.raises(exc_type):
+        anyio.run(main, backend=backend)
+    if backend == "trio":  # asyncio.run cancels every task instead
+        assert refused
+
+    async def reopen():
+        with anyio.fail_after(10):
+            async with open_state({}, state_dir=tmp_path) as again:
+                return await again.get("kept")
+
+    assert anyio.run(reopen, backend=backend) == 1
+
+
+async def test_10_eq_gets_copies_and_cannot_change_the_tree():
+    async with open_state({"a": {"list": [1, 2]}}) as state:
+        kept = []
+
+        def eq(old, new):
+            kept.append(old)
+            old["list"].append("sneaky")
+            new["list"].append("sneaky")
+            return False
+
+        receipt = await state.send(Set("a", {"list": [1, 2]}, eq=eq))
+        assert receipt.changed
+        kept[0]["list"].append("later")
+        assert await state.get("a") == {"list": [1, 2]}
+
+
+async def test_10_a_handler_awaiting_its_own_acks_gets_a_typed_error():
+    async with open_state({}) as state:
+        outcome = []
+
+        async def handler(event):
+            if event.path == "a":
+                receipt = await state.send(Set("b", 1))  # routed to us too
+                try:
+                    await receipt.acks()
+                except AckDeadlockError as exc:
+                    outcome.append(exc)
+            return RAS.SUCCESS
+
+        await state.subscribe("", handler, name="me")
+        with anyio.fail_after(5):
+            report = await (await state.send(Set("a", 1))).acks()
+        assert report.ok
+        assert len(outcome) == 1
+        assert re.match(r"the handler of subscriber 'me' awaited", str(outcome[0]))
+
+
+async def test_10_a_handler_may_await_acks_of_other_subscribers():
+    async with open_state({}) as state:
+        reports = []
+
+        async def waiter(event):
+            receipt = await state.send(Set("other", event.new_value))
+            reports.append(await receipt.acks(timeout=5))
+
+        await state.subscribe("a", waiter, name="waiter")
+        await state.subscribe("other", lambda e: None, name="other")
+        with anyio.fail_after(5):
+            await (await state.send(Set("a", 1))).acks()
+        assert reports[0].ok and [a.subscriber for a in reports[0].acks] == ["other"]
