@@ -7,25 +7,41 @@ rule and the value, so that a bad option fails where it is given.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._errors import InvalidActionError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["check_int", "check_seconds", "int_validator", "seconds_validator"]
+__all__ = [
+    "MAX_MAILBOX",
+    "check_int",
+    "check_seconds",
+    "int_validator",
+    "seconds_validator",
+]
 
 
 def check_int(
-    field: str, value: object, minimum: int, *, optional: bool = False
+    field: str,
+    value: object,
+    minimum: int,
+    *,
+    optional: bool = False,
+    maximum: int | None = None,
 ) -> None:
-    """*value* must be an int >= *minimum* (or None, when *optional*)."""
+    """*value* must be an int >= *minimum*, <= *maximum* (or None, when *optional*)."""
     if optional and value is None:
         return
-    if type(value) is not int or value < minimum:
+    if (
+        type(value) is not int
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         none = "None or " if optional else ""
-        reason = f"must be {none}an int >= {minimum} (got {value!r})"
+        most = "" if maximum is None else f" and <= {maximum}"
+        reason = f"must be {none}an int >= {minimum}{most} (got {value!r})"
         raise InvalidActionError(field, reason)
 
 
@@ -46,11 +62,18 @@ def check_seconds(
         raise InvalidActionError(field, reason)
 
 
-def int_validator(minimum: int) -> Callable[[Any, Any, object], None]:
+MAX_MAILBOX: Final = 1 << 20
+"""The largest mailbox (and history, action log) size accepted: memory stays
+bounded by what a user can mean."""
+
+
+def int_validator(
+    minimum: int, maximum: int | None = None
+) -> Callable[[Any, Any, object], None]:
     """An attrs validator: :func:`check_int` on the field."""
 
     def validate(_inst: Any, attr: Any, value: object) -> None:
-        check_int(attr.name, value, minimum)
+        check_int(attr.name, value, minimum, maximum=maximum)
 
     return validate
 

@@ -168,11 +168,14 @@ def json_size(value: Any, limit: int = _UNLIMITED) -> int:
     return total
 
 
-def check_json(value: Any, where: str = "value") -> None:
+def check_json(
+    value: Any, where: str = "value", max_depth: int = MAX_VALUE_DEPTH
+) -> None:
     """Validate *value* as strict JSON in place, without copying it.
 
     For values decoded from files, which are already private: the same rules
-    as :func:`own_json`, the size limit aside.
+    as :func:`own_json`, the size limit aside, and *max_depth* levels (a whole
+    tree nests deeper than one value: a path's depth plus its value's).
 
     Raises:
         InvalidValueError: The first rule broken, naming where in the value.
@@ -192,8 +195,8 @@ def check_json(value: Any, where: str = "value") -> None:
             if not math.isfinite(item):
                 raise InvalidValueError(where, f"{item!r} is not a finite number")
         elif t is dict or t is list:
-            if depth >= MAX_VALUE_DEPTH:
-                reason = f"nested deeper than {MAX_VALUE_DEPTH} levels"
+            if depth >= max_depth:
+                reason = f"nested deeper than {max_depth} levels"
                 raise InvalidValueError(where, reason)
             if t is dict:
                 for key, child in item.items():

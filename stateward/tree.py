@@ -92,6 +92,17 @@ class Tree:
         self.revision = revision
         """The revision of the last action that changed something."""
 
+    @classmethod
+    def adopt(cls, root: JSON, *, revision: int = 0) -> Tree:
+        """Make a tree that takes *root* as it is: no validation, no copy.
+
+        For values that are already valid and private (a snapshot decoded and
+        checked by ``check_json``): a large state is not copied twice.
+        """
+        tree = cls({}, revision=revision)
+        tree._box[0] = root
+        return tree
+
     @property
     def root(self) -> JSON:
         """The live root value: never mutate it, never hand it out."""

@@ -210,7 +210,9 @@ def test_trie_matches_like_brute_force(patterns, path):
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(st.lists(pattern_segment, min_size=1, max_size=32), min_size=1, max_size=4),
+    st.lists(
+        st.lists(pattern_segment, min_size=1, max_size=32), min_size=1, max_size=4
+    ),
     st.lists(small_segment, max_size=64),
 )
 def test_routing_cost_is_polynomial_for_any_pattern(patterns, path):

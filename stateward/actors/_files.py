@@ -10,13 +10,74 @@ thread, never on the event loop.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-from typing import TYPE_CHECKING, Final
+import stat
+from typing import TYPE_CHECKING, BinaryIO, Final
+
+from .._errors import CorruptStateError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Files", "crash_point", "set_crash_hook"]
+__all__ = ["Files", "crash_point", "open_regular", "set_crash_hook"]
+
+# Never follow a symlink, never block on a FIFO or a device: what is opened is
+# checked to be a regular file before a byte is read.
+_READ_FLAGS: Final = os.O_RDONLY
+
+
+def open_regular(
+    path: str, flags: int = _READ_FLAGS, mode: int = 0o600, *, follow: bool = False
+) -> int:
+    """Open *path* without following a symlink and check it is a regular file.
+
+    Returns the fd (its non-blocking flag cleared). A symlink (unless
+    *follow*: for a file the user named), a FIFO, a directory or a device is
+    refused with :class:`CorruptStateError`, so a planted file can neither
+    redirect a write nor hang a read.
+
+    Raises:
+        CorruptStateError: *path* is not a regular file.
+        FileNotFoundError: *path* does not exist (and *flags* do not create).
+    """
+    try:
+        nofollow = 0 if follow else os.O_NOFOLLOW
+        fd = os.open(path, flags | nofollow | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        if (os.path.islink(path) and not follow) or exc.errno in (
+            errno.ELOOP,
+            errno.EISDIR,
+        ):
+            raise CorruptStateError(path, _not_regular(path)) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CorruptStateError(path, _not_regular(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _not_regular(path: str) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "not a regular file"
+    for test, what in (
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return f"{what}, not a regular file: stateward does not follow or read it"
+    return "not a regular file: stateward does not read it"
+
 
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
@@ -43,6 +104,17 @@ class Files:
         """Return the names in *directory*."""
         return os.listdir(directory)
 
+    def is_regular(self, path: str) -> bool:
+        """Tell whether *path* is a regular file (a symlink is not followed)."""
+        try:
+            return stat.S_ISREG(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def open_read(self, path: str) -> BinaryIO:
+        """Open a regular file for reading (see :func:`open_regular`)."""
+        return os.fdopen(open_regular(path), "rb")
+
     def exists(self, path: str) -> bool:
         """Tell whether *path* exists."""
         return os.path.exists(path)
@@ -57,17 +129,22 @@ class Files:
         self.fsync_dir(parent)
 
     def read(self, path: str) -> bytes:
-        """Return the whole content of *path*."""
-        with open(path, "rb") as f:
+        """Return the whole content of the regular file *path*.
+
+        Raises:
+            CorruptStateError: *path* is a symlink, a FIFO, a directory...
+        """
+        with self.open_read(path) as f:
             return f.read()
 
     def create(self, path: str) -> int:
         """Create *path* (it must not exist), mode 0600, for writing."""
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        return os.open(path, flags, FILE_MODE)
 
     def open_append(self, path: str) -> int:
         """Open an existing *path* for appending."""
-        return os.open(path, os.O_WRONLY | os.O_APPEND)
+        return open_regular(path, os.O_WRONLY | os.O_APPEND)
 
     def write(self, fd: int, data: bytes) -> None:
         """Write all of *data*: a short ``os.write`` is not a complete write."""
@@ -86,7 +163,7 @@ class Files:
 
     def truncate(self, path: str, size: int) -> None:
         """Cut *path* to *size* bytes, durably."""
-        fd = os.open(path, os.O_WRONLY)
+        fd = open_regular(path, os.O_WRONLY)
         try:
             os.ftruncate(fd, size)
             os.fsync(fd)

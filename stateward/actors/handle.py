@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast, final, overload
 import anyio
 import attrs
 
-from .._checks import check_int, check_seconds
+from .._checks import MAX_MAILBOX, check_int, check_seconds
 from .._errors import (
     CompactedError,
     CorruptStateError,
@@ -421,13 +421,13 @@ class StateHandle(metaclass=NoPublicConstructor):
         if not callable(cast("object", handler)):
             reason = f"must be callable (got {handler!r})"
             raise InvalidActionError("handler", reason)
-        check_int("mailbox_size", mailbox_size, 1)
+        check_int("mailbox_size", mailbox_size, 1, maximum=MAX_MAILBOX)
         if not isinstance(cast("object", overflow), Overflow):
             reason = f"must be an Overflow (got {overflow!r})"
             raise InvalidActionError("overflow", reason)
         check_seconds("block_timeout", block_timeout)
         if handler_timeout is not None:
-            check_seconds("handler_timeout", handler_timeout)
+            check_seconds("handler_timeout", handler_timeout, positive=True)
         older: list[FeedEntry] = []
         if from_revision is not None:
             _check_from_revision(core, from_revision)
@@ -738,6 +738,7 @@ class StateHandle(metaclass=NoPublicConstructor):
         After ``stop`` starts, ``send`` and ``subscribe`` raise
         :class:`StateClosedError`.
         """
+        check_seconds("timeout", timeout, optional=True)
         core = self._core
         if not core.closed:
             core.closed = True

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, final
 import anyio
 import attrs
 
-from .._checks import int_validator
+from .._checks import MAX_MAILBOX, int_validator
 from .._errors import InvalidActionError
 from .._json import JSON, own_json
 from ..paths import format_path, parse_pattern
@@ -90,11 +90,15 @@ class StateActor:
 
     initial: JSON = attrs.field(default=None, kw_only=True, converter=own_json)
     mailbox_size: int = attrs.field(
-        default=64, kw_only=True, validator=int_validator(1)
+        default=64, kw_only=True, validator=int_validator(1, MAX_MAILBOX)
     )
     persistence: PersistenceConfig | None = attrs.field(default=None, kw_only=True)
-    history: int = attrs.field(default=1000, kw_only=True, validator=int_validator(0))
-    action_log: int = attrs.field(default=100, kw_only=True, validator=int_validator(0))
+    history: int = attrs.field(
+        default=1000, kw_only=True, validator=int_validator(0, MAX_MAILBOX)
+    )
+    action_log: int = attrs.field(
+        default=100, kw_only=True, validator=int_validator(0, MAX_MAILBOX)
+    )
     redact: tuple[str, ...] = attrs.field(
         default=(), kw_only=True, converter=_to_patterns
     )

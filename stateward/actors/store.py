@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import sys
 import threading
 import time
@@ -44,7 +45,7 @@ from .._json import JSON, own_json
 from ..messages.acks import RAS
 from ..messages.actions import Action, Delete, Set, Transaction
 from ..tree import Tree
-from ._files import Files
+from ._files import Files, open_regular
 from .state import StateHandle, open_state
 
 if TYPE_CHECKING:
@@ -127,6 +128,39 @@ def _pending() -> dict[int, tuple[Tree, list[Action]]]:
         "pending", {}
     )
     return pending
+
+
+def _remove_stale_temps(path: str) -> None:
+    """Remove the temp files of saves that a killed process left beside *path*.
+
+    ``save()`` writes ``<file>.<pid>.tmp`` then renames it: a process killed
+    in between leaves one behind. Those of processes still alive are kept.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(re.escape(os.path.basename(path)) + r"\.(\d+)\.tmp")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, name))
+            logger.info("removed %s, left by a process that is gone", name)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _sync_handler(callback: Callable[[StateChanged | Resync], object]) -> Any:
@@ -240,8 +274,10 @@ class Store:
         return self._state.revision, self._state.get_nowait("")
 
     def _load(self, path: str, start: JSON) -> JSON:
+        _remove_stale_temps(path)
         try:
-            with open(path, "rb") as f:
+            # A FIFO or a directory is refused (CorruptStateError), never read.
+            with os.fdopen(open_regular(path, follow=True), "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             return start

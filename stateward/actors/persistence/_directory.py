@@ -6,12 +6,11 @@ import contextlib
 import fcntl
 import logging
 import os
-import shutil
+import stat
 from typing import TYPE_CHECKING
 
-from ..._errors import (
-    StateLockedError,
-)
+from ..._errors import CorruptStateError, StateLockedError
+from .._files import open_regular
 from ._format import _SEGMENT_RE, _SNAPSHOT_RE, _TEMP_SUFFIX, LOCK_NAME, QUARANTINE
 
 if TYPE_CHECKING:
@@ -33,7 +32,9 @@ def lock_directory(files: Files, directory: str) -> int:
     """
     files.makedirs(directory)
     path = os.path.join(directory, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    # Never through a symlink, never a FIFO: a planted LOCK cannot make us
+    # truncate another file or hang (CorruptStateError instead).
+    fd = open_regular(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -66,6 +67,17 @@ def _list(files: Files, directory: str) -> tuple[list[int], list[int], list[str]
     segments: list[int] = []
     temps: list[str] = []
     for name in files.listdir(directory):
+        if not (
+            name.endswith(_TEMP_SUFFIX)
+            or _SNAPSHOT_RE.fullmatch(name)
+            or _SEGMENT_RE.fullmatch(name)
+        ):
+            continue  # not ours: left alone
+        if not files.is_regular(os.path.join(directory, name)):
+            # A directory, symlink or FIFO under one of our names: never
+            # read, followed or removed; the state opens without it.
+            logger.warning("ignoring %s in %s: not a regular file", name, directory)
+            continue
         if name.endswith(_TEMP_SUFFIX):
             temps.append(name)
         elif m := _SNAPSHOT_RE.fullmatch(name):
@@ -78,16 +90,26 @@ def _list(files: Files, directory: str) -> tuple[list[int], list[int], list[str]
 def _quarantine(files: Files, directory: str, name: str, *, move: bool) -> None:
     """Keep a damaged file aside in ``quarantine/`` (moved, or copied)."""
     qdir = os.path.join(directory, QUARANTINE)
+    if os.path.lexists(qdir) and not stat.S_ISDIR(os.lstat(qdir).st_mode):
+        # A symlink (or a file) planted as quarantine/ would send the copy
+        # anywhere: refuse instead.
+        reason = "is not a directory (a symlink?): nothing is kept aside through it"
+        raise CorruptStateError(qdir, reason)
     files.makedirs(qdir)
     target = os.path.join(qdir, name)
     n = 1
-    while files.exists(target):
+    while os.path.lexists(target):  # a dangling symlink counts as taken
         n += 1
         target = os.path.join(qdir, f"{name}.{n}")
     source = os.path.join(directory, name)
     if move:
-        files.replace(source, target)
+        files.replace(source, target)  # a rename never follows a symlink
         files.fsync_dir(directory)
     else:
-        shutil.copyfile(source, target)
+        fd = files.create(target)  # O_EXCL | O_NOFOLLOW: only a new file
+        try:
+            files.write(fd, files.read(source))
+            files.fsync(fd)
+        finally:
+            files.close(fd)
     files.fsync_dir(qdir)

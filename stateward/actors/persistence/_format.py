@@ -9,6 +9,7 @@ import struct
 import zlib
 from typing import TYPE_CHECKING, Any, Final
 
+from ..._errors import CorruptStateError
 from ...messages.events import ChangeKind
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ __all__ = [
     "QUARANTINE",
     "encode_changes",
     "encode_record",
+    "loads_strict",
     "segment_name",
     "snapshot_name",
 ]
@@ -44,6 +46,24 @@ _dumps = json.JSONEncoder(
 
 
 # -- records -----------------------------------------------------------------
+
+
+def _refuse_constant(name: str) -> None:
+    msg = f"{name} is not JSON"
+    raise ValueError(msg)
+
+
+def loads_strict(data: bytes | str, name: str, what: str) -> Any:
+    """Decode JSON read from a file; anything but strict JSON is corruption.
+
+    NaN and Infinity, nesting the decoder cannot follow (a RecursionError)
+    and invalid UTF-8 all become :class:`CorruptStateError`.
+    """
+    try:
+        return json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = f"{what} is not strict JSON: {type(exc).__name__}: {exc}"
+        raise CorruptStateError(name, reason[:300]) from None
 
 
 def encode_changes(changes: list[Change], action: Any) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import zlib
@@ -11,10 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..._errors import (
-    CorruptStateError,
-    StatewardError,
-)
+from ..._errors import CorruptStateError, StatewardError
+from ..._json import check_json
+from ...paths import MAX_PATH_DEPTH
 from .._files import crash_point
 from ._directory import _list
 from ._format import (
@@ -26,6 +24,7 @@ from ._format import (
     _SEGMENT_MAGIC,
     _segment_header,
     _snapshot_header,
+    loads_strict,
     segment_name,
     snapshot_name,
 )
@@ -155,33 +154,65 @@ def apply_record(
     Raises:
         CorruptStateError: The payload is not a record this code can replay.
     """
+    ops = loads_strict(payload, name, f"record of revision {sequence}")
     identity: list[Any] = ["a", "", None, None]
-    unknown = None
     try:
-        for op in json.loads(payload):
+        if type(ops) is not list:
+            raise _BadRecord("not a list of operations")
+        for op in ops:
+            if type(op) is not list or not op:
+                msg = f"operation {op!r:.60} is not a non-empty list"
+                raise _BadRecord(msg)
             kind = op[0]
             if kind == "a":
+                _check_identity(op)
                 identity = op
                 continue
-            path = tuple(op[1])
+            if kind not in ("s", "d", "p") or len(op) != (3 if kind == "s" else 2):
+                msg = f"unknown operation {op!r:.60}"
+                raise _BadRecord(msg)
+            path = _record_path(op[1])
             if kind == "s":
+                check_json(op[2], "value")
                 tree.replay_set(path, op[2], changes)
             elif kind == "d":
                 tree.replay_delete(path, changes)
-            elif kind == "p":
-                if changes is not None:
-                    tree.ping(path, changes)
-            else:
-                unknown = kind
-                break
-    except (ValueError, TypeError, IndexError, KeyError, StatewardError) as exc:
-        reason = f"record of revision {sequence} cannot be replayed: {exc!r}"
+            elif changes is not None:
+                tree.ping(path, changes)
+    except (_BadRecord, StatewardError) as exc:
+        reason = f"record of revision {sequence} cannot be replayed: {exc}"
         raise CorruptStateError(name, reason) from None
-    if unknown is not None:
-        reason = f"record of revision {sequence} holds an unknown operation {unknown!r}"
-        raise CorruptStateError(name, reason)
     tree.revision = sequence
     return identity
+
+
+class _BadRecord(Exception):
+    """A record that decodes but is not one this code writes."""
+
+
+def _record_path(raw: object) -> tuple[str, ...]:
+    # What the tree can hold: any str keys (a Merge may write "", "*" or a
+    # dotted key), one deeper than a path, each valid UTF-8.
+    if type(raw) is not list or len(raw) > MAX_PATH_DEPTH + 1:
+        msg = f"path {raw!r:.60} is not a list of <= 65 segments"
+        raise _BadRecord(msg)
+    for seg in raw:
+        if type(seg) is not str:
+            msg = f"path segment {seg!r:.60} is not a str"
+            raise _BadRecord(msg)
+        check_json(seg, "path")
+    return tuple(raw)
+
+
+def _check_identity(op: list[Any]) -> None:
+    if (
+        len(op) != 4
+        or type(op[1]) is not str
+        or not (op[2] is None or type(op[2]) is str)
+    ):
+        msg = f"action identity {op!r:.60} is malformed"
+        raise _BadRecord(msg)
+    check_json(op[3], "payload")
 
 
 # -- the writer ----------------------------------------------------------------

@@ -17,7 +17,7 @@ from .._files import crash_point
 from ._directory import _list, _quarantine
 from ._format import _dumps, segment_name, snapshot_name
 from ._journal import Journal, apply_record, read_segment
-from ._snapshot import Snapshot, parse_snapshot
+from ._snapshot import Snapshot, read_snapshot
 
 if TYPE_CHECKING:
     from ..._json import JSON
@@ -73,7 +73,7 @@ def recover(
     for revision in reversed(snapshots):
         name = snapshot_name(revision)
         try:
-            snap = parse_snapshot(files.read(os.path.join(directory, name)), name)
+            snap = read_snapshot(files, os.path.join(directory, name), name)
             if snap.revision != revision:
                 raise CorruptStateError(name, f"holds revision {snap.revision}")
         except CorruptStateError as exc:
@@ -86,7 +86,7 @@ def recover(
         break
     if base is None:
         raise CorruptStateError(directory, "no snapshot reads back whole")
-    tree = Tree(base.root, revision=base.revision)
+    tree = Tree.adopt(base.root, revision=base.revision)
 
     # Replay the segments that may hold records after the snapshot.
     needed = [

@@ -16,7 +16,7 @@ from .._files import Files
 from ._directory import _list
 from ._format import segment_name, snapshot_name
 from ._journal import apply_record, read_segment
-from ._snapshot import Snapshot, parse_snapshot
+from ._snapshot import Snapshot, read_snapshot
 
 if TYPE_CHECKING:
     from ...tree import Change
@@ -65,7 +65,7 @@ def replay_files(
             continue
         name = snapshot_name(rev)
         try:
-            base = parse_snapshot(files.read(os.path.join(directory, name)), name)
+            base = read_snapshot(files, os.path.join(directory, name), name)
         except (CorruptStateError, FileNotFoundError):
             continue
         break
@@ -73,7 +73,7 @@ def replay_files(
         oldest = min(snapshot_revs) if snapshot_revs else None
         reason = f"no snapshot at or before {after} (oldest: {oldest})"
         raise CorruptStateError(directory, reason)
-    tree = Tree(base.root, revision=base.revision)
+    tree = Tree.adopt(base.root, revision=base.revision)
     entries: list[FeedEntry] = []
     for i, first in enumerate(segment_firsts):
         following = segment_firsts[i + 1] if i + 1 < len(segment_firsts) else None
@@ -142,13 +142,13 @@ def inspect_directory(directory: str, revision: int | None = None) -> Inspection
     valid: dict[int, Snapshot] = {}
     for rev in snapshot_revs:
         name = snapshot_name(rev)
-        data = files.read(os.path.join(directory, name))
+        path = os.path.join(directory, name)
         try:
-            valid[rev] = parse_snapshot(data, name)
+            valid[rev] = read_snapshot(files, path, name)
             status = "ok"
         except CorruptStateError as exc:
             status = exc.reason
-        snapshots.append((name, rev, len(data), status))
+        snapshots.append((name, rev, os.lstat(path).st_size, status))
     segments: list[tuple[str, int, int, str]] = []
     records: dict[int, tuple[bytes, str]] = {}
     for first in segment_firsts:
@@ -171,7 +171,7 @@ def inspect_directory(directory: str, revision: int | None = None) -> Inspection
         reason = f"revision {target} is not on disk (it holds {min(valid)}..{newest})"
         raise CorruptStateError(directory, reason)
     base = valid[max(bases)]
-    tree = Tree(base.root, revision=base.revision)
+    tree = Tree.adopt(base.root, revision=base.revision)
     while tree.revision < target:
         found = records.get(tree.revision + 1)
         if found is None:

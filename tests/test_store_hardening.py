@@ -1,0 +1,141 @@
+"""The synchronous Store under threads, after close, and inside an event loop."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import trio
+
+from stateward import (
+    Delete,
+    InvalidActionError,
+    RevisionMismatchError,
+    StateClosedError,
+    Store,
+    open_state,
+)
+
+THREADS = 8
+EACH = 50
+
+
+def _run_threads(fn):
+    threads = [threading.Thread(target=fn) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+        assert not t.is_alive()
+
+
+def test_10_transactions_from_threads_lose_no_increment():
+    with Store({"n": 0}) as store:
+
+        def work():
+            for _ in range(EACH):
+                with store.transaction():
+                    store.set("n", store.get("n") + 1)
+
+        _run_threads(work)
+        assert store.get("n") == THREADS * EACH
+
+
+def test_10_a_plain_write_during_a_transaction_is_a_typed_conflict():
+    with Store({"n": 0, "other": 0}) as store:
+        ready, go = threading.Event(), threading.Event()
+
+        def writer():
+            ready.wait(10)
+            store.set("other", 1)
+            go.set()
+
+        t = threading.Thread(target=writer)
+        t.start()
+
+        def increment_while_another_thread_writes():
+            with store.transaction():
+                store.set("n", store.get("n") + 1)
+                ready.set()
+                go.wait(10)
+
+        with pytest.raises(RevisionMismatchError):
+            increment_while_another_thread_writes()
+        t.join()
+        assert store.get("") == {"n": 0, "other": 1}  # nothing of it applied
+
+
+def test_10_update_retries_conflicts_until_it_applies():
+    with Store({"n": 0}) as store:
+
+        def mixed():
+            for i in range(EACH):
+                if i % 2:
+                    store.update(lambda s: s.set("n", s.get("n") + 1))
+                else:
+                    store.set(f"noise.{threading.get_ident()}", i)  # conflicts
+
+        _run_threads(mixed)
+        assert store.get("n") == THREADS * (EACH // 2)
+
+
+def test_10_autosave_from_threads_ends_with_the_newest_tree(tmp_path):
+    path = tmp_path / "state.json"
+    with Store({}, state_file=path, autosave=True) as store:
+
+        def work():
+            for i in range(EACH):
+                store.set(f"t{threading.get_ident()}", i)
+
+        _run_threads(work)
+        on_disk = json.loads(path.read_text())
+        assert on_disk == store.get("")  # the last save is the newest tree
+    assert json.loads(path.read_text()) == on_disk
+
+
+def test_10_store_calls_after_close_raise_state_closed():
+    store = Store({"a": 1})
+    store.close()
+    for call in (
+        lambda: store.get("a"),
+        lambda: store.set("a", 2),
+        lambda: store.delete("a"),
+        lambda: store.subscribe(print),
+        lambda: store.transaction().__enter__(),
+    ):
+        with pytest.raises(StateClosedError):
+            call()
+
+
+def test_10_store_with_trio_inside_trio_is_a_typed_error():
+    async def main():
+        with pytest.raises(InvalidActionError, match="inside a running trio task"):
+            Store(backend="trio")
+
+    trio.run(main)
+
+
+def test_10_delete_missing_ok_must_be_a_bool():
+    with pytest.raises(InvalidActionError, match="missing_ok"):
+        Delete("a", missing_ok="no")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("timeout", [float("nan"), "x", -1])
+async def test_10_stop_checks_its_timeout(timeout):
+    async with open_state({}) as state:
+        with pytest.raises(InvalidActionError, match="timeout"):
+            await state.stop(timeout=timeout)
+
+
+@pytest.mark.anyio
+async def test_10_absurd_sizes_and_zero_timeouts_are_refused():
+    with pytest.raises(InvalidActionError, match="mailbox_size"):
+        async with open_state({}, mailbox_size=10**18):
+            pass
+    async with open_state({}) as state:
+        with pytest.raises(InvalidActionError, match="mailbox_size"):
+            await state.subscribe("", print, mailbox_size=10**18)
+        with pytest.raises(InvalidActionError, match="handler_timeout"):
+            await state.subscribe("", print, handler_timeout=0)
