@@ -249,11 +249,16 @@ class CheckpointError(PersistenceError):
     Attributes:
         path: The checkpoint directory.
         reason: What is wrong with it.
+        restored: For a ``load_state`` that raised, the objects restored
+            before it (the state tree is left as it was).
     """
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(
+        self, path: str, reason: str, *, restored: tuple[str, ...] = ()
+    ) -> None:
         self.path = path
         self.reason = reason
+        self.restored = restored
         super().__init__(f"{path}: {reason}")
 
 

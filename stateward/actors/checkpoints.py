@@ -22,8 +22,10 @@ All file work runs in a worker thread, never on the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -39,10 +41,12 @@ from .._checks import check_int, check_seconds
 from .._errors import CheckpointError, DuplicateNameError, InvalidActionError
 from .._json import own_json
 from ..messages.actions import Set
-from ._files import Files
+from ._files import Files, open_regular
 from .store import JsonSerializer
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from .._json import JSON
     from .state import StateHandle
 
@@ -58,6 +62,7 @@ _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _PARTIAL: Final = ".partial-"
 _DELETING: Final = ".deleting-"
 _STRICT: Final = JsonSerializer()
+_LOCK: Final = ".lock"
 
 
 @runtime_checkable
@@ -81,9 +86,18 @@ class CheckpointInfo:
     """One complete checkpoint, as its manifest describes it."""
 
     path: Path
-    revision: int  # the state tree's revision saved in it
-    created: str  # UTC, ISO 8601
-    objects: tuple[str, ...]  # the names of the objects saved in it
+    """The checkpoint's directory."""
+    revision: int
+    """The state tree's revision saved in it."""
+    created: str
+    """When it was saved: UTC, ISO 8601 (for people; order is by sequence)."""
+    objects: tuple[str, ...]
+    """The names of the objects saved in it."""
+    sequence: int = 0
+    """Its place in the directory: one more than the newest before it. Order
+    and retention follow it, never the clock (which may step back)."""
+    empty: tuple[str, ...] = ()
+    """Objects whose ``save_state`` wrote nothing (stateless so far)."""
 
 
 def _check_name(name: object, what: str) -> str:
@@ -125,6 +139,7 @@ class Checkpoints:
         check_int("keep", keep, 1, optional=True)
         self._state = state
         self._directory = Path(os.fspath(directory))
+        Files().makedirs(str(self._directory))  # users check that it exists
         self._keep = keep
         self._objects: dict[str, Checkpointable] = {}
         self._lock = anyio.Lock()
@@ -178,7 +193,7 @@ class Checkpoints:
                 found.append(_read_manifest(entry))
             except CheckpointError:
                 continue  # not a checkpoint of ours: left alone
-        found.sort(key=lambda info: (info.created, info.path.name))
+        found.sort(key=lambda info: (info.sequence, info.path.name))
         return found
 
     async def save(self, *, name: str | None = None) -> CheckpointInfo:
@@ -203,10 +218,8 @@ class Checkpoints:
             now = datetime.datetime.now(datetime.UTC)
             dirname = name or now.strftime("%Y%m%dT%H%M%S.%fZ")
             info = await anyio.to_thread.run_sync(
-                self._write, dirname, revision, now.isoformat(), tree, objects
+                self._save_locked, dirname, revision, now.isoformat(), tree, objects
             )
-            if self._keep is not None:
-                await anyio.to_thread.run_sync(self._retain, self._keep)
             self.saved += 1
             return info
 
@@ -219,12 +232,15 @@ class Checkpoints:
         registered object); then each object's ``load_state`` runs, in
         registration order, and last the tree is set whole with one action
         (its events reach your subscribers). Objects in the checkpoint that
-        are not registered are ignored.
+        are not registered are ignored. An object that wrote nothing when it
+        was saved gets a path that does not exist.
 
         Raises:
             FileNotFoundError: No such checkpoint (or none at all).
             CheckpointError: It is incomplete or damaged, or lacks a
-                registered object; nothing was changed.
+                registered object; nothing was changed. Or an object's
+                ``load_state`` raised: the error's ``restored`` names the
+                objects restored before it, and the tree was not changed.
         """
         async with self._lock:
             if path is None:
@@ -243,9 +259,20 @@ class Checkpoints:
             if missing:
                 reason = f"holds no state for {', '.join(map(repr, missing))}"
                 raise CheckpointError(str(where), reason)
+            restored: list[str] = []
             for obj_name, obj in objects.items():
                 target = where / OBJECTS / obj_name
-                await anyio.to_thread.run_sync(obj.load_state, target)
+                try:
+                    await anyio.to_thread.run_sync(obj.load_state, target)
+                except Exception as exc:
+                    reason = (
+                        f"load_state of {obj_name!r} raised {exc!r}; restored "
+                        f"before it: {restored}; the state tree was not changed"
+                    )
+                    raise CheckpointError(
+                        str(where), reason, restored=tuple(restored)
+                    ) from exc
+                restored.append(obj_name)
             await self._state.send(Set("", tree))
             return info
 
@@ -274,6 +301,22 @@ class Checkpoints:
 
     # -- blocking work (worker threads) ---------------------------------------
 
+    def _save_locked(
+        self,
+        dirname: str,
+        revision: int,
+        created: str,
+        tree: JSON,
+        objects: dict[str, Checkpointable],
+    ) -> CheckpointInfo:
+        """Write, then retain, holding the directory's lock (other processes)."""
+        self._files.makedirs(str(self._directory))
+        with _directory_lock(self._directory):
+            info = self._write(dirname, revision, created, tree, objects)
+            if self._keep is not None:
+                self._retain(self._keep)
+            return info
+
     def _write(
         self,
         dirname: str,
@@ -284,13 +327,15 @@ class Checkpoints:
     ) -> CheckpointInfo:
         files = self._files
         root = self._directory
-        files.makedirs(str(root))
         final = root / dirname
         if final.exists():
             raise _exists(final)
         self._remove_leftovers()
+        listed = self.list()
+        sequence = listed[-1].sequence + 1 if listed else 1
         partial = root / f"{_PARTIAL}{dirname}"
         os.mkdir(partial, 0o700)
+        empty: list[str] = []
         try:
             (partial / OBJECTS).mkdir(0o700)
             _write_file(files, partial / TREE, _STRICT.dumps(tree))
@@ -300,14 +345,15 @@ class Checkpoints:
                 except Exception as exc:
                     reason = f"save_state of {obj_name!r} raised {exc!r}"
                     raise CheckpointError(str(final), reason) from exc
-                if not (partial / OBJECTS / obj_name).exists():
-                    reason = f"save_state of {obj_name!r} wrote nothing at its path"
-                    raise CheckpointError(str(final), reason)
+                if not os.path.lexists(partial / OBJECTS / obj_name):
+                    empty.append(obj_name)  # stateless (so far): nothing to keep
             manifest = {
                 "format": FORMAT,
                 "revision": revision,
                 "created": created,
+                "sequence": sequence,
                 "objects": list(objects),
+                "empty": empty,
             }
             _write_file(files, partial / MANIFEST, json.dumps(manifest).encode())
             _fsync_tree(files, partial)
@@ -318,7 +364,9 @@ class Checkpoints:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         files.fsync_dir(str(root))
-        return CheckpointInfo(final, revision, created, tuple(objects))
+        return CheckpointInfo(
+            final, revision, created, tuple(objects), sequence, tuple(empty)
+        )
 
     def _retain(self, keep: int) -> None:
         complete = self.list()
@@ -333,6 +381,20 @@ class Checkpoints:
         for entry in self._directory.iterdir():
             if entry.name.startswith((_PARTIAL, _DELETING)) and entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """Hold ``<directory>/.lock`` (flock): one saver at a time, across processes.
+
+    Blocking: a second process's save waits for the first one's to end.
+    """
+    fd = open_regular(str(directory / _LOCK), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _exists(final: Path) -> FileExistsError:
@@ -376,10 +438,18 @@ def _read_manifest(where: Path) -> CheckpointInfo:
         or not all(
             isinstance(n, str) and _NAME_RE.fullmatch(n) for n in manifest["objects"]
         )
+        or type(manifest.get("sequence", 0)) is not int
+        or not isinstance(manifest.get("empty", []), list)
+        or not set(manifest.get("empty", [])) <= set(manifest["objects"])
     ):
         raise CheckpointError(str(where), f"{MANIFEST} is not a {FORMAT} manifest")
     return CheckpointInfo(
-        where, manifest["revision"], manifest["created"], tuple(manifest["objects"])
+        where,
+        manifest["revision"],
+        manifest["created"],
+        tuple(manifest["objects"]),
+        manifest.get("sequence", 0),  # checkpoints saved before sequences: first
+        tuple(manifest.get("empty", [])),
     )
 
 
@@ -392,7 +462,7 @@ def _read_checkpoint(where: Path) -> tuple[CheckpointInfo, JSON]:
     except (OSError, ValueError) as exc:
         raise CheckpointError(str(where), f"{TREE} cannot be read: {exc}") from None
     for obj_name in info.objects:
-        if not (where / OBJECTS / obj_name).exists():
+        if obj_name not in info.empty and not (where / OBJECTS / obj_name).exists():
             reason = f"the manifest names {obj_name!r}, but it holds nothing for it"
             raise CheckpointError(str(where), reason)
     return info, tree

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import anyio
@@ -130,7 +132,9 @@ async def test_duplicate_and_unsafe_names_are_refused(tmp_path: Path) -> None:
             Checkpoints(state, tmp_path, keep=0)
         cp.unregister("model")
         assert cp.names == ()
-    assert sorted(os.listdir(tmp_path)) == []  # nothing created by refusals
+    # nothing created by refusals: only the (empty) directory, made up front
+    assert sorted(os.listdir(tmp_path)) == ["cp"]
+    assert os.listdir(tmp_path / "cp") == []
 
 
 async def test_an_existing_checkpoint_is_never_overwritten(tmp_path: Path) -> None:
@@ -145,7 +149,7 @@ async def test_an_existing_checkpoint_is_never_overwritten(tmp_path: Path) -> No
             await cp.save(name="nightly")
     assert (first.path / "objects" / "model").read_text() == "1"
     assert json.loads((first.path / "state.json").read_text()) == {"v": 1}
-    assert os.listdir(tmp_path) == ["nightly"]  # no partial left
+    assert _listing(tmp_path) == ["nightly"]  # no partial left
 
 
 async def test_load_of_a_missing_checkpoint_raises_file_not_found(
@@ -201,12 +205,12 @@ async def test_failing_save_state_leaves_no_checkpoint(tmp_path: Path) -> None:
         model.fail = True
         with pytest.raises(CheckpointError, match="disk of the model is gone"):
             await cp.save()
-        assert os.listdir(tmp_path) == []
-        cp.register("lazy", _WritesNothing())
-        model.fail = False
-        with pytest.raises(CheckpointError, match="wrote nothing"):
-            await cp.save()
-        assert os.listdir(tmp_path) == []
+        assert _listing(tmp_path) == []
+
+
+def _listing(directory: Path) -> list[str]:
+    """The directory's entries but its lock file (``.lock``, kept on purpose)."""
+    return sorted(n for n in os.listdir(directory) if n != ".lock")
 
 
 class _WritesNothing:
@@ -225,7 +229,7 @@ async def test_retention_keeps_the_newest(tmp_path: Path) -> None:
             await state.send(Set("n", n))
             saved.append(await cp.save(name=f"c{n}"))
         assert [i.path for i in cp.list()] == [saved[3].path, saved[4].path]
-        assert sorted(os.listdir(tmp_path)) == ["c3", "c4"]
+        assert _listing(tmp_path) == ["c3", "c4"]
 
 
 async def test_leftovers_of_a_crash_are_removed_and_never_listed(
@@ -239,7 +243,7 @@ async def test_leftovers_of_a_crash_are_removed_and_never_listed(
         cp = Checkpoints(state, tmp_path)
         assert cp.list() == []
         info = await cp.save()
-    assert sorted(os.listdir(tmp_path)) == sorted([info.path.name, "not-a-checkpoint"])
+    assert _listing(tmp_path) == sorted([info.path.name, "not-a-checkpoint"])
 
 
 async def test_checkpoint_files_are_private(tmp_path: Path) -> None:
@@ -293,3 +297,102 @@ async def test_subscribers_ack_a_loaded_tree(tmp_path: Path) -> None:
         await state.subscribe("a", lambda e: RAS.SUCCESS, name="ui")
         assert (await cp.load(info.path)).revision == 0
         assert await state.get() == {"a": 1}
+
+
+class _Stateless:
+    """pamiq-core's default: save_state writes nothing, load_state gets a path."""
+
+    def __init__(self) -> None:
+        self.loaded_from: list[Path] = []
+
+    def save_state(self, path: Path) -> None:
+        pass
+
+    def load_state(self, path: Path) -> None:
+        self.loaded_from.append(path)
+
+
+async def test_a_stateless_object_is_saved_and_loaded(tmp_path: Path) -> None:
+    stateless = _Stateless()
+    async with open_state({"a": 1}) as state:
+        cp = Checkpoints(state, tmp_path)
+        cp.register("stateless", stateless)
+        cp.register("model", Counter(5))
+        info = await cp.save()
+        assert info.empty == ("stateless",)
+        loaded = await cp.load()
+        assert loaded.empty == ("stateless",)
+    assert stateless.loaded_from == [info.path / "objects" / "stateless"]
+    assert not stateless.loaded_from[0].exists()  # documented: no such path
+
+
+async def test_10_checkpoints_order_by_sequence_not_by_the_clock(
+    tmp_path: Path,
+) -> None:
+    async with open_state({}) as state:
+        cp = Checkpoints(state, tmp_path, keep=1)
+        await state.send(Set("n", 1))
+        first = await cp.save(name="first")
+        # a checkpoint dated in the future (a clock stepped back, a copy)
+        manifest = first.path / "MANIFEST.json"
+        data = json.loads(manifest.read_text())
+        data["created"] = "2999-01-01T00:00:00+00:00"
+        manifest.write_text(json.dumps(data))
+        await state.send(Set("n", 2))
+        second = await cp.save(name="second")
+        assert second.sequence == first.sequence + 1
+        assert [i.path.name for i in cp.list()] == ["second"]  # the old one went
+        await state.send(Set("n", 3))
+        await cp.load()
+        assert await state.get("n") == 2  # the newest, not the future-dated one
+
+
+async def test_10_a_failing_load_state_names_what_was_restored(tmp_path: Path) -> None:
+    class Breaks(Counter):
+        def load_state(self, path: Path) -> None:
+            raise OSError("unreadable")
+
+    async with open_state({"n": 1}) as state:
+        cp = Checkpoints(state, tmp_path)
+        first, broken = Counter(1), Breaks(2)
+        cp.register("first", first)
+        cp.register("broken", broken)
+        await cp.save()
+        first.value = 10
+        await state.send(Set("n", 2))
+        with pytest.raises(CheckpointError, match="restored before it") as info:
+            await cp.load()
+        assert info.value.restored == ("first",)
+        assert await state.get("n") == 2  # the tree was not changed
+
+
+_SAVER = """
+import sys, anyio
+from stateward import Checkpoints, Set, open_state
+async def main():
+    async with open_state({}) as state:
+        cp = Checkpoints(state, sys.argv[1], keep=3)
+        for i in range(int(sys.argv[2])):
+            await state.send(Set("i", i))
+            await cp.save(name=f"{sys.argv[3]}-{i}")
+anyio.run(main)
+"""
+
+
+def test_10_two_processes_saving_into_one_directory_both_succeed(
+    tmp_path: Path,
+) -> None:
+    saves = 20
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SAVER, str(tmp_path), str(saves), tag],
+            stderr=subprocess.PIPE,
+        )
+        for tag in ("p", "q")
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    names = _listing(tmp_path)
+    assert len(names) == 3  # keep=3, and nothing half-written left
+    print(f"2 processes x {saves} saves: 0 failed; kept {names}")
