@@ -200,6 +200,36 @@ class Tree:
         """
         self._set(path, value, False, [] if changes is None else changes, None)
 
+    def replay(
+        self,
+        ops: list[tuple[str, Segments, JSON]],
+        changes: list[Change] | None = None,
+    ) -> None:
+        """Apply one journal record's operations, all or none (no revision change).
+
+        *ops* are ``("s", path, value)``, ``("d", path, None)`` and ``("p",
+        path, None)``; their changes are appended to *changes* when given.
+
+        Raises:
+            ActionRejectedError: An operation cannot be applied here; the tree
+                and *changes* are left as they were.
+        """
+        out: list[Change] = [] if changes is None else changes
+        mark = len(out)
+        undo: list[_Undo] = []
+        try:
+            for kind, path, value in ops:
+                if kind == "s":
+                    self._set(path, value, False, out, undo)
+                elif kind == "d":
+                    self._delete(path, True, out, undo)
+                elif changes is not None:
+                    self.ping(path, out)
+        except BaseException:
+            self._rollback(undo)
+            del out[mark:]
+            raise
+
     def set_derived(self, path: Segments, value: JSON, changes: list[Change]) -> None:
         """Write a derived value as part of the action just applied (same revision).
 

@@ -427,7 +427,7 @@ def _read_manifest(where: Path) -> CheckpointInfo:
         manifest = json.loads((where / MANIFEST).read_bytes())
     except FileNotFoundError:
         raise CheckpointError(str(where), f"no {MANIFEST}: not a checkpoint") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise CheckpointError(str(where), f"{MANIFEST} cannot be read: {exc}") from None
     if (
         not isinstance(manifest, dict)
@@ -440,7 +440,7 @@ def _read_manifest(where: Path) -> CheckpointInfo:
         )
         or type(manifest.get("sequence", 0)) is not int
         or not isinstance(manifest.get("empty", []), list)
-        or not set(manifest.get("empty", [])) <= set(manifest["objects"])
+        or not all(n in manifest["objects"] for n in manifest.get("empty", []))
     ):
         raise CheckpointError(str(where), f"{MANIFEST} is not a {FORMAT} manifest")
     return CheckpointInfo(
@@ -459,7 +459,7 @@ def _read_checkpoint(where: Path) -> tuple[CheckpointInfo, JSON]:
     info = _read_manifest(where)
     try:
         tree = own_json(_STRICT.loads((where / TREE).read_bytes()), TREE)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise CheckpointError(str(where), f"{TREE} cannot be read: {exc}") from None
     for obj_name in info.objects:
         if obj_name not in info.empty and not (where / OBJECTS / obj_name).exists():

@@ -154,12 +154,15 @@ def apply_record(
     Raises:
         CorruptStateError: The payload is not a record this code can replay.
     """
-    ops = loads_strict(payload, name, f"record of revision {sequence}")
+    decoded = loads_strict(payload, name, f"record of revision {sequence}")
     identity: list[Any] = ["a", "", None, None]
+    ops: list[tuple[str, tuple[str, ...], Any]] = []
     try:
-        if type(ops) is not list:
+        # Everything is checked before anything is applied, and the tree
+        # applies the whole record or nothing.
+        if type(decoded) is not list:
             raise _BadRecord("not a list of operations")
-        for op in ops:
+        for op in decoded:
             if type(op) is not list or not op:
                 msg = f"operation {op!r:.60} is not a non-empty list"
                 raise _BadRecord(msg)
@@ -171,14 +174,12 @@ def apply_record(
             if kind not in ("s", "d", "p") or len(op) != (3 if kind == "s" else 2):
                 msg = f"unknown operation {op!r:.60}"
                 raise _BadRecord(msg)
-            path = _record_path(op[1])
+            value = None
             if kind == "s":
-                check_json(op[2], "value")
-                tree.replay_set(path, op[2], changes)
-            elif kind == "d":
-                tree.replay_delete(path, changes)
-            elif changes is not None:
-                tree.ping(path, changes)
+                value = op[2]
+                check_json(value, "value")
+            ops.append((kind, _record_path(op[1]), value))
+        tree.replay(ops, changes)
     except (_BadRecord, StatewardError) as exc:
         reason = f"record of revision {sequence} cannot be replayed: {exc}"
         raise CorruptStateError(name, reason) from None

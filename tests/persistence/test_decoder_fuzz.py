@@ -1,0 +1,210 @@
+"""Decoder fuzz: random and mutated input into every decoder that reads files.
+
+Every input must end in the decoder's typed error or in a valid result; a
+record that fails changes nothing in the tree it was replayed on.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from typing import Any
+
+import pytest
+
+from stateward import CheckpointError, CorruptStateError
+from stateward.actors.checkpoints import _read_manifest
+from stateward.actors.persistence import (
+    apply_record,
+    encode_record,
+    parse_snapshot,
+    read_segment,
+)
+from stateward.actors.persistence._format import _segment_header, _snapshot_header
+from stateward.tree import Tree
+
+SEED = 20261202
+PER_DECODER = 5_000  # x 4 decoders = 20,000 inputs
+
+_VALID_TREE = {"jobs": {"a": {"n": 1, "tags": ["x", "y"]}, "b": None}, "k": 1.5}
+_VALID_OPS: list[Any] = [
+    ["a", "id-1", "worker", {"p": 1}],
+    ["s", ["jobs", "a", "n"], 2],
+    ["d", ["jobs", "b"]],
+    ["p", ["k"]],
+]
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> Any:
+    choice = rng.randrange(12 if depth < 6 else 7)
+    if choice == 0:
+        return rng.choice([None, True, False])
+    if choice == 1:
+        return rng.choice([0, -1, 2**63, 2**64, -(2**63) - 1, 10**30])
+    if choice == 2:
+        return rng.choice([0.5, float("nan"), float("inf"), -float("inf"), 1e308])
+    if choice in (3, 4):
+        return "".join(
+            chr(rng.choice([65, 0x263A, 0xD800, 0, 0x10FFFF])) for _ in range(3)
+        )
+    if choice == 5:
+        return "[" * rng.choice([10, 70, 2000]) + "]" * rng.choice([0, 10, 70])
+    if choice == 6:
+        return rng.choice(["s", "d", "p", "a", "x", ""])
+    if choice in (7, 8):
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    if choice == 9:
+        return {
+            str(_random_json(rng, 6)): _random_json(rng, depth + 1) for _ in range(3)
+        }
+    if choice == 10:
+        nested: Any = 1
+        for _ in range(rng.choice([5, 65, 130])):
+            nested = [nested]
+        return nested
+    return rng.random()
+
+
+def _mutate(rng: random.Random, value: Any) -> Any:
+    """Replace one random node of *value* by random JSON."""
+    if rng.random() < 0.3 or not isinstance(value, list | dict) or not value:
+        return _random_json(rng)
+    if isinstance(value, list):
+        copy = list(value)
+        i = rng.randrange(len(copy))
+        copy[i] = _mutate(rng, copy[i])
+        return copy
+    copy = dict(value)
+    key = rng.choice(list(copy))
+    copy[key] = _mutate(rng, copy[key])
+    return copy
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, allow_nan=True).encode("utf-8", "surrogatepass")
+
+
+def _inputs(rng: random.Random, valid: Any, n: int):
+    """n payloads: random bytes, random text, random JSON, mutated valid ones."""
+    for i in range(n):
+        kind = i % 4
+        if kind == 0:
+            yield bytes(rng.randrange(256) for _ in range(rng.randrange(64)))
+        elif kind == 1:
+            text = "".join(chr(rng.randrange(0x250)) for _ in range(rng.randrange(40)))
+            yield text.encode("utf-8", "surrogatepass")
+        elif kind == 2:
+            yield _dumps(_random_json(rng))
+        else:
+            yield _dumps(_mutate(rng, valid))
+
+
+def test_snapshot_decoder_fuzz():
+    rng = random.Random(SEED)
+    counts = {"refused": 0, "accepted": 0}
+    for body in _inputs(rng, _VALID_TREE, PER_DECODER):
+        data = _snapshot_header(b"\1" * 16, 7, body) + body  # a valid frame
+        try:
+            snap = parse_snapshot(data, "fuzz.snap")
+        except CorruptStateError:
+            counts["refused"] += 1
+            continue
+        counts["accepted"] += 1
+        Tree.adopt(snap.root, revision=snap.revision).read("")  # usable
+        json.dumps(snap.root, allow_nan=False)  # strict JSON through and through
+    print(f"snapshot decoder: {PER_DECODER} inputs, {counts}")
+    assert sum(counts.values()) == PER_DECODER
+    assert counts["refused"] > PER_DECODER // 2
+
+
+def test_record_decoder_fuzz():
+    rng = random.Random(SEED + 1)
+    counts = {"refused": 0, "applied": 0}
+    for payload in _inputs(rng, _VALID_OPS, PER_DECODER):
+        tree = Tree(_VALID_TREE, revision=3)
+        before = tree.read("")
+        changes: list[Any] = []
+        try:
+            apply_record(tree, 4, payload, "fuzz.wal", changes)
+        except CorruptStateError:
+            counts["refused"] += 1
+            assert tree.read("") == before  # nothing half-applied
+            assert tree.revision == 3
+            assert changes == []
+            continue
+        counts["applied"] += 1
+        json.dumps(tree.read(""), allow_nan=False)
+    print(f"record decoder: {PER_DECODER} inputs, {counts}")
+    assert sum(counts.values()) == PER_DECODER
+    assert counts["refused"] > PER_DECODER // 2
+
+
+def test_segment_decoder_fuzz():
+    rng = random.Random(SEED + 2)
+    head = _segment_header(b"\2" * 16, 1)
+    valid = head + encode_record(1, _dumps(_VALID_OPS), 0)
+    counts = {"refused": 0, "read": 0}
+    for i, junk in enumerate(_inputs(rng, _VALID_OPS, PER_DECODER)):
+        if i % 2:  # a valid segment, damaged at a random byte, or cut
+            data = bytearray(valid)
+            at = rng.randrange(len(data))
+            data[at] = rng.randrange(256)
+            data = data[: rng.randrange(len(data) + 1)] if i % 3 == 0 else data
+        else:  # a valid header, then anything (framed as a record or not)
+            data = bytearray(head + (encode_record(1, junk, 0) if i % 4 else junk))
+        try:
+            segment = read_segment(bytes(data), "fuzz.wal")
+            tree = Tree(_VALID_TREE, revision=0)
+            for sequence, payload in segment.records:
+                apply_record(tree, sequence, payload, "fuzz.wal")
+        except CorruptStateError:
+            counts["refused"] += 1
+            continue
+        counts["read"] += 1
+    print(f"segment decoder: {PER_DECODER} inputs, {counts}")
+    assert sum(counts.values()) == PER_DECODER
+
+
+def test_checkpoint_manifest_decoder_fuzz(tmp_path):
+    rng = random.Random(SEED + 3)
+    valid = {
+        "format": "stateward-checkpoint/1",
+        "revision": 1,
+        "created": "x",
+        "sequence": 1,
+        "objects": ["model"],
+        "empty": [],
+    }
+    counts = {"refused": 0, "read": 0}
+    manifest = tmp_path / "MANIFEST.json"
+    for data in _inputs(rng, valid, PER_DECODER):
+        manifest.write_bytes(data)
+        try:
+            _read_manifest(tmp_path)
+        except CheckpointError:
+            counts["refused"] += 1
+            continue
+        counts["read"] += 1
+    print(f"checkpoint manifest decoder: {PER_DECODER} inputs, {counts}")
+    assert sum(counts.values()) == PER_DECODER
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fuzzed_store_files_are_set_aside_or_loaded_whole(tmp_path, seed):
+    from stateward import Store
+
+    rng = random.Random(SEED + 10 + seed)
+    for i, data in enumerate(_inputs(rng, _VALID_TREE, 8)):
+        path = tmp_path / f"s{i}.json"
+        path.write_bytes(data)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Store(state_file=path, default={"fresh": True}) as store:
+                tree = store.get("")
+        if caught:  # malformed: set aside, started from the default
+            assert "not a valid state file" in str(caught[0].message)
+            assert tree == {"fresh": True}
+        else:
+            assert tree == json.loads(data)
+        json.dumps(tree, allow_nan=False)
