@@ -72,7 +72,7 @@ def test_10_update_retries_conflicts_until_it_applies():
         def mixed():
             for i in range(EACH):
                 if i % 2:
-                    store.update(lambda s: s.set("n", s.get("n") + 1))
+                    store.update(lambda s: s.set("n", s.get("n") + 1), attempts=100)
                 else:
                     store.set(f"noise.{threading.get_ident()}", i)  # conflicts
 
@@ -139,3 +139,27 @@ async def test_10_absurd_sizes_and_zero_timeouts_are_refused():
             await state.subscribe("", print, mailbox_size=10**18)
         with pytest.raises(InvalidActionError, match="handler_timeout"):
             await state.subscribe("", print, handler_timeout=0)
+
+
+def test_nested_transactions_write_the_file_once_at_the_outermost_exit(tmp_path):
+    path = tmp_path / "state.json"
+    with Store({"n": 0}, state_file=path, autosave=True) as store:
+        store.save()
+        written = path.stat().st_mtime_ns, path.read_text()
+        with store.transaction():
+            store.set("n", 1)
+            with store.transaction():
+                store.set("m", 2)
+            assert (path.stat().st_mtime_ns, path.read_text()) == written
+            assert store.revision == 0  # nothing applied yet
+        assert store.revision == 1  # one revision for both
+        assert json.loads(path.read_text()) == {"n": 1, "m": 2}
+
+
+def test_an_idle_store_never_overwrites_another_writers_file(tmp_path):
+    path = tmp_path / "runs.json"
+    idle = Store(state_file=path, default=[])
+    with Store(state_file=path, default=[]) as other:
+        other.set("", ["new"])
+    idle.close()  # changed nothing: writes nothing
+    assert json.loads(path.read_text()) == ["new"]

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import pickle
+import random
 import re
 import sys
 import threading
@@ -400,7 +401,9 @@ class Store:
 
         For read-modify-write code: ``store.update(lambda s: s.set("n",
         s.get("n") + 1))``. *fn* may run more than once, so it should only
-        read and write this Store. Returns what *fn* returned.
+        read and write this Store. Returns what *fn* returned. Between tries
+        it sleeps a random moment that doubles each time (up to 64 ms), so
+        that busy writers cannot keep it from ever applying. Blocks.
 
         Raises:
             RevisionMismatchError: Still conflicting after *attempts* tries.
@@ -413,6 +416,7 @@ class Store:
             except RevisionMismatchError:
                 if attempt + 1 == attempts:
                     raise
+                time.sleep(random.uniform(0, 0.001 * 2 ** min(attempt, 6)))
                 continue
             return result
         raise AssertionError("unreachable")  # pragma: no cover

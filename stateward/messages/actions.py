@@ -24,7 +24,7 @@ import attrs
 
 from .. import _limits
 from .._errors import InvalidActionError
-from .._json import JSON, json_size, own_json
+from .._json import _INT_MAX, _INT_MIN, JSON, json_size, own_json
 from ..paths import PathLike, format_path, parse_path
 
 __all__ = ["Action", "Delete", "EqualityOption", "Merge", "Ping", "Set", "Transaction"]
@@ -64,6 +64,13 @@ def _own_payload(value: object) -> JSON:
 
 
 def _own_value(value: object) -> JSON:
+    # The common scalars in place (one call per Set): a str this short is
+    # within any size limit (the smallest allowed is 64 bytes).
+    if type(value) is int:
+        if _INT_MIN <= value <= _INT_MAX:
+            return value
+    elif type(value) is str and len(value) <= 62 and value.isascii():
+        return value
     return own_json(value, "value", max_bytes=_limits._current.max_action_bytes)
 
 

@@ -219,3 +219,20 @@ async def test_10_a_handler_may_await_acks_of_other_subscribers():
             await (await state.send(Set("a", 1))).acks()
         assert reports[0].ok
         assert [a.subscriber for a in reports[0].acks] == ["other"]
+
+
+def test_10_number_subclasses_are_converted_without_their_own_methods():
+    class Odd(int):
+        def __int__(self):
+            raise RuntimeError("never called")
+
+        def __index__(self):
+            raise RuntimeError("never called")
+
+    class Weird(float):
+        def __float__(self):
+            raise RuntimeError("never called")
+
+    assert Set("a", Odd(3)).value == 3
+    assert type(Set("a", Odd(3)).value) is int
+    assert Set("a", {"x": Weird(1.5)}).value == {"x": 1.5}
