@@ -13,6 +13,9 @@ StatewardError(Exception)
 ├── AckDeadlockError(+RuntimeError)     a handler awaited an Ack only it can give
 ├── StateClosedError                    you stopped it: the handle is closed
 ├── StateBrokenError                    it died under you: crashed or cancelled
+├── RemoteError                         the remote layer (Redis)
+│   ├── RemoteUnavailableError(+ConnectionError)  Redis cannot be reached
+│   └── RemoteTimeoutError(+TimeoutError)         the owner did not answer in time
 └── PersistenceError                    the files of a persisted state
     ├── StateLockedError                another process holds the state directory
     ├── CorruptStateError               damage recovery must not paper over
@@ -40,6 +43,9 @@ __all__ = [
     "PathConflictError",
     "PathNotFoundError",
     "PersistenceError",
+    "RemoteError",
+    "RemoteTimeoutError",
+    "RemoteUnavailableError",
     "RevisionMismatchError",
     "StateBrokenError",
     "StateClosedError",
@@ -204,6 +210,27 @@ class StateClosedError(StatewardError):
 
 class StateBrokenError(StatewardError):
     """The state actor died while you were using it (it did not stop cleanly)."""
+
+
+class RemoteError(StatewardError):
+    """The base of every error of the remote layer (Redis)."""
+
+
+class RemoteUnavailableError(RemoteError, ConnectionError):
+    """Redis cannot be reached (down, restarting, a dropped connection).
+
+    The remote layer retries on its own where it may (a send is re-sent with
+    its id, which the owner applies at most once); this reaches you when it
+    may not, or when a connection cannot be opened at all.
+    """
+
+
+class RemoteTimeoutError(RemoteError, TimeoutError):
+    """The owner did not answer within the time you gave.
+
+    An action sent may still be applied later (its id makes that at most
+    once): read the state, or send it again with the same id.
+    """
 
 
 class PersistenceError(StatewardError):

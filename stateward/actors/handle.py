@@ -157,6 +157,12 @@ class StateHandle(metaclass=NoPublicConstructor):
         """The current revision (the last action that changed something)."""
         return self._core.tree.revision
 
+    @property
+    def state_dir(self) -> str | None:
+        """The directory a persisted state lives in; None for a state in memory."""
+        persister = self._core.persister
+        return None if persister is None else persister.config.state_dir
+
     async def send(self, action: Action, *, durable: bool | None = None) -> Receipt:
         """Send *action* and return once the state actor has applied it.
 

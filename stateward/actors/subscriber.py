@@ -61,13 +61,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Handler: TypeAlias = Callable[
-    [StateChanged | Resync], "Awaitable[int | None] | int | None"
+    [StateChanged | Resync],
+    "Awaitable[int | tuple[int, str] | None] | int | tuple[int, str] | None",
 ]
 """A sync or async callable taking an event and returning its RAS code.
 
 ``None`` counts as success (so a plain ``print`` handler works), any other int
-is the code (1 = success), and raising is answered as ``RAS.ERROR`` with the
-error's text. A sync handler runs on the event loop: keep it quick.
+is the code (1 = success), a ``(code, message)`` tuple gives the Ack a message
+too (``return RAS.ERROR, "disk full"``), and raising is answered as
+``RAS.ERROR`` with the error's text. A sync handler runs on the event loop:
+keep it quick.
 
 Any exception a handler raises becomes its failed Ack, a ``BaseException``
 included (a ``GeneratorExit``, or an ``asyncio.CancelledError`` the handler
@@ -511,7 +514,17 @@ def _code(result: object) -> tuple[int, str]:
         return _SUCCESS
     if isinstance(result, int):
         return _SUCCESS if result == 1 else (int(result), "")
-    text = f"handler returned {result!r}; expected an int RAS code or None"
+    if (
+        type(result) is tuple
+        and len(result) == 2
+        and isinstance(result[0], int)
+        and isinstance(result[1], str)
+    ):
+        return int(result[0]), str.__str__(result[1])
+    text = (
+        f"handler returned {result!r:.200}; expected an int RAS code, "
+        "(code, message) or None"
+    )
     return RAS.INVALID, text
 
 

@@ -1,0 +1,201 @@
+"""The transport seam: the only module that imports coredis.
+
+Everything above it speaks in bytes, stream entries and stateward's own
+errors, so another client could replace coredis here alone. coredis runs on
+anyio, so the same code serves trio and asyncio.
+
+Its automatic retries are off: a command that failed half-way is not re-sent
+behind our back (a re-sent XADD would be a duplicate). Re-sending is the
+protocol's job, by action id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Final, final
+
+import coredis
+import coredis.exceptions
+from coredis.retry import NoRetryPolicy
+
+from .._errors import RemoteError, RemoteUnavailableError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+__all__ = ["Connection", "Entry", "NoGroupError", "open_connection"]
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+"""A stream entry: (id, fields)."""
+
+_CONNECT_TIMEOUT: Final = 5.0
+
+
+class NoGroupError(RemoteError):
+    """The consumer group (or its stream) is gone: Redis lost its data."""
+
+
+@contextlib.contextmanager
+def _mapped() -> Iterator[None]:
+    """Translate coredis' errors into stateward's at the boundary."""
+    try:
+        yield
+    except RemoteError:
+        raise  # already ours (RemoteUnavailableError is an OSError too)
+    except coredis.exceptions.ConnectionError as exc:  # ProtocolError, BusyLoading
+        msg = f"Redis cannot be reached: {exc}"
+        raise RemoteUnavailableError(msg) from exc
+    except (TimeoutError, OSError) as exc:
+        msg = f"Redis cannot be reached: {exc!r}"
+        raise RemoteUnavailableError(msg) from exc
+    except coredis.exceptions.AuthenticationError as exc:
+        msg = f"Redis refused the credentials: {exc}"
+        raise RemoteError(msg) from exc
+    except coredis.exceptions.AuthorizationError as exc:
+        msg = f"Redis refused the command (ACL): {exc}"
+        raise RemoteError(msg) from exc
+    except coredis.exceptions.RedisError as exc:
+        group_error = getattr(coredis.exceptions, "StreamConsumerGroupError", ())
+        if isinstance(exc, group_error) or str(exc).startswith("NOGROUP"):
+            raise NoGroupError(str(exc)) from exc
+        msg = f"Redis answered an error: {exc!r}"
+        raise RemoteError(msg) from exc
+
+
+@final
+class Connection:
+    """One Redis client (its own connections); every method is a checkpoint.
+
+    Not shared between a task that blocks on a read and tasks that write: open
+    one per role, so a blocking read never delays a write.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def xadd(
+        self, key: str, fields: dict[bytes, bytes], *, maxlen: int | None = None
+    ) -> bytes:
+        """Append an entry; with *maxlen*, trim the stream to about that many."""
+        with _mapped():
+            if maxlen is None:
+                entry_id = await self._client.xadd(key, fields)
+            else:
+                entry_id = await self._client.xadd(
+                    key,
+                    fields,
+                    trim_strategy=coredis.PureToken.MAXLEN,
+                    threshold=maxlen,
+                    trim_operator=coredis.PureToken.APPROXIMATELY,
+                )
+        return bytes(entry_id)
+
+    async def ensure_group(self, key: str, group: str) -> None:
+        """Create *group* on *key* from its first entry (and the stream), if missing."""
+        with _mapped():
+            try:
+                await self._client.xgroup_create(
+                    key, group, identifier="0", mkstream=True
+                )
+            except coredis.exceptions.RedisError as exc:
+                duplicate = getattr(
+                    coredis.exceptions, "StreamDuplicateConsumerGroupError", ()
+                )
+                if not (isinstance(exc, duplicate) or "BUSYGROUP" in str(exc)):
+                    raise
+
+    async def xreadgroup(
+        self,
+        key: str,
+        group: str,
+        consumer: str,
+        start: str,
+        *,
+        count: int,
+        block_ms: int | None,
+    ) -> list[Entry]:
+        """Read as *consumer*: ``start="0"`` its pending entries, ``">"`` new ones."""
+        with _mapped():
+            found = await self._client.xreadgroup(
+                group, consumer, {key: start}, count=count, block=block_ms
+            )
+        return _entries(found, key)
+
+    async def xread(
+        self, key: str, after: bytes, *, count: int, block_ms: int | None
+    ) -> list[Entry]:
+        """Read the entries of *key* after the id *after*."""
+        with _mapped():
+            found = await self._client.xread({key: after}, count=count, block=block_ms)
+        return _entries(found, key)
+
+    async def xack(self, key: str, group: str, ids: list[bytes]) -> None:
+        """Acknowledge *ids*: they leave the group's pending list."""
+        if ids:
+            with _mapped():
+                await self._client.xack(key, group, ids)
+
+    async def delete(self, keys: list[str]) -> None:
+        """Remove *keys*."""
+        with _mapped():
+            await self._client.delete(keys)
+
+    async def run_id(self) -> str:
+        """The server's run id: it changes when Redis restarts."""
+        with _mapped():
+            info = await self._client.info("server")
+        return str(info.get("run_id", ""))
+
+
+def _entries(found: Any, key: str) -> list[Entry]:
+    if not found:
+        return []
+    raw = found.get(key.encode()) or found.get(key) or ()
+    return [(bytes(e.identifier), dict(e.field_values)) for e in raw]
+
+
+@contextlib.asynccontextmanager
+async def open_connection(
+    url: str, *, name: str | None = None
+) -> AsyncIterator[Connection]:
+    """Open a client for *url* (``redis://``, ``rediss://`` for TLS, with credentials).
+
+    Raises:
+        RemoteUnavailableError: Redis cannot be reached.
+        RemoteError: The URL or the credentials are refused.
+    """
+    with _mapped():
+        try:
+            client = coredis.Redis.from_url(
+                url,
+                retry_policy=NoRetryPolicy(),
+                decode_responses=False,
+                connect_timeout=_CONNECT_TIMEOUT,
+                client_name=name,
+            )
+        except ValueError as exc:
+            msg = f"not a Redis URL: {exc}"
+            raise RemoteError(msg) from None
+        try:
+            async with client:
+                yield Connection(client)
+        except BaseExceptionGroup as group:
+            # coredis runs its pool in a task group of its own, which wraps
+            # whatever leaves the block: give the caller its own exception.
+            leaf = _single(group)
+            if leaf is None:
+                raise
+            raise leaf from None
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside *group* (nested groups included), if one."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else None

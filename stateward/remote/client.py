@@ -1,0 +1,347 @@
+"""The remote handle: the local handle's send, acks and get, from another process.
+
+``async with connect_redis(url, name="jobs") as state:`` gives a
+:class:`RemoteState`. ``await state.send(Set(...))`` returns once the owner
+has applied the action (and, for a durable send, journaled it), with a
+:class:`RemoteReceipt` carrying the revision; ``await receipt.acks(timeout)``
+gives every subscriber's Ack, exactly as a local receipt does.
+
+Delivery: the request is added to the owner's stream and, while no answer
+comes, added again every ``resend_after`` seconds with the same id; Redis
+going away is waited out. The owner applies each id at most once, so a send
+that returns was applied exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any, Final, cast, final
+
+import anyio
+
+from .._checks import check_seconds
+from .._errors import (
+    ActionRejectedError,
+    InvalidActionError,
+    PathConflictError,
+    PathNotFoundError,
+    RemoteError,
+    RemoteTimeoutError,
+    RemoteUnavailableError,
+    RevisionMismatchError,
+    StatewardError,
+)
+from ..actors._util import NoPublicConstructor
+from ..messages.acks import Ack, AckReport, ResultCode
+from ..messages.actions import Action
+from ..paths import PathLike, parse_path
+from . import protocol
+from ._redis import open_connection
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from .._json import JSON
+    from ._redis import Connection
+
+__all__ = ["RemoteReceipt", "RemoteState", "connect_redis"]
+
+logger = logging.getLogger(__name__)
+
+_BLOCK_MS: Final = 1000
+_ACK_SLOTS: Final = 10_000  # receipts whose acks may still come, at most
+
+
+class _Waiter:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.reply: dict[str, Any] | None = None
+
+
+@final
+class RemoteReceipt(metaclass=NoPublicConstructor):
+    """The result of one action applied by the owner; see :class:`~stateward.Receipt`.
+
+    Attributes:
+        revision: The revision after the action.
+        changed: Whether it changed anything.
+        subscribers: The owner's subscribers that were asked.
+        action_id: The action's id.
+        derive_errors: ``"dest: error"`` per derivation that raised.
+    """
+
+    def __init__(
+        self, state: RemoteState, action_id: str, reply: dict[str, Any]
+    ) -> None:
+        self._state = state
+        self.action_id = action_id
+        self.revision: int = reply["revision"]
+        self.changed: bool = reply["changed"]
+        self.subscribers: tuple[str, ...] = tuple(reply["subscribers"])
+        self.derive_errors: tuple[str, ...] = tuple(reply["derive_errors"])
+
+    def __repr__(self) -> str:
+        return (
+            f"<RemoteReceipt rev={self.revision} changed={self.changed} "
+            f"subscribers={list(self.subscribers)}>"
+        )
+
+    async def acks(self, timeout: float | None = None) -> AckReport:
+        """Wait for the subscribers' report, or until *timeout* seconds pass.
+
+        The owner relays the report once every subscriber answered or its own
+        ``ack_timeout`` passed. If *timeout* passes first, every subscriber is
+        reported ``missing`` (``MISSING_RESPONSE``). Always a checkpoint; may
+        be called again later.
+        """
+        if not self.subscribers:
+            await anyio.lowlevel.checkpoint()
+            return AckReport(ResultCode.ALL_SUBS_SUCCESS, (), ())
+        waiter = self._state._ack_waiter(self.action_id)
+        with anyio.move_on_after(timeout):
+            await waiter.event.wait()
+        reply = waiter.reply
+        if reply is None:
+            return AckReport(ResultCode.MISSING_RESPONSE, (), self.subscribers)
+        acks = tuple(Ack(n, self.revision, int(r), str(m)) for n, r, m in reply["acks"])
+        return AckReport(ResultCode(reply["result"]), acks, tuple(reply["missing"]))
+
+
+@final
+class RemoteState(metaclass=NoPublicConstructor):
+    """A state served by another process; made by :func:`connect_redis`.
+
+    Belongs to the event loop that opened it. Any number of tasks may send
+    at once; each request waits for its own answer.
+    """
+
+    def __init__(
+        self, conn: Connection, keys: protocol.Keys, client: str, resend_after: float
+    ) -> None:
+        self._conn = conn
+        self._keys = keys
+        self.client = client
+        """This client's name (its reply stream is ``sw:{name}:reply:<client>``)."""
+        self._resend_after = resend_after
+        self._waiters: dict[str, _Waiter] = {}
+        self._acks: dict[str, _Waiter] = {}
+        self._last = b"0-0"
+        self.resends = 0
+        """Requests added again because no answer came in time."""
+
+    def __repr__(self) -> str:
+        return f"<RemoteState {self._keys.name!r} client={self.client!r}>"
+
+    def _ack_waiter(self, action_id: str) -> _Waiter:
+        waiter = self._acks.get(action_id)
+        if waiter is None:
+            waiter = self._acks[action_id] = _Waiter()
+            while len(self._acks) > _ACK_SLOTS:
+                self._acks.pop(next(iter(self._acks)))
+        return waiter
+
+    async def send(
+        self,
+        action: Action,
+        *,
+        durable: bool | None = None,
+        timeout: float | None = None,
+    ) -> RemoteReceipt:
+        """Send *action* to the owner; return once it is applied there.
+
+        Args:
+            action: Any action; an ``eq`` callable cannot be sent.
+            durable: As :meth:`StateHandle.send` on the owner (None: its default).
+            timeout: Seconds to wait at most (None: until answered).
+
+        Raises:
+            ActionRejectedError: (and its subclasses) The owner's tree refused it.
+            InvalidActionError: It cannot be sent, or the owner refused it.
+            RemoteTimeoutError: No answer within *timeout* (it may still apply).
+        """
+        if not isinstance(cast("object", action), Action) or type(action) is Action:
+            reason = f"expected an action such as Set or Delete, got {action!r}"
+            raise InvalidActionError("action", reason)
+        if durable is not None and type(durable) is not bool:
+            raise InvalidActionError(
+                "durable", f"must be a bool or None (got {durable!r})"
+            )
+        message = {
+            "v": protocol.PROTOCOL_VERSION,
+            "op": "send",
+            "id": action.id,
+            "client": self.client,
+            "durable": durable,
+            "action": protocol.encode_action(action),
+        }
+        reply = await self._request(action.id, message, timeout)
+        kind = reply["kind"]
+        if kind == "applied":
+            if reply["subscribers"]:
+                self._ack_waiter(action.id)  # so that an early report is kept
+            return RemoteReceipt._create(self, action.id, reply)
+        raise _error(reply)
+
+    async def get(
+        self, path: PathLike = "", default: JSON = None, *, timeout: float | None = None
+    ) -> JSON:
+        """Return a copy of the value at *path* on the owner, or *default*.
+
+        Ordered with this client's sends: it sees every write this client's
+        earlier sends made (read-your-writes).
+        """
+        segments = parse_path(path)
+        request_id = protocol.new_request_id()
+        message = {
+            "v": protocol.PROTOCOL_VERSION,
+            "op": "get",
+            "id": request_id,
+            "client": self.client,
+            "path": list(segments),
+            "default": default,
+        }
+        reply = await self._request(request_id, message, timeout)
+        if reply["kind"] != "value":
+            raise _error(reply)
+        value: JSON = reply["value"]
+        return value
+
+    async def _request(
+        self, request_id: str, message: dict[str, Any], timeout: float | None
+    ) -> dict[str, Any]:
+        if timeout is not None:
+            check_seconds("timeout", timeout)
+        fields = protocol.encode(message)
+        waiter = self._waiters[request_id] = _Waiter()
+        try:
+            with anyio.fail_after(timeout):
+                backoff = 0.05
+                while True:
+                    try:
+                        await self._conn.xadd(self._keys.actions, fields)
+                    except RemoteUnavailableError:
+                        await anyio.sleep(backoff)
+                        backoff = min(backoff * 2, 1.0)
+                        continue
+                    with anyio.move_on_after(self._resend_after):
+                        await waiter.event.wait()
+                    if waiter.reply is not None:
+                        return waiter.reply
+                    self.resends += 1
+        except TimeoutError:
+            msg = f"no answer from the owner of {self._keys.name!r} within {timeout}s"
+            raise RemoteTimeoutError(msg) from None
+        finally:
+            self._waiters.pop(request_id, None)
+
+    async def _read_replies(
+        self, *, task_status: Any = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        key = self._keys.reply(self.client)
+        task_status.started()
+        backoff = 0.05
+        async with open_connection(self._url, name=f"sw-{self.client}") as conn:
+            while True:
+                try:
+                    entries = await conn.xread(
+                        key, self._last, count=256, block_ms=_BLOCK_MS
+                    )
+                except RemoteUnavailableError:
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, 1.0)
+                    continue
+                backoff = 0.05
+                for entry_id, fields in entries:
+                    self._last = entry_id
+                    try:
+                        reply = protocol.decode_reply(fields)
+                    except StatewardError as exc:
+                        logger.warning("ignoring a malformed reply: %s", exc)
+                        continue
+                    if reply["kind"] == "acks":
+                        waiter = self._acks.get(reply["id"])
+                    else:
+                        waiter = self._waiters.get(reply["id"])
+                    if waiter is not None and waiter.reply is None:
+                        waiter.reply = reply
+                        waiter.event.set()
+
+    _url: str
+
+
+_REJECTIONS: Final[dict[str, type[ActionRejectedError]]] = {
+    "ActionRejectedError": ActionRejectedError,
+    "PathConflictError": PathConflictError,
+    "PathNotFoundError": PathNotFoundError,
+}
+
+
+def _error(reply: dict[str, Any]) -> StatewardError:
+    kind = reply.get("kind")
+    name = str(reply.get("error"))
+    if kind == "rejected":
+        if name == "RevisionMismatchError":
+            return RevisionMismatchError(int(reply["expected"]), int(reply["actual"]))
+        cls = _REJECTIONS.get(name, ActionRejectedError)
+        return cls(str(reply.get("path", "")), str(reply.get("reason", "")))
+    if kind == "refused":
+        field = str(reply.get("field", "request"))
+        return InvalidActionError(
+            field, str(reply.get("reason", "refused by the owner"))
+        )
+    return RemoteError(f"unexpected reply from the owner: {kind!r}")
+
+
+def _default_client() -> str:
+    host = "".join(
+        c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname()
+    )
+    return f"{host[:30] or 'host'}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+@contextlib.asynccontextmanager
+async def connect_redis(
+    url: str,
+    *,
+    name: str,
+    client: str | None = None,
+    resend_after: float = 1.0,
+) -> AsyncIterator[RemoteState]:
+    """Connect to the state that an owner serves under *name*.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db``, or ``rediss://`` for TLS.
+        name: The state's name, as given to :func:`serve_redis`.
+        client: This client's name (default: host, pid and a random part).
+            Two live clients must not share one.
+        resend_after: Seconds without an answer before a request is added
+            again (same id: applied at most once).
+
+    Raises:
+        RemoteUnavailableError: Redis cannot be reached at start.
+    """
+    keys = protocol.Keys(name)
+    client_name = protocol.check_name(client or _default_client(), "client")
+    check_seconds("resend_after", resend_after, positive=True)
+    async with open_connection(url, name=f"sw-{client_name}") as conn:
+        await conn.run_id()  # fail now, not on the first send, when Redis is down
+        state = RemoteState._create(conn, keys, client_name, resend_after)
+        state._url = url
+        error: BaseException | None = None
+        async with anyio.create_task_group() as tg:
+            await tg.start(state._read_replies)
+            try:
+                yield state
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                error = exc
+            tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        if client is None:
+            with contextlib.suppress(RemoteError):
+                await conn.delete([keys.reply(client_name)])

@@ -1,0 +1,341 @@
+"""The remote protocol: key names, message encoding and its limits (pure, no I/O).
+
+Every key of one state lives under ``sw:{<name>}:`` (the braces are a Redis
+Cluster hash tag: one slot per state)::
+
+    sw:{jobs}:actions          stream, consumer group "owner": requests in
+    sw:{jobs}:reply:<client>   stream per client: the owner's replies
+    sw:{jobs}:dead             stream: refused entries, with the reason
+
+A request or a reply is one stream entry with one field, ``m``: a JSON object.
+Requests (client -> owner)::
+
+    {"v": 1, "op": "send", "id": ID, "client": C, "durable": true|false|null,
+     "action": ACTION}
+    {"v": 1, "op": "get", "id": ID, "client": C, "path": [...], "default": JSON}
+
+``ACTION`` is ``{"type": "Set", "path": ..., "value": ..., ...}`` with the
+fields of the action class (see :func:`encode_action`). Replies (owner ->
+client) carry the request's ``id`` and a ``kind``: ``applied``, ``rejected``,
+``refused``, ``acks`` or ``value``.
+
+Decoding is strict: the size is checked before anything is parsed, the JSON
+must be strict (no NaN), every object must have exactly the expected keys
+with the expected types, and actions are rebuilt through their constructors,
+so a remote action passes the very checks a local one does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import TYPE_CHECKING, Any, Final, final
+
+import attrs
+
+from .._errors import InvalidActionError, StatewardError
+from ..messages.actions import Action, Delete, Merge, Ping, Set, Transaction
+from ..paths import PathLike, parse_path
+
+if TYPE_CHECKING:
+    from .._json import JSON
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
+    "Keys",
+    "Request",
+    "check_name",
+    "decode_action",
+    "decode_reply",
+    "decode_request",
+    "encode",
+    "encode_action",
+    "new_request_id",
+]
+
+PROTOCOL_VERSION: Final = 1
+MAX_MESSAGE_BYTES: Final = 1 << 20
+"""Largest request or reply accepted, in bytes (the default action size limit
+fits: an action's values are estimated at <= 1 MiB)."""
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_FIELD: Final = b"m"
+
+
+def new_request_id() -> str:
+    """A fresh unique id for a request that is not an action (a get)."""
+    return "get-" + os.urandom(12).hex()
+
+
+def check_name(value: object, what: str) -> str:
+    """Check a state's or a client's name: 1-64 of ``A-Z a-z 0-9 . _ -``.
+
+    Raises:
+        InvalidActionError: It is not such a name.
+    """
+    if type(value) is not str or not _NAME_RE.fullmatch(value):
+        reason = (
+            "must be 1-64 letters, digits, '.', '_' or '-', starting with a "
+            f"letter or digit (got {value!r})"
+        )
+        raise InvalidActionError(what, reason)
+    return value
+
+
+@final
+@attrs.frozen
+class Keys:
+    """The Redis keys of one state."""
+
+    name: str = attrs.field(validator=lambda _i, _a, v: check_name(v, "name"))
+    """The state's name."""
+
+    @property
+    def prefix(self) -> str:
+        """``sw:{name}:``."""
+        return f"sw:{{{self.name}}}:"
+
+    @property
+    def actions(self) -> str:
+        """The stream the owner reads requests from."""
+        return self.prefix + "actions"
+
+    @property
+    def dead(self) -> str:
+        """The dead-letter stream: refused entries and why."""
+        return self.prefix + "dead"
+
+    def reply(self, client: str) -> str:
+        """The stream of *client*'s replies."""
+        return self.prefix + "reply:" + check_name(client, "client")
+
+    GROUP: Final = "owner"
+
+
+def encode(message: dict[str, Any]) -> dict[bytes, bytes]:
+    """Encode one message as a stream entry's fields.
+
+    Raises:
+        InvalidActionError: It is larger than :data:`MAX_MESSAGE_BYTES`.
+    """
+    data = json.dumps(message, ensure_ascii=False, allow_nan=False).encode()
+    if len(data) > MAX_MESSAGE_BYTES:
+        reason = f"{len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte message cap"
+        raise InvalidActionError("message", reason)
+    return {_FIELD: data}
+
+
+def _refuse_constant(name: str) -> None:
+    msg = f"{name} is not JSON"
+    raise ValueError(msg)
+
+
+def _decode_fields(fields: object) -> dict[str, Any]:
+    """The JSON object of an entry; size checked before parsing."""
+    if not isinstance(fields, dict) or set(fields) != {_FIELD}:
+        raise InvalidActionError("entry", "must have exactly one field 'm'")
+    data = fields[_FIELD]
+    if not isinstance(data, bytes):
+        raise InvalidActionError("entry", "field 'm' is not bytes")
+    if len(data) > MAX_MESSAGE_BYTES:
+        reason = f"{len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte message cap"
+        raise InvalidActionError("message", reason)
+    try:
+        message = json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = f"not strict JSON: {type(exc).__name__}: {exc}"
+        raise InvalidActionError("message", reason[:200]) from None
+    if type(message) is not dict:
+        raise InvalidActionError("message", "is not a JSON object")
+    return message
+
+
+def _keys(
+    obj: dict[str, Any], required: set[str], optional: set[str], what: str
+) -> None:
+    keys = set(obj)
+    missing = required - keys
+    extra = keys - required - optional
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {sorted(missing)}")
+        if extra:
+            parts.append(f"unknown {sorted(extra)}")
+        raise InvalidActionError(what, ", ".join(parts))
+
+
+def _typed(value: object, types: tuple[type, ...], what: str) -> Any:
+    if type(value) not in types:
+        names = " or ".join(t.__name__ for t in types)
+        reason = f"must be {names} (got {type(value).__name__})"
+        raise InvalidActionError(what, reason)
+    return value
+
+
+@final
+@attrs.frozen
+class Request:
+    """A decoded request: what a client asked the owner."""
+
+    op: str
+    """``"send"`` or ``"get"``."""
+    id: str
+    """The action's id (send) or the request's (get)."""
+    client: str
+    """The client that sent it; its replies go to its reply stream."""
+    durable: bool | None = None
+    """For a send: wait for the journal's fsync (None: the state's default)."""
+    action: Action | None = None
+    """For a send: the action, rebuilt and validated."""
+    path: tuple[str, ...] = ()
+    """For a get: the path."""
+    default: JSON = None
+    """For a get: the value when the path is missing."""
+
+
+def client_of(fields: object) -> str | None:
+    """The valid client name of an entry, if it has one (to send a refusal to)."""
+    try:
+        message = _decode_fields(fields)
+        return check_name(message.get("client"), "client")
+    except StatewardError:
+        return None
+
+
+def decode_request(fields: object) -> Request:
+    """Decode and validate one request entry.
+
+    Raises:
+        StatewardError: A typed error naming what is wrong (an
+            ``InvalidActionError``, ``InvalidPathError`` or
+            ``InvalidValueError``); nothing was applied.
+    """
+    message = _decode_fields(fields)
+    op = message.get("op")
+    if op == "send":
+        _keys(message, {"v", "op", "id", "client", "durable", "action"}, set(), "send")
+    elif op == "get":
+        _keys(message, {"v", "op", "id", "client", "path", "default"}, set(), "get")
+    else:
+        raise InvalidActionError("op", f"must be 'send' or 'get' (got {op!r:.40})")
+    if message["v"] != PROTOCOL_VERSION or type(message["v"]) is not int:
+        reason = f"protocol version {message['v']!r:.20} is not {PROTOCOL_VERSION}"
+        raise InvalidActionError("v", reason)
+    client = check_name(message["client"], "client")
+    request_id = _typed(message["id"], (str,), "id")
+    if not request_id or len(request_id) > 256:
+        raise InvalidActionError("id", "must be a non-empty str of <= 256 characters")
+    if op == "get":
+        path = _typed(message["path"], (list,), "path")
+        segments = parse_path(tuple(path))
+        default = Set("", message["default"]).value  # validated as any value is
+        return Request("get", request_id, client, path=segments, default=default)
+    durable = _typed(message["durable"], (bool, type(None)), "durable")
+    action = decode_action(message["action"])
+    if action.id != request_id:
+        raise InvalidActionError("id", "the request's id is not its action's id")
+    return Request("send", request_id, client, durable=durable, action=action)
+
+
+_COMMON: Final = {"type", "id", "source", "payload"}
+_FIELDS: Final[dict[str, tuple[set[str], set[str]]]] = {
+    "Set": ({"path", "value"}, {"eq"}),
+    "Delete": ({"path"}, {"missing_ok"}),
+    "Merge": ({"path", "mapping"}, {"eq"}),
+    "Ping": ({"path"}, set()),
+    "Transaction": ({"actions"}, {"if_revision"}),
+}
+
+
+def encode_action(action: Action) -> dict[str, Any]:
+    """Encode *action* as a JSON object (nested Transactions included).
+
+    Raises:
+        InvalidActionError: It carries what JSON cannot (an ``eq`` callable).
+    """
+    out: dict[str, Any] = {
+        "type": type(action).__name__,
+        "id": action.id,
+        "source": action.source,
+        "payload": action.payload,
+    }
+    if isinstance(action, Set | Merge):
+        if not isinstance(action.eq, bool):
+            reason = "an eq callable cannot be sent to another process"
+            raise InvalidActionError("eq", reason)
+        out["eq"] = action.eq
+    if isinstance(action, Set):
+        out["path"], out["value"] = action.path, action.value
+    elif isinstance(action, Delete):
+        out["path"], out["missing_ok"] = action.path, action.missing_ok
+    elif isinstance(action, Merge):
+        out["path"], out["mapping"] = action.path, action.mapping
+    elif isinstance(action, Ping):
+        out["path"] = action.path
+    elif isinstance(action, Transaction):
+        out["actions"] = [encode_action(a) for a in action.actions]
+        out["if_revision"] = action.if_revision
+    else:
+        reason = f"{type(action).__name__} cannot be sent to another process"
+        raise InvalidActionError("action", reason)
+    return out
+
+
+def decode_action(obj: object, depth: int = 0) -> Action:
+    """Rebuild an action from :func:`encode_action`'s object, validating it.
+
+    Raises:
+        StatewardError: A typed error; the constructors' own checks apply
+            (paths, values, sizes, nesting).
+    """
+    if type(obj) is not dict:
+        raise InvalidActionError("action", "must be a JSON object")
+    kind = obj.get("type")
+    if kind not in _FIELDS:
+        raise InvalidActionError("type", f"unknown action type {kind!r:.40}")
+    required, optional = _FIELDS[kind]
+    _keys(obj, required | _COMMON, optional, kind)
+    common: dict[str, Any] = {
+        "id": obj["id"],
+        "source": obj["source"],
+        "payload": obj["payload"],
+    }
+    if kind == "Set":
+        return Set(_path(obj["path"]), obj["value"], eq=_flag(obj, "eq"), **common)
+    if kind == "Delete":
+        missing_ok = _flag(obj, "missing_ok")
+        return Delete(_path(obj["path"]), missing_ok=missing_ok, **common)
+    if kind == "Merge":
+        mapping = _typed(obj["mapping"], (dict,), "mapping")
+        return Merge(_path(obj["path"]), mapping, eq=_flag(obj, "eq"), **common)
+    if kind == "Ping":
+        return Ping(_path(obj["path"]), **common)
+    inner = _typed(obj["actions"], (list,), "actions")
+    if depth >= 64:
+        raise InvalidActionError("actions", "Transactions nested too deep")
+    actions = [decode_action(item, depth + 1) for item in inner]
+    if_revision = obj.get("if_revision")
+    return Transaction(actions, if_revision=if_revision, **common)
+
+
+def _path(value: object) -> PathLike:
+    path: str = _typed(value, (str,), "path")  # the canonical string form
+    return path
+
+
+def _flag(obj: dict[str, Any], key: str) -> bool:
+    return _typed(obj.get(key, True), (bool,), key)  # type: ignore[no-any-return]
+
+
+def decode_reply(fields: object) -> dict[str, Any]:
+    """Decode a reply entry (from the owner): a JSON object with an ``id``.
+
+    Raises:
+        InvalidActionError: It is not a reply this client can read.
+    """
+    message = _decode_fields(fields)
+    if type(message.get("id")) is not str or type(message.get("kind")) is not str:
+        raise InvalidActionError("reply", "has no str 'id' and 'kind'")
+    return message

@@ -1,0 +1,466 @@
+"""The owner: serve a running state to other processes over Redis Streams.
+
+``async with serve_redis(state, url, name="jobs") as server:`` reads the
+requests of every client from ``sw:{jobs}:actions`` (a consumer group), in
+stream order, applies each through the local handle, and answers on the
+client's own reply stream. The state's journal stays the one source of
+truth: Redis may lose everything at any moment, and nothing acknowledged is
+lost with it.
+
+Exactly once over at-least-once delivery:
+
+* Every action carries its id; a client that gets no answer sends the same
+  entry again, and the owner reads its own pending entries first after any
+  restart or reconnection.
+* The owner answers an id it has seen from its **dedupe window** (the last
+  ``window`` ids and their replies) instead of applying it again. For a
+  persisted state the window survives a restart: ids of actions that changed
+  the state are read back from the journal, and ids of actions that changed
+  nothing or were rejected are kept in ``remote-<name>.dedupe`` beside it,
+  fsynced before the reply. So a late duplicate of an equal ``Set`` can never
+  undo a later write.
+* The reply goes out only after the action is applied (and, when the send is
+  durable, on disk); the entry is acknowledged (XACK) only after the reply.
+
+Redis losing its data (a restart without persistence, a flush) shows as a
+missing consumer group: the owner recreates it and goes on; clients re-send
+what was not answered.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Final, final
+
+import anyio
+
+from .._checks import check_int, check_seconds
+from .._errors import (
+    ActionRejectedError,
+    CorruptStateError,
+    InvalidActionError,
+    PathNotFoundError,
+    RemoteUnavailableError,
+    RevisionMismatchError,
+    StatewardError,
+)
+from ..messages.actions import Action, Transaction
+from ..paths import PathLike, parse_path
+from . import protocol
+from ._redis import NoGroupError, open_connection
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping, Sequence
+
+    from anyio.abc import TaskGroup
+
+    from ..actors.handle import StateHandle
+    from ..actors.state import Receipt
+    from ._redis import Connection, Entry
+
+__all__ = ["RedisServer", "serve_redis"]
+
+logger = logging.getLogger(__name__)
+
+_REPLY_MAXLEN: Final = 10_000
+_DEAD_MAXLEN: Final = 10_000
+_BLOCK_MS: Final = 1000
+_BACKOFF_MAX: Final = 1.0
+
+
+@final
+class RedisServer:
+    """The running owner made by :func:`serve_redis` (statistics, the keys).
+
+    Its counters are read without blocking; all of its work runs in the task
+    group that ``serve_redis`` opened.
+    """
+
+    def __init__(
+        self,
+        state: StateHandle,
+        url: str,
+        keys: protocol.Keys,
+        writable: dict[str, tuple[tuple[str, ...], ...]] | None,
+        window: int,
+        ack_timeout: float,
+        batch: int,
+    ) -> None:
+        self._state = state
+        self._url = url
+        self.keys = keys
+        """The Redis keys this state is served under."""
+        self._writable = writable
+        self._window: collections.OrderedDict[str, dict[str, Any]] = (
+            collections.OrderedDict()
+        )
+        self._window_size = window
+        self._ack_timeout = ack_timeout
+        self._batch = batch
+        self._log_path: str | None = None
+        self._writer: Connection | None = None
+        self.applied = 0
+        """Actions applied for remote clients."""
+        self.duplicates = 0
+        """Requests answered from the dedupe window (not applied again)."""
+        self.refused = 0
+        """Entries refused (malformed, oversized, not allowed): see the dead stream."""
+        self.reconnects = 0
+        """Times the owner reconnected after Redis went away."""
+        self.redis_losses = 0
+        """Times Redis had lost the consumer group (its data) and it was recreated."""
+
+    def __repr__(self) -> str:
+        return (
+            f"<RedisServer {self.keys.name!r} applied={self.applied} "
+            f"duplicates={self.duplicates} refused={self.refused}>"
+        )
+
+    # -- the dedupe window ---------------------------------------------------
+
+    def _load_window(self) -> None:
+        """Rebuild the window of a persisted state (blocking: a worker thread)."""
+        from ..actors.persistence import oldest_snapshot, replay_files
+
+        directory = self._state.state_dir
+        if directory is None:
+            return
+        self._log_path = os.path.join(directory, f"remote-{self.keys.name}.dedupe")
+        kept: list[tuple[str, dict[str, Any]]] = []
+        with contextlib.suppress(FileNotFoundError):
+            with open(self._log_path, "rb") as f:
+                lines = f.read().split(b"\n")
+            for i, line in enumerate(lines):
+                if not line:
+                    continue
+                try:
+                    item = json.loads(line)
+                    kept.append((str(item["id"]), dict(item["reply"])))
+                except (ValueError, KeyError, TypeError):
+                    if i < len(lines) - 2:
+                        logger.warning(
+                            "%s: skipping a damaged line %d", self._log_path, i
+                        )
+        revision = self._state.revision
+        oldest = oldest_snapshot(directory) or 0
+        after = max(oldest, revision - self._window_size)
+        if revision > after:
+            try:
+                _, entries = replay_files(directory, after, revision)
+            except CorruptStateError as exc:
+                logger.warning("dedupe window: the journal could not be read: %s", exc)
+                entries = []
+            for entry in entries:
+                reply = {
+                    "kind": "applied",
+                    "revision": entry.revision,
+                    "changed": True,
+                    "subscribers": [],
+                    "derive_errors": [],
+                }
+                kept.append((entry.action_id, reply))
+        for action_id, reply in kept[-self._window_size :]:
+            self._window[action_id] = reply
+        # Compact: keep what the window holds of the log's own entries.
+        logged = [(i, r) for i, r in kept if not _in_journal(r)]
+        data = b"".join(
+            json.dumps({"id": i, "reply": r}).encode() + b"\n"
+            for i, r in logged[-self._window_size :]
+        )
+        from ..actors._files import Files
+
+        Files().write_atomic(self._log_path, data)
+
+    async def _remember(self, action_id: str, reply: dict[str, Any]) -> None:
+        window = self._window
+        window[action_id] = reply
+        if len(window) > self._window_size:
+            window.popitem(last=False)
+        if self._log_path is not None and not _in_journal(reply):
+            # No journal record holds it: it must be on disk before we answer.
+            line = json.dumps({"id": action_id, "reply": reply}).encode() + b"\n"
+            await anyio.to_thread.run_sync(_append_synced, self._log_path, line)
+
+    # -- the loop ------------------------------------------------------------
+
+    async def _run(self, tg: TaskGroup, *, task_status: Any) -> None:
+        await anyio.to_thread.run_sync(self._load_window)
+        backoff = 0.05
+        started = False
+        while True:
+            try:
+                async with (
+                    open_connection(self._url, name="sw-owner") as reader,
+                    open_connection(self._url, name="sw-owner-w") as writer,
+                ):
+                    self._writer = writer
+                    await reader.ensure_group(self.keys.actions, self.keys.GROUP)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    backoff = 0.05
+                    await self._serve(reader, writer, tg)
+            except NoGroupError:
+                self.redis_losses += 1
+                logger.warning(
+                    "Redis lost the consumer group of %r: recreating it", self.keys.name
+                )
+            except RemoteUnavailableError as exc:
+                if not started:
+                    raise
+                self.reconnects += 1
+                logger.warning(
+                    "Redis went away (%s); reconnecting in %.2fs", exc, backoff
+                )
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _serve(
+        self, reader: Connection, writer: Connection, tg: TaskGroup
+    ) -> None:
+        keys = self.keys
+        start = "0"  # our own pending entries first, then new ones
+        while True:
+            entries = await reader.xreadgroup(
+                keys.actions,
+                keys.GROUP,
+                "owner",
+                start,
+                count=self._batch,
+                block_ms=None if start == "0" else _BLOCK_MS,
+            )
+            if start == "0" and not entries:
+                start = ">"
+                continue
+            for entry in entries:
+                await self._handle(entry, writer, tg)
+            if start != ">" and entries:
+                start = entries[-1][0].decode()
+
+    async def _handle(self, entry: Entry, writer: Connection, tg: TaskGroup) -> None:
+        entry_id, fields = entry
+        try:
+            request = protocol.decode_request(fields)
+            if request.op == "send":
+                assert request.action is not None
+                self._check_writable(request.client, request.action)
+        except StatewardError as exc:
+            await self._refuse(entry, exc, writer)
+            return
+        reply_key = self.keys.reply(request.client)
+        if request.op == "get":
+            value = await self._state.get(request.path, request.default)
+            reply: dict[str, Any] = {"id": request.id, "kind": "value", "value": value}
+            await writer.xadd(reply_key, protocol.encode(reply), maxlen=_REPLY_MAXLEN)
+            await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
+            return
+        cached = self._window.get(request.id)
+        if cached is not None:
+            self.duplicates += 1
+            await writer.xadd(
+                reply_key,
+                protocol.encode({"id": request.id, **cached}),
+                maxlen=_REPLY_MAXLEN,
+            )
+            await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
+            return
+        assert request.action is not None
+        receipt: Receipt | None = None
+        try:
+            receipt = await self._state.send(request.action, durable=request.durable)
+        except ActionRejectedError as exc:
+            reply = _rejected(exc)
+        except InvalidActionError as exc:
+            reply = {
+                "kind": "refused",
+                "error": "InvalidActionError",
+                "field": exc.field,
+                "reason": exc.reason,
+            }
+        else:
+            self.applied += 1
+            reply = {
+                "kind": "applied",
+                "revision": receipt.revision,
+                "changed": receipt.changed,
+                "subscribers": list(receipt.subscribers),
+                "derive_errors": list(receipt.derive_errors),
+            }
+        await self._remember(request.id, reply)
+        await writer.xadd(
+            reply_key,
+            protocol.encode({"id": request.id, **reply}),
+            maxlen=_REPLY_MAXLEN,
+        )
+        await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
+        if receipt is not None and receipt.subscribers:
+            tg.start_soon(self._relay_acks, receipt, request.id, reply_key)
+
+    async def _relay_acks(
+        self, receipt: Receipt, action_id: str, reply_key: str
+    ) -> None:
+        report = await receipt.acks(timeout=self._ack_timeout)
+        reply = {
+            "id": action_id,
+            "kind": "acks",
+            "result": int(report.result),
+            "acks": [[a.subscriber, a.ras, a.message] for a in report.acks],
+            "missing": list(report.missing),
+        }
+        writer = self._writer
+        if writer is None:
+            return
+        with contextlib.suppress(RemoteUnavailableError):
+            await writer.xadd(reply_key, protocol.encode(reply), maxlen=_REPLY_MAXLEN)
+
+    def _check_writable(self, client: str, action: Action) -> None:
+        allowed = self._writable
+        if allowed is None:
+            return
+        prefixes = allowed.get(client, ())
+        for path in _paths(action):
+            if not any(path[: len(p)] == p for p in prefixes):
+                shown = ".".join(path) or "the root"
+                reason = f"client {client!r} may not write at {shown!r}"
+                raise InvalidActionError("path", reason)
+
+    async def _refuse(
+        self, entry: Entry, exc: StatewardError, writer: Connection
+    ) -> None:
+        entry_id, fields = entry
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        logger.warning(
+            "refused entry %s of %r: %s", entry_id.decode(), self.keys.name, reason
+        )
+        client = protocol.client_of(fields)
+        request_id = _request_id(fields)
+        if client is not None and request_id is not None:
+            reply = {
+                "id": request_id,
+                "kind": "refused",
+                "error": type(exc).__name__,
+                "reason": reason,
+            }
+            with contextlib.suppress(StatewardError):
+                await writer.xadd(
+                    self.keys.reply(client),
+                    protocol.encode(reply),
+                    maxlen=_REPLY_MAXLEN,
+                )
+        dead = {b"entry": entry_id, b"reason": reason.encode()}
+        await writer.xadd(self.keys.dead, dead, maxlen=_DEAD_MAXLEN)
+        await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
+        self.refused += 1
+
+
+def _in_journal(reply: dict[str, Any]) -> bool:
+    """Whether the journal holds this reply's action (it changed the state)."""
+    return reply["kind"] == "applied" and bool(reply.get("changed"))
+
+
+def _request_id(fields: object) -> str | None:
+    try:
+        message = protocol._decode_fields(fields)
+    except StatewardError:
+        return None
+    value = message.get("id")
+    return value if type(value) is str and 0 < len(value) <= 256 else None
+
+
+def _paths(action: Action) -> list[tuple[str, ...]]:
+    if isinstance(action, Transaction):
+        return [p for inner in action.actions for p in _paths(inner)]
+    return [parse_path(action.path)]  # type: ignore[attr-defined]
+
+
+def _rejected(exc: ActionRejectedError) -> dict[str, Any]:
+    reply: dict[str, Any] = {
+        "kind": "rejected",
+        "error": type(exc).__name__,
+        "path": exc.path,
+        "reason": exc.reason,
+    }
+    if isinstance(exc, RevisionMismatchError):
+        reply["expected"], reply["actual"] = exc.expected, exc.actual
+    elif isinstance(exc, PathNotFoundError):
+        pass
+    return reply
+
+
+def _append_synced(path: str, line: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def serve_redis(
+    state: StateHandle,
+    url: str,
+    *,
+    name: str,
+    writable: Mapping[str, Sequence[PathLike]] | None = None,
+    window: int = 100_000,
+    ack_timeout: float = 30.0,
+    batch: int = 256,
+) -> AsyncIterator[RedisServer]:
+    """Serve *state* to other processes under *name* until the block exits.
+
+    Args:
+        state: The running state to serve (this process owns it).
+        url: ``redis://[user:password@]host:port/db``, or ``rediss://`` for TLS.
+        name: The state's name on Redis (``sw:{name}:...``): 1-64 of
+            ``A-Z a-z 0-9 . _ -``.
+        writable: Per client name, the path prefixes it may write at; a
+            client not named may write nothing. None: every client writes
+            anywhere.
+        window: How many action ids the dedupe window remembers. A client
+            that re-sends an id older than the last *window* actions may see
+            it applied again: keep it well above what all clients send during
+            their longest re-send horizon.
+        ack_timeout: How long the owner waits for the subscribers' acks of a
+            remote action before it relays the report with ``missing``.
+        batch: Most entries read per round trip.
+
+    Returns once the owner is connected and reading. Requests are applied one
+    at a time, in stream order.
+
+    Raises:
+        RemoteUnavailableError: Redis cannot be reached at start. (Later
+            losses are survived: the owner reconnects on its own.)
+        InvalidActionError: A bad option.
+    """
+    keys = protocol.Keys(name)
+    check_int("window", window, 1)
+    check_seconds("ack_timeout", ack_timeout, positive=True)
+    check_int("batch", batch, 1, maximum=10_000)
+    allowed = None
+    if writable is not None:
+        allowed = {
+            protocol.check_name(client, "writable"): tuple(
+                parse_path(p) for p in prefixes
+            )
+            for client, prefixes in writable.items()
+        }
+    server = RedisServer(state, url, keys, allowed, window, ack_timeout, batch)
+    error: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        try:
+            await tg.start(lambda task_status: server._run(tg, task_status=task_status))
+        except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped
+            error = exc
+        if error is None:
+            try:
+                yield server
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                error = exc
+            tg.cancel_scope.cancel()
+    if error is not None:
+        raise error

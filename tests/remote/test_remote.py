@@ -1,0 +1,290 @@
+"""A state served over Redis: remote sends, acks, duplicates, bad entries, faults."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import anyio
+import pytest
+
+from stateward import (
+    RAS,
+    Delete,
+    InvalidActionError,
+    PathConflictError,
+    PathNotFoundError,
+    RemoteUnavailableError,
+    ResultCode,
+    RevisionMismatchError,
+    Set,
+    Transaction,
+    open_state,
+)
+from stateward.remote import connect_redis, protocol, serve_redis
+from stateward.remote._redis import open_connection
+
+pytestmark = pytest.mark.anyio
+
+NAME = "jobs"
+
+
+def _send_request(action, client="raw", durable=None):
+    return protocol.encode(
+        {
+            "v": 1,
+            "op": "send",
+            "id": action.id,
+            "client": client,
+            "durable": durable,
+            "action": protocol.encode_action(action),
+        }
+    )
+
+
+async def _wait_for(predicate, timeout=10):
+    """Poll what another process (Redis, the owner's loop) makes true."""
+    with anyio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - the state is in other tasks' counters
+            await anyio.sleep(0.01)
+
+
+async def test_send_get_acks_and_rejections(redis):
+    async with open_state({"a": 1}) as state, serve_redis(state, redis.url, name=NAME):
+
+        async def checker(event):
+            if event.new_value == "bad":
+                return RAS.ERROR, "not allowed"
+            return RAS.SUCCESS
+
+        await state.subscribe("job", checker, name="checker")
+        async with connect_redis(redis.url, name=NAME) as remote:
+            with anyio.fail_after(20):
+                receipt = await remote.send(Set("job.phase", "building", source="w1"))
+                assert receipt.changed
+                assert receipt.subscribers == ("checker",)
+                report = await receipt.acks(timeout=5)
+                assert report.result == ResultCode.ALL_SUBS_SUCCESS
+                assert [(a.subscriber, a.ras) for a in report.acks] == [("checker", 1)]
+                assert await remote.get("job.phase") == "building"  # read your writes
+                assert await state.get("job.phase") == "building"
+                failed = await (await remote.send(Set("job.phase", "bad"))).acks(5)
+                assert failed.result == ResultCode.SUB_FAILED
+                assert failed.acks[0].message == "not allowed"
+                with pytest.raises(PathConflictError, match="holds an int"):
+                    await remote.send(Set("a.b", 1))
+                with pytest.raises(PathNotFoundError):
+                    await remote.send(Delete("nope", missing_ok=False))
+                with pytest.raises(RevisionMismatchError):
+                    await remote.send(Transaction([Set("x", 1)], if_revision=0))
+                with pytest.raises(InvalidActionError, match="not persisted"):
+                    await remote.send(Set("x", 1), durable=True)
+                unchanged = await remote.send(Set("a", 1))
+                assert not unchanged.changed
+                assert await remote.get("missing", default=7) == 7
+
+
+async def test_an_unanswering_subscriber_is_missing(redis):
+    async with (
+        open_state({}) as state,
+        serve_redis(state, redis.url, name=NAME, ack_timeout=0.2),
+    ):
+        never = anyio.Event()
+
+        async def stuck(event):
+            await never.wait()
+
+        await state.subscribe("", stuck, name="stuck")
+        async with connect_redis(redis.url, name=NAME) as remote:
+            with anyio.fail_after(20):
+                receipt = await remote.send(Set("a", 1))
+                report = await receipt.acks(timeout=10)
+        assert report.result == ResultCode.MISSING_RESPONSE
+        assert report.missing == ("stuck",)
+
+
+async def test_duplicates_are_applied_once_no_op_and_rejected_too(redis):
+    async with (
+        open_state({"a": 1}) as state,
+        serve_redis(state, redis.url, name=NAME) as server,
+    ):
+        seen = collections.Counter()
+        await state.subscribe("", lambda e: seen.update([e.action_id]), name="count")
+        equal = Set("a", 1)  # changes nothing
+        later = Set("a", 2)
+        rejected = Set("a.b", 1)
+        changing = Set("c", 3)
+        async with open_connection(redis.url) as raw:
+            for action in (equal, later, rejected, changing):
+                await raw.xadd(f"sw:{{{NAME}}}:actions", _send_request(action))
+            await _wait_for(lambda: server.applied == 3)
+            for action in (equal, rejected, changing, equal, changing):
+                await raw.xadd(f"sw:{{{NAME}}}:actions", _send_request(action))
+            await _wait_for(lambda: server.duplicates == 5)
+        assert await state.get("") == {
+            "a": 2,
+            "c": 3,
+        }  # the late equal Set undid nothing
+        assert state.revision == 2
+        assert seen == {later.id: 1, changing.id: 1}
+        print(f"duplicates: 5 re-sent, 0 applied again ({server})")
+
+
+def _raw(**fields):
+    return {b"m": json.dumps(fields).encode()}
+
+
+def _get(**over):
+    base = {"v": 1, "op": "get", "id": "x", "client": "c", "path": [], "default": None}
+    return _raw(**{**base, **over})
+
+
+_SET = {"type": "Set", "id": "x", "source": None, "payload": None, "path": "a"}
+
+
+def _send(action=None, **over):
+    base = {"v": 1, "op": "send", "id": "x", "client": "c", "durable": None}
+    return _raw(**{**base, "action": action or {**_SET, "value": 1}, **over})
+
+
+BAD_ENTRIES = {
+    "not json": {b"m": b"{nope"},
+    "not an object": {b"m": b"[1, 2]"},
+    "a number": {b"m": b"12"},
+    "nan": {b"m": json.dumps({"v": 1, "default": float("nan")}).encode()},
+    "deep": {b"m": b"[" * 100_000 + b"]" * 100_000},
+    "two fields": {b"m": b"{}", b"x": b"1"},
+    "no field": {b"other": b"{}"},
+    "unknown op": _raw(v=1, op="drop", id="x", client="c"),
+    "unknown field": _get(evil=1),
+    "wrong version": _get(v=2),
+    "bad client": _get(client="../x"),
+    "path not a list": _get(path="a"),
+    "unknown action": _send({"type": "Exec"}),
+    "action field": _send({**_SET, "value": 1, "hack": 1}),
+    "wrong type": _send(durable="yes"),
+    "id mismatch": _send(id="y"),
+    "bad path": _send({**_SET, "path": "a..b", "value": 1}),
+    "nan value": {
+        b"m": json.dumps(
+            {"v": 1, "op": "send", "action": {"value": float("nan")}}
+        ).encode()
+    },
+    "oversized": {b"m": b'{"v": 1, "pad": "' + b"x" * (1 << 20) + b'"}'},
+    "outside the allow-list": _send_request(Set("secrets.key", 1), client="c"),
+}
+
+
+async def test_malformed_entries_are_refused_and_the_owner_keeps_serving(redis):
+    async with (
+        open_state({"a": 1}) as state,
+        serve_redis(
+            state, redis.url, name=NAME, writable={"c": ["jobs"], "ok": [""]}
+        ) as server,
+    ):
+        async with open_connection(redis.url) as raw:
+            for fields in BAD_ENTRIES.values():
+                await raw.xadd(f"sw:{{{NAME}}}:actions", fields)
+            await _wait_for(lambda: server.refused == len(BAD_ENTRIES))
+            dead = await raw.xread(
+                f"sw:{{{NAME}}}:dead", b"0-0", count=100, block_ms=None
+            )
+        assert len(dead) == len(BAD_ENTRIES)
+        assert state.revision == 0
+        async with connect_redis(redis.url, name=NAME, client="c") as remote:
+            with anyio.fail_after(20):
+                with pytest.raises(InvalidActionError, match="may not write"):
+                    await remote.send(Set("secrets.key", 1))
+                assert (await remote.send(Set("jobs.a", 1))).revision == 1
+        print(
+            f"bad entries: {len(BAD_ENTRIES)} refused, 0 state changes, owner serving"
+        )
+
+
+async def test_redis_killed_and_restarted_loses_no_acknowledged_action(redis):
+    n = 60
+    async with (
+        open_state({}) as state,
+        serve_redis(state, redis.url, name=NAME) as server,
+    ):
+        seen = collections.Counter()
+        await state.subscribe("", lambda e: seen.update([e.action_id]), name="count")
+        async with connect_redis(redis.url, name=NAME, resend_after=0.3) as remote:
+            acked = []
+
+            async def sender():
+                for i in range(n):
+                    receipt = await remote.send(Set(f"k.{i}", i))
+                    acked.append(receipt.action_id)
+
+            with anyio.fail_after(120):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(sender)
+                    for _ in range(3):
+                        await _wait_for(
+                            lambda: len(acked) >= (redis.restarts + 1) * n // 4, 60
+                        )
+                        await anyio.to_thread.run_sync(redis.restart)
+        assert await state.get("k") == {str(i): i for i in range(n)}
+        assert len(acked) == n
+        assert all(seen[a] == 1 for a in acked)  # applied once each
+        assert sum(seen.values()) == n
+        print(
+            f"Redis SIGKILLed and restarted {redis.restarts} times: {n} sent, "
+            f"{n} acknowledged, 0 lost, 0 applied twice; owner reconnects "
+            f"{server.reconnects}, group losses {server.redis_losses}, "
+            f"client resends {remote.resends}"
+        )
+
+
+async def test_the_dedupe_window_survives_an_owner_restart(redis, tmp_path):
+    equal, rejected, changing = Set("a", 1), Set("a.b", 1), Set("c", 3)
+    async with (
+        open_state({"a": 1}, state_dir=tmp_path) as state,
+        serve_redis(state, redis.url, name=NAME) as server,
+    ):
+        async with open_connection(redis.url) as raw:
+            for action in (equal, rejected, changing):
+                await raw.xadd(f"sw:{{{NAME}}}:actions", _send_request(action))
+            await _wait_for(lambda: server.applied == 2)
+        revision = state.revision
+    async with (
+        open_state({}, state_dir=tmp_path) as state,
+        serve_redis(state, redis.url, name=NAME) as server,
+    ):
+        await state.send(
+            Set("a", 5)
+        )  # a later write that a late duplicate must not undo
+        async with open_connection(redis.url) as raw:
+            for action in (equal, rejected, changing):
+                await raw.xadd(f"sw:{{{NAME}}}:actions", _send_request(action))
+            await _wait_for(lambda: server.duplicates == 3)
+        assert server.applied == 0
+        assert state.revision == revision + 1
+        assert await state.get("") == {"a": 5, "c": 3}
+
+
+async def test_unreachable_redis_is_a_typed_error():
+    url = "redis://127.0.0.1:1"
+    with anyio.fail_after(20):
+        with pytest.raises(RemoteUnavailableError):
+            async with connect_redis(url, name=NAME):
+                pass
+        async with open_state({}) as state:
+            with pytest.raises(RemoteUnavailableError):
+                async with serve_redis(state, url, name=NAME):
+                    pass
+
+
+async def test_actions_that_cannot_cross_are_typed_errors_at_the_sender(redis):
+    async with (
+        open_state({}) as state,
+        serve_redis(state, redis.url, name=NAME),
+        connect_redis(redis.url, name=NAME) as remote,
+    ):
+        if True:
+            with pytest.raises(InvalidActionError, match="eq callable"):
+                await remote.send(Set("a", 1, eq=lambda a, b: False))
+            big = Set("a", "x" * ((1 << 20) - 100), payload="y" * 50)
+            with pytest.raises(InvalidActionError, match="message cap"):
+                await remote.send(big)
