@@ -48,6 +48,7 @@ from .._errors import (
     RevisionMismatchError,
     StatewardError,
 )
+from ..actors._files import crash_point
 from ..messages.actions import Action, Transaction
 from ..paths import PathLike, parse_path
 from . import protocol
@@ -225,21 +226,22 @@ class RedisServer:
         keys = self.keys
         start = "0"  # our own pending entries first, then new ones
         while True:
+            pending = start != ">"
             entries = await reader.xreadgroup(
                 keys.actions,
                 keys.GROUP,
                 "owner",
                 start,
                 count=self._batch,
-                block_ms=None if start == "0" else _BLOCK_MS,
+                block_ms=None if pending else _BLOCK_MS,
             )
-            if start == "0" and not entries:
-                start = ">"
-                continue
+            if pending:
+                if not entries:
+                    start = ">"  # every pending entry is handled: now new ones
+                    continue
+                start = entries[-1][0].decode()
             for entry in entries:
                 await self._handle(entry, writer, tg)
-            if start != ">" and entries:
-                start = entries[-1][0].decode()
 
     async def _handle(self, entry: Entry, writer: Connection, tg: TaskGroup) -> None:
         entry_id, fields = entry
@@ -291,11 +293,13 @@ class RedisServer:
                 "derive_errors": list(receipt.derive_errors),
             }
         await self._remember(request.id, reply)
+        crash_point("remote-applied")  # applied and journaled, not answered
         await writer.xadd(
             reply_key,
             protocol.encode({"id": request.id, **reply}),
             maxlen=_REPLY_MAXLEN,
         )
+        crash_point("remote-replied")  # answered, not acknowledged (XACK)
         await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
         if receipt is not None and receipt.subscribers:
             tg.start_soon(self._relay_acks, receipt, request.id, reply_key)
