@@ -204,7 +204,34 @@ def main(argv: list[str] | None = None) -> int:
         help="print values under PATTERN (e.g. 'users.*.password') as <redacted>; "
         "may be repeated",
     )
+    run_serve = commands.add_parser(
+        "serve", help="serve a persisted state over Redis (the owner)"
+    )
+    run_serve.add_argument("--state-dir", required=True, help="the state directory")
+    run_serve.add_argument("--redis", required=True, metavar="URL", help="redis://...")
+    run_serve.add_argument("--name", required=True, help="the state's name on Redis")
+    run_serve.add_argument(
+        "--durability",
+        choices=["fsync", "flush", "none"],
+        default="fsync",
+        help="what a send waits for (default: fsync)",
+    )
+    run_get = commands.add_parser("get", help="read a path of a served state")
+    run_set = commands.add_parser(
+        "set", help="write a JSON value into a served state; print revision and acks"
+    )
+    for remote in (run_get, run_set):
+        remote.add_argument("url", help="redis://[user:password@]host:port")
+        remote.add_argument("name", help="the state's name on Redis")
+        remote.add_argument("path", help="a dot or slash path ('' for the root)")
+        if remote is run_set:
+            remote.add_argument("value", help="the JSON value to write")
+        remote.add_argument(
+            "--timeout", type=float, default=10.0, help="seconds (default: 10)"
+        )
     args = parser.parse_args(argv)
+    if args.command in ("serve", "get", "set"):
+        return _remote(args)
     if args.command == "inspect":
         return inspect_command(args.directory, args.revision, args.redact)
     if args.command == "demo":
@@ -229,6 +256,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stateward demo failed: {exc}", file=sys.stderr)
             return 1
     return 2  # pragma: no cover - argparse requires a command
+
+
+def _remote(args: argparse.Namespace) -> int:
+    try:
+        from .remote import _cli
+    except ImportError:
+        print(
+            f"stateward {args.command} needs the redis extra: "
+            "pip install 'stateward[redis]'",
+            file=sys.stderr,
+        )
+        return 2
+    if args.command == "serve":
+        return _cli.serve_command(
+            args.state_dir, args.redis, args.name, args.durability
+        )
+    if args.command == "get":
+        return _cli.get_command(args.url, args.name, args.path, args.timeout)
+    return _cli.set_command(args.url, args.name, args.path, args.value, args.timeout)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,101 @@
+"""The remote commands of ``stateward``: serve, get and set."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import anyio
+
+from .._errors import StatewardError
+from ..actors.state import open_state
+from ..messages.actions import Set
+from .client import connect_redis
+from .server import serve_redis
+
+__all__ = ["get_command", "serve_command", "set_command"]
+
+
+def _fail(command: str, exc: BaseException) -> int:
+    print(f"stateward {command}: {exc}", file=sys.stderr)
+    return 1
+
+
+def serve_command(state_dir: str, url: str, name: str, durability: str) -> int:
+    """Serve the state in *state_dir* as *name* until interrupted (Ctrl-C)."""
+
+    async def run() -> None:
+        async with (
+            open_state(
+                {},
+                state_dir=state_dir,
+                durability=durability,  # type: ignore[arg-type]
+            ) as state,
+            serve_redis(state, url, name=name) as server,
+        ):
+            print(
+                f"serving {state_dir} (revision {state.revision}) as {name!r} "
+                f"on {_safe(url)}; Ctrl-C stops",
+                flush=True,
+            )
+            try:
+                await anyio.sleep_forever()
+            finally:
+                print(f"stopped: {server}", flush=True)
+
+    try:
+        anyio.run(run)
+    except KeyboardInterrupt:
+        return 0
+    except StatewardError as exc:
+        return _fail("serve", exc)
+    return 0
+
+
+def get_command(url: str, name: str, path: str, timeout: float) -> int:
+    """Print the JSON value at *path* of the state served as *name*."""
+
+    async def run() -> object:
+        async with connect_redis(url, name=name) as remote:
+            return await remote.get(path, timeout=timeout)
+
+    try:
+        value = anyio.run(run)
+    except StatewardError as exc:
+        return _fail("get", exc)
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+    return 0
+
+
+def set_command(url: str, name: str, path: str, value: str, timeout: float) -> int:
+    """Write the JSON *value* at *path*; print the revision and the AckReport."""
+    try:
+        decoded = json.loads(value)
+    except ValueError as exc:
+        print(f"stateward set: VALUE is not JSON: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> str:
+        async with connect_redis(url, name=name) as remote:
+            receipt = await remote.send(Set(path, decoded), timeout=timeout)
+            report = await receipt.acks(timeout=timeout)
+            return (
+                f"revision {receipt.revision} (changed: {receipt.changed})\n"
+                f"acks: {report.result.name} "
+                + " ".join(f"{a.subscriber}={a.ras}" for a in report.acks)
+                + "".join(f" {m}=(no answer)" for m in report.missing)
+            )
+
+    try:
+        print(anyio.run(run))
+    except StatewardError as exc:
+        return _fail("set", exc)
+    return 0
+
+
+def _safe(url: str) -> str:
+    """*url* without its password, for printing."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

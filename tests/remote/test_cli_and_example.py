@@ -1,0 +1,93 @@
+"""The remote commands and the two-process example, run for real."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _stateward(*args, timeout=60, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "stateward.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def test_serve_set_get(redis, tmp_path):
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stateward.cli",
+            "serve",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--redis",
+            redis.url,
+            "--name",
+            "jobs",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert owner.stdout is not None
+        assert "serving" in owner.stdout.readline()
+        done = _stateward("set", redis.url, "jobs", "job.phase", '"building"')
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("revision 1 (changed: True)")
+        assert "ALL_SUBS_SUCCESS" in done.stdout
+        done = _stateward("get", redis.url, "jobs", "job")
+        assert done.returncode == 0, done.stderr
+        assert (
+            done.stdout.strip().replace(" ", "").replace("\n", "")
+            == '{"phase":"building"}'
+        )
+        done = _stateward("set", redis.url, "jobs", "job.phase.x", "1")
+        assert done.returncode == 1
+        assert "cannot go below 'job.phase'" in done.stderr
+        done = _stateward("set", redis.url, "jobs", "job", "{nope")
+        assert done.returncode == 2
+    finally:
+        owner.terminate()
+        owner.wait(timeout=10)
+        owner.stdout.close()
+
+
+def test_unreachable_redis_is_a_clear_error():
+    done = _stateward("get", "redis://127.0.0.1:1", "jobs", "a", timeout=60)
+    assert done.returncode == 1
+    assert "Redis cannot be reached" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_remote_example_runs(redis, tmp_path):
+    env = {**os.environ, "REDIS_URL": redis.url}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "remote_worker.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "owner: ready"
+    assert "jobs.build = 'done' at revision 1: ALL_SUBS_SUCCESS []" in lines[1]
+    assert (
+        "jobs.test = 'failed' at revision 2: SUB_FAILED ['jobs.test failed']"
+        in lines[2]
+    )
+    assert lines[3] == "worker: state on the owner: {'build': 'done', 'test': 'failed'}"
