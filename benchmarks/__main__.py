@@ -1,6 +1,6 @@
 """Run a suite: ``python -m benchmarks SUITE [--backend B] [--quick]``.
 
-SUITE is core, persistence or reactive.
+SUITE is core, persistence, reactive or remote.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from . import core, persistence, reactive
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("suite", choices=["core", "persistence", "reactive"])
+    parser.add_argument("suite", choices=["core", "persistence", "reactive", "remote"])
     parser.add_argument(
         "--backend", choices=["asyncio", "trio", "both"], default="both"
     )
@@ -30,6 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.n, args.repeat = 2_000, 1
     backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
+    if args.suite == "remote":
+        from . import remote  # needs the redis extra
+
+        print("stateward remote benchmark: medians of single round trips")
+        print("| backend | figure | value |")
+        print("|---|---|---|")
+        for row in remote.run(args.n, backends, args.quick):
+            print(row, flush=True)
+        return 0
     if args.suite == "reactive":
         print(f"stateward reactive benchmark: n={args.n}, best of {args.repeat}")
         print("| backend | figure | value |")

@@ -100,7 +100,8 @@ class Tree:
         checked by ``check_json``): a large state is not copied twice.
         """
         tree = cls({}, revision=revision)
-        tree._box[0] = root
+        if root is not None:  # None means {}, as for the constructor
+            tree._box[0] = root
         return tree
 
     @property
