@@ -10,7 +10,7 @@ import tracemalloc
 import anyio
 import pytest
 
-from stateward import CorruptStateError, Set, Store, open_state
+from stateward import CorruptStateError, Set, StateActor, Store, open_state
 from stateward.actors._files import Files
 from stateward.actors.persistence import (
     QUARANTINE,
@@ -210,3 +210,15 @@ def test_10_store_removes_temp_files_of_dead_processes(tmp_path):
         store.set("a", 1)
     assert not dead.exists()
     assert mine.exists()
+
+
+async def test_a_state_started_from_none_replays_its_journal(tmp_path):
+    """Its first snapshot holds null, which stands for {} (as Tree(None) does)."""
+    config = PersistenceConfig(str(tmp_path), durability="none")
+    async with anyio.create_task_group() as tg:
+        state = await tg.start(StateActor(persistence=config).run)
+        await state.send(Set("k.0", 1), durable=True)
+        tg.cancel_scope.cancel()  # no clean stop: no final snapshot
+    recovered = await anyio.to_thread.run_sync(recover, config, None)
+    recovered.journal.close()
+    assert recovered.tree.read("") == {"k": {"0": 1}}
