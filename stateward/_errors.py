@@ -18,6 +18,7 @@ StatewardError(Exception)
 │   └── RemoteTimeoutError(+TimeoutError)         the owner did not answer in time
 └── PersistenceError                    the files of a persisted state
     ├── StateLockedError                another process holds the state directory
+    ├── StateFileChangedError           another writer changed a Store's file
     ├── CorruptStateError               damage recovery must not paper over
     └── DurabilityError                 a write or fsync failed: fail-stop
 ```
@@ -49,6 +50,7 @@ __all__ = [
     "RevisionMismatchError",
     "StateBrokenError",
     "StateClosedError",
+    "StateFileChangedError",
     "StateLockedError",
     "StatewardError",
 ]
@@ -239,6 +241,24 @@ class PersistenceError(StatewardError):
 
 class StateLockedError(PersistenceError):
     """Another process (or another open state) holds this state directory."""
+
+
+class StateFileChangedError(PersistenceError):
+    """A Store's ``state_file`` was changed by another writer since it was read.
+
+    The Store refuses to overwrite it (their writes would be lost). Read it
+    again, or save elsewhere, or ``save(force=True)`` to overwrite.
+
+    Attributes:
+        path: The file.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path} was changed by another writer since this Store read or "
+            "saved it; not overwritten (save(force=True) overwrites)"
+        )
 
 
 class CorruptStateError(PersistenceError):

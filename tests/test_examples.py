@@ -98,3 +98,45 @@ def test_example_prints_what_it_should(name):
     done = run(str(ROOT / "examples" / name))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == EXAMPLE_OUTPUTS[name]
+
+
+MIGRATING = {
+    "from_roz_remembers.py": [
+        "True",
+        "changed: job.sorted 3",
+        "3",
+        "0",
+        '{"job":{"bins":10,"sorted":3}}',
+    ],
+    "from_restate.py": [
+        "users changed at users.1",
+        "users changed at users.2",
+        "{'name': 'Alice', 'role': 'admin'}",
+        "['Alice']",
+    ],
+    "from_atomic_store.py": [
+        "written inside the block: False",
+        "{'state': 'done', 'thought': 'I would not eat green eggs and ham.'}",
+    ],
+    "from_pamiq_core.py": [
+        "saved step 3 as checkpoint 1",
+        "saved step 6 as checkpoint 2",
+        "saved step 9 as checkpoint 3",
+        "kept: [2, 3]",
+        "restored weights 90 at step 9",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MIGRATING))
+def test_migration_guide_programs_run(name, tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "migrating" / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == MIGRATING[name]

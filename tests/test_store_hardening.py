@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 import trio
@@ -13,6 +14,7 @@ from stateward import (
     InvalidActionError,
     RevisionMismatchError,
     StateClosedError,
+    StateFileChangedError,
     Store,
     open_state,
 )
@@ -163,3 +165,27 @@ def test_an_idle_store_never_overwrites_another_writers_file(tmp_path):
         other.set("", ["new"])
     idle.close()  # changed nothing: writes nothing
     assert json.loads(path.read_text()) == ["new"]
+
+
+def test_two_writers_on_one_file_never_silently_lose_writes(tmp_path):
+    path = tmp_path / "runs.json"
+    first = Store(state_file=path, default=[])
+    second = Store(state_file=path, default=[])
+    first.set("", ["first"])
+    first.save()
+    second.set("", ["second"])
+    with pytest.raises(StateFileChangedError, match="changed by another writer"):
+        second.save()
+    assert json.loads(path.read_text()) == ["first"]  # not overwritten
+    first.close()  # saved already: writes nothing
+    with pytest.raises(StateFileChangedError):
+        second.close()  # its change would overwrite: refused, still closed
+    with pytest.raises(StateClosedError):
+        second.get("")
+    assert json.loads(path.read_text()) == ["first"]
+    third = Store(state_file=path, default=[])
+    third.set("", ["third"])
+    Path(path).write_text('["edited by hand"]')
+    third.save(force=True)  # overwrites on purpose
+    third.close()
+    assert json.loads(path.read_text()) == ["third"]

@@ -13,6 +13,11 @@ from .persistence import (
     Durability as Durability,
     PersistenceConfig as PersistenceConfig,
 )
+from .retention import (
+    KeepNewest as KeepNewest,
+    RetentionPolicy as RetentionPolicy,
+    SaveEvery as SaveEvery,
+)
 from .state import (
     Receipt as Receipt,
     StateActor as StateActor,
@@ -40,6 +45,7 @@ __all__ = [
     "Durability",
     "Handler",
     "JsonSerializer",
+    "KeepNewest",
     "LoggedAction",
     "Overflow",
     "PersistenceConfig",
@@ -47,6 +53,8 @@ __all__ = [
     "Reaction",
     "Reader",
     "Receipt",
+    "RetentionPolicy",
+    "SaveEvery",
     "Serializer",
     "StateActor",
     "StateHandle",

@@ -38,16 +38,24 @@ import anyio
 import attrs
 
 from .._checks import check_int, check_seconds
-from .._errors import CheckpointError, DuplicateNameError, InvalidActionError
+from .._errors import (
+    CheckpointError,
+    CorruptStateError,
+    DuplicateNameError,
+    InvalidActionError,
+)
 from .._json import own_json
 from ..messages.actions import Set
 from ._files import Files, open_regular
+from .retention import KeepNewest
 from .store import JsonSerializer
 
 if TYPE_CHECKING:
+    import builtins
     from collections.abc import Iterator
 
     from .._json import JSON
+    from .retention import RetentionPolicy
     from .state import StateHandle
 
 __all__ = ["CheckpointInfo", "Checkpointable", "Checkpoints"]
@@ -63,6 +71,7 @@ _PARTIAL: Final = ".partial-"
 _DELETING: Final = ".deleting-"
 _STRICT: Final = JsonSerializer()
 _LOCK: Final = ".lock"
+_SEQUENCE: Final = ".sequence"  # the last sequence given
 
 
 @runtime_checkable
@@ -131,16 +140,27 @@ class Checkpoints:
         directory: str | os.PathLike[str],
         *,
         keep: int | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
-        """Save into *directory* (created 0700 if missing); keep the newest *keep*.
+        """Save into *directory* (created 0700 now, if missing).
 
-        *keep* None keeps every checkpoint.
+        *keep* keeps the newest *keep* checkpoints (``KeepNewest(keep)``);
+        *retention* is any policy of your own (see
+        :mod:`stateward.actors.retention`); neither keeps every checkpoint.
+        The policy runs after every save and on :meth:`retain`.
         """
         check_int("keep", keep, 1, optional=True)
+        if keep is not None and retention is not None:
+            raise InvalidActionError("retention", "give keep or retention, not both")
+        if retention is not None and not callable(cast("object", retention)):
+            reason = f"must be a callable policy(checkpoints) (got {retention!r})"
+            raise InvalidActionError("retention", reason)
         self._state = state
         self._directory = Path(os.fspath(directory))
         Files().makedirs(str(self._directory))  # users check that it exists
-        self._keep = keep
+        self._policy: RetentionPolicy | None = (
+            KeepNewest(keep) if keep is not None else retention
+        )
         self._objects: dict[str, Checkpointable] = {}
         self._lock = anyio.Lock()
         self._files = Files()
@@ -200,8 +220,8 @@ class Checkpoints:
         """Save the tree and every registered object into a new directory.
 
         The directory is named for the current UTC time unless *name* is
-        given. Returns once the checkpoint is complete and durable; then
-        retention removes the oldest beyond ``keep``.
+        given. Returns once the checkpoint is complete and durable; then the
+        retention policy (``keep``/``retention``) runs.
 
         Raises:
             FileExistsError: A checkpoint of that name exists (never overwritten).
@@ -313,8 +333,8 @@ class Checkpoints:
         self._files.makedirs(str(self._directory))
         with _directory_lock(self._directory):
             info = self._write(dirname, revision, created, tree, objects)
-            if self._keep is not None:
-                self._retain(self._keep)
+            if self._policy is not None:
+                self._retain(self._policy)
             return info
 
     def _write(
@@ -331,8 +351,7 @@ class Checkpoints:
         if final.exists():
             raise _exists(final)
         self._remove_leftovers()
-        listed = self.list()
-        sequence = listed[-1].sequence + 1 if listed else 1
+        sequence = self._next_sequence()
         partial = root / f"{_PARTIAL}{dirname}"
         os.mkdir(partial, 0o700)
         empty: list[str] = []
@@ -364,18 +383,53 @@ class Checkpoints:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         files.fsync_dir(str(root))
+        # Never reused, even once retention removed the newest ones.
+        files.write_atomic(str(root / _SEQUENCE), str(sequence).encode())
         return CheckpointInfo(
             final, revision, created, tuple(objects), sequence, tuple(empty)
         )
 
-    def _retain(self, keep: int) -> None:
+    def _next_sequence(self) -> int:
+        """One more than any sequence this directory has given (lock held)."""
+        listed = self.list()
+        last = listed[-1].sequence if listed else 0
+        with contextlib.suppress(FileNotFoundError, ValueError, CorruptStateError):
+            last = max(last, int(self._files.read(str(self._directory / _SEQUENCE))))
+        return last + 1
+
+    def _retain(self, policy: RetentionPolicy) -> builtins.list[CheckpointInfo]:
         complete = self.list()
-        for info in complete[:-keep]:
+        names = {info.path.name for info in complete}
+        doomed_infos = [
+            info for info in policy(list(complete)) if info.path.name in names
+        ]
+        for info in doomed_infos:
             doomed = self._directory / f"{_DELETING}{info.path.name}"
             os.rename(info.path, doomed)  # gone from list() at once
             shutil.rmtree(doomed, ignore_errors=True)
-        if len(complete) > keep:
+        if doomed_infos:
             self._files.fsync_dir(str(self._directory))
+        return doomed_infos
+
+    async def retain(
+        self, policy: RetentionPolicy | None = None
+    ) -> builtins.list[CheckpointInfo]:
+        """Apply *policy* (default: this object's) now; return what was removed.
+
+        Runs in a worker thread, holding the directory's lock, so it never
+        removes a checkpoint another saver is writing. Without any policy it
+        removes nothing.
+        """
+        chosen = policy or self._policy
+        if chosen is None:
+            await anyio.lowlevel.checkpoint()
+            return []
+        async with self._lock:
+            return await anyio.to_thread.run_sync(self._retain_locked, chosen)
+
+    def _retain_locked(self, policy: RetentionPolicy) -> builtins.list[CheckpointInfo]:
+        with _directory_lock(self._directory):
+            return self._retain(policy)
 
     def _remove_leftovers(self) -> None:
         for entry in self._directory.iterdir():

@@ -41,6 +41,7 @@ from .._errors import (
     InvalidActionError,
     RevisionMismatchError,
     StateClosedError,
+    StateFileChangedError,
 )
 from .._json import JSON, own_json
 from ..messages.acks import RAS
@@ -129,6 +130,11 @@ def _pending() -> dict[int, tuple[Tree, list[Action]]]:
         "pending", {}
     )
     return pending
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    """What changes when anyone rewrites a file (an atomic save: a new inode)."""
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _remove_stale_temps(path: str) -> None:
@@ -238,6 +244,7 @@ class Store:
         self._save_lock = threading.Lock()
         self._txn_lock = threading.Lock()
         self._saved_revision = 0  # the revision the file holds (loaded or saved)
+        self._seen: tuple[int, int, int] | None = None  # the file as we left it
         if self._file is not None:
             start = self._load(self._file, start)
         self._portal_cm = start_blocking_portal(backend)
@@ -279,6 +286,7 @@ class Store:
         try:
             # A FIFO or a directory is refused (CorruptStateError), never read.
             with os.fdopen(open_regular(path, follow=True), "rb") as f:
+                self._seen = _identity(os.fstat(f.fileno()))
                 data = f.read()
         except FileNotFoundError:
             return start
@@ -456,15 +464,24 @@ class Store:
 
     # -- files ----------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str] | None = None) -> str:
+    def save(
+        self, path: str | os.PathLike[str] | None = None, *, force: bool = False
+    ) -> str:
         """Write the whole tree to *path* (default: ``state_file``) atomically.
 
         Temp file in the same directory, fsync, ``os.replace``, fsync of the
         directory: after a crash the file is the old or the new one, whole.
         Returns the path written.
 
+        The ``state_file`` is never overwritten behind another writer's back:
+        if it changed since this Store loaded or last saved it (another Store
+        or process wrote it), the save is refused with
+        :class:`~stateward.StateFileChangedError` and the file is left as it
+        is; *force* overwrites it anyway.
+
         Raises:
             InvalidActionError: No *path* and no ``state_file``.
+            StateFileChangedError: Another writer changed the file.
             OSError: The file could not be written; the old one is intact.
         """
         target = self._file if path is None else os.fspath(path)
@@ -477,14 +494,32 @@ class Store:
             revision, root = self._call(self._read_all)
             if own and revision < self._saved_revision:
                 return target  # a newer tree is already there
+            if own and not force:
+                self._check_unchanged(target)
             data = self._serializer.dumps(root)
             Files().write_atomic(target, data)
             if own:
                 self._saved_revision = revision
+                self._seen = _identity(os.stat(target))
         return target
 
+    def _check_unchanged(self, target: str) -> None:
+        try:
+            now: tuple[int, int, int] | None = _identity(os.stat(target))
+        except FileNotFoundError:
+            now = None
+        if now is not None and now != self._seen:
+            raise StateFileChangedError(target)
+
     def close(self) -> None:
-        """Save (with a ``state_file``), stop the actor and its thread. Idempotent."""
+        """Save what changed (with a ``state_file``), stop the actor and its thread.
+
+        Writes the file only if the tree changed since it was loaded or last
+        saved: an idle Store never overwrites another writer's file. If the
+        file changed meanwhile, :class:`~stateward.StateFileChangedError` is
+        raised after the Store is closed (save elsewhere first to keep your
+        changes: ``store.save("other.json")``). Idempotent.
+        """
         if self._closed:
             return
         try:

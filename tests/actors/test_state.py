@@ -321,9 +321,13 @@ class _Awaitable:
         (
             "yes",
             RAS.INVALID,
-            "handler returned 'yes'; expected an int RAS code or None",
+            "handler returned 'yes'; expected an int RAS code, (code, message) or None",
         ),
-        (1.0, RAS.INVALID, "handler returned 1.0; expected an int RAS code or None"),
+        (
+            1.0,
+            RAS.INVALID,
+            "handler returned 1.0; expected an int RAS code, (code, message) or None",
+        ),
     ],
 )
 @pytest.mark.parametrize("kind", ["sync", "async", "awaitable"])

@@ -21,6 +21,8 @@ from stateward import (
     Checkpoints,
     DuplicateNameError,
     InvalidActionError,
+    KeepNewest,
+    SaveEvery,
     Set,
     open_state,
 )
@@ -209,8 +211,8 @@ async def test_failing_save_state_leaves_no_checkpoint(tmp_path: Path) -> None:
 
 
 def _listing(directory: Path) -> list[str]:
-    """The directory's entries but its lock file (``.lock``, kept on purpose)."""
-    return sorted(n for n in os.listdir(directory) if n != ".lock")
+    """The directory's entries but its own dot files (``.lock``, ``.sequence``)."""
+    return sorted(n for n in os.listdir(directory) if n not in (".lock", ".sequence"))
 
 
 class _WritesNothing:
@@ -396,3 +398,48 @@ def test_10_two_processes_saving_into_one_directory_both_succeed(
     names = _listing(tmp_path)
     assert len(names) == 3  # keep=3, and nothing half-written left
     print(f"2 processes x {saves} saves: 0 failed; kept {names}")
+
+
+async def test_a_retention_policy_of_your_own_runs_after_save_and_on_demand(
+    tmp_path: Path,
+) -> None:
+    def keep_even(checkpoints):
+        return [c for c in checkpoints if c.sequence % 2]  # remove the odd ones
+
+    async with open_state({}) as state:
+        cp = Checkpoints(state, tmp_path, retention=keep_even)
+        for n in range(4):
+            await cp.save(name=f"c{n}")
+        assert [i.sequence for i in cp.list()] == [2, 4]  # never reused
+        removed = await cp.retain(KeepNewest(1))
+        assert [i.path.name for i in removed] == ["c1"]
+        assert [i.path.name for i in cp.list()] == ["c3"]
+        with pytest.raises(InvalidActionError, match="not both"):
+            Checkpoints(state, tmp_path, keep=1, retention=keep_even)
+    plain = Checkpoints(state, tmp_path / "none")
+    assert await plain.retain() == []  # no policy: removes nothing
+
+
+def test_save_every_seconds_or_steps_with_a_fake_clock() -> None:
+    now = [0.0]
+    by_time = SaveEvery(seconds=10, clock=lambda: now[0])
+    assert by_time() is False
+    now[0] = 9.9
+    assert by_time() is False
+    now[0] = 10.0
+    assert by_time() is True
+    assert by_time() is False  # starts over
+    by_steps = SaveEvery(steps=3, immediately=True)
+    assert [by_steps() for _ in range(7)] == [
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
+    with pytest.raises(InvalidActionError):
+        SaveEvery()
+    with pytest.raises(InvalidActionError):
+        SaveEvery(seconds=0)

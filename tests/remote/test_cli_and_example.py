@@ -91,3 +91,23 @@ def test_the_remote_example_runs(redis, tmp_path):
         in lines[2]
     )
     assert lines[3] == "worker: state on the owner: {'build': 'done', 'test': 'failed'}"
+
+
+def test_the_state_signals_migration_program_runs(redis, tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "migrating" / "from_state_signals.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "REDIS_URL": redis.url},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "benchmark-start 0 ['']",
+        "crash 1 ['node down']",
+    ]
