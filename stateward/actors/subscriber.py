@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from ._mailbox import LoopEvent
 
 __all__ = [
+    "NO_ANSWER",
     "Handler",
     "Outbox",
     "Overflow",
@@ -433,6 +434,12 @@ class Subscriber:
         self._latency_total += latency
         if latency > self._latency_max:
             self._latency_max = latency
+        if ras == _NO_ANSWER_CODE:
+            # A proxy whose remote subscriber did not answer: missing, as a
+            # local subscriber that never answers is.
+            delivery.receipt._give_up(self.name)
+            self._current = None
+            return
         if ras == 1:
             self._acks_ok += 1
         else:
@@ -508,10 +515,18 @@ def _failure(exc: BaseException) -> tuple[int, str]:
     return RAS.ERROR, f"{type(exc).__name__}: {exc}"
 
 
+NO_ANSWER: Final = object()
+"""Returned by a handler (internal: the remote layer's proxies) whose
+subscriber gave no answer: the delivery is reported ``missing``, not failed."""
+_NO_ANSWER_CODE: Final = 1 << 70  # outside any RAS code a handler may return
+
+
 def _code(result: object) -> tuple[int, str]:
     """Turn a handler's return value into (RAS code, message)."""
     if result is None:
         return _SUCCESS
+    if result is NO_ANSWER:
+        return _NO_ANSWER_CODE, ""
     if isinstance(result, int):
         return _SUCCESS if result == 1 else (int(result), "")
     if (

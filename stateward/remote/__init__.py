@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
-from .client import RemoteReceipt, RemoteState, connect_redis
+from .client import RemoteReceipt, RemoteState, RemoteSubscription, connect_redis
 from .server import RedisServer, serve_redis
 
 __all__ = [
     "RedisServer",
     "RemoteReceipt",
     "RemoteState",
+    "RemoteSubscription",
     "connect_redis",
     "serve_redis",
 ]

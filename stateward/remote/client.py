@@ -35,6 +35,7 @@ from .._errors import (
     StatewardError,
 )
 from ..actors._util import NoPublicConstructor
+from ..actors.subscriber import _awaitable, _code, _failure
 from ..messages.acks import Ack, AckReport, ResultCode
 from ..messages.actions import Action
 from ..paths import PathLike, parse_path
@@ -45,9 +46,10 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from .._json import JSON
+    from ..actors.subscriber import Handler
     from ._redis import Connection
 
-__all__ = ["RemoteReceipt", "RemoteState", "connect_redis"]
+__all__ = ["RemoteReceipt", "RemoteState", "RemoteSubscription", "connect_redis"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +133,7 @@ class RemoteState(metaclass=NoPublicConstructor):
         self._waiters: dict[str, _Waiter] = {}
         self._acks: dict[str, _Waiter] = {}
         self._last = b"0-0"
+        self._tg: Any = None
         self.resends = 0
         """Requests added again because no answer came in time."""
 
@@ -211,6 +214,63 @@ class RemoteState(metaclass=NoPublicConstructor):
         value: JSON = reply["value"]
         return value
 
+    async def subscribe(
+        self,
+        pattern: PathLike,
+        handler: Handler,
+        *,
+        name: str,
+        timeout: float = 5.0,
+        refresh: float = 5.0,
+    ) -> RemoteSubscription:
+        """Run *handler* here as a subscriber of the owner's state at *pattern*.
+
+        The owner adds a subscriber named *name* that forwards each event here;
+        this process runs *handler* on it (sync or async; its RAS code, or
+        ``(code, message)``, or an exception's text, as locally) and sends the
+        Ack back, so every sender's ``receipt.acks()`` counts it like a local
+        subscriber's. No Ack within *timeout* seconds: the delivery is reported
+        ``missing``; after 3 in a row the owner drops the subscriber with a
+        warning. Every *refresh* seconds the subscription is registered again
+        (idempotent), so it comes back within *refresh* of an owner restart.
+
+        Events arrive in revision order. Runs until
+        :meth:`RemoteSubscription.unsubscribe` or the connection closes.
+
+        Raises:
+            InvalidActionError: A bad name or pattern, or the owner refused it
+                (the name belongs to another subscriber).
+        """
+        check_seconds("refresh", refresh, positive=True)
+        sub = RemoteSubscription._create(self, protocol.check_name(name, "name"))
+        reply = await self._subscribe_request(sub, pattern, timeout)
+        sub._epoch, sub._after = reply["epoch"], reply["seq"]
+        assert self._tg is not None
+        self._tg.start_soon(sub._run, pattern, handler, timeout, refresh)
+        return sub
+
+    async def _subscribe_request(
+        self, sub: RemoteSubscription, pattern: PathLike, timeout: float
+    ) -> dict[str, Any]:
+        check_seconds("timeout", timeout, positive=True)
+        text = (
+            pattern if isinstance(pattern, str) else "/" + "/".join(map(str, pattern))
+        )
+        request_id = protocol.new_request_id()
+        message = {
+            "v": protocol.PROTOCOL_VERSION,
+            "op": "subscribe",
+            "id": request_id,
+            "client": self.client,
+            "subscriber": sub.name,
+            "pattern": text,
+            "timeout": timeout,
+        }
+        reply = await self._request(request_id, message, None)
+        if reply["kind"] != "subscribed":
+            raise _error(reply)
+        return reply
+
     async def _request(
         self, request_id: str, message: dict[str, Any], timeout: float | None
     ) -> dict[str, Any]:
@@ -274,6 +334,109 @@ class RemoteState(metaclass=NoPublicConstructor):
     _url: str
 
 
+@final
+class RemoteSubscription(metaclass=NoPublicConstructor):
+    """A subscriber of the owner's state that runs in this process.
+
+    Made by :meth:`RemoteState.subscribe`.
+
+    Attributes:
+        name: The subscriber's name at the owner (in receipts and reports).
+        handled: Events handled (and answered) so far.
+    """
+
+    def __init__(self, state: RemoteState, name: str) -> None:
+        self._state = state
+        self.name = name
+        self.handled = 0
+        self._epoch = ""
+        self._after = 0
+        self._scope: anyio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        return f"<RemoteSubscription {self.name!r} handled={self.handled}>"
+
+    async def unsubscribe(self) -> None:
+        """Stop handling, and remove the subscriber at the owner."""
+        if self._scope is not None:
+            self._scope.cancel()
+        request_id = protocol.new_request_id()
+        message = {
+            "v": protocol.PROTOCOL_VERSION,
+            "op": "unsubscribe",
+            "id": request_id,
+            "client": self._state.client,
+            "subscriber": self.name,
+        }
+        await self._state._request(request_id, message, 10.0)
+
+    async def _run(
+        self, pattern: PathLike, handler: Handler, timeout: float, refresh: float
+    ) -> None:
+        state = self._state
+        keys = state._keys
+        with anyio.CancelScope() as self._scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._refresh, pattern, timeout, refresh)
+                last = b"0-0"
+                backoff = 0.05
+                while True:
+                    try:
+                        async with open_connection(state._url) as conn:
+                            while True:
+                                entries = await conn.xread(
+                                    keys.deliver(self.name),
+                                    last,
+                                    count=64,
+                                    block_ms=_BLOCK_MS,
+                                )
+                                for entry_id, fields in entries:
+                                    last = entry_id
+                                    await self._deliver(conn, handler, fields)
+                                backoff = 0.05
+                    except RemoteUnavailableError:
+                        await anyio.sleep(backoff)
+                        backoff = min(backoff * 2, 1.0)
+
+    async def _deliver(
+        self, conn: Connection, handler: Handler, fields: object
+    ) -> None:
+        try:
+            _, epoch, seq, event = protocol.decode_event(fields)
+        except StatewardError as exc:
+            logger.warning("ignoring a malformed delivery: %s", exc)
+            return
+        if epoch != self._epoch or seq <= self._after:
+            return  # an older proxy's, or from before we subscribed
+        self._after = seq
+        try:
+            result = handler(event)  # type: ignore[arg-type]
+            if _awaitable(result):
+                result = await result
+        except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack
+            code, text = _failure(exc)
+        else:
+            code, text = _code(result)
+        ack = {
+            "client": self._state.client,
+            "sub": self.name,
+            "seq": seq,
+            "ras": int(code),
+            "message": text,
+        }
+        self.handled += 1
+        with contextlib.suppress(RemoteUnavailableError):
+            await conn.xadd(self._state._keys.acks, protocol.encode(ack), maxlen=10_000)
+
+    async def _refresh(self, pattern: PathLike, timeout: float, refresh: float) -> None:
+        while True:
+            await anyio.sleep(refresh)
+            with contextlib.suppress(StatewardError):
+                reply = await self._state._subscribe_request(self, pattern, timeout)
+                if reply["epoch"] != self._epoch:  # a new owner: a new proxy
+                    self._epoch, self._after = reply["epoch"], reply["seq"]
+
+
 _REJECTIONS: Final[dict[str, type[ActionRejectedError]]] = {
     "ActionRejectedError": ActionRejectedError,
     "PathConflictError": PathConflictError,
@@ -334,6 +497,7 @@ async def connect_redis(
         state._url = url
         error: BaseException | None = None
         async with anyio.create_task_group() as tg:
+            state._tg = tg
             await tg.start(state._read_replies)
             try:
                 yield state

@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
 
+from .._checks import check_seconds
 from .._errors import InvalidActionError, StatewardError
 from ..messages.actions import Action, Delete, Merge, Ping, Set, Transaction
-from ..paths import PathLike, parse_path
+from ..paths import PathLike, format_path, parse_path, parse_pattern
 
 if TYPE_CHECKING:
     from .._json import JSON
@@ -109,6 +110,15 @@ class Keys:
     def reply(self, client: str) -> str:
         """The stream of *client*'s replies."""
         return self.prefix + "reply:" + check_name(client, "client")
+
+    def deliver(self, subscriber: str) -> str:
+        """The stream of a remote subscriber's events."""
+        return self.prefix + "deliver:" + check_name(subscriber, "subscriber")
+
+    @property
+    def acks(self) -> str:
+        """The stream of remote subscribers' Acks (to the owner)."""
+        return self.prefix + "acks"
 
     GROUP: Final = "owner"
 
@@ -193,6 +203,12 @@ class Request:
     """For a get: the path."""
     default: JSON = None
     """For a get: the value when the path is missing."""
+    subscriber: str = ""
+    """For a subscribe or unsubscribe: the remote subscriber's name."""
+    pattern: str = ""
+    """For a subscribe: its pattern."""
+    timeout: float = 0.0
+    """For a subscribe: seconds the owner waits for each Ack."""
 
 
 def client_of(fields: object) -> str | None:
@@ -218,8 +234,14 @@ def decode_request(fields: object) -> Request:
         _keys(message, {"v", "op", "id", "client", "durable", "action"}, set(), "send")
     elif op == "get":
         _keys(message, {"v", "op", "id", "client", "path", "default"}, set(), "get")
+    elif op == "subscribe":
+        required = {"v", "op", "id", "client", "subscriber", "pattern", "timeout"}
+        _keys(message, required, set(), "subscribe")
+    elif op == "unsubscribe":
+        _keys(message, {"v", "op", "id", "client", "subscriber"}, set(), "unsubscribe")
     else:
-        raise InvalidActionError("op", f"must be 'send' or 'get' (got {op!r:.40})")
+        reason = f"must be send, get, subscribe or unsubscribe (got {op!r:.40})"
+        raise InvalidActionError("op", reason)
     if message["v"] != PROTOCOL_VERSION or type(message["v"]) is not int:
         reason = f"protocol version {message['v']!r:.20} is not {PROTOCOL_VERSION}"
         raise InvalidActionError("v", reason)
@@ -227,6 +249,25 @@ def decode_request(fields: object) -> Request:
     request_id = _typed(message["id"], (str,), "id")
     if not request_id or len(request_id) > 256:
         raise InvalidActionError("id", "must be a non-empty str of <= 256 characters")
+    if op in ("subscribe", "unsubscribe"):
+        subscriber = check_name(message["subscriber"], "subscriber")
+        if op == "unsubscribe":
+            return Request(op, request_id, client, subscriber=subscriber)
+        pattern = format_path(
+            parse_pattern(_typed(message["pattern"], (str,), "pattern"))
+        )
+        timeout = _typed(message["timeout"], (int, float), "timeout")
+        check_seconds("timeout", timeout, positive=True)
+        if timeout > 3600:
+            raise InvalidActionError("timeout", "must be <= 3600 seconds")
+        return Request(
+            op,
+            request_id,
+            client,
+            subscriber=subscriber,
+            pattern=pattern,
+            timeout=float(timeout),
+        )
     if op == "get":
         path = _typed(message["path"], (list,), "path")
         segments = parse_path(tuple(path))
@@ -327,6 +368,99 @@ def _path(value: object) -> PathLike:
 
 def _flag(obj: dict[str, Any], key: str) -> bool:
     return _typed(obj.get(key, True), (bool,), key)  # type: ignore[no-any-return]
+
+
+def encode_event(
+    subscriber: str, epoch: str, seq: int, event: object
+) -> dict[bytes, bytes]:
+    """Encode one event for a remote subscriber's delivery stream.
+
+    *epoch* names the owner-side proxy that sent it (a new one after an owner
+    restart), *seq* counts its events: a client handles only the current
+    epoch's events, in order.
+    """
+    from ..messages.events import Resync, StateChanged
+
+    message: dict[str, Any] = {"sub": subscriber, "epoch": epoch, "seq": seq}
+    if isinstance(event, StateChanged):
+        message.update(
+            kind="event",
+            revision=event.revision,
+            path=event.path,
+            change=event.kind.value,
+            old=event.old_value,
+            new=event.new_value,
+            action_id=event.action_id,
+            source=event.source,
+            payload=event.payload,
+        )
+    elif isinstance(event, Resync):
+        message.update(
+            kind="resync",
+            pattern=event.pattern,
+            dropped=event.dropped,
+            first=event.first_revision,
+            last=event.last_revision,
+        )
+    return encode(message)
+
+
+def decode_event(fields: object) -> tuple[str, str, int, object]:
+    """Decode a delivery: (subscriber, epoch, seq, StateChanged or Resync).
+
+    Raises:
+        StatewardError: It is not a delivery this client can read.
+    """
+    from ..messages.events import ChangeKind, Resync, StateChanged
+
+    message = _decode_fields(fields)
+    sub = check_name(message.get("sub"), "sub")
+    epoch: str = _typed(message.get("epoch"), (str,), "epoch")
+    seq = _typed(message.get("seq"), (int,), "seq")
+    if message.get("kind") == "resync":
+        return (
+            sub,
+            epoch,
+            seq,
+            Resync(
+                message["pattern"],
+                message["dropped"],
+                message["first"],
+                message["last"],
+            ),
+        )
+    try:
+        event = StateChanged(
+            message["revision"],
+            message["path"],
+            ChangeKind(message["change"]),
+            message["old"],
+            message["new"],
+            message["action_id"],
+            message["source"],
+            message["payload"],
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InvalidActionError("event", f"malformed: {exc!r:.100}") from None
+    return sub, epoch, seq, event
+
+
+def decode_ack(fields: object) -> tuple[str, str, int, int, str]:
+    """Decode a remote subscriber's Ack: (client, subscriber, seq, ras, message).
+
+    Raises:
+        StatewardError: A malformed or forged entry (wrong keys or types).
+    """
+    message = _decode_fields(fields)
+    _keys(message, {"client", "sub", "seq", "ras", "message"}, set(), "ack")
+    client = check_name(message["client"], "client")
+    sub = check_name(message["sub"], "sub")
+    seq = _typed(message["seq"], (int,), "seq")
+    ras = _typed(message["ras"], (int,), "ras")
+    if not -(2**31) <= ras < 2**31:
+        raise InvalidActionError("ras", f"{ras} is outside the RAS code range")
+    text = _typed(message["message"], (str,), "message")
+    return client, sub, seq, ras, text[:1000]
 
 
 def decode_reply(fields: object) -> dict[str, Any]:

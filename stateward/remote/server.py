@@ -34,7 +34,7 @@ import contextlib
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import anyio
 
@@ -49,6 +49,7 @@ from .._errors import (
     StatewardError,
 )
 from ..actors._files import crash_point
+from ..actors.subscriber import NO_ANSWER
 from ..messages.actions import Action, Transaction
 from ..paths import PathLike, parse_path
 from . import protocol
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 
     from ..actors.handle import StateHandle
     from ..actors.state import Receipt
+    from ..actors.subscriber import Handler
     from ._redis import Connection, Entry
 
 __all__ = ["RedisServer", "serve_redis"]
@@ -114,6 +116,10 @@ class RedisServer:
         """Times the owner reconnected after Redis went away."""
         self.redis_losses = 0
         """Times Redis had lost the consumer group (its data) and it was recreated."""
+        self._proxies: dict[str, _Proxy] = {}
+        self._tg: TaskGroup | None = None
+        self.forged_acks = 0
+        """Acks refused: malformed, from another client, or for no event asked."""
 
     def __repr__(self) -> str:
         return (
@@ -189,6 +195,7 @@ class RedisServer:
     # -- the loop ------------------------------------------------------------
 
     async def _run(self, tg: TaskGroup, *, task_status: Any) -> None:
+        self._tg = tg
         await anyio.to_thread.run_sync(self._load_window)
         backoff = 0.05
         started = False
@@ -202,6 +209,7 @@ class RedisServer:
                     await reader.ensure_group(self.keys.actions, self.keys.GROUP)
                     if not started:
                         started = True
+                        tg.start_soon(self._read_acks)
                         task_status.started()
                     backoff = 0.05
                     await self._serve(reader, writer, tg)
@@ -254,6 +262,15 @@ class RedisServer:
             await self._refuse(entry, exc, writer)
             return
         reply_key = self.keys.reply(request.client)
+        if request.op in ("subscribe", "unsubscribe"):
+            answer = await self._subscription(request)
+            await writer.xadd(
+                reply_key,
+                protocol.encode({"id": request.id, **answer}),
+                maxlen=_REPLY_MAXLEN,
+            )
+            await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
+            return
         if request.op == "get":
             value = await self._state.get(request.path, request.default)
             reply: dict[str, Any] = {"id": request.id, "kind": "value", "value": value}
@@ -303,6 +320,78 @@ class RedisServer:
         await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
         if receipt is not None and receipt.subscribers:
             tg.start_soon(self._relay_acks, receipt, request.id, reply_key)
+
+    async def _subscription(self, request: protocol.Request) -> dict[str, Any]:
+        """Add (idempotently) or remove the proxy of a remote subscriber."""
+        name = request.subscriber
+        proxy = self._proxies.get(name)
+        if proxy is not None and proxy.client != request.client:
+            reason = f"subscriber {name!r} belongs to another client"
+            return {"kind": "refused", "field": "subscriber", "reason": reason}
+        if request.op == "unsubscribe":
+            if proxy is not None:
+                await self._drop(proxy, "unsubscribed")
+            return {"kind": "unsubscribed"}
+        if proxy is None or proxy.closed:
+            proxy = _Proxy(self, request.client, name, request.timeout)
+            try:
+                proxy.subscription = await self._state.subscribe(
+                    request.pattern, cast("Handler", proxy), name=name, mailbox_size=256
+                )
+            except StatewardError as exc:
+                return {"kind": "refused", "field": "subscriber", "reason": str(exc)}
+            self._proxies[name] = proxy
+        return {
+            "kind": "subscribed",
+            "revision": self._state.revision,
+            "epoch": proxy.epoch,
+            "seq": proxy.seq,
+        }
+
+    async def _drop(self, proxy: _Proxy, why: str) -> None:
+        if proxy.closed:
+            return
+        proxy.closed = True
+        self._proxies.pop(proxy.name, None)
+        for waiter in proxy.waiting.values():
+            waiter.set()
+        if proxy.subscription is not None:
+            with anyio.CancelScope(shield=True):
+                await proxy.subscription.unsubscribe()
+        logger.warning("remote subscriber %r dropped: %s", proxy.name, why)
+
+    async def _read_acks(self) -> None:
+        """Hand each remote Ack to the proxy waiting for it (its own task)."""
+        last = b"$"
+        backoff = 0.05
+        while True:
+            try:
+                async with open_connection(self._url, name="sw-owner-acks") as conn:
+                    backoff = 0.05
+                    while True:
+                        entries = await conn.xread(
+                            self.keys.acks, last, count=256, block_ms=_BLOCK_MS
+                        )
+                        for entry_id, fields in entries:
+                            last = entry_id
+                            self._take_ack(fields)
+            except RemoteUnavailableError:
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    def _take_ack(self, fields: object) -> None:
+        try:
+            client, name, seq, ras, message = protocol.decode_ack(fields)
+        except StatewardError:
+            self.forged_acks += 1
+            return
+        proxy = self._proxies.get(name)
+        waiter = None if proxy is None else proxy.waiting.get(seq)
+        if proxy is None or waiter is None or proxy.client != client:
+            self.forged_acks += 1  # for nothing asked, or from another client
+            return
+        proxy.answers[seq] = (ras, message)
+        waiter.set()
 
     async def _relay_acks(
         self, receipt: Receipt, action_id: str, reply_key: str
@@ -359,6 +448,66 @@ class RedisServer:
         await writer.xadd(self.keys.dead, dead, maxlen=_DEAD_MAXLEN)
         await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
         self.refused += 1
+
+
+class _Proxy:
+    """A remote subscriber's stand-in at the owner: a local subscriber's handler.
+
+    Each event goes to the remote subscriber's delivery stream; the proxy
+    waits for its Ack up to *timeout* and answers with it, so the remote
+    subscriber's codes reach every sender's receipt as a local one's do. No
+    Ack in time: the delivery is reported missing; after ``MISSES`` in a row
+    the remote subscriber is dropped with a warning.
+    """
+
+    MISSES: Final = 3
+
+    def __init__(
+        self, server: RedisServer, client: str, name: str, timeout: float
+    ) -> None:
+        self.server = server
+        self.client = client
+        self.name = name
+        self.timeout = timeout
+        self.epoch = os.urandom(6).hex()
+        self.seq = 0
+        self.misses = 0
+        self.closed = False
+        self.subscription: Any = None
+        self.waiting: dict[int, anyio.Event] = {}
+        self.answers: dict[int, tuple[int, str]] = {}
+
+    async def __call__(self, event: object) -> object:
+        server = self.server
+        writer = server._writer
+        if self.closed or writer is None:
+            return NO_ANSWER
+        self.seq += 1
+        seq = self.seq
+        waiter = self.waiting[seq] = anyio.Event()
+        try:
+            try:
+                await writer.xadd(
+                    server.keys.deliver(self.name),
+                    protocol.encode_event(self.name, self.epoch, seq, event),
+                    maxlen=_REPLY_MAXLEN,
+                )
+            except RemoteUnavailableError:
+                return NO_ANSWER
+            with anyio.move_on_after(self.timeout):
+                await waiter.wait()
+            answer = self.answers.pop(seq, None)
+        finally:
+            self.waiting.pop(seq, None)
+        if answer is None:
+            self.misses += 1
+            if self.misses >= self.MISSES and not self.closed:
+                why = f"{self.misses} events in a row without an Ack"
+                assert server._tg is not None  # set before any subscriber exists
+                server._tg.start_soon(server._drop, self, why)
+            return NO_ANSWER
+        self.misses = 0
+        return answer
 
 
 def _in_journal(reply: dict[str, Any]) -> bool:
@@ -460,6 +609,7 @@ async def serve_redis(
             await tg.start(lambda task_status: server._run(tg, task_status=task_status))
         except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped
             error = exc
+            tg.cancel_scope.cancel()
         if error is None:
             try:
                 yield server

@@ -10,6 +10,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
 if TYPE_CHECKING:
@@ -86,3 +87,10 @@ class RedisProcess:
 
     def stop(self) -> None:
         self.kill()
+
+
+async def wait_for(predicate, timeout=10):
+    """Poll what another process (Redis, the owner's loop) makes true."""
+    with anyio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - the state is in other tasks' counters
+            await anyio.sleep(0.01)

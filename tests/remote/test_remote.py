@@ -24,6 +24,8 @@ from stateward import (
 from stateward.remote import connect_redis, protocol, serve_redis
 from stateward.remote._redis import open_connection
 
+from .redislib import wait_for
+
 pytestmark = pytest.mark.anyio
 
 NAME = "jobs"
@@ -42,11 +44,7 @@ def _send_request(action, client="raw", durable=None):
     )
 
 
-async def _wait_for(predicate, timeout=10):
-    """Poll what another process (Redis, the owner's loop) makes true."""
-    with anyio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110 - the state is in other tasks' counters
-            await anyio.sleep(0.01)
+_wait_for = wait_for
 
 
 async def test_send_get_acks_and_rejections(redis):

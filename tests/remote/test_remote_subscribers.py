@@ -1,0 +1,107 @@
+"""Remote subscribers: their Acks reach every sender's receipt as a local one's."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+
+from stateward import RAS, ResultCode, Set, StateChanged, open_state
+from stateward.remote import connect_redis, serve_redis
+from stateward.remote._redis import open_connection
+
+from .redislib import wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+def _ack(**fields):
+    return {b"m": json.dumps({"message": "", **fields}).encode()}
+
+
+NAME = "jobs"
+
+
+async def test_a_remote_subscribers_acks_reach_local_and_remote_senders(redis):
+    async with (
+        open_state({}) as state,
+        serve_redis(state, redis.url, name=NAME),
+        connect_redis(redis.url, name=NAME, client="dash") as there,
+        connect_redis(redis.url, name=NAME, client="worker") as worker,
+    ):
+        seen: list[tuple[int, str]] = []
+
+        async def dashboard(event):
+            assert isinstance(event, StateChanged)
+            seen.append((event.revision, event.path))
+            if event.new_value == "broken":
+                return RAS.ERROR, "cannot show it"
+            return RAS.SUCCESS
+
+        sub = await there.subscribe("job", dashboard, name="dashboard")
+        await state.subscribe("job", lambda e: None, name="local")
+        with anyio.fail_after(30):
+            local = await (await state.send(Set("job.phase", "build"))).acks(10)
+            assert local.result == ResultCode.ALL_SUBS_SUCCESS
+            assert sorted(a.subscriber for a in local.acks) == ["dashboard", "local"]
+            remote = await (await worker.send(Set("job.phase", "broken"))).acks(10)
+            assert remote.result == ResultCode.SUB_FAILED
+            failed = [a for a in remote.acks if a.subscriber == "dashboard"]
+            assert failed[0].message == "cannot show it"
+            await worker.send(Set("other", 1))  # not its pattern
+        assert seen == [(1, "job.phase"), (2, "job.phase")]  # in revision order
+        assert sub.handled == 2
+        await sub.unsubscribe()
+        with anyio.fail_after(30):
+            after = await state.send(Set("job.phase", "done"))
+        assert after.subscribers == ("local",)
+
+
+async def test_a_gone_remote_subscriber_is_missing_then_dropped(redis):
+    async with (
+        open_state({}) as state,
+        serve_redis(state, redis.url, name=NAME) as server,
+    ):
+        async with connect_redis(redis.url, name=NAME) as there:
+            await there.subscribe("", lambda e: RAS.SUCCESS, name="gone", timeout=0.2)
+        # its process is gone: nobody reads its deliveries
+        with anyio.fail_after(30):
+            reports = [await (await state.send(Set("n", i))).acks(10) for i in range(3)]
+            assert all(r.result == ResultCode.MISSING_RESPONSE for r in reports)
+            assert all(r.missing == ("gone",) for r in reports)
+            # dropped after 3 misses
+            await wait_for(lambda: "gone" not in state.subscriber_statistics())
+            assert (await state.send(Set("n", 9))).subscribers == ()
+        assert server.forged_acks == 0
+
+
+async def test_forged_acks_are_refused(redis):
+    async with (
+        open_state({}) as state,
+        serve_redis(state, redis.url, name=NAME) as server,
+        connect_redis(redis.url, name=NAME, client="real") as there,
+    ):
+        gate = anyio.Event()
+
+        async def slow(event):
+            await gate.wait()
+            return RAS.SUCCESS
+
+        await there.subscribe("", slow, name="slow", timeout=10)
+        with anyio.fail_after(30):
+            receipt = await state.send(Set("a", 1))
+            async with open_connection(redis.url) as raw:
+                ack = {"client": "real", "sub": "slow", "seq": 1, "ras": 1}
+                for fields in (
+                    _ack(**{**ack, "client": "evil"}),  # another client
+                    _ack(**{**ack, "seq": 99}),  # an event never sent
+                    _ack(**{**ack, "ras": 99999999999}),  # not a RAS code
+                    {b"m": b"not json"},
+                ):
+                    await raw.xadd(f"sw:{{{NAME}}}:acks", fields)
+                await wait_for(lambda: server.forged_acks >= 4)
+            gate.set()
+            report = await receipt.acks(10)
+        assert report.result == ResultCode.ALL_SUBS_SUCCESS  # the real answer only
+        print(f"forged acks: {server.forged_acks} refused")
