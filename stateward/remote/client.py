@@ -25,6 +25,7 @@ import anyio
 from .._checks import check_seconds
 from .._errors import (
     ActionRejectedError,
+    CompactedError,
     InvalidActionError,
     PathConflictError,
     PathNotFoundError,
@@ -38,12 +39,13 @@ from ..actors._util import NoPublicConstructor
 from ..actors.subscriber import _awaitable, _code, _failure
 from ..messages.acks import Ack, AckReport, ResultCode
 from ..messages.actions import Action
+from ..messages.events import Resync, StateChanged
 from ..paths import PathLike, parse_path
 from . import protocol
 from ._redis import open_connection
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator, AsyncIterator
 
     from .._json import JSON
     from ..actors.subscriber import Handler
@@ -222,6 +224,7 @@ class RemoteState(metaclass=NoPublicConstructor):
         name: str,
         timeout: float = 5.0,
         refresh: float = 5.0,
+        from_revision: int | None = None,
     ) -> RemoteSubscription:
         """Run *handler* here as a subscriber of the owner's state at *pattern*.
 
@@ -234,23 +237,66 @@ class RemoteState(metaclass=NoPublicConstructor):
         warning. Every *refresh* seconds the subscription is registered again
         (idempotent), so it comes back within *refresh* of an owner restart.
 
-        Events arrive in revision order. Runs until
+        Events arrive in revision order. With *from_revision*, every matching
+        change after it is replayed first (from the owner's history or
+        journal), then live ones: no gap, no duplicate. Runs until
         :meth:`RemoteSubscription.unsubscribe` or the connection closes.
 
         Raises:
             InvalidActionError: A bad name or pattern, or the owner refused it
                 (the name belongs to another subscriber).
+            CompactedError: *from_revision* is older than the owner keeps.
         """
         check_seconds("refresh", refresh, positive=True)
         sub = RemoteSubscription._create(self, protocol.check_name(name, "name"))
-        reply = await self._subscribe_request(sub, pattern, timeout)
+        reply = await self._subscribe_request(sub, pattern, timeout, from_revision)
         sub._epoch, sub._after = reply["epoch"], reply["seq"]
         assert self._tg is not None
         self._tg.start_soon(sub._run, pattern, handler, timeout, refresh)
         return sub
 
+    async def watch(
+        self,
+        pattern: PathLike = "**",
+        *,
+        name: str,
+        from_revision: int | None = None,
+        timeout: float = 60.0,
+    ) -> AsyncGenerator[StateChanged | Resync]:
+        """Iterate over the owner's changes at *pattern*, as a loop.
+
+        ``async for event in state.watch("jobs.**", name="w", from_revision=r)``:
+        a remote subscriber (see :meth:`subscribe`) that hands each event to
+        the loop; the loop body has *timeout* seconds per event before the
+        owner counts it missing. Leaving the loop unsubscribes.
+
+        Raises:
+            CompactedError: *from_revision* is older than the owner keeps.
+        """
+        send, receive = anyio.create_memory_object_stream[StateChanged | Resync](0)
+
+        async def forward(event: StateChanged | Resync) -> int:
+            await send.send(event)
+            return 1
+
+        sub = await self.subscribe(
+            pattern, forward, name=name, timeout=timeout, from_revision=from_revision
+        )
+        try:
+            with receive:
+                async for event in receive:
+                    yield event
+        finally:
+            send.close()
+            with anyio.CancelScope(shield=True), contextlib.suppress(StatewardError):
+                await sub.unsubscribe()
+
     async def _subscribe_request(
-        self, sub: RemoteSubscription, pattern: PathLike, timeout: float
+        self,
+        sub: RemoteSubscription,
+        pattern: PathLike,
+        timeout: float,
+        from_revision: int | None = None,
     ) -> dict[str, Any]:
         check_seconds("timeout", timeout, positive=True)
         text = (
@@ -265,6 +311,7 @@ class RemoteState(metaclass=NoPublicConstructor):
             "subscriber": sub.name,
             "pattern": text,
             "timeout": timeout,
+            "from_revision": from_revision,
         }
         reply = await self._request(request_id, message, None)
         if reply["kind"] != "subscribed":
@@ -447,6 +494,8 @@ _REJECTIONS: Final[dict[str, type[ActionRejectedError]]] = {
 def _error(reply: dict[str, Any]) -> StatewardError:
     kind = reply.get("kind")
     name = str(reply.get("error"))
+    if name == "CompactedError":
+        return CompactedError(int(reply["requested"]), int(reply["oldest"]))
     if kind == "rejected":
         if name == "RevisionMismatchError":
             return RevisionMismatchError(int(reply["expected"]), int(reply["actual"]))

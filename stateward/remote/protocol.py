@@ -209,6 +209,8 @@ class Request:
     """For a subscribe: its pattern."""
     timeout: float = 0.0
     """For a subscribe: seconds the owner waits for each Ack."""
+    from_revision: int | None = None
+    """For a subscribe: replay the changes after this revision first."""
 
 
 def client_of(fields: object) -> str | None:
@@ -236,7 +238,7 @@ def decode_request(fields: object) -> Request:
         _keys(message, {"v", "op", "id", "client", "path", "default"}, set(), "get")
     elif op == "subscribe":
         required = {"v", "op", "id", "client", "subscriber", "pattern", "timeout"}
-        _keys(message, required, set(), "subscribe")
+        _keys(message, required, {"from_revision"}, "subscribe")
     elif op == "unsubscribe":
         _keys(message, {"v", "op", "id", "client", "subscriber"}, set(), "unsubscribe")
     else:
@@ -260,6 +262,9 @@ def decode_request(fields: object) -> Request:
         check_seconds("timeout", timeout, positive=True)
         if timeout > 3600:
             raise InvalidActionError("timeout", "must be <= 3600 seconds")
+        since = _typed(message.get("from_revision"), (int, type(None)), "from_revision")
+        if since is not None and since < 0:
+            raise InvalidActionError("from_revision", "must be an int >= 0")
         return Request(
             op,
             request_id,
@@ -267,6 +272,7 @@ def decode_request(fields: object) -> Request:
             subscriber=subscriber,
             pattern=pattern,
             timeout=float(timeout),
+            from_revision=since,
         )
     if op == "get":
         path = _typed(message["path"], (list,), "path")

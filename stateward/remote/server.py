@@ -41,6 +41,7 @@ import anyio
 from .._checks import check_int, check_seconds
 from .._errors import (
     ActionRejectedError,
+    CompactedError,
     CorruptStateError,
     InvalidActionError,
     PathNotFoundError,
@@ -336,8 +337,19 @@ class RedisServer:
             proxy = _Proxy(self, request.client, name, request.timeout)
             try:
                 proxy.subscription = await self._state.subscribe(
-                    request.pattern, cast("Handler", proxy), name=name, mailbox_size=256
+                    request.pattern,
+                    cast("Handler", proxy),
+                    name=name,
+                    mailbox_size=256,
+                    from_revision=request.from_revision,
                 )
+            except CompactedError as exc:
+                return {
+                    "kind": "refused",
+                    "error": "CompactedError",
+                    "requested": exc.requested,
+                    "oldest": exc.oldest,
+                }
             except StatewardError as exc:
                 return {"kind": "refused", "field": "subscriber", "reason": str(exc)}
             self._proxies[name] = proxy
@@ -345,7 +357,9 @@ class RedisServer:
             "kind": "subscribed",
             "revision": self._state.revision,
             "epoch": proxy.epoch,
-            "seq": proxy.seq,
+            # A new proxy may have sent its first (replayed) events already:
+            # the client takes every event of this epoch.
+            "seq": 0,
         }
 
     async def _drop(self, proxy: _Proxy, why: str) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
 
 import anyio
 import pytest
 
-from stateward import RAS, ResultCode, Set, StateChanged, open_state
+from stateward import RAS, CompactedError, ResultCode, Set, StateChanged, open_state
 from stateward.remote import connect_redis, serve_redis
 from stateward.remote._redis import open_connection
 
@@ -105,3 +106,30 @@ async def test_forged_acks_are_refused(redis):
             report = await receipt.acks(10)
         assert report.result == ResultCode.ALL_SUBS_SUCCESS  # the real answer only
         print(f"forged acks: {server.forged_acks} refused")
+
+
+async def test_a_remote_watch_resumes_without_gap_or_duplicate(redis):
+    async with (
+        open_state({}, history=5) as state,
+        serve_redis(state, redis.url, name=NAME),
+        connect_redis(redis.url, name=NAME) as there,
+    ):
+        for i in range(1, 4):
+            await state.send(Set("job.n", i))  # revisions 1..3
+        seen = []
+        with anyio.fail_after(30):
+            async with aclosing(there.watch("job", name="w", from_revision=1)) as feed:
+                async for event in feed:
+                    seen.append((event.revision, event.new_value))
+                    if event.revision == 3:
+                        await state.send(Set("job.n", 4))  # live, after the replay
+                    if event.revision == 4:
+                        break
+        assert seen == [(2, 2), (3, 3), (4, 4)]
+        with anyio.fail_after(30):
+            while "w" in state.subscriber_statistics():  # noqa: ASYNC110 - its unsubscribe
+                await anyio.sleep(0.01)
+        for i in range(5, 12):
+            await state.send(Set("job.n", i))  # the history keeps the last 5 only
+        with pytest.raises(CompactedError):
+            await there.subscribe("job", lambda e: None, name="late", from_revision=1)
