@@ -103,9 +103,9 @@ def test_example_prints_what_it_should(name):
 MIGRATING = {
     "from_roz_remembers.py": [
         "True",
-        "changed: job.sorted 3",
         "3",
         "0",
+        "changed: [('job.sorted', 3)]",
         '{"job":{"bins":10,"sorted":3}}',
     ],
     "from_restate.py": [
