@@ -229,8 +229,22 @@ def main(argv: list[str] | None = None) -> int:
         remote.add_argument(
             "--timeout", type=float, default=10.0, help="seconds (default: 10)"
         )
+    run_watch = commands.add_parser(
+        "watch", help="print each change of a served state, one JSON line each"
+    )
+    run_watch.add_argument("url", help="redis://[user:password@]host:port")
+    run_watch.add_argument("name", help="the state's name on Redis")
+    run_watch.add_argument("pattern", help="e.g. 'jobs.**' ('**' for everything)")
+    run_watch.add_argument(
+        "--from-revision", type=int, default=None, help="replay the changes after R"
+    )
+    run_acl = commands.add_parser(
+        "acl", help="print least-privilege Redis ACL rules for a served state"
+    )
+    run_acl.add_argument("--name", required=True, help="the state's name on Redis")
+    run_acl.add_argument("--client", default=None, help="also a client's rules")
     args = parser.parse_args(argv)
-    if args.command in ("serve", "get", "set"):
+    if args.command in ("serve", "get", "set", "watch", "acl"):
         return _remote(args)
     if args.command == "inspect":
         return inspect_command(args.directory, args.revision, args.redact)
@@ -274,6 +288,10 @@ def _remote(args: argparse.Namespace) -> int:
         )
     if args.command == "get":
         return _cli.get_command(args.url, args.name, args.path, args.timeout)
+    if args.command == "watch":
+        return _cli.watch_command(args.url, args.name, args.pattern, args.from_revision)
+    if args.command == "acl":
+        return _cli.acl_command(args.name, args.client)
     return _cli.set_command(args.url, args.name, args.path, args.value, args.timeout)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -10,10 +11,18 @@ import anyio
 from .._errors import StatewardError
 from ..actors.state import open_state
 from ..messages.actions import Set
+from ..messages.events import Resync
 from .client import connect_redis
+from .protocol import acl_rules
 from .server import serve_redis
 
-__all__ = ["get_command", "serve_command", "set_command"]
+__all__ = [
+    "acl_command",
+    "get_command",
+    "serve_command",
+    "set_command",
+    "watch_command",
+]
 
 
 def _fail(command: str, exc: BaseException) -> int:
@@ -90,6 +99,47 @@ def set_command(url: str, name: str, path: str, value: str, timeout: float) -> i
         print(anyio.run(run))
     except StatewardError as exc:
         return _fail("set", exc)
+    return 0
+
+
+def watch_command(url: str, name: str, pattern: str, from_revision: int | None) -> int:
+    """Print each change at *pattern*, one JSON line each, until interrupted."""
+
+    async def run() -> None:
+        async with connect_redis(url, name=name) as remote:
+            watcher = f"watch-{remote.client}"[:64]
+            feed = remote.watch(pattern, name=watcher, from_revision=from_revision)
+            async with contextlib.aclosing(feed) as events:
+                async for event in events:
+                    if isinstance(event, Resync):
+                        line = {"resync": event.pattern, "dropped": event.dropped}
+                    else:
+                        line = {
+                            "revision": event.revision,
+                            "path": event.path,
+                            "kind": event.kind.value,
+                            "value": event.new_value,
+                        }
+                    print(json.dumps(line, ensure_ascii=False), flush=True)
+
+    try:
+        anyio.run(run)
+    except KeyboardInterrupt:
+        return 0
+    except StatewardError as exc:
+        return _fail("watch", exc)
+    return 0
+
+
+def acl_command(name: str, client: str | None) -> int:
+    """Print the Redis ACL rules of each role of the state *name*."""
+    try:
+        rules = acl_rules(name, client)
+    except StatewardError as exc:
+        return _fail("acl", exc)
+    for role, rule in rules.items():
+        print(f"# {role}")
+        print(rule)
     return 0
 
 

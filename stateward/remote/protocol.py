@@ -47,6 +47,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Keys",
     "Request",
+    "acl_rules",
     "check_name",
     "decode_action",
     "decode_reply",
@@ -121,6 +122,34 @@ class Keys:
         return self.prefix + "acks"
 
     GROUP: Final = "owner"
+
+
+def acl_rules(name: str, client: str | None = None) -> dict[str, str]:
+    """The Redis ACL rules of each role of the state *name*, least privilege.
+
+    Returns ``{role: "ACL SETUSER ..." line}`` for ``owner`` and, with
+    *client*, ``client-<client>`` (a sender that may also subscribe and
+    watch). Passwords are placeholders (``<password>``): set your own.
+    Every role gets only its own keys and the commands it runs.
+    """
+    keys = Keys(name)
+    base = (
+        "on ><password> resetkeys resetchannels -@all "
+        "+hello +client|setname +ping +info"
+    )
+    owner = (
+        f"ACL SETUSER sw-owner-{name} {base} ~{keys.prefix}* "
+        "+xreadgroup +xgroup|create +xack +xadd +xread +del"
+    )
+    rules = {"owner": owner}
+    if client is not None:
+        check_name(client, "client")
+        rules[f"client-{client}"] = (
+            f"ACL SETUSER sw-{name}-{client} {base} "
+            f"~{keys.actions} ~{keys.reply(client)} ~{keys.acks} "
+            f"~{keys.prefix}deliver:* +xadd +xread +del"
+        )
+    return rules
 
 
 def encode(message: dict[str, Any]) -> dict[bytes, bytes]:

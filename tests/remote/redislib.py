@@ -88,6 +88,12 @@ class RedisProcess:
     def stop(self) -> None:
         self.kill()
 
+    def client_kill(self) -> None:
+        """CLIENT KILL every normal connection (the owner's, the clients')."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(b"CLIENT KILL TYPE normal SKIPME yes\r\n")
+            s.recv(64)
+
 
 async def wait_for(predicate, timeout=10):
     """Poll what another process (Redis, the owner's loop) makes true."""

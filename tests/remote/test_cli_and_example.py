@@ -111,3 +111,70 @@ def test_the_state_signals_migration_program_runs(redis, tmp_path):
         "benchmark-start 0 ['']",
         "crash 1 ['node down']",
     ]
+
+
+def test_acl_prints_least_privilege_rules():
+    done = _stateward("acl", "--name", "jobs", "--client", "w1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "# owner"
+    assert lines[1].startswith("ACL SETUSER sw-owner-jobs on ><password> resetkeys")
+    assert "~sw:{jobs}:*" in lines[1]
+    assert lines[2] == "# client-w1"
+    assert "~sw:{jobs}:reply:w1" in lines[3]
+
+
+def test_watch_prints_changes_as_json_lines(redis, tmp_path):
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stateward.cli",
+            "serve",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--redis",
+            redis.url,
+            "--name",
+            "jobs",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    watcher = None
+    try:
+        assert "serving" in owner.stdout.readline()
+        assert (
+            _stateward("set", redis.url, "jobs", "job.phase", '"queued"').returncode
+            == 0
+        )
+        watcher = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stateward.cli",
+                "watch",
+                redis.url,
+                "jobs",
+                "job",
+                "--from-revision",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        first = watcher.stdout.readline()  # replayed from revision 0
+        assert '"revision": 1' in first
+        assert '"value": "queued"' in first
+        assert (
+            _stateward("set", redis.url, "jobs", "job.phase", '"done"').returncode == 0
+        )
+        assert '"value": "done"' in watcher.stdout.readline()  # live
+    finally:
+        for proc in (watcher, owner):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=10)
+                proc.stdout.close()

@@ -1,0 +1,61 @@
+"""Least privilege: the owner and a client as Redis ACL users limited to their keys."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+
+import anyio
+import pytest
+
+from stateward import RAS, RemoteError, ResultCode, Set, open_state
+from stateward.remote import connect_redis, serve_redis
+from stateward.remote.protocol import acl_rules
+
+pytestmark = pytest.mark.anyio
+
+PASSWORDS = {"owner": "owner-secret-1", "client-w1": "client-secret-2"}
+
+
+def _create_users(redis) -> None:
+    cli = shutil.which("redis-cli")
+    assert cli is not None, "redis-cli comes with redis-server"
+    for role, rule in acl_rules("jobs", "w1").items():
+        words = shlex.split(rule.replace("<password>", PASSWORDS[role]))
+        done = subprocess.run(
+            [cli, "-p", str(redis.port), *words],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+        assert done.stdout.strip() == "OK", done.stdout
+
+
+async def test_the_whole_flow_runs_as_least_privilege_users(redis, caplog):
+    await anyio.to_thread.run_sync(_create_users, redis)
+    host = f"127.0.0.1:{redis.port}"
+    owner_url = f"redis://sw-owner-jobs:{PASSWORDS['owner']}@{host}"
+    client_url = f"redis://sw-jobs-w1:{PASSWORDS['client-w1']}@{host}"
+    caplog.set_level(logging.DEBUG)
+    with anyio.fail_after(60):
+        async with (
+            open_state({}) as state,
+            serve_redis(state, owner_url, name="jobs"),
+            connect_redis(client_url, name="jobs", client="w1") as remote,
+        ):
+            await remote.subscribe("", lambda e: RAS.SUCCESS, name="w1-dash")
+            receipt = await remote.send(Set("a", 1))
+            report = await receipt.acks(10)
+            assert report.result == ResultCode.ALL_SUBS_SUCCESS
+            assert await remote.get("a") == 1
+            # Outside its keys: a typed error, not a hang.
+            async with connect_redis(client_url, name="other", client="w1") as outside:
+                with pytest.raises(RemoteError, match=r"NOPERM|ACL|permission"):
+                    await outside.send(Set("a", 1), timeout=10)
+    text = caplog.text
+    assert PASSWORDS["owner"] not in text
+    assert PASSWORDS["client-w1"] not in text
+    print("ACL users: owner and client ran the whole flow; outside access refused")
