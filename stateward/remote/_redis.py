@@ -174,7 +174,8 @@ async def open_connection(
                 client_name=name,
             )
         except ValueError as exc:
-            msg = f"not a Redis URL: {exc}"
+            # The URL may hold a password: never put it in a message.
+            msg = f"not a Redis URL ({type(exc).__name__})"
             raise RemoteError(msg) from None
         try:
             async with client:
