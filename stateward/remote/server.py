@@ -49,7 +49,7 @@ from .._errors import (
     RevisionMismatchError,
     StatewardError,
 )
-from ..actors._files import crash_point
+from ..actors._files import Files, crash_point
 from ..actors.subscriber import NO_ANSWER
 from ..messages.actions import Action, Transaction
 from ..paths import PathLike, parse_path
@@ -140,8 +140,9 @@ class RedisServer:
         self._log_path = os.path.join(directory, f"remote-{self.keys.name}.dedupe")
         kept: list[tuple[str, dict[str, Any]]] = []
         with contextlib.suppress(FileNotFoundError):
-            with open(self._log_path, "rb") as f:
-                lines = f.read().split(b"\n")
+            # Through the same checks as every file of the state directory:
+            # no symlink followed, no FIFO read.
+            lines = Files().read(self._log_path).split(b"\n")
             for i, line in enumerate(lines):
                 if not line:
                     continue
@@ -179,8 +180,6 @@ class RedisServer:
             json.dumps({"id": i, "reply": r}).encode() + b"\n"
             for i, r in logged[-self._window_size :]
         )
-        from ..actors._files import Files
-
         Files().write_atomic(self._log_path, data)
 
     async def _remember(self, action_id: str, reply: dict[str, Any]) -> None:
@@ -561,7 +560,7 @@ def _rejected(exc: ActionRejectedError) -> dict[str, Any]:
 def _append_synced(path: str, line: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, line)
+        Files().write(fd, line)  # a short os.write is not a complete write
         os.fsync(fd)
     finally:
         os.close(fd)
