@@ -114,6 +114,7 @@ class _Core:
         self.batch: list[_Request] = []  # taken from the mailbox, maybe not answered
         self.closed = False
         self.broken: BaseException | None = None
+        self.exit: BaseException | None = None  # a handler's Ctrl-C or SystemExit
         self.persister: Persister | None = None
         self.failed: DurabilityError | None = None  # fail-stop after a disk error
         self.records: list[bytes] = []  # journal records of the current batch
@@ -333,6 +334,12 @@ class _Core:
                     events.append(event)
         return routed
 
+    def request_exit(self, exc: BaseException) -> None:
+        """A handler raised KeyboardInterrupt or SystemExit: stop, then raise it."""
+        if self.exit is None:
+            self.exit = exc
+        self.tg.cancel_scope.cancel()
+
     def refuse(self, request: _Request, error: BaseException) -> None:
         request.error = error
         request.done.set()
@@ -349,8 +356,11 @@ class _Core:
                 request.done.set()  # answered before the crash: it stands
             else:
                 unanswered.append(request)
-        if self.broken is None:
-            error: Exception = StateClosedError("the state actor was stopped")
+        if self.exit is not None:
+            reason = f"a handler raised {type(self.exit).__name__}"
+            error: Exception = StateBrokenError(f"the state actor stopped: {reason}")
+        elif self.broken is None:
+            error = StateClosedError("the state actor was stopped")
         elif isinstance(self.broken, anyio.get_cancelled_exc_class()):
             error = StateBrokenError("the state actor was cancelled")
         else:

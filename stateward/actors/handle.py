@@ -459,6 +459,7 @@ class StateHandle(metaclass=NoPublicConstructor):
             handler_timeout=None if handler_timeout is None else float(handler_timeout),
             stop_bubbling=bool(stop_bubbling),
             new_signal=core.new_signal,
+            on_exit=core.request_exit,
         )
         core.add_subscriber(sub)
         if from_revision is not None:

@@ -45,7 +45,7 @@ from .persistence import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
     from anyio.abc import TaskStatus
 
@@ -102,6 +102,12 @@ class StateActor:
     redact: tuple[str, ...] = attrs.field(
         default=(), kw_only=True, converter=_to_patterns
     )
+    # open_state raises a handler's KeyboardInterrupt/SystemExit in its own
+    # task instead of this one (see Subscriber.run).
+    _on_exit: Callable[[], None] | None = attrs.field(
+        default=None, init=False, repr=False
+    )
+    _exit: BaseException | None = attrs.field(default=None, init=False, repr=False)
 
     async def run(
         self, *, task_status: TaskStatus[StateHandle] = anyio.TASK_STATUS_IGNORED
@@ -169,6 +175,11 @@ class StateActor:
                 unlock_directory(lock)
             if finished is not None:
                 finished.set()
+        if core.exit is not None:
+            if self._on_exit is None:
+                raise core.exit
+            self._exit = core.exit
+            self._on_exit()
 
 
 @contextmanager
@@ -256,6 +267,7 @@ async def open_state(
     error: BaseException | None = None
     with _unwrap_exit():
         async with anyio.create_task_group() as tg:
+            actor._on_exit = tg.cancel_scope.cancel
             try:
                 handle: StateHandle = await tg.start(actor.run)
             except Exception as exc:  # noqa: BLE001 - re-raised below, never swallowed
@@ -271,5 +283,7 @@ async def open_state(
                     tg.cancel_scope.cancel()
                 else:
                     await handle.stop()
+    if actor._exit is not None:
+        raise actor._exit  # here, in the caller's task (see Subscriber.run)
     if error is not None:
         raise error

@@ -81,7 +81,8 @@ cancellation must), and ``KeyboardInterrupt`` and ``SystemExit``, which stop
 the whole state actor in order: every waiting sender gets
 :class:`~stateward.StateBrokenError`, a persisted state closes its files and
 releases its lock (every acknowledged action is on disk), and the exception
-leaves :meth:`StateActor.run` (and :func:`~stateward.open_state`) as itself.
+leaves :func:`~stateward.open_state` as itself, in the caller's task (or
+:meth:`StateActor.run`, after the stop).
 """
 
 
@@ -174,6 +175,10 @@ class Subscriber:
     stop_bubbling: bool
     new_signal: Callable[[], LoopEvent] = attrs.field(kw_only=True)
     """Makes the one-waiter events of its mailbox (see ``_mailbox``)."""
+    on_exit: Callable[[BaseException], None] | None = attrs.field(
+        kw_only=True, default=None
+    )
+    """Told of a handler's KeyboardInterrupt or SystemExit (the actor stops)."""
     literal: bool = attrs.field(init=False)
     _queue: deque[_Delivery] = attrs.field(init=False, factory=deque)
     _backlog: deque[_Delivery] = attrs.field(init=False, factory=deque)
@@ -341,6 +346,17 @@ class Subscriber:
 
     async def run(self) -> None:
         """Take deliveries in order and answer each with an Ack, until closed."""
+        try:
+            await self._run()
+        except (KeyboardInterrupt, SystemExit) as exc:
+            if self.on_exit is None:
+                raise
+            # Not raised in this task: on asyncio a KeyboardInterrupt leaving
+            # any task but the root one leaves the event loop at once, with
+            # no orderly stop. The state actor stops and raises it instead.
+            self.on_exit(exc)
+
+    async def _run(self) -> None:
         current_subscriber.set(self)
         try:
             with anyio.CancelScope() as self._scope:
