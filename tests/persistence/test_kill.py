@@ -60,7 +60,7 @@ def _recover(state_dir: Path) -> tuple[object, int]:
 @pytest.mark.parametrize(
     "kill_count",
     [
-        pytest.param(20, id="quick"),
+        pytest.param(10, id="quick"),
         # D1's CI figure: in the `slow` group, which .ci/run runs too
         pytest.param(KILLS, id="full", marks=pytest.mark.slow),
     ],
