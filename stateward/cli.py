@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -176,12 +177,26 @@ def inspect_command(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``stateward`` command."""
+    """Entry point of the ``stateward`` command.
+
+    A closed pipe (``stateward inspect DIR | head``) ends it quietly.
+    """
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Python would print a traceback at exit while flushing stdout:
+        # point it at /dev/null and leave with the usual SIGPIPE status.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="stateward", description="An actor-based concurrent state service."
     )
     parser.add_argument("--version", action="version", version=__version__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command")
     run_demo = commands.add_parser("demo", help="run the orchestrator demo")
     run_demo.add_argument(
         "--backend",
@@ -244,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     run_acl.add_argument("--name", required=True, help="the state's name on Redis")
     run_acl.add_argument("--client", default=None, help="also a client's rules")
     args = parser.parse_args(argv)
+    if args.command is None:  # bare `stateward`: say what it can do
+        parser.print_help()
+        return 0
     if args.command in ("serve", "get", "set", "watch", "acl"):
         return _remote(args)
     if args.command == "inspect":

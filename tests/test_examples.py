@@ -140,3 +140,34 @@ def test_migration_guide_programs_run(name, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == MIGRATING[name]
+
+
+def test_bare_stateward_shows_help():
+    done = run("-m", "stateward.cli")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: stateward")
+    for command in ("demo", "inspect", "serve", "get", "set", "watch", "acl"):
+        assert command in done.stdout
+
+
+def test_inspect_into_a_closed_pipe_ends_quietly(tmp_path):
+    from stateward import Store
+
+    store = Store(state_dir=tmp_path / "s", durability="none")
+    with store, store.transaction():  # a tree bigger than a pipe's buffer
+        for i in range(10_000):
+            store.set(f"k.{i}", i)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "stateward.cli", "inspect", str(tmp_path / "s")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert cli.stdout is not None
+    assert cli.stderr is not None
+    cli.stdout.readline()
+    cli.stdout.close()  # as `| head -1` does
+    err = cli.stderr.read().decode()
+    cli.stderr.close()
+    assert cli.wait(timeout=60) == 141  # SIGPIPE's status, without a traceback
+    assert "Traceback" not in err
