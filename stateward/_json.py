@@ -180,6 +180,9 @@ def check_json(
     Raises:
         InvalidValueError: The first rule broken, naming where in the value.
     """
+    t = type(value)  # the common scalars first, in place
+    if (t is int and _INT_MIN <= value <= _INT_MAX) or (t is str and value.isascii()):
+        return
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()

@@ -217,7 +217,8 @@ class Tree:
         """
         out: list[Change] = [] if changes is None else changes
         mark = len(out)
-        undo: list[_Undo] = []
+        # One operation needs no undo log: it checks before it changes.
+        undo: list[_Undo] | None = [] if len(ops) > 1 else None
         try:
             for kind, path, value in ops:
                 if kind == "s":
@@ -227,7 +228,8 @@ class Tree:
                 elif changes is not None:
                     self.ping(path, out)
         except BaseException:
-            self._rollback(undo)
+            if undo is not None:
+                self._rollback(undo)
             del out[mark:]
             raise
 

@@ -170,6 +170,9 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(msg)
 
 
+_STRICT_DECODE: Final = json.JSONDecoder(parse_constant=_refuse_constant).decode
+
+
 def _decode_fields(fields: object) -> dict[str, Any]:
     """The JSON object of an entry; size checked before parsing."""
     if not isinstance(fields, dict) or set(fields) != {_FIELD}:
@@ -181,8 +184,8 @@ def _decode_fields(fields: object) -> dict[str, Any]:
         reason = f"{len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte message cap"
         raise InvalidActionError("message", reason)
     try:
-        message = json.loads(data, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:
+        message = _STRICT_DECODE(data.decode())
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError included
         reason = f"not strict JSON: {type(exc).__name__}: {exc}"
         raise InvalidActionError("message", reason[:200]) from None
     if type(message) is not dict:

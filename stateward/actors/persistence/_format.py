@@ -53,6 +53,11 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(msg)
 
 
+_STRICT_DECODE: Final = json.JSONDecoder(parse_constant=_refuse_constant).decode
+"""One decoder for every record: ``json.loads`` with an option builds a new
+one per call, which cost recovery about a third of its time."""
+
+
 def loads_strict(data: bytes | str, name: str, what: str) -> Any:
     """Decode JSON read from a file; anything but strict JSON is corruption.
 
@@ -60,8 +65,9 @@ def loads_strict(data: bytes | str, name: str, what: str) -> Any:
     and invalid UTF-8 all become :class:`CorruptStateError`.
     """
     try:
-        return json.loads(data, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:
+        text = data if isinstance(data, str) else data.decode()
+        return _STRICT_DECODE(text)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError included
         reason = f"{what} is not strict JSON: {type(exc).__name__}: {exc}"
         raise CorruptStateError(name, reason[:300]) from None
 

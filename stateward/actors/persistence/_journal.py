@@ -201,7 +201,8 @@ def _record_path(raw: object) -> tuple[str, ...]:
         if type(seg) is not str:
             msg = f"path segment {seg!r:.60} is not a str"
             raise _BadRecord(msg)
-        check_json(seg, "path")
+        if not seg.isascii():
+            check_json(seg, "path")  # no lone surrogate
     return tuple(raw)
 
 
@@ -213,7 +214,8 @@ def _check_identity(op: list[Any]) -> None:
     ):
         msg = f"action identity {op!r:.60} is malformed"
         raise _BadRecord(msg)
-    check_json(op[3], "payload")
+    if op[3] is not None:
+        check_json(op[3], "payload")
 
 
 # -- the writer ----------------------------------------------------------------
