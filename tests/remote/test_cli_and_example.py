@@ -22,8 +22,9 @@ def _stateward(*args, timeout=60, env=None):
     )
 
 
-def test_serve_set_get(redis, tmp_path):
-    owner = subprocess.Popen(
+def _serve(redis, tmp_path):
+    """`stateward serve` in a process of its own (the caller stops it)."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -40,6 +41,10 @@ def test_serve_set_get(redis, tmp_path):
         text=True,
         cwd=ROOT,
     )
+
+
+def test_serve_set_get(redis, tmp_path):
+    owner = _serve(redis, tmp_path)
     try:
         assert owner.stdout is not None
         assert "serving" in owner.stdout.readline()
@@ -125,23 +130,7 @@ def test_acl_prints_least_privilege_rules():
 
 
 def test_watch_prints_changes_as_json_lines(redis, tmp_path):
-    owner = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stateward.cli",
-            "serve",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--redis",
-            redis.url,
-            "--name",
-            "jobs",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    owner = _serve(redis, tmp_path)
     watcher = None
     try:
         assert "serving" in owner.stdout.readline()
