@@ -43,6 +43,7 @@ from ..messages.events import Resync, StateChanged
 from ..paths import PathLike, parse_path
 from . import protocol
 from ._redis import open_connection
+from ._tasks import background
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator
@@ -544,17 +545,10 @@ async def connect_redis(
         await conn.run_id()  # fail now, not on the first send, when Redis is down
         state = RemoteState._create(conn, keys, client_name, resend_after)
         state._url = url
-        error: BaseException | None = None
-        async with anyio.create_task_group() as tg:
+        async with background() as tg:
             state._tg = tg
             await tg.start(state._read_replies)
-            try:
-                yield state
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
-                error = exc
-            tg.cancel_scope.cancel()
-        if error is not None:
-            raise error
+            yield state
         if client is None:
             with contextlib.suppress(RemoteError):
                 await conn.delete([keys.reply(client_name)])

@@ -55,6 +55,7 @@ from ..messages.actions import Action, Transaction
 from ..paths import PathLike, parse_path
 from . import protocol
 from ._redis import NoGroupError, open_connection
+from ._tasks import background
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -616,18 +617,6 @@ async def serve_redis(
             for client, prefixes in writable.items()
         }
     server = RedisServer(state, url, keys, allowed, window, ack_timeout, batch)
-    error: BaseException | None = None
-    async with anyio.create_task_group() as tg:
-        try:
-            await tg.start(lambda task_status: server._run(tg, task_status=task_status))
-        except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped
-            error = exc
-            tg.cancel_scope.cancel()
-        if error is None:
-            try:
-                yield server
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
-                error = exc
-            tg.cancel_scope.cancel()
-    if error is not None:
-        raise error
+    async with background() as tg:
+        await tg.start(lambda task_status: server._run(tg, task_status=task_status))
+        yield server
