@@ -249,6 +249,13 @@ class RedisServer:
                     start = ">"  # every pending entry is handled: now new ones
                     continue
                 start = entries[-1][0].decode()
+            elif not entries:
+                # Idle: look at our pending entries again. Redis may have
+                # handed new ones to a connection of ours that is gone (a
+                # blocked read of an owner that was stopped or reconnected):
+                # they wait there, under our consumer name, until re-read.
+                start = "0"
+                continue
             for entry in entries:
                 await self._handle(entry, writer, tg)
 
