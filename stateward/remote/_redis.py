@@ -21,7 +21,7 @@ from coredis.retry import NoRetryPolicy
 from .._errors import RemoteError, RemoteUnavailableError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Iterator, Sequence
 
 __all__ = ["Connection", "Entry", "NoGroupError", "open_connection"]
 
@@ -36,30 +36,41 @@ class NoGroupError(RemoteError):
 
 
 @contextlib.contextmanager
-def _mapped() -> Iterator[None]:
-    """Translate coredis' errors into stateward's at the boundary."""
+def _mapped(passed: Sequence[BaseException] = ()) -> Iterator[None]:
+    """Translate coredis' errors into stateward's at the boundary.
+
+    Exceptions in *passed* (the caller's own) leave untranslated.
+    """
     try:
         yield
     except RemoteError:
         raise  # already ours (RemoteUnavailableError is an OSError too)
-    except coredis.exceptions.ConnectionError as exc:  # ProtocolError, BusyLoading
-        msg = f"Redis cannot be reached: {exc}"
-        raise RemoteUnavailableError(msg) from exc
-    except (TimeoutError, OSError) as exc:
-        msg = f"Redis cannot be reached: {exc!r}"
-        raise RemoteUnavailableError(msg) from exc
-    except coredis.exceptions.AuthenticationError as exc:
-        msg = f"Redis refused the credentials: {exc}"
-        raise RemoteError(msg) from exc
-    except coredis.exceptions.AuthorizationError as exc:
-        msg = f"Redis refused the command (ACL): {exc}"
-        raise RemoteError(msg) from exc
-    except coredis.exceptions.RedisError as exc:
-        group_error = getattr(coredis.exceptions, "StreamConsumerGroupError", ())
+    except Exception as exc:
+        if any(exc is p for p in passed):
+            raise
+        ours = _translated(exc)
+        if ours is None:
+            raise
+        raise ours from exc
+
+
+def _translated(exc: Exception) -> RemoteError | None:
+    """Stateward's error for coredis' (or an OS) error *exc*, or None."""
+    errors = coredis.exceptions
+    if isinstance(exc, errors.ConnectionError):  # ProtocolError, BusyLoading
+        return RemoteUnavailableError(f"Redis cannot be reached: {exc}")
+    if isinstance(exc, (TimeoutError, OSError)):
+        return RemoteUnavailableError(f"Redis cannot be reached: {exc!r}")
+    if isinstance(exc, errors.AuthenticationError):
+        return RemoteError(f"Redis refused the credentials: {exc}")
+    if isinstance(exc, errors.AuthorizationError):
+        return RemoteError(f"Redis refused the command (ACL): {exc}")
+    if isinstance(exc, errors.RedisError):
+        group_error = getattr(errors, "StreamConsumerGroupError", ())
         if isinstance(exc, group_error) or str(exc).startswith("NOGROUP"):
-            raise NoGroupError(str(exc)) from exc
-        msg = f"Redis answered an error: {exc!r}"
-        raise RemoteError(msg) from exc
+            return NoGroupError(str(exc))
+        return RemoteError(f"Redis answered an error: {exc!r}")
+    return None
 
 
 @final
@@ -164,29 +175,37 @@ async def open_connection(
         RemoteUnavailableError: Redis cannot be reached.
         RemoteError: The URL or the credentials are refused.
     """
-    with _mapped():
-        try:
-            client = coredis.Redis.from_url(
-                url,
-                retry_policy=NoRetryPolicy(),
-                decode_responses=False,
-                connect_timeout=_CONNECT_TIMEOUT,
-                client_name=name,
-            )
-        except ValueError as exc:
-            # The URL may hold a password: never put it in a message.
-            msg = f"not a Redis URL ({type(exc).__name__})"
-            raise RemoteError(msg) from None
-        try:
+    try:
+        client = coredis.Redis.from_url(
+            url,
+            retry_policy=NoRetryPolicy(),
+            decode_responses=False,
+            connect_timeout=_CONNECT_TIMEOUT,
+            client_name=name,
+        )
+    except ValueError as exc:
+        # The URL may hold a password: never put it in a message.
+        msg = f"not a Redis URL ({type(exc).__name__})"
+        raise RemoteError(msg) from None
+    # What the caller's block raises is its own (a TimeoutError of its
+    # fail_after is not "Redis cannot be reached"): only coredis' errors
+    # are translated.
+    raised: list[BaseException] = []
+    try:
+        with _mapped(raised):
             async with client:
-                yield Connection(client)
-        except BaseExceptionGroup as group:
-            # coredis runs its pool in a task group of its own, which wraps
-            # whatever leaves the block: give the caller its own exception.
-            leaf = _single(group)
-            if leaf is None:
-                raise
-            raise leaf from None
+                try:
+                    yield Connection(client)
+                except BaseException as exc:
+                    raised.append(exc)
+                    raise
+    except BaseExceptionGroup as group:
+        # coredis runs its pool in a task group of its own, which wraps
+        # whatever leaves the block: give the caller its own exception.
+        leaf = _single(group)
+        if leaf is None:
+            raise
+        raise leaf from None
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
