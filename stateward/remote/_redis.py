@@ -12,8 +12,10 @@ protocol's job, by action id.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 
+import anyio
+import anyio.lowlevel
 import coredis
 import coredis.exceptions
 from coredis.retry import NoRetryPolicy
@@ -23,7 +25,7 @@ from .._errors import RemoteError, RemoteUnavailableError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Sequence
 
-__all__ = ["Connection", "Entry", "NoGroupError", "open_connection"]
+__all__ = ["Connection", "Entry", "Messages", "NoGroupError", "open_connection"]
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 """A stream entry: (id, fields)."""
@@ -151,11 +153,61 @@ class Connection:
         with _mapped():
             await self._client.delete(keys)
 
+    async def publish(self, channel: str, data: bytes) -> int:
+        """PUBLISH *data* on *channel*; returns how many subscribers got it."""
+        with _mapped():
+            return int(await self._client.publish(channel, data))
+
+    @contextlib.asynccontextmanager
+    async def listen(self, channels: Sequence[str]) -> AsyncIterator[Messages]:
+        """SUBSCRIBE to *channels* (subscribed on entry) and iterate their messages.
+
+        Pub/sub is at most once: what is published while the connection is
+        away is lost. A lost connection is a :class:`RemoteUnavailableError`
+        from the iteration.
+        """
+        with _mapped():
+            async with self._client.pubsub(
+                channels=list(channels),
+                ignore_subscribe_messages=True,
+                retry_policy=NoRetryPolicy(),
+            ) as pubsub:
+                yield _Messages(pubsub)
+
     async def run_id(self) -> str:
         """The server's run id: it changes when Redis restarts."""
         with _mapped():
             info = await self._client.info("server")
         return str(info.get("run_id", ""))
+
+
+Messages: TypeAlias = "AsyncIterator[tuple[str, bytes]]"
+"""Pub/sub messages: (channel, data)."""
+
+
+class _Messages:
+    """The messages of a pub/sub connection (a plain iterator: no aclosing)."""
+
+    __slots__ = ("_pubsub",)
+
+    def __init__(self, pubsub: Any) -> None:
+        self._pubsub = pubsub
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> tuple[str, bytes]:
+        while True:
+            with _mapped():
+                message = await self._pubsub.__anext__()
+            if message.get("type") != "message":
+                continue
+            channel, data = message["channel"], message["data"]
+            if isinstance(channel, bytes):
+                channel = channel.decode("utf-8", "replace")
+            if isinstance(data, str):
+                data = data.encode()
+            return str(channel), bytes(data)
 
 
 def _entries(found: Any, key: str) -> list[Entry]:
@@ -202,6 +254,15 @@ async def open_connection(
     except BaseExceptionGroup as group:
         # coredis runs its pool in a task group of its own, which wraps
         # whatever leaves the block: give the caller its own exception.
+        # coredis' pub/sub, cancelled, unsubscribes on a connection its pool
+        # has closed already: the cancellation is what happened.
+        closed, rest = group.split(anyio.ClosedResourceError)
+        if rest is None:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            msg = "Redis cannot be reached: the connection was closed"
+            raise RemoteUnavailableError(msg) from None
+        if closed is not None:
+            group = rest
         leaf = _single(group)
         if leaf is None:
             raise
@@ -218,4 +279,9 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
             stack.extend(exc.exceptions)
         else:
             leaves.append(exc)
+    if len(leaves) > 1:
+        # One cancellation seen by several tasks is still one cancellation.
+        cancelled = anyio.get_cancelled_exc_class()
+        if all(isinstance(leaf, cancelled) for leaf in leaves):
+            return leaves[0]
     return leaves[0] if len(leaves) == 1 else None

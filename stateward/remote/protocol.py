@@ -180,6 +180,18 @@ def _decode_fields(fields: object) -> dict[str, Any]:
     data = fields[_FIELD]
     if not isinstance(data, bytes):
         raise InvalidActionError("entry", "field 'm' is not bytes")
+    return loads_object(data)
+
+
+def loads_object(data: bytes) -> dict[str, Any]:
+    """Parse one untrusted message: a strict JSON object of at most the cap.
+
+    The size is checked before anything is parsed; NaN and Infinity, bad
+    UTF-8 and nesting too deep for the parser are refused.
+
+    Raises:
+        InvalidActionError: It is not such an object.
+    """
     if len(data) > MAX_MESSAGE_BYTES:
         reason = f"{len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte message cap"
         raise InvalidActionError("message", reason)

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from ..actors.handle import StateHandle
     from ..actors.state import Receipt
     from ..actors.subscriber import Handler
+    from ..signals.bridge import Signals, SignalsBridge
     from ._redis import Connection, Entry
 
 __all__ = ["RedisServer", "serve_redis"]
@@ -122,6 +123,8 @@ class RedisServer:
         self._tg: TaskGroup | None = None
         self.forged_acks = 0
         """Acks refused: malformed, from another client, or for no event asked."""
+        self.signals: SignalsBridge | None = None
+        """The state-signals bridge, when ``serve_redis(signals=...)`` runs one."""
 
     def __repr__(self) -> str:
         return (
@@ -584,6 +587,7 @@ async def serve_redis(
     window: int = 100_000,
     ack_timeout: float = 30.0,
     batch: int = 256,
+    signals: Signals | None = None,
 ) -> AsyncIterator[RedisServer]:
     """Serve *state* to other processes under *name* until the block exits.
 
@@ -602,6 +606,9 @@ async def serve_redis(
         ack_timeout: How long the owner waits for the subscribers' acks of a
             remote action before it relays the report with ``missing``.
         batch: Most entries read per round trip.
+        signals: Run the state-signals bridge too (``server.signals``):
+            unchanged state-signals exporters and responders meet this
+            state; see :class:`~stateward.signals.Signals`.
 
     Returns once the owner is connected and reading. Requests are applied one
     at a time, in stream order.
@@ -623,7 +630,14 @@ async def serve_redis(
             )
             for client, prefixes in writable.items()
         }
+    if signals is not None and not callable(getattr(signals, "bridge", None)):
+        reason = f"must be a stateward.signals.Signals (got {signals!r})"
+        raise InvalidActionError("signals", reason)
     server = RedisServer(state, url, keys, allowed, window, ack_timeout, batch)
     async with background() as tg:
         await tg.start(lambda task_status: server._run(tg, task_status=task_status))
+        if signals is not None:
+            # The bridge is a layer above this one: made by its own config.
+            bridge = server.signals = signals.bridge(state, url, name)
+            await tg.start(lambda task_status: bridge.run(tg, task_status=task_status))
         yield server

@@ -1,0 +1,247 @@
+"""state-signals: the native API and the bridge, in this process, on both backends."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+
+from stateward import RAS, ResultCode, Set, open_state
+from stateward.remote import serve_redis
+from stateward.remote._redis import open_connection
+from stateward.signals import Signals, open_exporter, open_responder
+from stateward.signals import protocol as sp
+
+from .redislib import wait_for
+
+pytestmark = pytest.mark.anyio
+
+NAME = "jobs"
+
+
+async def _respond_until_shutdown(url, name, answer, ready, seen=None):
+    """A native responder: *answer(signal)* gives (ras, message) or None (silent)."""
+    async with open_responder(url, name) as responder:
+        ready.set()
+        async for signal in responder.listen():
+            if seen is not None:
+                seen.append(signal)
+            if signal.event == sp.INITIALIZATION:
+                await responder.srespond(signal)
+            elif signal.event == sp.SHUTDOWN:
+                return responder
+            else:
+                got = answer(signal)
+                if got is not None:
+                    await responder.srespond(signal, *got)
+    return None
+
+
+async def test_native_exporter_and_responders_round_trip(redis):
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            ready = [anyio.Event(), anyio.Event()]
+
+            def good(signal):
+                return (1, None)
+
+            def picky(signal):
+                if signal.event == "bad":
+                    return (0, "not today")
+                if signal.event == "slow":
+                    return None
+                return (1, "fine")
+
+            tg.start_soon(_respond_until_shutdown, redis.url, "good", good, ready[0])
+            tg.start_soon(_respond_until_shutdown, redis.url, "picky", picky, ready[1])
+            for event in ready:
+                await event.wait()
+            async with open_exporter(redis.url, "bench") as exporter:
+                legal = ["ok", "bad", "slow"]
+                assert await exporter.initialize_and_wait(2, legal, timeout=10) == 0
+                assert len(exporter.subs) == 2
+                code, messages = await exporter.publish_signal("ok", sample=3)
+                assert code is ResultCode.ALL_SUBS_SUCCESS
+                assert list(messages.values()) == ["fine"]
+                code, messages = await exporter.publish_signal("bad")
+                assert code is ResultCode.SUB_FAILED
+                assert "not today" in messages.values()
+                code, _ = await exporter.publish_signal("slow", timeout=0.3)
+                assert code is ResultCode.MISSING_RESPONSE
+                with pytest.raises(ValueError, match="legal events"):
+                    await exporter.publish_signal("nope")
+                with pytest.raises(ValueError, match="reserved"):
+                    await exporter.publish_signal("shutdown")
+                await exporter.shutdown()
+
+
+async def test_an_exporter_meets_stateward_subscribers_through_the_bridge(redis):
+    async def checker(event):
+        if event.new_value["event"] == "fail":
+            return RAS.FAILURE, "disk full"
+        if event.new_value["event"] == "slow":
+            await anyio.sleep(1)
+        return RAS.SUCCESS
+
+    seen = []
+    with anyio.fail_after(20):
+        async with (
+            open_state({}) as state,
+            serve_redis(
+                state,
+                redis.url,
+                name=NAME,
+                signals=Signals(respond_as=("checker", "recorder"), ack_timeout=5),
+            ) as server,
+        ):
+            await state.subscribe("signals.**", checker, name="checker")
+            await state.subscribe("signals.**", seen.append, name="recorder")
+            bridge = server.signals
+            async with open_exporter(redis.url, "fio") as exporter:
+                legal = ["start", "fail", "slow"]
+                assert await exporter.initialize_and_wait(2, legal, timeout=10) == 0
+                assert exporter.subs == set(bridge.responder_ids.values())
+                assert all("checker" in r or "recorder" in r for r in exporter.subs)
+                result = await exporter.publish_signal(
+                    "start", sample=1, metadata={"a": 1}
+                )
+                assert result == (ResultCode.ALL_SUBS_SUCCESS, {})
+                code, messages = await exporter.publish_signal("fail", sample=2)
+                assert code is ResultCode.SUB_FAILED
+                assert messages == {bridge.responder_ids["checker"]: "disk full"}
+                code, _ = await exporter.publish_signal("slow", timeout=0.2)
+                assert code is ResultCode.MISSING_RESPONSE
+                await exporter.shutdown()
+                await wait_for(lambda: exporter.pub_id not in bridge.exporters)
+            value = await state.get("signals.fio")
+            assert value["event"] == "shutdown"
+            assert value["publisher_id"] == exporter.pub_id
+            events = [e.new_value["event"] for e in seen]
+            assert events == ["initialization", "start", "fail", "slow", "shutdown"]
+            revisions = [e.revision for e in seen]
+            assert revisions == sorted(revisions)
+            assert seen[1].new_value["metadata"] == {"a": 1}
+            assert seen[1].new_value["sample_no"] == 1
+            assert {e.source for e in seen} == {exporter.pub_id}
+
+
+async def test_responders_acknowledge_stateward_actions_through_the_bridge(redis):
+    config = Signals(
+        export="jobs.**", response_timeout=0.5, max_misses=2, reinitialize=0.2
+    )
+    with anyio.fail_after(30):
+        async with (
+            open_state({}) as state,
+            serve_redis(state, redis.url, name=NAME, signals=config) as server,
+            anyio.create_task_group() as tg,
+        ):
+            bridge = server.signals
+            seen = []
+            ready = anyio.Event()
+
+            def answer(signal):
+                if signal.event == "broken":
+                    return (0, "cannot build")
+                if signal.event == "ignored":
+                    return None
+                return (1, None)
+
+            tg.start_soon(
+                _respond_until_shutdown, redis.url, "builder", answer, ready, seen
+            )
+            await ready.wait()
+            await wait_for(lambda: len(bridge.responders) == 1)
+            (rid,) = bridge.responders
+
+            receipt = await state.send(Set("jobs.build", "started"))
+            report = await receipt.acks(timeout=5)
+            assert report.result is ResultCode.ALL_SUBS_SUCCESS
+            assert [a.subscriber for a in report.acks] == [rid]
+
+            report = await (await state.send(Set("jobs.build", "broken"))).acks(5)
+            assert report.result is ResultCode.SUB_FAILED
+            assert report.acks[0].message == "cannot build"
+
+            report = await (await state.send(Set("jobs.n", 7))).acks(5)
+            assert report.ok  # a non-str value: the event is the path
+            signal = [s for s in seen if s.event == "jobs.n"][0]
+            assert signal.sample_no == receipt.revision + 2
+            assert signal.metadata["value"] == 7
+            assert signal.metadata["path"] == "jobs.n"
+
+            for i in range(2):
+                ignored = Set(f"jobs.step{i}", "ignored")
+                report = await (await state.send(ignored)).acks(5)
+                assert report.result is ResultCode.MISSING_RESPONSE, (report, rid)
+                assert report.missing == (rid,)
+            await wait_for(lambda: rid not in bridge.responders)
+            # It joins again at the next initialization it answers.
+            await wait_for(lambda: rid in bridge.responders)
+            tg.cancel_scope.cancel()
+
+
+async def test_the_bridge_drops_malformed_messages_and_keeps_serving(redis):
+    bad = [
+        b"not json",
+        b"[1, 2]",
+        b"7",
+        b'{"publisher_id": 1}',
+        b"NaN",
+        b'{"a": ' * 100_000,
+        b"x" * ((1 << 20) + 10),
+        json.dumps(
+            {
+                "publisher_id": "p",
+                "process_name": "x",
+                "event": "e",
+                "runner_host": "h",
+                "sample_no": "1",
+                "tag": "t",
+            }
+        ).encode(),
+        json.dumps(
+            {
+                "publisher_id": "p",
+                "process_name": "x",
+                "event": "e",
+                "runner_host": "h",
+                "sample_no": 1,
+                "tag": "t",
+                "extra": 1,
+            }
+        ).encode(),
+        json.dumps(
+            {
+                "publisher_id": "p",
+                "process_name": "x",
+                "event": "e",
+                "runner_host": "h",
+                "sample_no": 1,
+                "tag": "t",
+                "metadata": [1],
+            }
+        ).encode(),
+        b"\xff\xfe",
+    ]
+    with anyio.fail_after(20):
+        async with (
+            open_state({}) as state,
+            serve_redis(
+                state,
+                redis.url,
+                name=NAME,
+                signals=Signals(respond_as=("ok",), export="jobs.**"),
+            ) as server,
+        ):
+            await state.subscribe("signals.**", lambda e: None, name="ok")
+            bridge = server.signals
+            async with open_connection(redis.url) as raw:
+                for data in bad:
+                    await raw.publish(sp.SIGNALS, data)
+                    await raw.publish(sp.RESPONSES, data)
+                await wait_for(lambda: bridge.dropped == 2 * len(bad))
+            async with open_exporter(redis.url, "after") as exporter:
+                assert await exporter.initialize_and_wait(1, ["go"], timeout=10) == 0
+                assert (await exporter.publish_signal("go"))[0] == 0
+            assert bridge.applied == 2
