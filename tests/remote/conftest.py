@@ -12,3 +12,38 @@ def redis(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+REFERENCE = "state-signals==1.0.1"
+
+
+@pytest.fixture(scope="session")
+def reference_python():
+    """A Python with the reference state-signals library (it needs redis<4).
+
+    $STATEWARD_SIGNALS_PYTHON when set (.ci/run prepares one), else a
+    virtualenv made once under ~/.cache/stateward-tests.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    given = os.environ.get("STATEWARD_SIGNALS_PYTHON")
+    if given:
+        return given
+    venv = Path.home() / ".cache" / "stateward-tests" / "state-signals-1.0.1"
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", "import state_signals"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return str(python)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        extra = ["setuptools"] if sys.version_info >= (3, 12) else []
+        pip = [str(python), "-m", "pip", "install", "-q", REFERENCE, "redis<4", *extra]
+        subprocess.run(pip, check=True, timeout=300)
+    except (OSError, subprocess.SubprocessError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot install {REFERENCE}: {exc}")
+        pytest.skip(f"cannot install {REFERENCE} (no network?): {exc}")
+    return str(python)
