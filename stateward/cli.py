@@ -231,6 +231,27 @@ def _main(argv: list[str] | None) -> int:
         default="fsync",
         help="what a send waits for (default: fsync)",
     )
+    run_serve.add_argument(
+        "--signals",
+        action="store_true",
+        help="bridge state-signals too: record every exporter's signals "
+        "under 'signals.<process>'",
+    )
+    run_serve.add_argument(
+        "--respond-as",
+        action="append",
+        default=[],
+        metavar="SUBSCRIBER",
+        help="with --signals: answer state-signals exporters as this stateward "
+        "subscriber (a remote one, by name); may be repeated",
+    )
+    run_serve.add_argument(
+        "--export",
+        default=None,
+        metavar="PATTERN",
+        help="with --signals: publish the changes at PATTERN as signals; "
+        "state-signals responders become subscribers",
+    )
     run_get = commands.add_parser("get", help="read a path of a served state")
     run_set = commands.add_parser(
         "set", help="write a JSON value into a served state; print revision and acks"
@@ -258,6 +279,12 @@ def _main(argv: list[str] | None) -> int:
     )
     run_acl.add_argument("--name", required=True, help="the state's name on Redis")
     run_acl.add_argument("--client", default=None, help="also a client's rules")
+    run_acl.add_argument(
+        "--signals",
+        action="store_true",
+        help="also the rules of the state-signals channels (owner, exporters, "
+        "responders)",
+    )
     args = parser.parse_args(argv)
     if args.command is None:  # bare `stateward`: say what it can do
         parser.print_help()
@@ -301,15 +328,21 @@ def _remote(args: argparse.Namespace) -> int:
         )
         return 2
     if args.command == "serve":
+        if (args.respond_as or args.export) and not args.signals:
+            print("--respond-as and --export need --signals", file=sys.stderr)
+            return 2
+        signals = None
+        if args.signals:
+            signals = {"respond_as": tuple(args.respond_as), "export": args.export}
         return _cli.serve_command(
-            args.state_dir, args.redis, args.name, args.durability
+            args.state_dir, args.redis, args.name, args.durability, signals
         )
     if args.command == "get":
         return _cli.get_command(args.url, args.name, args.path, args.timeout)
     if args.command == "watch":
         return _cli.watch_command(args.url, args.name, args.pattern, args.from_revision)
     if args.command == "acl":
-        return _cli.acl_command(args.name, args.client)
+        return _cli.acl_command(args.name, args.client, signals=args.signals)
     return _cli.set_command(args.url, args.name, args.path, args.value, args.timeout)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from typing import Any
 
 import anyio
 
@@ -30,8 +31,23 @@ def _fail(command: str, exc: BaseException) -> int:
     return 1
 
 
-def serve_command(state_dir: str, url: str, name: str, durability: str) -> int:
-    """Serve the state in *state_dir* as *name* until interrupted (Ctrl-C)."""
+def serve_command(
+    state_dir: str,
+    url: str,
+    name: str,
+    durability: str,
+    signals: dict[str, Any] | None = None,
+) -> int:
+    """Serve the state in *state_dir* as *name* until interrupted (Ctrl-C).
+
+    *signals*: the keyword arguments of a state-signals bridge, or None.
+    """
+    from ..signals import Signals
+
+    try:
+        bridge = None if signals is None else Signals(**signals)
+    except StatewardError as exc:
+        return _fail("serve", exc)
 
     async def run() -> None:
         async with (
@@ -40,13 +56,15 @@ def serve_command(state_dir: str, url: str, name: str, durability: str) -> int:
                 state_dir=state_dir,
                 durability=durability,  # type: ignore[arg-type]
             ) as state,
-            serve_redis(state, url, name=name) as server,
+            serve_redis(state, url, name=name, signals=bridge) as server,
         ):
             print(
                 f"serving {state_dir} (revision {state.revision}) as {name!r} "
                 f"on {_safe(url)}; Ctrl-C stops",
                 flush=True,
             )
+            if server.signals is not None:
+                print(f"state-signals bridge: {server.signals}", flush=True)
             try:
                 await anyio.sleep_forever()
             finally:
@@ -131,10 +149,14 @@ def watch_command(url: str, name: str, pattern: str, from_revision: int | None) 
     return 0
 
 
-def acl_command(name: str, client: str | None) -> int:
+def acl_command(name: str, client: str | None, *, signals: bool = False) -> int:
     """Print the Redis ACL rules of each role of the state *name*."""
+    from ..signals.protocol import acl_rules as signals_rules
+
     try:
         rules = acl_rules(name, client)
+        if signals:
+            rules.update(signals_rules(name))
     except StatewardError as exc:
         return _fail("acl", exc)
     for role, rule in rules.items():

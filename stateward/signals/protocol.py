@@ -34,6 +34,7 @@ __all__ = [
     "SIGNALS",
     "Response",
     "Signal",
+    "acl_rules",
     "new_publisher_id",
     "new_responder_id",
     "parse_response",
@@ -60,6 +61,31 @@ _SIGNAL_KEYS: Final = (
 )
 _RESPONSE_KEYS: Final = ("responder_id", "publisher_id", "event")
 _MAX_TEXT: Final = 4096  # an id, an event name, a host, a tag: never this long
+
+
+def acl_rules(name: str) -> dict[str, str]:
+    """The Redis ACL rules of the state-signals roles, least privilege.
+
+    ``signals-owner`` is added to the owner *name*'s user (``ACL SETUSER``
+    adds to a user's rules): it publishes and subscribes on both channels.
+    An exporter may publish signals and read responses, a responder the
+    reverse; nobody else may publish on either channel. Passwords are
+    placeholders (``<password>``).
+    """
+    base = (
+        "on ><password> resetkeys resetchannels -@all "
+        "+hello +client|setname +ping +info"
+    )
+    both = f"&{SIGNALS} &{RESPONSES} +publish +subscribe +unsubscribe"
+    # Redis 7 selectors: each (...) is a set of rules of its own, so one
+    # channel can be publish-only and the other subscribe-only.
+    exporter = f"(+publish &{SIGNALS}) (+subscribe +unsubscribe &{RESPONSES})"
+    responder = f"(+subscribe +unsubscribe &{SIGNALS}) (+publish &{RESPONSES})"
+    return {
+        "signals-owner": f"ACL SETUSER sw-owner-{name} {both}",
+        "signals-exporter": f"ACL SETUSER sw-signals-exporter {base} {exporter}",
+        "signals-responder": f"ACL SETUSER sw-signals-responder {base} {responder}",
+    }
 
 
 def new_publisher_id(process_name: str) -> str:

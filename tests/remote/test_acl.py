@@ -59,3 +59,51 @@ async def test_the_whole_flow_runs_as_least_privilege_users(redis, caplog):
     assert PASSWORDS["owner"] not in text
     assert PASSWORDS["client-w1"] not in text
     print("ACL users: owner and client ran the whole flow; outside access refused")
+
+
+async def test_the_signals_roles_publish_only_where_they_may(redis):
+    from stateward.remote._redis import open_connection
+    from stateward.signals import Signals, open_exporter, open_responder, protocol as sp
+
+    cli = shutil.which("redis-cli")
+    rules = {**acl_rules("jobs"), **sp.acl_rules("jobs")}
+    passwords = {"owner": "o-1", "signals-exporter": "e-2", "signals-responder": "r-3"}
+
+    def create() -> None:
+        for role, rule in rules.items():
+            secret = passwords.get(role, passwords["owner"])
+            words = shlex.split(rule.replace("<password>", secret))
+            done = subprocess.run(
+                [cli, "-p", str(redis.port), *words],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            )
+            assert done.stdout.strip() == "OK", (rule, done.stdout)
+
+    await anyio.to_thread.run_sync(create)
+    host = f"127.0.0.1:{redis.port}"
+    owner = f"redis://sw-owner-jobs:o-1@{host}"
+    exporter_url = f"redis://sw-signals-exporter:e-2@{host}"
+    responder_url = f"redis://sw-signals-responder:r-3@{host}"
+    with anyio.fail_after(60):
+        async with (
+            open_state({}) as state,
+            serve_redis(state, owner, name="jobs", signals=Signals(respond_as=("ok",))),
+            open_exporter(exporter_url, "bench") as exporter,
+        ):
+            await state.subscribe("signals.**", lambda e: None, name="ok")
+            assert await exporter.initialize_and_wait(1, ["go"], timeout=10) == 0
+            assert (await exporter.publish_signal("go"))[
+                0
+            ] == ResultCode.ALL_SUBS_SUCCESS
+            # A responder cannot forge a signal, an exporter cannot forge a response.
+            async with open_connection(responder_url) as conn:
+                with pytest.raises(RemoteError, match="refused the command"):
+                    await conn.publish(sp.SIGNALS, b"{}")
+            async with open_connection(exporter_url) as conn:
+                with pytest.raises(RemoteError, match="refused the command"):
+                    await conn.publish(sp.RESPONSES, b"{}")
+            async with open_responder(responder_url, "r"):
+                pass  # and it may subscribe to the signals

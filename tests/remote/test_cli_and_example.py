@@ -22,7 +22,7 @@ def _stateward(*args, timeout=60, env=None):
     )
 
 
-def _serve(redis, tmp_path):
+def _serve(redis, tmp_path, *extra):
     """`stateward serve` in a process of its own (the caller stops it)."""
     return subprocess.Popen(
         [
@@ -36,6 +36,7 @@ def _serve(redis, tmp_path):
             redis.url,
             "--name",
             "jobs",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -167,3 +168,65 @@ def test_watch_prints_changes_as_json_lines(redis, tmp_path):
                 proc.terminate()
                 proc.wait(timeout=10)
                 proc.stdout.close()
+
+
+def test_serve_with_the_signals_bridge(redis, tmp_path):
+    import anyio
+
+    from stateward.signals import open_exporter, open_responder
+
+    owner = _serve(redis, tmp_path, "--signals", "--export", "jobs.**")
+    try:
+        assert owner.stdout is not None
+        assert "serving" in owner.stdout.readline()
+        assert "state-signals bridge" in owner.stdout.readline()
+
+        async def exporter_then_responder():
+            async with open_exporter(redis.url, "fio") as exporter:
+                await exporter.initialize(["go"])
+                assert await exporter.publish_signal("go", sample=4) == (0, {})
+            async with open_responder(redis.url, "dash") as responder:
+                async for signal in responder.listen():
+                    if signal.event == "initialization":
+                        await responder.srespond(signal)
+                        break
+                # Its answers reach a `stateward set` through the owner.
+                done = None
+
+                async def set_it():
+                    nonlocal done
+                    done = await anyio.to_thread.run_sync(
+                        lambda: _stateward("set", redis.url, "jobs", "jobs.a", '"x"')
+                    )
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(set_it)
+                    async for signal in responder.listen():
+                        if signal.event == "x":
+                            await responder.srespond(signal, 1)
+                            break
+            return done
+
+        done = anyio.run(exporter_then_responder)
+        assert done.returncode == 0, done.stderr
+        assert "ALL_SUBS_SUCCESS" in done.stdout
+        assert "dash-" in done.stdout
+        got = _stateward("get", redis.url, "jobs", "signals.fio")
+        assert '"sample_no": 4' in got.stdout
+        refused = _stateward(
+            "serve",
+            "--state-dir",
+            "x",
+            "--redis",
+            redis.url,
+            "--name",
+            "j",
+            "--export",
+            "a",
+        )
+        assert refused.returncode == 2
+        assert "need --signals" in refused.stderr
+    finally:
+        owner.terminate()
+        owner.wait(timeout=10)
+        owner.stdout.close()

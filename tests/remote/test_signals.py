@@ -10,8 +10,7 @@ import pytest
 from stateward import RAS, ResultCode, Set, open_state
 from stateward.remote import serve_redis
 from stateward.remote._redis import open_connection
-from stateward.signals import Signals, open_exporter, open_responder
-from stateward.signals import protocol as sp
+from stateward.signals import Signals, open_exporter, open_responder, protocol as sp
 
 from .redislib import wait_for
 
@@ -165,7 +164,7 @@ async def test_responders_acknowledge_stateward_actions_through_the_bridge(redis
 
             report = await (await state.send(Set("jobs.n", 7))).acks(5)
             assert report.ok  # a non-str value: the event is the path
-            signal = [s for s in seen if s.event == "jobs.n"][0]
+            signal = next(s for s in seen if s.event == "jobs.n")
             assert signal.sample_no == receipt.revision + 2
             assert signal.metadata["value"] == 7
             assert signal.metadata["path"] == "jobs.n"

@@ -1,4 +1,4 @@
-"""Unchanged state-signals 1.0.1 exporters and responders (real processes) meet stateward."""
+"""Unchanged state-signals 1.0.1 exporters and responders (processes) meet stateward."""
 
 from __future__ import annotations
 
