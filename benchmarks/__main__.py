@@ -1,6 +1,6 @@
 """Run a suite: ``python -m benchmarks SUITE [--backend B] [--quick]``.
 
-SUITE is core, persistence, reactive or remote.
+SUITE is core, persistence, reactive, remote or signals.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from . import core, persistence, reactive
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("suite", choices=["core", "persistence", "reactive", "remote"])
+    parser.add_argument(
+        "suite", choices=["core", "persistence", "reactive", "remote", "signals"]
+    )
     parser.add_argument(
         "--backend", choices=["asyncio", "trio", "both"], default="both"
     )
@@ -30,6 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.n, args.repeat = 2_000, 1
     backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
+    if args.suite == "signals":
+        from . import signals  # needs the redis extra
+
+        print("stateward signals benchmark: medians of single round trips")
+        print("| backend | figure | value |")
+        print("|---|---|---|")
+        for row in signals.run(args.n, backends, args.quick):
+            print(row, flush=True)
+        return 0
     if args.suite == "remote":
         from . import remote  # needs the redis extra
 

@@ -266,6 +266,11 @@ async def open_connection(
         leaf = _single(group)
         if leaf is None:
             raise
+        if isinstance(leaf, Exception) and not any(leaf is p for p in raised):
+            # From coredis' own tasks (a pub/sub connection lost): translated.
+            ours = _translated(leaf)
+            if ours is not None:
+                raise ours from leaf
         raise leaf from None
 
 

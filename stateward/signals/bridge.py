@@ -150,12 +150,17 @@ class SignalsBridge:
         """Signals applied to the state."""
         self.dropped = 0
         """Malformed messages seen on either channel (logged, dropped)."""
+        self.reconnects = 0
+        """Times the bridge reconnected after Redis went away (pub/sub is at
+        most once: what was published meanwhile is lost to it)."""
         self._conn: Connection | None = None
         self._memo: collections.OrderedDict[
             tuple[int, str], tuple[int, str, anyio.Event]
         ] = collections.OrderedDict()
         self._tick = 0
         self._tg: TaskGroup | None = None
+        self._started = False
+        self._backoff = 0.05
 
     def __repr__(self) -> str:
         return (
@@ -168,49 +173,56 @@ class SignalsBridge:
     async def run(self, tg: TaskGroup, *, task_status: Any) -> None:
         """Listen on both channels; reconnect with backoff after a loss."""
         self._tg = tg
-        backoff = 0.05
-        started = False
-        channels = [protocol.SIGNALS, protocol.RESPONSES]
-        while True:
-            try:
-                async with open_connection(self._url, name="sw-signals") as conn:
-                    self._conn = conn
-                    try:
-                        async with (
-                            conn.listen(channels) as messages,
-                            anyio.create_task_group() as inner,
-                        ):
-                            if self.config.export is not None:
-                                inner.start_soon(self._initialize_periodically, conn)
-                            if not started:
-                                started = True
-                                task_status.started()
-                            backoff = 0.05
-                            async for channel, data in messages:
-                                if channel == protocol.SIGNALS:
-                                    await self._on_signal(data)
-                                else:
-                                    self._on_response(data)
-                    except anyio.get_cancelled_exc_class():
-                        with anyio.CancelScope(shield=True):
-                            await self._shutdown(conn)
+        try:
+            while True:
+                try:
+                    await self._listen(task_status)
+                except RemoteUnavailableError as exc:
+                    self._conn = None
+                    if not self._started:
                         raise
-            except RemoteUnavailableError as exc:
-                self._conn = None
-                if not started:
-                    raise
-                logger.warning("signals: Redis went away (%s); reconnecting", exc)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
+                    self.reconnects += 1
+                    logger.warning("signals: Redis went away (%s); reconnecting", exc)
+                    await anyio.sleep(self._backoff)
+                    self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+        finally:
+            # However it stops (cancelled, or an error), the responders hear it.
+            with anyio.CancelScope(shield=True):
+                await self._shutdown()
 
-    async def _shutdown(self, conn: Connection) -> None:
-        """Tell the responders the exporter side stops (best effort)."""
+    async def _listen(self, task_status: Any) -> None:
+        channels = [protocol.SIGNALS, protocol.RESPONSES]
+        async with (
+            open_connection(self._url, name="sw-signals") as conn,
+            conn.listen(channels) as messages,
+            anyio.create_task_group() as inner,
+        ):
+            self._conn = conn
+            self._backoff = 0.05
+            if self.config.export is not None:
+                inner.start_soon(self._initialize_periodically, conn)
+            if not self._started:
+                self._started = True
+                task_status.started()
+            async for channel, data in messages:
+                if channel == protocol.SIGNALS:
+                    await self._on_signal(data)
+                else:
+                    self._on_response(data)
+
+    async def _shutdown(self) -> None:
+        """Tell the responders the exporter side stops (best effort, 2 s at most).
+
+        On a connection of its own: the bridge's went down with the
+        cancellation that stops it.
+        """
         if self.config.export is None:
             return
-        signal = self._signal(SHUTDOWN, -1, None)
+        data = self._signal(SHUTDOWN, -1, None).to_json()
         try:
             with anyio.fail_after(2):
-                await conn.publish(protocol.SIGNALS, signal.to_json())
+                async with open_connection(self._url, name="sw-signals") as conn:
+                    await conn.publish(protocol.SIGNALS, data)
         except (StatewardError, TimeoutError) as exc:
             logger.warning("signals: shutdown not published: %s", exc)
 
@@ -293,7 +305,10 @@ class SignalsBridge:
     async def _initialize_periodically(self, conn: Connection) -> None:
         data = self._signal(INITIALIZATION, -1, None).to_json()
         while True:
-            await conn.publish(protocol.SIGNALS, data)
+            try:
+                await conn.publish(protocol.SIGNALS, data)
+            except RemoteUnavailableError:
+                return  # the listener sees the loss too, and reconnects
             await anyio.sleep(self.config.reinitialize)
 
     def _on_response(self, data: bytes) -> None:
