@@ -40,3 +40,20 @@ def test_every_public_name_has_a_docstring():
         obj = getattr(stateward, name)
         if inspect.isclass(obj) or inspect.isfunction(obj):
             assert inspect.getdoc(obj), name
+
+
+def test_the_optional_layers_document_every_public_name():
+    import pytest
+
+    pytest.importorskip("coredis")
+    for layer in ("stateward.remote", "stateward.signals"):
+        module = importlib.import_module(layer)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            assert inspect.getdoc(obj), f"{layer}.{name}"
+            if inspect.isclass(obj):
+                assert getattr(obj, "__final__", False), f"{layer}.{name} not @final"
+                for attr, member in vars(obj).items():
+                    if attr.startswith("_") or not callable(member):
+                        continue
+                    assert inspect.getdoc(member), f"{layer}.{name}.{attr}"

@@ -230,3 +230,34 @@ def test_serve_with_the_signals_bridge(redis, tmp_path):
         owner.terminate()
         owner.wait(timeout=10)
         owner.stdout.close()
+
+
+def test_the_signals_bridge_example_runs_a_real_exporter(redis, reference_python):
+    # The example runs the reference library in this Python: its packages
+    # (state_signals, redis<4: pure Python) come from the reference venv.
+    site = subprocess.run(
+        [
+            reference_python,
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "signals_bridge.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "REDIS_URL": redis.url, "PYTHONPATH": site},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "publish_signal('benchmark-start') -> ALL_SUBS_SUCCESS {}" in lines
+    stop = next(line for line in lines if "'benchmark-stop'" in line)
+    assert "SUB_FAILED" in stop
+    assert "the disk filled up during the run" in stop
+    assert lines[-1] == "state: shutdown"
+    assert "revision 2: signals.fio = benchmark-start" in lines
