@@ -37,7 +37,8 @@ def exporter(port: str, n: str) -> None:
         code, _ = exp.publish_signal("tick", sample=i + 1, timeout=10)
         times.append(time.perf_counter() - start)
         if code != 0:
-            raise SystemExit(f"publish_signal returned {code}")
+            msg = f"publish_signal returned {code}"
+            raise SystemExit(msg)
     exp.shutdown()
     print(json.dumps(times), flush=True)
 

@@ -34,8 +34,7 @@ import anyio
 from stateward import RAS, Set, open_state
 from stateward.remote import serve_redis
 from stateward.remote._redis import open_connection
-from stateward.signals import Signals, open_exporter, open_responder
-from stateward.signals import protocol as sp
+from stateward.signals import Signals, open_exporter, open_responder, protocol as sp
 
 from .remote import _start_redis
 
@@ -65,7 +64,7 @@ async def _reference_exporter(python: str, url: str, n: int) -> list[float]:
 
 
 async def _with_reference_responder(python: str, url: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, outside the timing
         [python, SCRIPT, "responder", _port(url)], stdout=subprocess.PIPE
     )
     assert proc.stdout is not None
@@ -126,7 +125,7 @@ async def _d(python: str, url: str, n: int) -> list[float]:
             bridge = server.signals
             assert bridge is not None
             with anyio.fail_after(30):
-                while not bridge.responders:
+                while not bridge.responders:  # noqa: ASYNC110 - a counter
                     await anyio.sleep(0.05)
             for i in range(n):
                 start = time.perf_counter()
