@@ -9,7 +9,16 @@ import stateward
 
 def test_all_is_exactly_the_sorted_public_names():
     public = {name for name in dir(stateward) if not name.startswith("_")}
-    modules = {"actors", "messages", "paths", "tree", "cli", "annotations", "remote"}
+    modules = {
+        "actors",
+        "messages",
+        "paths",
+        "tree",
+        "cli",
+        "annotations",
+        "remote",
+        "signals",
+    }
     assert set(stateward.__all__) == public - modules
     assert stateward.__all__ == sorted(
         stateward.__all__, key=lambda n: (n.upper() != n, n)

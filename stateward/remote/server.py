@@ -37,6 +37,7 @@ import os
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import anyio
+import attrs
 
 from .._checks import check_int, check_seconds
 from .._errors import (
@@ -186,15 +187,12 @@ class RedisServer:
         )
         Files().write_atomic(self._log_path, data)
 
-    async def _remember(self, action_id: str, reply: dict[str, Any]) -> None:
+    def _remember(self, action_id: str, reply: dict[str, Any]) -> None:
+        """Keep *reply* in the window (the dedupe log is written by _answer)."""
         window = self._window
         window[action_id] = reply
         if len(window) > self._window_size:
             window.popitem(last=False)
-        if self._log_path is not None and not _in_journal(reply):
-            # No journal record holds it: it must be on disk before we answer.
-            line = json.dumps({"id": action_id, "reply": reply}).encode() + b"\n"
-            await anyio.to_thread.run_sync(_append_synced, self._log_path, line)
 
     # -- the loop ------------------------------------------------------------
 
@@ -259,49 +257,46 @@ class RedisServer:
                 # they wait there, under our consumer name, until re-read.
                 start = "0"
                 continue
-            for entry in entries:
-                await self._handle(entry, writer, tg)
+            await self._handle_batch(entries, writer, tg)
 
-    async def _handle(self, entry: Entry, writer: Connection, tg: TaskGroup) -> None:
-        entry_id, fields = entry
-        try:
-            request = protocol.decode_request(fields)
-            if request.op == "send":
-                assert request.action is not None
-                self._check_writable(request.client, request.action)
-        except StatewardError as exc:
-            await self._refuse(entry, exc, writer)
-            return
-        reply_key = self.keys.reply(request.client)
-        if request.op in ("subscribe", "unsubscribe"):
-            answer = await self._subscription(request)
-            await writer.xadd(
-                reply_key,
-                protocol.encode({"id": request.id, **answer}),
-                maxlen=_REPLY_MAXLEN,
-            )
-            await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
-            return
-        if request.op == "get":
-            value = await self._state.get(request.path, request.default)
-            reply: dict[str, Any] = {"id": request.id, "kind": "value", "value": value}
-            await writer.xadd(reply_key, protocol.encode(reply), maxlen=_REPLY_MAXLEN)
-            await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
-            return
-        cached = self._window.get(request.id)
-        if cached is not None:
-            self.duplicates += 1
-            await writer.xadd(
-                reply_key,
-                protocol.encode({"id": request.id, **cached}),
-                maxlen=_REPLY_MAXLEN,
-            )
-            await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
-            return
+    async def _handle_batch(
+        self, entries: list[Entry], writer: Connection, tg: TaskGroup
+    ) -> None:
+        """Apply a read's fresh sends in order, and answer them together.
+
+        Consecutive sends share one wait for the journal (one fsync) and one
+        append to the dedupe log; they are answered after both. Anything else
+        (a duplicate, a get, a subscription, a refusal) first answers the
+        sends before it, so every reply still goes out after its commit.
+        """
+        applied: list[_Applied] = []
+        for entry in entries:
+            try:
+                request = protocol.decode_request(entry[1])
+                if request.op == "send":
+                    assert request.action is not None
+                    self._check_writable(request.client, request.action)
+            except StatewardError as exc:
+                await self._answer(applied, writer, tg)
+                await self._refuse(entry, exc, writer)
+                continue
+            if request.op == "send" and request.id not in self._window:
+                applied.append(await self._apply(entry[0], request))
+                continue
+            await self._answer(applied, writer, tg)
+            await self._handle(entry[0], request, writer)
+        await self._answer(applied, writer, tg)
+
+    async def _apply(self, entry_id: bytes, request: protocol.Request) -> _Applied:
+        """Apply one fresh send (no wait for the disk); answered by :meth:`_answer`."""
         assert request.action is not None
         receipt: Receipt | None = None
+        wait = 0
         try:
-            receipt = await self._state.send(request.action, durable=request.durable)
+            # What this send asks of the journal; the wait itself is shared.
+            wait = self._state._wait_for(request.durable)
+            durable = False if self._state.state_dir is not None else None
+            receipt = await self._state.send(request.action, durable=durable)
         except ActionRejectedError as exc:
             reply = _rejected(exc)
         except InvalidActionError as exc:
@@ -320,17 +315,76 @@ class RedisServer:
                 "subscribers": list(receipt.subscribers),
                 "derive_errors": list(receipt.derive_errors),
             }
-        await self._remember(request.id, reply)
-        crash_point("remote-applied")  # applied and journaled, not answered
+        # In the window at once: a duplicate later in this read is answered
+        # from it (after this one is answered: see _handle_batch).
+        self._remember(request.id, reply)
+        return _Applied(entry_id, request, reply, receipt, wait)
+
+    async def _answer(
+        self, applied: list[_Applied], writer: Connection, tg: TaskGroup
+    ) -> None:
+        """Make *applied* durable (one fsync), reply to each, then XACK them all."""
+        if not applied:
+            return
+        batch = applied[:]
+        applied.clear()
+        if any(a.wait for a in batch):
+            # Group commit: one wait covers every record up to the last one.
+            await self._state.wait_durable(self._state.revision)
+        lines = [
+            json.dumps({"id": a.request.id, "reply": a.reply}).encode() + b"\n"
+            for a in batch
+            if not _in_journal(a.reply)
+        ]
+        if self._log_path is not None and lines:
+            # No journal record holds these: on disk before we answer.
+            await anyio.to_thread.run_sync(
+                _append_synced, self._log_path, b"".join(lines)
+            )
+        for a in batch:
+            crash_point("remote-applied")  # applied and journaled, not answered
+            await writer.xadd(
+                self.keys.reply(a.request.client),
+                protocol.encode({"id": a.request.id, **a.reply}),
+                maxlen=_REPLY_MAXLEN,
+            )
+            crash_point("remote-replied")  # answered, not acknowledged (XACK)
+        await writer.xack(
+            self.keys.actions, self.keys.GROUP, [a.entry_id for a in batch]
+        )
+        for a in batch:
+            if a.receipt is not None and a.receipt.subscribers:
+                reply_key = self.keys.reply(a.request.client)
+                tg.start_soon(self._relay_acks, a.receipt, a.request.id, reply_key)
+
+    async def _handle(
+        self, entry_id: bytes, request: protocol.Request, writer: Connection
+    ) -> None:
+        """Answer a request that applies nothing: a duplicate, a get, a subscription."""
+        reply_key = self.keys.reply(request.client)
+        if request.op in ("subscribe", "unsubscribe"):
+            answer = await self._subscription(request)
+            await writer.xadd(
+                reply_key,
+                protocol.encode({"id": request.id, **answer}),
+                maxlen=_REPLY_MAXLEN,
+            )
+            await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
+            return
+        if request.op == "get":
+            value = await self._state.get(request.path, request.default)
+            reply: dict[str, Any] = {"id": request.id, "kind": "value", "value": value}
+            await writer.xadd(reply_key, protocol.encode(reply), maxlen=_REPLY_MAXLEN)
+            await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
+            return
+        cached = self._window[request.id]  # a send seen before: a duplicate
+        self.duplicates += 1
         await writer.xadd(
             reply_key,
-            protocol.encode({"id": request.id, **reply}),
+            protocol.encode({"id": request.id, **cached}),
             maxlen=_REPLY_MAXLEN,
         )
-        crash_point("remote-replied")  # answered, not acknowledged (XACK)
         await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
-        if receipt is not None and receipt.subscribers:
-            tg.start_soon(self._relay_acks, receipt, request.id, reply_key)
 
     async def _subscription(self, request: protocol.Request) -> dict[str, Any]:
         """Add (idempotently) or remove the proxy of a remote subscriber."""
@@ -474,6 +528,17 @@ class RedisServer:
         self.refused += 1
 
 
+@attrs.frozen
+class _Applied:
+    """A send applied and not answered yet."""
+
+    entry_id: bytes
+    request: protocol.Request
+    reply: dict[str, Any]
+    receipt: Receipt | None
+    wait: int  # what it asked of the journal: 0 nothing, 1 written, 2 fsynced
+
+
 class _Proxy:
     """A remote subscriber's stand-in at the owner: a local subscriber's handler.
 
@@ -610,8 +675,9 @@ async def serve_redis(
             unchanged state-signals exporters and responders meet this
             state; see :class:`~stateward.signals.Signals`.
 
-    Returns once the owner is connected and reading. Requests are applied one
-    at a time, in stream order.
+    Returns once the owner is connected and reading. Requests are applied in
+    stream order; the sends of one read share one wait for the journal and
+    are answered after it.
 
     Raises:
         RemoteUnavailableError: Redis cannot be reached at start. (Later

@@ -161,6 +161,7 @@ class SignalsBridge:
         self._tg: TaskGroup | None = None
         self._started = False
         self._backoff = 0.05
+        self._joining: set[str] = set()  # responders being subscribed
 
     def __repr__(self) -> str:
         return (
@@ -321,10 +322,11 @@ class SignalsBridge:
             return
         rid = response.responder_id
         if response.event == INITIALIZATION:
-            if rid not in self.responders and rid not in self._by_responder:
+            known = rid in self.responders or rid in self._joining
+            if not known and rid not in self._by_responder:
                 assert self._tg is not None
-                joining = self.responders[rid] = _Responder(self, rid)
-                self._tg.start_soon(joining.join)
+                self._joining.add(rid)
+                self._tg.start_soon(_Responder(self, rid).join)
             return
         responder = self.responders.get(rid)
         if responder is None or response.ras is None:
@@ -402,8 +404,11 @@ class _Responder:
             logger.warning(
                 "signals: responder %r not added: %s", self.responder_id, exc
             )
-            bridge.responders.pop(self.responder_id, None)
             return
+        finally:
+            bridge._joining.discard(self.responder_id)
+        # Listed once subscribed: from now on every change reaches it.
+        bridge.responders[self.responder_id] = self
         logger.info("signals: responder %r joined", self.responder_id)
 
     async def __call__(self, event: StateChanged | Resync) -> object:

@@ -387,3 +387,26 @@ async def test_the_callers_own_errors_leave_a_connection_untranslated(redis):
         await sleep_past_a_deadline()
     with pytest.raises(FileNotFoundError, match="mine"):
         await raise_mine()
+
+
+async def test_a_read_of_durable_sends_shares_one_fsync_and_answers_after_it(
+    redis, tmp_path
+):
+    n = 50
+    actions = [Set(f"k{i}", i) for i in range(n)]
+    async with open_connection(redis.url) as raw:
+        # Waiting before the owner starts: its first read takes all of them.
+        for action in actions:
+            await raw.xadd(f"sw:{{{NAME}}}:actions", _send_request(action))
+        async with open_state({}, state_dir=tmp_path, durability="fsync") as state:
+            before = state.statistics().journal_fsyncs
+            async with serve_redis(state, redis.url, name=NAME) as server:
+                await _wait_for(lambda: server.applied == n)
+                with anyio.fail_after(10):
+                    while len(replies := await _replies(raw)) < n:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+            assert replies == [a.id for a in actions]  # in order
+            # One at a time, each send would wait for an fsync of its own (50);
+            # the journal's group commit shares them.
+            assert state.statistics().journal_fsyncs - before <= 5
+            assert state.statistics().durable_revision == n
