@@ -15,6 +15,7 @@ import attrs
 
 from .._checks import MAX_MAILBOX, check_int, check_seconds
 from .._errors import (
+    ActionRejectedError,
     CompactedError,
     CorruptStateError,
     DuplicateNameError,
@@ -38,7 +39,13 @@ from .persistence import FeedEntry, oldest_snapshot, replay_files
 from .subscriber import Handler, Overflow, Subscriber, SubscriberStatistics
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+    from collections.abc import (
+        AsyncGenerator,
+        Awaitable,
+        Callable,
+        Iterable,
+        Sequence,
+    )
 
     from ._ack import Receipt
     from ._log import LoggedAction
@@ -213,6 +220,41 @@ class StateHandle(metaclass=NoPublicConstructor):
                 mailbox.withdraw(request)
             raise
         return self._answer(request)
+
+    async def _send_in_order(
+        self, actions: Sequence[tuple[Action, bool | None]]
+    ) -> list[Receipt | ActionRejectedError | InvalidActionError]:
+        """Send each ``(action, durable)`` in order; one wake-up for them all.
+
+        Each action is applied as by :meth:`send`, in this order (each its own
+        revision: not atomic). Returns each one's receipt or the error that
+        refused it. For the remote owner, which applies a read of requests.
+
+        Raises:
+            StateClosedError, StateBrokenError, DurabilityError: as ``send``.
+        """
+        requests = [self._request(action, durable) for action, durable in actions]
+        mailbox = self._mailbox
+        try:
+            for request in requests:
+                mailbox.put(request)
+        except anyio.ClosedResourceError:
+            raise self._closed_error() from None
+        results: list[Receipt | ActionRejectedError | InvalidActionError] = []
+        try:
+            for request in requests:
+                await request.done.wait()
+                error = request.error
+                if isinstance(error, (ActionRejectedError, InvalidActionError)):
+                    results.append(error)
+                else:
+                    results.append(self._answer(request))
+        except BaseException:
+            for request in requests:
+                if not request.done.is_set():
+                    mailbox.withdraw(request)
+            raise
+        return results
 
     async def send_nowait(
         self, action: Action, *, durable: bool | None = None

@@ -103,6 +103,32 @@ class Connection:
                 )
         return bytes(entry_id)
 
+    async def xadd_many(
+        self,
+        entries: Sequence[tuple[str, dict[bytes, bytes]]],
+        *,
+        maxlen: int,
+        then_ack: tuple[str, str, Sequence[bytes]] | None = None,
+    ) -> None:
+        """Append each ``(key, fields)`` in order, in one round trip.
+
+        A pipeline, not a transaction; each stream is trimmed to about
+        *maxlen* entries. *then_ack* ``(key, group, ids)``: an XACK sent last
+        in the same round trip.
+        """
+        with _mapped():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, fields in entries:
+                    pipe.xadd(
+                        key,
+                        fields,
+                        trim_strategy=coredis.PureToken.MAXLEN,
+                        threshold=maxlen,
+                        trim_operator=coredis.PureToken.APPROXIMATELY,
+                    )
+                if then_ack is not None and then_ack[2]:
+                    pipe.xack(then_ack[0], then_ack[1], list(then_ack[2]))
+
     async def ensure_group(self, key: str, group: str) -> None:
         """Create *group* on *key* from its first entry (and the stream), if missing."""
         with _mapped():

@@ -34,6 +34,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import anyio
@@ -124,6 +125,12 @@ class RedisServer:
         self._tg: TaskGroup | None = None
         self.forged_acks = 0
         """Acks refused: malformed, from another client, or for no event asked."""
+        self.busy_seconds = 0.0
+        """Time spent handling what was read (apply, journal wait, replies):
+        with :attr:`applied`, the owner's share of a remote send's time."""
+        self._unacked: list[bytes] = []  # replied, XACK not sent yet
+        self.reply_seconds = 0.0
+        """The part of :attr:`busy_seconds` spent sending replies and XACKs."""
         self.signals: SignalsBridge | None = None
         """The state-signals bridge, when ``serve_redis(signals=...)`` runs one."""
 
@@ -235,8 +242,12 @@ class RedisServer:
     ) -> None:
         keys = self.keys
         start = "0"  # our own pending entries first, then new ones
+        self._unacked = []  # a new connection re-reads what was not acknowledged
         while True:
             pending = start != ">"
+            if not pending and self._unacked:
+                unacked, self._unacked = self._unacked, []
+                await writer.xack(keys.actions, keys.GROUP, unacked)
             entries = await reader.xreadgroup(
                 keys.actions,
                 keys.GROUP,
@@ -257,7 +268,9 @@ class RedisServer:
                 # they wait there, under our consumer name, until re-read.
                 start = "0"
                 continue
+            started = time.perf_counter()
             await self._handle_batch(entries, writer, tg)
+            self.busy_seconds += time.perf_counter() - started
 
     async def _handle_batch(
         self, entries: list[Entry], writer: Connection, tg: TaskGroup
@@ -269,7 +282,8 @@ class RedisServer:
         (a duplicate, a get, a subscription, a refusal) first answers the
         sends before it, so every reply still goes out after its commit.
         """
-        applied: list[_Applied] = []
+        fresh: list[tuple[bytes, protocol.Request]] = []
+        fresh_ids: set[str] = set()
         for entry in entries:
             try:
                 request = protocol.decode_request(entry[1])
@@ -277,48 +291,76 @@ class RedisServer:
                     assert request.action is not None
                     self._check_writable(request.client, request.action)
             except StatewardError as exc:
-                await self._answer(applied, writer, tg)
+                await self._apply_and_answer(fresh, writer, tg)
+                fresh_ids.clear()
                 await self._refuse(entry, exc, writer)
                 continue
-            if request.op == "send" and request.id not in self._window:
-                applied.append(await self._apply(entry[0], request))
+            if (
+                request.op == "send"
+                and request.id not in self._window
+                and request.id not in fresh_ids
+            ):
+                fresh.append((entry[0], request))
+                fresh_ids.add(request.id)
                 continue
-            await self._answer(applied, writer, tg)
+            fresh_ids.clear()  # answered (and remembered) just below
+            await self._apply_and_answer(fresh, writer, tg)
             await self._handle(entry[0], request, writer)
-        await self._answer(applied, writer, tg)
+        await self._apply_and_answer(fresh, writer, tg)
 
-    async def _apply(self, entry_id: bytes, request: protocol.Request) -> _Applied:
-        """Apply one fresh send (no wait for the disk); answered by :meth:`_answer`."""
-        assert request.action is not None
-        receipt: Receipt | None = None
-        wait = 0
-        try:
-            # What this send asks of the journal; the wait itself is shared.
-            wait = self._state._wait_for(request.durable)
-            durable = False if self._state.state_dir is not None else None
-            receipt = await self._state.send(request.action, durable=durable)
-        except ActionRejectedError as exc:
-            reply = _rejected(exc)
-        except InvalidActionError as exc:
-            reply = {
-                "kind": "refused",
-                "error": "InvalidActionError",
-                "field": exc.field,
-                "reason": exc.reason,
-            }
-        else:
-            self.applied += 1
-            reply = {
-                "kind": "applied",
-                "revision": receipt.revision,
-                "changed": receipt.changed,
-                "subscribers": list(receipt.subscribers),
-                "derive_errors": list(receipt.derive_errors),
-            }
-        # In the window at once: a duplicate later in this read is answered
-        # from it (after this one is answered: see _handle_batch).
-        self._remember(request.id, reply)
-        return _Applied(entry_id, request, reply, receipt, wait)
+    async def _apply_and_answer(
+        self,
+        fresh: list[tuple[bytes, protocol.Request]],
+        writer: Connection,
+        tg: TaskGroup,
+    ) -> None:
+        """Apply *fresh* sends in order (one wake-up of the actor), then answer."""
+        if not fresh:
+            return
+        batch = fresh[:]
+        fresh.clear()
+        state = self._state
+        persisted = state.state_dir is not None
+        applied: list[_Applied] = []
+        sendable: list[tuple[Action, bool | None]] = []
+        waits: list[int] = []
+        refused: dict[int, dict[str, Any]] = {}
+        for i, (_, request) in enumerate(batch):
+            assert request.action is not None
+            try:
+                # What this send asks of the journal; the wait itself is shared.
+                waits.append(state._wait_for(request.durable))
+            except InvalidActionError as exc:
+                refused[i] = _invalid(exc)
+                waits.append(0)
+                continue
+            sendable.append((request.action, False if persisted else None))
+        results = iter(await state._send_in_order(sendable))
+        for i, (entry_id, request) in enumerate(batch):
+            receipt: Receipt | None = None
+            if i in refused:
+                reply = refused[i]
+            else:
+                result = next(results)
+                if isinstance(result, ActionRejectedError):
+                    reply = _rejected(result)
+                elif isinstance(result, InvalidActionError):
+                    reply = _invalid(result)
+                else:
+                    receipt = result
+                    self.applied += 1
+                    reply = {
+                        "kind": "applied",
+                        "revision": receipt.revision,
+                        "changed": receipt.changed,
+                        "subscribers": list(receipt.subscribers),
+                        "derive_errors": list(receipt.derive_errors),
+                    }
+            # In the window at once: a duplicate read later is answered from
+            # it (after this one is answered: see _handle_batch).
+            self._remember(request.id, reply)
+            applied.append(_Applied(entry_id, request, reply, receipt, waits[i]))
+        await self._answer(applied, writer, tg)
 
     async def _answer(
         self, applied: list[_Applied], writer: Connection, tg: TaskGroup
@@ -326,8 +368,7 @@ class RedisServer:
         """Make *applied* durable (one fsync), reply to each, then XACK them all."""
         if not applied:
             return
-        batch = applied[:]
-        applied.clear()
+        batch = applied
         if any(a.wait for a in batch):
             # Group commit: one wait covers every record up to the last one.
             await self._state.wait_durable(self._state.revision)
@@ -341,17 +382,26 @@ class RedisServer:
             await anyio.to_thread.run_sync(
                 _append_synced, self._log_path, b"".join(lines)
             )
-        for a in batch:
-            crash_point("remote-applied")  # applied and journaled, not answered
-            await writer.xadd(
-                self.keys.reply(a.request.client),
-                protocol.encode({"id": a.request.id, **a.reply}),
-                maxlen=_REPLY_MAXLEN,
-            )
-            crash_point("remote-replied")  # answered, not acknowledged (XACK)
-        await writer.xack(
-            self.keys.actions, self.keys.GROUP, [a.entry_id for a in batch]
+        crash_point("remote-applied")  # applied and journaled, not answered
+        # Every reply in one round trip, with the XACK of the batch before:
+        # an entry is acknowledged only after its reply went out, and a busy
+        # owner pays one round trip per batch for both. (Before a blocking
+        # read, _serve sends what is left.)
+        started = time.perf_counter()
+        previous, self._unacked = self._unacked, [a.entry_id for a in batch]
+        await writer.xadd_many(
+            [
+                (
+                    self.keys.reply(a.request.client),
+                    protocol.encode({"id": a.request.id, **a.reply}),
+                )
+                for a in batch
+            ],
+            maxlen=_REPLY_MAXLEN,
+            then_ack=(self.keys.actions, self.keys.GROUP, previous),
         )
+        crash_point("remote-replied")  # answered, not acknowledged (XACK)
+        self.reply_seconds += time.perf_counter() - started
         for a in batch:
             if a.receipt is not None and a.receipt.subscribers:
                 reply_key = self.keys.reply(a.request.client)
@@ -617,6 +667,15 @@ def _paths(action: Action) -> list[tuple[str, ...]]:
     if isinstance(action, Transaction):
         return [p for inner in action.actions for p in _paths(inner)]
     return [parse_path(action.path)]  # type: ignore[attr-defined]
+
+
+def _invalid(exc: InvalidActionError) -> dict[str, Any]:
+    return {
+        "kind": "refused",
+        "error": "InvalidActionError",
+        "field": exc.field,
+        "reason": exc.reason,
+    }
 
 
 def _rejected(exc: ActionRejectedError) -> dict[str, Any]:

@@ -410,3 +410,51 @@ async def test_a_read_of_durable_sends_shares_one_fsync_and_answers_after_it(
             # the journal's group commit shares them.
             assert state.statistics().journal_fsyncs - before <= 5
             assert state.statistics().durable_revision == n
+
+
+async def test_one_read_mixing_sends_rejections_duplicates_and_gets_keeps_order(
+    redis,
+):
+    first, rejected, last = Set("a", 1), Set("a.b", 1), Set("c", 3)
+    get = {
+        "v": 1,
+        "op": "get",
+        "id": "get-1",
+        "client": "raw",
+        "path": ["c"],
+        "default": None,
+    }
+    async with open_connection(redis.url) as raw:
+        key = f"sw:{{{NAME}}}:actions"
+        for fields in (
+            _send_request(first),
+            _send_request(rejected),
+            _send_request(first),  # a duplicate within the same read
+            protocol.encode(get),  # reads what the sends before it wrote
+            _send_request(last),
+        ):
+            await raw.xadd(key, fields)
+        async with (
+            open_state({}) as state,
+            serve_redis(state, redis.url, name=NAME) as server,
+        ):
+            with anyio.fail_after(10):
+                while len(await _replies(raw)) < 5:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            entries = await raw.xread(
+                f"sw:{{{NAME}}}:reply:raw", b"0", count=10, block_ms=None
+            )
+            replies = [protocol.decode_reply(f) for _, f in entries]
+            assert [r["id"] for r in replies] == [
+                first.id,
+                rejected.id,
+                first.id,
+                "get-1",
+                last.id,
+            ]
+            kinds = [r["kind"] for r in replies]
+            assert kinds == ["applied", "rejected", "applied", "value", "applied"]
+            assert replies[0] == replies[2]  # the duplicate answered from the window
+            assert replies[3]["value"] is None  # c is written after the get
+            assert (server.applied, server.duplicates) == (2, 1)
+            assert await state.get("") == {"a": 1, "c": 3}
