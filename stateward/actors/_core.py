@@ -31,6 +31,8 @@ from .persistence import FeedEntry, encode_changes, encode_record
 from .subscriber import Outbox, Subscriber, _Delivery, deliver, deliver_nowait
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from anyio.abc import TaskGroup
 
     from .._json import JSON
@@ -106,6 +108,7 @@ class _Core:
         self.reactions = Reactions()
         self.log = log
         self.released = tree.revision  # every delivery up to it is in a mailbox
+        self.taps: list[Callable[[], None]] = []  # told when released advances
         self.tg = tg
         self.trie: PatternTrie[Subscriber] = PatternTrie()
         self.subscribers: dict[str, Subscriber] = {}
@@ -147,6 +150,8 @@ class _Core:
                 self.answer(ready)
                 await deliver(blocked)
                 self.released = self.tree.revision
+                if self.taps:
+                    self.tap()
             else:
                 self.answer(ready)
                 await self.commit(persister, waiting)
@@ -158,6 +163,11 @@ class _Core:
                     await persister.finish()
                 batch[stop_at].done.set()
                 return
+
+    def tap(self) -> None:
+        """Tell the taps that :attr:`released` advanced (they must not block)."""
+        for tap in self.taps:
+            tap()
 
     def apply_batch(
         self, batch: list[_Request]

@@ -218,6 +218,8 @@ class Persister:
             return
         await deliver(blocked)
         self.core.released = group[-1].revision
+        if self.core.taps:
+            self.core.tap()
 
     def _wake_readers(self) -> None:
         event, self._durable_changed = self._durable_changed, anyio.Event()

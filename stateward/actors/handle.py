@@ -538,6 +538,47 @@ class StateHandle(metaclass=NoPublicConstructor):
         # The state moved faster than the files could be read, eight times.
         raise CompactedError(since, core.history.oldest(core.tree.revision))
 
+    def _tap(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call *callback* (it must not block) whenever changes are released.
+
+        Released: applied, committed (persisted states) and handed to the
+        subscribers. Returns the function that removes the tap.
+        """
+        taps = self._core.taps
+        taps.append(callback)
+        return lambda: taps.remove(callback)
+
+    @property
+    def _released(self) -> int:
+        """Every change up to this revision is released (see :meth:`_tap`)."""
+        return self._core.released
+
+    async def _changes_after(self, after: int, until: int) -> list[FeedEntry]:
+        """The changes of revisions *after* + 1 .. *until* (<= released), oldest first.
+
+        From the history ring, else rebuilt from the files (persisted states).
+
+        Raises:
+            CompactedError: Neither reaches back to *after*.
+        """
+        core = self._core
+        older = await self._older_feed(after) if after < until else []
+        start = older[-1].revision if older else after
+        entries = list(older)
+        for entry in core.history.since(start):
+            if entry.revision > until:
+                break
+            entries.append(
+                FeedEntry(
+                    entry.revision,
+                    entry.action.id,
+                    entry.action.source,
+                    entry.action.payload,
+                    entry.changes,
+                )
+            )
+        return [e for e in entries if after < e.revision <= until]
+
     async def derive(
         self, dest: PathLike, source: PathLike, fn: Callable[[JSON], object]
     ) -> Receipt:

@@ -129,6 +129,47 @@ class Connection:
                 if then_ack is not None and then_ack[2]:
                     pipe.xack(then_ack[0], then_ack[1], list(then_ack[2]))
 
+    async def xadd_at(
+        self,
+        key: str,
+        entries: Sequence[tuple[int, dict[bytes, bytes]]],
+        *,
+        min_id: int,
+    ) -> int:
+        """Append each ``(n, fields)`` with the id ``<n>-0``, in one round trip.
+
+        The stream is trimmed (approximately) to ids >= ``<min_id>-0``.
+        Returns the number of the stream's last id *before* the append (0:
+        empty), read in the same round trip, so that the caller can tell that
+        the stream was lost (Redis restarted) since it last wrote.
+
+        Raises:
+            RemoteError: An id is not above the stream's last one.
+        """
+        with _mapped():
+            async with self._client.pipeline(transaction=False) as pipe:
+                before = pipe.xrevrange(key, count=1)
+                for n, fields in entries:
+                    pipe.xadd(
+                        key,
+                        fields,
+                        identifier=f"{n}-0",
+                        trim_strategy=coredis.PureToken.MINID,
+                        threshold=f"{max(min_id, 0)}-0",
+                        trim_operator=coredis.PureToken.APPROXIMATELY,
+                    )
+            last = await before
+        return _number(last[0].identifier) if last else 0
+
+    async def bounds(self, key: str) -> tuple[int, int] | None:
+        """The first and last ``<n>-0`` ids of such a stream; None if it is empty."""
+        with _mapped():
+            first = await self._client.xrange(key, count=1)
+            last = await self._client.xrevrange(key, count=1)
+        if not first or not last:
+            return None
+        return _number(first[0].identifier), _number(last[0].identifier)
+
     async def ensure_group(self, key: str, group: str) -> None:
         """Create *group* on *key* from its first entry (and the stream), if missing."""
         with _mapped():
@@ -234,6 +275,11 @@ class _Messages:
             if isinstance(data, str):
                 data = data.encode()
             return str(channel), bytes(data)
+
+
+def _number(identifier: Any) -> int:
+    text = identifier.decode() if isinstance(identifier, bytes) else str(identifier)
+    return int(text.split("-", 1)[0])
 
 
 def _entries(found: Any, key: str) -> list[Entry]:

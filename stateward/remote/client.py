@@ -39,14 +39,16 @@ from ..actors._util import NoPublicConstructor
 from ..actors.subscriber import _awaitable, _code, _failure
 from ..messages.acks import Ack, AckReport, ResultCode
 from ..messages.actions import Action
-from ..messages.events import Resync, StateChanged
-from ..paths import PathLike, parse_path
+from ..messages.events import ChangeKind, Resync, StateChanged
+from ..paths import PathLike, PatternTrie, format_path, parse_path, parse_pattern
 from . import protocol
 from ._redis import open_connection
 from ._tasks import background
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator
+    from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+
+    from anyio.streams.memory import MemoryObjectSendStream
 
     from .._json import JSON
     from ..actors.subscriber import Handler
@@ -260,26 +262,155 @@ class RemoteState(metaclass=NoPublicConstructor):
         self,
         pattern: PathLike = "**",
         *,
-        name: str,
         from_revision: int | None = None,
+        name: str | None = None,
         timeout: float = 60.0,
     ) -> AsyncGenerator[StateChanged | Resync]:
         """Iterate over the owner's changes at *pattern*, as a loop.
 
-        ``async for event in state.watch("jobs.**", name="w", from_revision=r)``:
-        a remote subscriber (see :meth:`subscribe`) that hands each event to
-        the loop; the loop body has *timeout* seconds per event before the
-        owner counts it missing. Leaving the loop unsubscribes.
+        ``async for event in state.watch("jobs.**", from_revision=r)``: every
+        matching change after *r*, in revision order, then live ones; without
+        *from_revision*, from the newest revision on the feed. Read from the
+        owner's feed stream with plain XREADs: a watcher costs the owner
+        nothing and is not a subscriber (it answers no Ack). A change that
+        replaced an ancestor of *pattern* is delivered as locally, but
+        without the check that the watched part changed.
+
+        No silent gap: revisions the feed lost (trimmed while this loop was
+        slow, or lost with Redis) come as one :class:`Resync`. Redis going
+        away is waited out.
+
+        Older than the feed keeps: the owner replays from its history or
+        journal through a remote subscriber named *name* (default: made up),
+        whose handler has *timeout* seconds per event.
 
         Raises:
             CompactedError: *from_revision* is older than the owner keeps.
         """
+        segments = parse_pattern(pattern)
+        trie: PatternTrie[int] = PatternTrie()
+        trie.add(segments, 0)
+        bounds = await self._conn.bounds(self._keys.feed)
+        if from_revision is not None:
+            if type(from_revision) is not int or from_revision < 0:
+                reason = f"must be an int >= 0 (got {from_revision!r})"
+                raise InvalidActionError("from_revision", reason)
+            if bounds is not None and from_revision < bounds[0] - 1:
+                # Not on the feed (any more): the owner replays it.
+                async with contextlib.aclosing(
+                    self._watch_by_subscriber(pattern, from_revision, name, timeout)
+                ) as events:
+                    async for event in events:
+                        yield event
+                return
+            after = from_revision
+        else:
+            after = 0 if bounds is None else bounds[1]
+        # The blocking reads run in a task of this handle, on a connection of
+        # their own; this loop only receives (so leaving it early is safe).
+        send, receive = anyio.create_memory_object_stream[StateChanged | Resync](0)
+
+        async def read(*, task_status: Any) -> None:
+            with anyio.CancelScope() as scope, send:
+                task_status.started(scope)
+                with contextlib.suppress(anyio.BrokenResourceError):  # loop left
+                    await self._pump_feed(send, trie, format_path(segments), after)
+
+        scope = await self._tg.start(read)
+        try:
+            with receive:
+                async for event in receive:
+                    yield event
+        finally:
+            scope.cancel()
+
+    async def _pump_feed(
+        self,
+        send: MemoryObjectSendStream[StateChanged | Resync],
+        trie: PatternTrie[int],
+        pattern: str,
+        after: int,
+    ) -> None:
+        """Send the feed after revision *after*, filtered by *trie*; gaps as Resync."""
+        key = self._keys.feed
+        expected = after + 1
+        last_id = f"{after}-0".encode()
+        backoff = 0.05
+        while True:
+            try:
+                # On this handle's client: coredis gives a blocking read a
+                # connection of its own, so watchers never delay requests.
+                entries = await self._conn.xread(key, last_id, count=256, block_ms=1000)
+            except RemoteUnavailableError:
+                # Waited out: the owner publishes again what Redis lost.
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            backoff = 0.05
+            for event in self._feed_events(entries, trie, pattern, expected):
+                if isinstance(event, int):
+                    expected = event
+                else:
+                    await send.send(event)
+            if entries:
+                last_id = entries[-1][0]
+
+    def _feed_events(
+        self,
+        entries: list[tuple[bytes, dict[bytes, bytes]]],
+        trie: PatternTrie[int],
+        pattern: str,
+        expected: int,
+    ) -> Iterator[StateChanged | Resync | int]:
+        """The events of *entries*; an int is the next revision expected."""
+        for _, fields in entries:
+            try:
+                first, revision, action_id, source, payload, changes = (
+                    protocol.decode_feed(fields)
+                )
+            except StatewardError as exc:
+                logger.warning("watch: skipping a bad feed entry: %s", exc)
+                continue
+            if revision < expected:
+                continue  # published again after Redis lost it: seen
+            if first > expected or action_id is None:
+                # Revisions this loop will never see: say so.
+                gap_end = revision if action_id is None else first - 1
+                yield Resync(pattern, gap_end - expected + 1, expected, gap_end)
+                expected = gap_end + 1
+                if action_id is None:
+                    yield expected
+                    continue
+            expected = revision + 1
+            for path, kind, old, new in changes:
+                if trie.match(parse_path(path)):
+                    yield StateChanged(
+                        revision=revision,
+                        path=path,
+                        kind=ChangeKind(kind),
+                        old_value=old,
+                        new_value=new,
+                        action_id=action_id,
+                        source=source,
+                        payload=payload,
+                    )
+            yield expected
+
+    async def _watch_by_subscriber(
+        self,
+        pattern: PathLike,
+        from_revision: int | None,
+        name: str | None,
+        timeout: float,
+    ) -> AsyncGenerator[StateChanged | Resync]:
+        """A remote subscriber that hands each event to a loop."""
         send, receive = anyio.create_memory_object_stream[StateChanged | Resync](0)
 
         async def forward(event: StateChanged | Resync) -> int:
             await send.send(event)
             return 1
 
+        name = name or f"watch-{os.urandom(4).hex()}"
         sub = await self.subscribe(
             pattern, forward, name=name, timeout=timeout, from_revision=from_revision
         )

@@ -40,6 +40,8 @@ from ..messages.actions import Action, Delete, Merge, Ping, Set, Transaction
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .._json import JSON
 
 __all__ = [
@@ -121,6 +123,11 @@ class Keys:
         """The stream of remote subscribers' Acks (to the owner)."""
         return self.prefix + "acks"
 
+    @property
+    def feed(self) -> str:
+        """The stream of every released change; entry ids are ``<revision>-0``."""
+        return self.prefix + "feed"
+
     GROUP: Final = "owner"
 
 
@@ -139,7 +146,7 @@ def acl_rules(name: str, client: str | None = None) -> dict[str, str]:
     )
     owner = (
         f"ACL SETUSER sw-owner-{name} {base} ~{keys.prefix}* "
-        "+xreadgroup +xgroup|create +xack +xadd +xread +del"
+        "+xreadgroup +xgroup|create +xack +xadd +xread +xrange +xrevrange +del"
     )
     rules = {"owner": owner}
     if client is not None:
@@ -147,7 +154,8 @@ def acl_rules(name: str, client: str | None = None) -> dict[str, str]:
         rules[f"client-{client}"] = (
             f"ACL SETUSER sw-{name}-{client} {base} "
             f"~{keys.actions} ~{keys.reply(client)} ~{keys.acks} "
-            f"~{keys.prefix}deliver:* +xadd +xread +del"
+            f"~{keys.prefix}deliver:* %R~{keys.feed} "
+            "+xadd +xread +xrange +xrevrange +del"
         )
     return rules
 
@@ -183,7 +191,7 @@ def _decode_fields(fields: object) -> dict[str, Any]:
     return loads_object(data)
 
 
-def loads_object(data: bytes) -> dict[str, Any]:
+def loads_object(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     """Parse one untrusted message: a strict JSON object of at most the cap.
 
     The size is checked before anything is parsed; NaN and Infinity, bad
@@ -192,8 +200,8 @@ def loads_object(data: bytes) -> dict[str, Any]:
     Raises:
         InvalidActionError: It is not such an object.
     """
-    if len(data) > MAX_MESSAGE_BYTES:
-        reason = f"{len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte message cap"
+    if len(data) > limit:
+        reason = f"{len(data)} bytes, over the {limit}-byte message cap"
         raise InvalidActionError("message", reason)
     try:
         message = _STRICT_DECODE(data.decode())
@@ -523,3 +531,90 @@ def decode_reply(fields: object) -> dict[str, Any]:
     if type(message.get("id")) is not str or type(message.get("kind")) is not str:
         raise InvalidActionError("reply", "has no str 'id' and 'kind'")
     return message
+
+
+FEED_MAX_BYTES: Final = 8 * MAX_MESSAGE_BYTES
+"""The largest feed entry: a change with its old value may exceed an action's cap."""
+
+
+def encode_feed(
+    revision: int,
+    action_id: str,
+    source: str | None,
+    payload: object,
+    changes: Sequence[tuple[Sequence[str], str, object, object]],
+) -> dict[bytes, bytes]:
+    """Encode one revision for the feed: ``(path, kind, old, new)`` per change.
+
+    Old values are left out when the entry would pass :data:`FEED_MAX_BYTES`
+    with them; a revision too large even then is encoded as a gap (readers
+    get a Resync for it, never a silent hole).
+    """
+    for with_old in (True, False):
+        message = {
+            "r": revision,
+            "a": action_id,
+            "s": source,
+            "p": payload,
+            "c": [
+                [list(path), kind, old if with_old else None, new]
+                for path, kind, old, new in changes
+            ],
+        }
+        data = json.dumps(message, ensure_ascii=False, allow_nan=False).encode()
+        if len(data) <= FEED_MAX_BYTES:
+            return {_FIELD: data}
+    return encode_gap(revision, revision, "too large for the feed")
+
+
+def encode_gap(first: int, last: int, reason: str) -> dict[bytes, bytes]:
+    """A feed entry (id ``<last>-0``) for revisions the owner cannot publish."""
+    data = json.dumps({"r": last, "gap": [first, last], "why": reason}).encode()
+    return {_FIELD: data}
+
+
+FeedChange = tuple[str, str, Any, Any]
+"""(dotted path, kind, old value, new value)."""
+
+
+def decode_feed(
+    fields: object,
+) -> tuple[int, int, str | None, str | None, Any, list[FeedChange]]:
+    """Decode a feed entry: ``(first, revision, action_id, source, payload, changes)``.
+
+    A gap has no action id (``first`` < ``revision`` or no changes).
+
+    Raises:
+        StatewardError: It is not a feed entry.
+    """
+    if not isinstance(fields, dict) or set(fields) != {_FIELD}:
+        raise InvalidActionError("entry", "must have exactly one field 'm'")
+    data = fields[_FIELD]
+    if not isinstance(data, bytes):
+        raise InvalidActionError("entry", "field 'm' is not bytes")
+    message = loads_object(data, FEED_MAX_BYTES)
+    revision = _typed(message.get("r"), (int,), "r")
+    if "gap" in message:
+        gap = message["gap"]
+        if not (isinstance(gap, list) and len(gap) == 2):
+            raise InvalidActionError("gap", "must be [first, last]")
+        first = _typed(gap[0], (int,), "gap")
+        return first, revision, None, None, None, []
+    _keys(message, {"r", "a", "s", "p", "c"}, set(), "feed entry")
+    action_id = _typed(message["a"], (str,), "a")
+    source = message["s"]
+    if source is not None:
+        source = _typed(source, (str,), "s")
+    raw = _typed(message["c"], (list,), "c")
+    changes: list[FeedChange] = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 4):
+            raise InvalidActionError("c", "each change must be [path, kind, old, new]")
+        path, kind, old, new = item
+        segments = _typed(path, (list,), "path")
+        if not all(type(seg) is str for seg in segments):
+            raise InvalidActionError("path", "must be a list of str")
+        changes.append(
+            (format_path(tuple(segments)), _typed(kind, (str,), "kind"), old, new)
+        )
+    return revision, revision, action_id, source, message["p"], changes

@@ -58,6 +58,7 @@ from ..paths import PathLike, parse_path
 from . import protocol
 from ._redis import NoGroupError, open_connection
 from ._tasks import background
+from .feed import FeedPublisher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -131,6 +132,8 @@ class RedisServer:
         self._unacked: list[bytes] = []  # replied, XACK not sent yet
         self.reply_seconds = 0.0
         """The part of :attr:`busy_seconds` spent sending replies and XACKs."""
+        self.feed: FeedPublisher | None = None
+        """The feed publisher (None with ``feed_size=0``)."""
         self.signals: SignalsBridge | None = None
         """The state-signals bridge, when ``serve_redis(signals=...)`` runs one."""
 
@@ -711,6 +714,7 @@ async def serve_redis(
     window: int = 100_000,
     ack_timeout: float = 30.0,
     batch: int = 256,
+    feed_size: int = 10_000,
     signals: Signals | None = None,
 ) -> AsyncIterator[RedisServer]:
     """Serve *state* to other processes under *name* until the block exits.
@@ -730,6 +734,8 @@ async def serve_redis(
         ack_timeout: How long the owner waits for the subscribers' acks of a
             remote action before it relays the report with ``missing``.
         batch: Most entries read per round trip.
+        feed_size: How many of the newest revisions the feed stream
+            (``sw:{name}:feed``, read by remote ``watch``) keeps; 0: no feed.
         signals: Run the state-signals bridge too (``server.signals``):
             unchanged state-signals exporters and responders meet this
             state; see :class:`~stateward.signals.Signals`.
@@ -747,6 +753,7 @@ async def serve_redis(
     check_int("window", window, 1)
     check_seconds("ack_timeout", ack_timeout, positive=True)
     check_int("batch", batch, 1, maximum=10_000)
+    check_int("feed_size", feed_size, 0)
     allowed = None
     if writable is not None:
         allowed = {
@@ -761,6 +768,9 @@ async def serve_redis(
     server = RedisServer(state, url, keys, allowed, window, ack_timeout, batch)
     async with background() as tg:
         await tg.start(lambda task_status: server._run(tg, task_status=task_status))
+        if feed_size:
+            server.feed = FeedPublisher(state, url, keys, feed_size)
+            await tg.start(server.feed.run)
         if signals is not None:
             # The bridge is a layer above this one: made by its own config.
             bridge = server.signals = signals.bridge(state, url, name)

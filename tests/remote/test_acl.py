@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import shutil
@@ -51,6 +52,16 @@ async def test_the_whole_flow_runs_as_least_privilege_users(redis, caplog):
             report = await receipt.acks(10)
             assert report.result == ResultCode.ALL_SUBS_SUCCESS
             assert await remote.get("a") == 1
+            # It reads the feed, and may not write it.
+            async with contextlib.aclosing(remote.watch("a", from_revision=0)) as feed:
+                async for event in feed:
+                    assert event.new_value == 1
+                    break
+            from stateward.remote._redis import open_connection
+
+            async with open_connection(client_url) as raw:
+                with pytest.raises(RemoteError, match="refused the command"):
+                    await raw.xadd("sw:{jobs}:feed", {b"m": b"{}"})
             # Outside its keys: a typed error, not a hang.
             async with connect_redis(client_url, name="other", client="w1") as outside:
                 with pytest.raises(RemoteError, match=r"NOPERM|ACL|permission"):

@@ -1,0 +1,145 @@
+"""The remote feed: watchers read its stream, not the owner; no gap, no duplicate."""
+
+from __future__ import annotations
+
+import contextlib
+
+import anyio
+import pytest
+
+from stateward import CompactedError, Resync, Set, StateChanged, open_state
+from stateward.remote import connect_redis, serve_redis
+
+from .redislib import wait_for
+
+pytestmark = pytest.mark.anyio
+
+NAME = "jobs"
+
+
+async def _collect(feed, count, events, *, on_each=None):
+    async with contextlib.aclosing(feed):
+        async for event in feed:
+            events.append(event)
+            if on_each is not None:
+                await on_each(event)
+            if len(events) == count:
+                return
+
+
+async def test_watch_resumes_from_a_revision_then_goes_live_without_gap_or_duplicate(
+    redis,
+):
+    with anyio.fail_after(30):
+        async with (
+            open_state({}) as state,
+            serve_redis(state, redis.url, name=NAME) as server,
+            connect_redis(redis.url, name=NAME) as remote,
+        ):
+            for i in range(10):
+                await state.send(Set(f"jobs.j{i}", i))
+                await state.send(Set("other", i))  # filtered out by the pattern
+            await wait_for(lambda: server.feed.published == state.revision)
+            events = []
+
+            async def more(event):
+                if event.new_value == 9:  # caught up: now live changes
+                    for i in range(10, 15):
+                        await state.send(Set(f"jobs.j{i}", i))
+
+            feed = remote.watch("jobs.**", from_revision=6)
+            await _collect(feed, 11, events, on_each=more)
+            values = [e.new_value for e in events]
+            assert values == list(range(3, 14))
+            revisions = [e.revision for e in events]
+            assert revisions == sorted(set(revisions))
+            assert all(isinstance(e, StateChanged) for e in events)
+            # A watcher is not a subscriber of the owner: it answers no Ack.
+            assert state.subscriber_statistics() == {}
+            receipt = await state.send(Set("jobs.x", 1))
+            assert receipt.subscribers == ()
+
+
+async def test_twenty_watchers_cost_the_owner_no_subscriber(redis):
+    with anyio.fail_after(30):
+        async with (
+            open_state({}) as state,
+            serve_redis(state, redis.url, name=NAME),
+            connect_redis(redis.url, name=NAME) as remote,
+        ):
+            results = [[] for _ in range(20)]
+            async with anyio.create_task_group() as tg:
+                for got in results:
+                    tg.start_soon(_collect, remote.watch("a", from_revision=0), 5, got)
+                for i in range(5):
+                    await state.send(Set("a", i))
+            assert all([e.new_value for e in got] == [0, 1, 2, 3, 4] for got in results)
+            assert state.subscriber_statistics() == {}
+
+
+async def test_a_watch_older_than_the_feed_is_replayed_by_the_owner(redis):
+    with anyio.fail_after(30):
+        async with (
+            open_state({}, history=1000) as state,
+            serve_redis(state, redis.url, name=NAME, feed_size=1) as server,
+            connect_redis(redis.url, name=NAME) as remote,
+        ):
+            for i in range(300):  # MINID trimming is approximate: well past it
+                await state.send(Set("n", i))
+            await wait_for(lambda: server.feed.published == 300)
+            events = []
+            await _collect(remote.watch("n", from_revision=10), 5, events)
+            assert [e.new_value for e in events] == [10, 11, 12, 13, 14]
+
+        async with (
+            open_state({}, history=0) as state,
+            serve_redis(state, redis.url, name="other", feed_size=1) as server,
+            connect_redis(redis.url, name="other") as remote,
+        ):
+            for i in range(300):
+                await state.send(Set("n", i))
+            await wait_for(lambda: server.feed.published == 300)
+            with pytest.raises(CompactedError):
+                await _collect(remote.watch("n", from_revision=2), 1, [])
+
+
+async def test_redis_losing_the_feed_is_published_again_and_never_a_silent_gap(redis):
+    with anyio.fail_after(60):
+        async with (
+            open_state({}, history=1000) as state,
+            serve_redis(state, redis.url, name=NAME) as server,
+            connect_redis(redis.url, name=NAME) as remote,
+        ):
+            events = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_collect, remote.watch("n", from_revision=0), 40, events)
+                for i in range(20):
+                    await state.send(Set("n", i))
+                await wait_for(lambda: len(events) == 20)
+                await anyio.to_thread.run_sync(redis.restart)  # the feed is gone
+                for i in range(20, 40):
+                    await state.send(Set("n", i))
+                await wait_for(lambda: server.feed.reseeds >= 1)
+            assert [e.new_value for e in events] == list(range(40))
+
+        # With a history too short to publish again, the lost part is a Resync.
+        async with (
+            open_state({}, history=5) as state,
+            serve_redis(state, redis.url, name="short") as server,
+            connect_redis(redis.url, name="short") as remote,
+        ):
+            events = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_collect, remote.watch("n", from_revision=0), 16, events)
+                for i in range(10):
+                    await state.send(Set("n", i))
+                await wait_for(lambda: len(events) == 10)
+                redis.kill()  # Redis away while the state moves on
+                for i in range(10, 30):
+                    await state.send(Set("n", i))
+                await anyio.to_thread.run_sync(redis.start)
+            resync = events[10]
+            assert isinstance(resync, Resync)
+            assert (resync.first_revision, resync.last_revision) == (11, 25)
+            assert [e.new_value for e in events[11:]] == [25, 26, 27, 28, 29]
+            assert server.feed.gaps == 25  # revisions 1..25: a new stream starts at 0
