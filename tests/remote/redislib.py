@@ -26,7 +26,7 @@ def _free_port() -> int:
 class RedisProcess:
     """One redis-server that the test owns (nothing shared, nothing kept)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tls: dict[str, str] | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             if os.environ.get("CI"):
@@ -35,17 +35,36 @@ class RedisProcess:
         self.binary = binary
         self.directory = directory
         self.port = _free_port()
+        self.tls = tls
         self.url = f"redis://127.0.0.1:{self.port}"
+        if tls is not None:
+            # TLS only: the plain port is off, clients must show a certificate.
+            self.url = f"rediss://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self.start()
 
     def start(self) -> None:
+        ports = ["--port", str(self.port)]
+        if self.tls is not None:
+            ports = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                self.tls["cert"],
+                "--tls-key-file",
+                self.tls["key"],
+                "--tls-ca-cert-file",
+                self.tls["ca"],
+                "--tls-auth-clients",
+                "yes",
+            ]
         self.proc = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
+                *ports,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -66,6 +85,8 @@ class RedisProcess:
                 with socket.create_connection(
                     ("127.0.0.1", self.port), timeout=0.5
                 ) as s:
+                    if self.tls is not None:
+                        return  # listening (the handshake is the clients' test)
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
                         return
