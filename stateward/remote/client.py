@@ -530,6 +530,9 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
         self.handled = 0
         self._epoch = ""
         self._after = 0
+        self._revision = 0  # of the last event handled
+        self._answered: dict[str, Any] | None = None  # the last Ack sent
+        self._pattern = ""
         self._scope: anyio.CancelScope | None = None
 
     def __repr__(self) -> str:
@@ -554,6 +557,7 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
     ) -> None:
         state = self._state
         keys = state._keys
+        self._pattern = format_path(parse_pattern(pattern))
         with anyio.CancelScope() as self._scope:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._refresh, pattern, timeout, refresh)
@@ -585,17 +589,29 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
         except StatewardError as exc:
             logger.warning("ignoring a malformed delivery: %s", exc)
             return
-        if epoch != self._epoch or seq <= self._after:
+        if epoch != self._epoch or seq < self._after:
             return  # an older proxy's, or from before we subscribed
+        if seq == self._after:
+            # Delivered again (Redis went away before our Ack reached the
+            # owner): answer it again, do not handle it twice.
+            if self._answered is not None and self._answered["seq"] == seq:
+                await self._ack(conn, self._answered)
+            return
+        if seq > self._after + 1 and self._after and isinstance(event, StateChanged):
+            # Events lost on the way (never silently): say so first.
+            await self._handle(
+                handler,
+                Resync(
+                    self._pattern,
+                    seq - self._after - 1,
+                    self._revision + 1,
+                    event.revision - 1,
+                ),
+            )
         self._after = seq
-        try:
-            result = handler(event)  # type: ignore[arg-type]
-            if _awaitable(result):
-                result = await result
-        except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack
-            code, text = _failure(exc)
-        else:
-            code, text = _code(result)
+        if isinstance(event, StateChanged):
+            self._revision = event.revision
+        code, text = await self._handle(handler, event)
         ack = {
             "client": self._state.client,
             "sub": self.name,
@@ -604,6 +620,21 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
             "message": text,
         }
         self.handled += 1
+        self._answered = ack
+        await self._ack(conn, ack)
+
+    async def _handle(self, handler: Handler, event: object) -> tuple[int, str]:
+        try:
+            result = handler(event)  # type: ignore[arg-type]
+            if _awaitable(result):
+                result = await result
+        except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack
+            code, text = _failure(exc)
+        else:
+            code, text = _code(result)
+        return int(code), text
+
+    async def _ack(self, conn: Connection, ack: dict[str, Any]) -> None:
         with contextlib.suppress(RemoteUnavailableError):
             await conn.xadd(self._state._keys.acks, protocol.encode(ack), maxlen=10_000)
 

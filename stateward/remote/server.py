@@ -618,26 +618,38 @@ class _Proxy:
         self.subscription: Any = None
         self.waiting: dict[int, anyio.Event] = {}
         self.answers: dict[int, tuple[int, str]] = {}
+        self.redelivered = 0  # events sent again after Redis went away
 
     async def __call__(self, event: object) -> object:
         server = self.server
-        writer = server._writer
-        if self.closed or writer is None:
+        if self.closed:
             return NO_ANSWER
         self.seq += 1
         seq = self.seq
         waiter = self.waiting[seq] = anyio.Event()
+        fields = protocol.encode_event(self.name, self.epoch, seq, event)
         try:
-            try:
-                await writer.xadd(
-                    server.keys.deliver(self.name),
-                    protocol.encode_event(self.name, self.epoch, seq, event),
-                    maxlen=_REPLY_MAXLEN,
-                )
-            except RemoteUnavailableError:
-                return NO_ANSWER
             with anyio.move_on_after(self.timeout):
-                await waiter.wait()
+                # Delivered again when Redis went away meanwhile (the event may
+                # have been lost with it); the client answers a repeat once.
+                while not waiter.is_set():
+                    losses = server.reconnects + server.redis_losses
+                    writer = server._writer
+                    try:
+                        if writer is None:
+                            raise RemoteUnavailableError("not connected")
+                        await writer.xadd(
+                            server.keys.deliver(self.name), fields, maxlen=_REPLY_MAXLEN
+                        )
+                    except RemoteUnavailableError:
+                        await anyio.sleep(0.1)  # the owner reconnects meanwhile
+                        continue
+                    while not waiter.is_set():
+                        with anyio.move_on_after(0.5):
+                            await waiter.wait()
+                        if server.reconnects + server.redis_losses != losses:
+                            self.redelivered += 1
+                            break
             answer = self.answers.pop(seq, None)
         finally:
             self.waiting.pop(seq, None)
@@ -767,10 +779,10 @@ async def serve_redis(
         raise InvalidActionError("signals", reason)
     server = RedisServer(state, url, keys, allowed, window, ack_timeout, batch)
     async with background() as tg:
-        await tg.start(lambda task_status: server._run(tg, task_status=task_status))
         if feed_size:
             server.feed = FeedPublisher(state, url, keys, feed_size)
             await tg.start(server.feed.run)
+        await tg.start(lambda task_status: server._run(tg, task_status=task_status))
         if signals is not None:
             # The bridge is a layer above this one: made by its own config.
             bridge = server.signals = signals.bridge(state, url, name)

@@ -132,7 +132,9 @@ async def test_redis_losing_the_feed_is_published_again_and_never_a_silent_gap(r
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_collect, remote.watch("n", from_revision=0), 16, events)
                 for i in range(10):
+                    # One at a time: the history (5) must hold what is published.
                     await state.send(Set("n", i))
+                    await wait_for(lambda: server.feed.published == state.revision)
                 await wait_for(lambda: len(events) == 10)
                 redis.kill()  # Redis away while the state moves on
                 for i in range(10, 30):

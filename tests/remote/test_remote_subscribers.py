@@ -133,3 +133,45 @@ async def test_a_remote_watch_resumes_without_gap_or_duplicate(redis):
             await state.send(Set("job.n", i))  # the history keeps the last 5 only
         with pytest.raises(CompactedError):
             await there.subscribe("job", lambda e: None, name="late", from_revision=1)
+
+
+async def test_an_event_sent_while_redis_is_away_is_delivered_once_it_is_back(redis):
+    with anyio.fail_after(60):
+        async with (
+            open_state({}) as state,
+            serve_redis(state, redis.url, name=NAME) as server,
+            connect_redis(redis.url, name=NAME, client="dash") as there,
+        ):
+            seen = []
+            await there.subscribe("a", seen.append, name="dash", timeout=20)
+            report = await (await state.send(Set("a", 1))).acks(10)
+            assert report.ok
+            redis.kill()
+            receipt = await state.send(Set("a", 2))  # the proxy cannot deliver it yet
+            await wait_for(lambda: server.reconnects >= 1)  # the owner saw it go
+            await anyio.to_thread.run_sync(redis.start)
+            report = await receipt.acks(20)
+            assert report.result is ResultCode.ALL_SUBS_SUCCESS, report
+            assert [e.new_value for e in seen] == [1, 2]  # each handled once
+            assert server.reconnects >= 1
+
+
+async def test_a_lost_delivery_is_a_resync_for_the_remote_handler(redis):
+    # Events lost on the way (a seq skipped) reach the handler as a Resync,
+    # never as a silent gap.
+    with anyio.fail_after(30):
+        async with (
+            open_state({}) as state,
+            serve_redis(state, redis.url, name=NAME) as server,
+            connect_redis(redis.url, name=NAME, client="dash") as there,
+        ):
+            seen = []
+            sub = await there.subscribe("a", seen.append, name="dash")
+            assert (await (await state.send(Set("a", 1))).acks(10)).ok
+            proxy = server._proxies["dash"]
+            proxy.seq += 2  # as if two deliveries were lost with Redis
+            assert (await (await state.send(Set("a", 2))).acks(10)).ok
+            kinds = [type(e).__name__ for e in seen]
+            assert kinds == ["StateChanged", "Resync", "StateChanged"]
+            assert seen[1].dropped == 2
+            await sub.unsubscribe()
