@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -11,9 +10,8 @@ from typing import TYPE_CHECKING
 import anyio
 
 from . import __version__
+from ._cli_inspect import inspect_command
 from ._errors import StatewardError
-from .actors._log import Redactor
-from .actors.persistence import inspect_directory
 from .actors.state import open_state
 from .actors.subscriber import Overflow
 from .messages.acks import RAS, ResultCode
@@ -148,34 +146,6 @@ async def _subscribe_all(state: StateHandle) -> None:
     await state.subscribe("runs.**", checker, name="checker")
 
 
-def inspect_command(
-    directory: str, revision: int | None, redact: list[str] | None = None
-) -> int:
-    """Print what a state directory holds; 1 with a message when it cannot.
-
-    Values under a *redact* pattern are printed as ``"<redacted>"``.
-    """
-    try:
-        redactor = Redactor(redact or [])
-        found = inspect_directory(directory, revision)
-    except (StatewardError, OSError) as exc:
-        print(f"stateward inspect: {exc}", file=sys.stderr)
-        return 1
-    print(f"state directory {directory}")
-    print("snapshots:")
-    for name, rev, size, status in found.snapshots:
-        print(f"  {name}  revision {rev}  {size:,} bytes  {status}")
-    print("journal segments:")
-    for name, first, count, status in found.segments:
-        last = f"..{first + count - 1}" if count else " (empty)"
-        print(f"  {name}  revisions {first}{last}  {count} records  {status}")
-    print(f"revisions on disk: {found.oldest}..{found.newest}")
-    print(f"tree at revision {found.revision}:")
-    tree = redactor.mask((), found.tree)
-    print(json.dumps(tree, indent=2, ensure_ascii=False))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stateward`` command.
 
@@ -183,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     try:
         return _main(argv)
+    except KeyboardInterrupt:
+        return 130
     except BrokenPipeError:
         # Python would print a traceback at exit while flushing stdout:
         # point it at /dev/null and leave with the usual SIGPIPE status.
@@ -193,22 +165,64 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
-        prog="stateward", description="An actor-based concurrent state service."
+        prog="stateward",
+        description="An actor-based concurrent state service.",
+        epilog="examples:\n"
+        "  stateward demo                       three runs and their AckReports\n"
+        "  stateward inspect ./state --summary  what a state directory holds\n"
+        "  stateward serve --state-dir ./state --redis URL --name jobs\n"
+        "  stateward COMMAND --help             each command's options, examples\n"
+        "\n"
+        "exit codes: 0 done (serve and watch: also when stopped with Ctrl-C),\n"
+        "1 failed (the message says why), 2 bad usage, 130 interrupted,\n"
+        "141 output closed (a pipe such as | head)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command")
-    run_demo = commands.add_parser("demo", help="run the orchestrator demo")
+    run_demo = commands.add_parser(
+        "demo",
+        help="run the orchestrator demo",
+        description="Orchestrate runs through queued -> building -> testing -> "
+        "reporting -> done with three subscribers, and print every AckReport.",
+        epilog="examples:\n  stateward demo\n  stateward demo --backend trio --runs 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run_demo.add_argument(
         "--backend",
         choices=["asyncio", "trio"],
         default="asyncio",
         help="event loop to run on (default: asyncio)",
     )
-    run_demo.add_argument("--runs", type=int, default=3, help="runs to orchestrate")
+    run_demo.add_argument(
+        "--runs", type=int, default=3, help="runs to orchestrate, 1-50 (default: 3)"
+    )
     run_inspect = commands.add_parser(
-        "inspect", help="show a state directory (read-only) and its tree"
+        "inspect",
+        help="show a state directory (read-only) and its tree",
+        description="Show the files of a state directory and rebuild its tree, "
+        "read-only (safe beside a running service).",
+        epilog="examples:\n"
+        "  stateward inspect ./state                  files, then the whole tree\n"
+        "  stateward inspect ./state jobs.build       one subtree\n"
+        "  stateward inspect ./state --summary        types and sizes, not values\n"
+        "  stateward inspect ./state --revision 40    the tree as it was then\n"
+        "  stateward inspect ./state --json | jq .value\n"
+        "  stateward inspect ./state --redact 'users.*.password'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run_inspect.add_argument("directory", help="the state_dir of a persisted state")
+    run_inspect.add_argument(
+        "path", nargs="?", default="", help="show only this path (e.g. jobs.build)"
+    )
+    run_inspect.add_argument(
+        "--summary",
+        action="store_true",
+        help="types, child and leaf counts and JSON sizes, two levels deep",
+    )
+    run_inspect.add_argument(
+        "--json", action="store_true", help="one JSON object, for scripts"
+    )
     run_inspect.add_argument(
         "--revision", type=int, default=None, help="rebuild the tree at this revision"
     )
@@ -220,7 +234,14 @@ def _main(argv: list[str] | None) -> int:
         "may be repeated",
     )
     run_serve = commands.add_parser(
-        "serve", help="serve a persisted state over Redis (the owner)"
+        "serve",
+        help="serve a persisted state over Redis (the owner)",
+        epilog="examples:\n"
+        "  stateward serve --state-dir ./state --redis redis://127.0.0.1:6379 "
+        "--name jobs\n"
+        "  stateward serve --state-dir ./state --redis URL --name lab --signals "
+        "--export 'jobs.**'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run_serve.add_argument("--state-dir", required=True, help="the state directory")
     run_serve.add_argument("--redis", required=True, metavar="URL", help="redis://...")
@@ -252,9 +273,19 @@ def _main(argv: list[str] | None) -> int:
         help="with --signals: publish the changes at PATTERN as signals; "
         "state-signals responders become subscribers",
     )
-    run_get = commands.add_parser("get", help="read a path of a served state")
+    run_get = commands.add_parser(
+        "get",
+        help="read a path of a served state",
+        epilog="example:\n  stateward get redis://127.0.0.1:6379 jobs jobs.build",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run_set = commands.add_parser(
-        "set", help="write a JSON value into a served state; print revision and acks"
+        "set",
+        help="write a JSON value into a served state; print revision and acks",
+        epilog="examples:\n"
+        "  stateward set redis://127.0.0.1:6379 jobs jobs.build '\"done\"'\n"
+        "  stateward set redis://127.0.0.1:6379 jobs jobs.limits '{\"cpu\": 4}'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for remote in (run_get, run_set):
         remote.add_argument("url", help="redis://[user:password@]host:port")
@@ -266,7 +297,12 @@ def _main(argv: list[str] | None) -> int:
             "--timeout", type=float, default=10.0, help="seconds (default: 10)"
         )
     run_watch = commands.add_parser(
-        "watch", help="print each change of a served state, one JSON line each"
+        "watch",
+        help="print each change of a served state, one JSON line each",
+        epilog="examples:\n"
+        "  stateward watch redis://127.0.0.1:6379 jobs 'jobs.**'\n"
+        "  stateward watch redis://127.0.0.1:6379 jobs '**' --from-revision 100",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run_watch.add_argument("url", help="redis://[user:password@]host:port")
     run_watch.add_argument("name", help="the state's name on Redis")
@@ -275,7 +311,12 @@ def _main(argv: list[str] | None) -> int:
         "--from-revision", type=int, default=None, help="replay the changes after R"
     )
     run_acl = commands.add_parser(
-        "acl", help="print least-privilege Redis ACL rules for a served state"
+        "acl",
+        help="print least-privilege Redis ACL rules for a served state",
+        epilog="examples:\n"
+        "  stateward acl --name jobs --client worker-1\n"
+        "  stateward acl --name lab --signals",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run_acl.add_argument("--name", required=True, help="the state's name on Redis")
     run_acl.add_argument("--client", default=None, help="also a client's rules")
@@ -292,7 +333,14 @@ def _main(argv: list[str] | None) -> int:
     if args.command in ("serve", "get", "set", "watch", "acl"):
         return _remote(args)
     if args.command == "inspect":
-        return inspect_command(args.directory, args.revision, args.redact)
+        return inspect_command(
+            args.directory,
+            args.revision,
+            args.redact,
+            path=args.path,
+            summary=args.summary,
+            as_json=args.json,
+        )
     if args.command == "demo":
         if args.backend == "trio":
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -393,3 +394,41 @@ def test_stateward_inspect_shows_files_and_rebuilds_a_revision(tmp_path: Path) -
     assert missing.returncode == 1
     assert "no such state directory" in missing.stderr
     assert sorted(os.listdir(tmp_path)) == before  # read-only
+
+
+def test_stateward_inspect_shows_a_path_a_summary_or_json(tmp_path: Path) -> None:
+    async def fill() -> None:
+        async with open_state({}, state_dir=tmp_path / "s") as state:
+            await state.send(Set("jobs.build", {"status": "ok", "n": 3}))
+            await state.send(Set("jobs.test", [1, 2, 3]))
+
+    anyio.run(fill)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "stateward.cli", "inspect", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    state_dir = str(tmp_path / "s")
+    one = cli(state_dir, "jobs.build")
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.rstrip().endswith('{\n  "status": "ok",\n  "n": 3\n}')
+    summary = cli(state_dir, "--summary")
+    assert "jobs  object, 2 children, 5 leaves" in summary.stdout
+    assert "test  array, 3 children, 3 leaves, 9 bytes" in summary.stdout  # [1, 2, 3]
+    report = json.loads(cli(state_dir, "jobs", "--json").stdout)
+    assert report["revision"] == 2
+    assert report["value"]["test"] == [1, 2, 3]
+    assert report["segments"][0]["records"] == 2
+    assert "2 records" in cli(state_dir).stdout
+    missing = cli(state_dir, "jobs.nope")
+    assert missing.returncode == 1
+    assert "'jobs.nope' does not exist at revision 2" in missing.stderr
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("hello")
+    plain = cli(str(tmp_path / "plain"))
+    assert plain.returncode == 1
+    assert "is not a state directory" in plain.stderr
