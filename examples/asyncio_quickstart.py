@@ -8,7 +8,7 @@ import asyncio
 
 import anyio
 
-from stateward import RAS, Set, StateActor, open_state
+from stateward import RAS, Resync, Set, StateActor, open_state
 
 
 async def main():
@@ -18,6 +18,9 @@ async def main():
         )
 
         async def display(event):  # a subscriber actor's handler
+            if isinstance(event, Resync):  # it fell behind: re-read instead
+                print("resync:", state.get_nowait("job"))
+                return RAS.SUCCESS
             print(event.path, event.old_value, "->", event.new_value)
             return RAS.SUCCESS
 

@@ -5,7 +5,7 @@ Run it: python examples/trio_quickstart.py
 
 import trio
 
-from stateward import RAS, Set, StateActor
+from stateward import RAS, Resync, Set, StateActor
 
 
 async def main():
@@ -15,6 +15,9 @@ async def main():
         )
 
         async def display(event):  # a subscriber actor's handler
+            if isinstance(event, Resync):  # it fell behind: re-read instead
+                print("resync:", state.get_nowait("job"))
+                return RAS.SUCCESS
             print(event.path, event.old_value, "->", event.new_value)
             return RAS.SUCCESS
 
