@@ -171,3 +171,75 @@ def test_inspect_into_a_closed_pipe_ends_quietly(tmp_path):
     cli.stderr.close()
     assert cli.wait(timeout=60) == 141  # SIGPIPE's status, without a traceback
     assert "Traceback" not in err
+
+
+USES = ROOT / "examples" / "uses"
+
+
+def _run_use(name, *args, cwd=None, check=True):
+    done = subprocess.run(
+        [sys.executable, str(USES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=cwd,
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_the_card_sorter_loses_no_card_across_threads():
+    lines = _run_use("card_sorter.py").stdout.splitlines()
+    assert lines == [
+        "hopper: 0 bins: {'A': 100, 'B': 100, 'C': 100, 'D': 100}",
+        "cards accounted for: True",
+        "bins that reached 50: ['bins.A', 'bins.B', 'bins.C', 'bins.D']",
+    ]
+
+
+def test_runs_json_appends_and_keeps_every_run(tmp_path):
+    path = str(tmp_path / "runs.json")
+    _run_use("runs_json.py", path)
+    lines = _run_use("runs_json.py", path).stdout.splitlines()
+    assert lines == [
+        "run 2: baseline",
+        "run 3: tuned",
+        "runs in the file: ['baseline', 'tuned', 'baseline', 'tuned']",
+    ]
+
+
+def test_the_training_loop_resumes_after_a_kill_without_redoing_a_step(tmp_path):
+    killed = _run_use(
+        "training_loop.py", str(tmp_path), "--crash-at", "13", check=False
+    )
+    assert killed.returncode == -9  # SIGKILL, as a power cut would
+    lines = _run_use("training_loop.py", str(tmp_path)).stdout.splitlines()
+    assert lines == [
+        "resumed at step 10 (step-0010)",
+        "done: step 20, weight 10.0, buffer 20",
+    ]
+
+
+def test_the_phases_wait_for_every_worker():
+    lines = _run_use("phases.py").stdout.splitlines()
+    assert lines == [
+        "fetch: every worker done (attempt 1)",
+        "build: every worker done (attempt 1)",
+        "test: SUB_FAILED ['mac: mac could not test (first try)'][]",
+        "test: every worker done (attempt 2)",
+        "publish: every worker done (attempt 1)",
+        "job finished at revision 5",
+    ]
+
+
+def test_the_web_app_reads_and_writes_the_state():
+    lines = _run_use("web_app.py").stdout.splitlines()
+    assert lines[0] == "{'revision': 1, 'acks': 'ALL_SUBS_SUCCESS', 'messages': []}"
+    assert lines[2] == (
+        "{'path': 'machines.m1', 'value': {'status': 'busy'}, 'revision': 2}"
+    )
+    assert "secrets are not for the web" in lines[3]
+    assert lines[4:6] == ["422", "422"]
+    assert lines[6] == "audit: ['r1 machines.m1', 'r2 machines.m1.status']"
