@@ -11,6 +11,7 @@ revisions in order and no event describes a change a crash could undo.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Final
@@ -19,6 +20,7 @@ import anyio
 
 from .._errors import DurabilityError
 from .persistence import _dumps
+from .persistence._fork import ForkedBody, start as fork_serialise
 from .subscriber import deliver, deliver_nowait
 
 if TYPE_CHECKING:
@@ -66,9 +68,9 @@ class Commit:
 class _SnapshotOrder:
     __slots__ = ("body", "revision")
 
-    def __init__(self, revision: int, body: bytes) -> None:
+    def __init__(self, revision: int, body: bytes | ForkedBody) -> None:
         self.revision = revision
-        self.body = body
+        self.body = body  # the bytes, or the child serialising them
 
 
 class Persister:
@@ -121,12 +123,21 @@ class Persister:
         )
 
     async def submit_snapshot(self, tree: Tree) -> None:
-        # Serialized here, between two batches, so that it is exactly this
-        # revision; the file work happens off the event loop.
+        # Taken here, between two batches, so that it is exactly this
+        # revision. A forked child serialises it (the actor goes on at once);
+        # without fork, it is serialised here. The file work happens off the
+        # event loop.
         self.snapshot_busy = True
         self.last_snapshot_time = anyio.current_time()
         self._snapshot_idle = anyio.Event()
-        await self.tx.send(_SnapshotOrder(tree.revision, _snapshot_body(tree)))
+        body: bytes | ForkedBody | None = None
+        if self.config.snapshot_in_child:
+            body = fork_serialise(tree.root)
+        if self.config.freeze_gc:
+            gc.freeze()  # what was written since the last freeze
+        if body is None:
+            body = _snapshot_body(tree)
+        await self.tx.send(_SnapshotOrder(tree.revision, body))
 
     async def finish(self) -> None:
         """Drain every commit, wait for a snapshot in progress, write a last one."""
@@ -252,7 +263,19 @@ class Persister:
 
     async def _snapshot_task(self, order: _SnapshotOrder) -> None:
         try:
-            await self._write_snapshot(order.revision, order.body)
+            body = order.body
+            if not isinstance(body, bytes):
+                try:
+                    body = await anyio.to_thread.run_sync(
+                        body.read, abandon_on_cancel=True
+                    )
+                except OSError as exc:
+                    # As a failed write: the journal still holds every record.
+                    logger.warning(
+                        "snapshot of revision %s failed: %s", order.revision, exc
+                    )
+                    return
+            await self._write_snapshot(order.revision, body)
         finally:
             self._snapshot_done()
 

@@ -18,6 +18,7 @@ every subscriber sees changes in revision order.
 
 from __future__ import annotations
 
+import gc
 import os
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, final
@@ -143,6 +144,8 @@ class StateActor:
                 unlock_directory(lock)
                 raise
             tree = recovered.tree
+            if config.freeze_gc:
+                gc.freeze()  # the loaded tree: never scanned by full collections
         finished: anyio.Event | None = None
         try:
             with _unwrap_exit():

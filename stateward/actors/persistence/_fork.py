@@ -1,0 +1,106 @@
+"""Serialise the tree in a forked child, so that the state actor never stops for it.
+
+A snapshot must be exactly the tree at one revision, and serialising a large
+tree takes seconds: done on the state actor's loop, every send waits that
+long. ``os.fork()`` gives a child whose memory is the parent's at that
+instant, copy-on-write (what Redis does for its snapshots): the child
+serialises its frozen copy and streams the bytes back through a pipe, while
+the parent goes on applying actions at once. The parent reads the pipe in a
+worker thread and writes the file itself, through the same audited file
+operations and in the same order as before (after the journal holds the
+revision), so only the serialising moved.
+
+The child touches no lock another thread might hold: it serialises, writes
+to its pipe and leaves with ``os._exit``, never returning into the event
+loop. Where ``fork`` is missing, :func:`start` returns None and the caller
+serialises in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import signal
+import sys
+import warnings
+from typing import TYPE_CHECKING, Final
+
+from ._format import _dumps
+
+if TYPE_CHECKING:
+    from ..._json import JSON
+
+__all__ = ["ForkedBody", "start"]
+
+_CHUNK: Final = 1 << 20
+
+
+class ForkedBody:
+    """A child serialising one tree; :meth:`read` collects its bytes."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self.fd = fd
+
+    def read(self) -> bytes:
+        """Read the body to its end and reap the child (blocking: a worker thread).
+
+        Raises:
+            OSError: The child failed (its exit status) or the pipe broke.
+        """
+        chunks: list[bytes] = []
+        try:
+            while True:
+                chunk = os.read(self.fd, _CHUNK)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(self.fd)
+            _, status = os.waitpid(self.pid, 0)
+        if status != 0:
+            msg = f"the snapshot child {self.pid} failed (status {status})"
+            raise OSError(msg)
+        return b"".join(chunks)
+
+
+def start(root: JSON) -> ForkedBody | None:
+    """Fork a child that serialises *root*; None where fork is not available.
+
+    Call it between two batches of the state actor: the child sees the tree
+    exactly as it is at this instant.
+    """
+    if not hasattr(os, "fork") or sys.platform == "win32":
+        return None
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork in a threaded process: the child
+        # below uses no lock that another thread may hold.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            return None
+    if pid == 0:  # pragma: no cover - runs in the child, which never returns
+        _child(root, read_fd, write_fd)
+    os.close(write_fd)
+    return ForkedBody(pid, read_fd)
+
+
+def _child(root: JSON, read_fd: int, write_fd: int) -> None:  # pragma: no cover
+    status = 1
+    try:
+        os.close(read_fd)
+        gc.disable()  # a collection would touch (and copy) every page
+        with contextlib.suppress(ValueError):  # only the main thread may
+            signal.set_wakeup_fd(-1)  # signals here are not the parent's loop's
+        view = memoryview(_dumps(root).encode())
+        while view:
+            written = os.write(write_fd, view)
+            view = view[written:]
+        status = 0
+    finally:
+        os._exit(status)

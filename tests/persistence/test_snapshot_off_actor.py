@@ -1,0 +1,97 @@
+"""Snapshots off the state actor: a forked child serialises, the actor goes on."""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+
+import anyio
+import pytest
+
+from stateward import Set, StateActor, open_state
+from stateward.actors import _persister
+from stateward.actors._files import Files
+from stateward.actors.persistence import PersistenceConfig
+from stateward.actors.persistence._fork import ForkedBody
+from stateward.actors.persistence._snapshot import read_snapshot
+
+pytestmark = pytest.mark.anyio
+
+
+def _snapshots(directory) -> dict[int, object]:
+    found = {}
+    for name in os.listdir(directory):
+        if name.startswith("snapshot-") and name.endswith(".snap"):
+            snap = read_snapshot(Files(), os.path.join(directory, name), name)
+            found[snap.revision] = snap.root
+    return found
+
+
+async def test_each_snapshot_is_exactly_the_tree_at_its_revision(tmp_path):
+    # Writes go on while children serialise: every snapshot file must still
+    # be the tree at its own revision (a model replays the same writes).
+    model = {"jobs": {}}
+    at = {0: copy.deepcopy(model)}
+    async with open_state(
+        {"jobs": {}}, state_dir=tmp_path, snapshot_every=300, keep_snapshots=100
+    ) as state:
+        for i in range(1_500):
+            key, value = f"k{i % 97}", {"n": i, "pad": "x" * (i % 50)}
+            await state.send(Set(f"jobs.{key}", value), durable=False)
+            model["jobs"][key] = value
+            at[state.revision] = copy.deepcopy(model)
+        assert state.statistics().snapshots >= 1
+    found = _snapshots(tmp_path)
+    assert len(found) >= 3
+    for revision, root in found.items():
+        assert root == at[revision], revision
+
+
+async def test_the_actor_does_not_wait_for_a_snapshot_being_serialised(
+    tmp_path, monkeypatch
+):
+    # A snapshot whose bytes are held back: with the old design (serialising
+    # on the actor) no send could complete meanwhile.
+    release = threading.Event()
+    real_start = _persister.fork_serialise
+
+    def held_start(root):
+        forked = real_start(root)
+        assert forked is not None, "this platform forks"
+
+        class Held(ForkedBody):
+            def read(self) -> bytes:
+                release.wait(30)
+                return super().read()
+
+        return Held(forked.pid, forked.fd)
+
+    monkeypatch.setattr(_persister, "fork_serialise", held_start)
+    config = PersistenceConfig(str(tmp_path), "fsync", snapshot_every=50)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            for i in range(60):  # the 50th starts a snapshot
+                await state.send(Set("n", i))
+            revision_held = 50
+            for i in range(60, 300):  # all applied and durable while it is held
+                await state.send(Set("n", i))
+            assert state.statistics().snapshots == 0
+            assert state.revision == 300
+            release.set()
+            while state.statistics().snapshots == 0:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            found = _snapshots(tmp_path)
+            assert found[revision_held] == {"n": revision_held - 1}
+            await state.stop()
+
+
+async def test_without_fork_the_snapshot_is_serialised_in_place(tmp_path, monkeypatch):
+    monkeypatch.setattr(_persister, "fork_serialise", lambda root: None)
+    async with open_state({}, state_dir=tmp_path, snapshot_every=10) as state:
+        for i in range(25):
+            await state.send(Set("n", i))
+    found = _snapshots(tmp_path)
+    assert found[10] == {"n": 9}
+    assert found[25] == {"n": 24}  # the last one, at a clean exit
