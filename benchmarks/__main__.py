@@ -1,6 +1,6 @@
 """Run a suite: ``python -m benchmarks SUITE [--backend B] [--quick]``.
 
-SUITE is core, persistence, reactive, remote or signals.
+SUITE is core, persistence, reactive, remote, signals or scale.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from . import core, persistence, reactive
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument(
-        "suite", choices=["core", "persistence", "reactive", "remote", "signals"]
+        "suite",
+        choices=["core", "persistence", "reactive", "remote", "signals", "scale"],
     )
     parser.add_argument(
         "--backend", choices=["asyncio", "trio", "both"], default="both"
@@ -32,6 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.n, args.repeat = 2_000, 1
     backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
+    if args.suite == "scale":
+        from . import scale
+
+        print("stateward scale benchmark: a large persisted state and its snapshots")
+        print("| backend | figure | value |")
+        print("|---|---|---|")
+        for row in scale.run(backends, args.quick):
+            print(row, flush=True)
+        return 0
     if args.suite == "signals":
         from . import signals  # needs the redis extra
 

@@ -66,11 +66,30 @@ class Commit:
 
 
 class _SnapshotOrder:
-    __slots__ = ("body", "revision")
+    __slots__ = ("body", "error", "read", "revision")
 
-    def __init__(self, revision: int, body: bytes | ForkedBody) -> None:
+    def __init__(self, revision: int, body: bytes | None) -> None:
         self.revision = revision
-        self.body = body  # the bytes, or the child serialising them
+        self.body = body  # None while a child serialises it
+        self.error: OSError | None = None
+        self.read = anyio.Event()  # set once body (or error) is there
+        if body is not None:
+            self.read.set()
+
+    async def collect(self, child: ForkedBody) -> None:
+        """Read what *child* serialises, from the start.
+
+        The sooner the child exits, the sooner the parent stops paying
+        copy-on-write for the pages it shares with it.
+        """
+        try:
+            self.body = await anyio.to_thread.run_sync(
+                child.read, abandon_on_cancel=True
+            )
+        except OSError as exc:
+            self.error = exc
+        finally:
+            self.read.set()
 
 
 class Persister:
@@ -130,14 +149,15 @@ class Persister:
         self.snapshot_busy = True
         self.last_snapshot_time = anyio.current_time()
         self._snapshot_idle = anyio.Event()
-        body: bytes | ForkedBody | None = None
-        if self.config.snapshot_in_child:
-            body = fork_serialise(tree.root)
+        child = fork_serialise(tree.root) if self.config.snapshot_in_child else None
         if self.config.freeze_gc:
             gc.freeze()  # what was written since the last freeze
-        if body is None:
-            body = _snapshot_body(tree)
-        await self.tx.send(_SnapshotOrder(tree.revision, body))
+        if child is None:
+            order = _SnapshotOrder(tree.revision, _snapshot_body(tree))
+        else:
+            order = _SnapshotOrder(tree.revision, None)
+            self.core.tg.start_soon(order.collect, child, name="stateward snapshot")
+        await self.tx.send(order)
 
     async def finish(self) -> None:
         """Drain every commit, wait for a snapshot in progress, write a last one."""
@@ -263,19 +283,14 @@ class Persister:
 
     async def _snapshot_task(self, order: _SnapshotOrder) -> None:
         try:
-            body = order.body
-            if not isinstance(body, bytes):
-                try:
-                    body = await anyio.to_thread.run_sync(
-                        body.read, abandon_on_cancel=True
-                    )
-                except OSError as exc:
-                    # As a failed write: the journal still holds every record.
-                    logger.warning(
-                        "snapshot of revision %s failed: %s", order.revision, exc
-                    )
-                    return
-            await self._write_snapshot(order.revision, body)
+            await order.read.wait()
+            if order.body is None:
+                # As a failed write: the journal still holds every record.
+                logger.warning(
+                    "snapshot of revision %s failed: %s", order.revision, order.error
+                )
+                return
+            await self._write_snapshot(order.revision, order.body)
         finally:
             self._snapshot_done()
 
