@@ -47,6 +47,7 @@ from .._errors import (
 from .._json import own_json
 from ..messages.actions import Set
 from ._files import Files, open_regular
+from .persistence._fork import start as fork_serialise
 from .retention import KeepNewest
 from .store import JsonSerializer
 
@@ -232,7 +233,16 @@ class Checkpoints:
             _check_name(name, "name")
         async with self._lock:
             revision = self._state.revision
-            tree = self._state.get_nowait()  # one revision: no yield in between
+            # One revision, no yield in between: serialised by a forked child
+            # (the actor goes on; see docs/persistence.md), else copied here.
+            tree: JSON | bytes
+            child = fork_serialise(self._state._core.tree.root, _STRICT.dumps)
+            if child is None:
+                tree = self._state.get_nowait()
+            else:
+                tree = await anyio.to_thread.run_sync(
+                    child.read, abandon_on_cancel=True
+                )
             await self._state.wait_durable(revision)
             objects = dict(self._objects)
             now = datetime.datetime.now(datetime.UTC)
@@ -326,7 +336,7 @@ class Checkpoints:
         dirname: str,
         revision: int,
         created: str,
-        tree: JSON,
+        tree: JSON | bytes,
         objects: dict[str, Checkpointable],
     ) -> CheckpointInfo:
         """Write, then retain, holding the directory's lock (other processes)."""
@@ -342,7 +352,7 @@ class Checkpoints:
         dirname: str,
         revision: int,
         created: str,
-        tree: JSON,
+        tree: JSON | bytes,
         objects: dict[str, Checkpointable],
     ) -> CheckpointInfo:
         files = self._files
@@ -357,7 +367,8 @@ class Checkpoints:
         empty: list[str] = []
         try:
             (partial / OBJECTS).mkdir(0o700)
-            _write_file(files, partial / TREE, _STRICT.dumps(tree))
+            data = tree if isinstance(tree, bytes) else _STRICT.dumps(tree)
+            _write_file(files, partial / TREE, data)
             for obj_name, obj in objects.items():
                 try:
                     obj.save_state(partial / OBJECTS / obj_name)

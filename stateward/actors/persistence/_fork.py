@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Final
 from ._format import _dumps
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..._json import JSON
 
 __all__ = ["ForkedBody", "start"]
@@ -65,11 +67,14 @@ class ForkedBody:
         return b"".join(chunks)
 
 
-def start(root: JSON) -> ForkedBody | None:
+def start(
+    root: JSON, dumps: Callable[[JSON], bytes] | None = None
+) -> ForkedBody | None:
     """Fork a child that serialises *root*; None where fork is not available.
 
     Call it between two batches of the state actor: the child sees the tree
-    exactly as it is at this instant.
+    exactly as it is at this instant. *dumps* turns it into bytes (default:
+    the snapshot format's compact JSON).
     """
     if not hasattr(os, "fork") or sys.platform == "win32":
         return None
@@ -85,19 +90,25 @@ def start(root: JSON) -> ForkedBody | None:
             os.close(write_fd)
             return None
     if pid == 0:  # pragma: no cover - runs in the child, which never returns
-        _child(root, read_fd, write_fd)
+        _child(root, dumps or _encode, read_fd, write_fd)
     os.close(write_fd)
     return ForkedBody(pid, read_fd)
 
 
-def _child(root: JSON, read_fd: int, write_fd: int) -> None:  # pragma: no cover
+def _encode(root: JSON) -> bytes:
+    return _dumps(root).encode()
+
+
+def _child(  # pragma: no cover - runs in the child
+    root: JSON, dumps: Callable[[JSON], bytes], read_fd: int, write_fd: int
+) -> None:
     status = 1
     try:
         os.close(read_fd)
         gc.disable()  # a collection would touch (and copy) every page
         with contextlib.suppress(ValueError):  # only the main thread may
             signal.set_wakeup_fd(-1)  # signals here are not the parent's loop's
-        view = memoryview(_dumps(root).encode())
+        view = memoryview(dumps(root))
         while view:
             written = os.write(write_fd, view)
             view = view[written:]
