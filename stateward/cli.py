@@ -31,13 +31,34 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _codes(report: AckReport) -> str:
-    parts = []
-    for ack in report.acks:
-        name = RAS(ack.ras).name if ack.ras in RAS._value2member_map_ else str(ack.ras)
-        parts.append(f"{ack.subscriber}={name}")
-    parts.extend(f"{name}=(no answer)" for name in report.missing)
-    return " ".join(parts)
+SUBSCRIBERS = ("logger", "dashboard", "checker")
+
+
+def _columns(report: AckReport) -> str:
+    """Each subscriber's answer, in a fixed order: ok, FAILED or -."""
+    codes = {a.subscriber: a.ras for a in report.acks}
+    cells = []
+    for name in SUBSCRIBERS:
+        code = codes.get(name)
+        cells.append("-" if code is None else "ok" if code == RAS.SUCCESS else "FAILED")
+    return "".join(f"{cell:<11}" for cell in cells)
+
+
+class _InOrder:
+    """Print the lines of revisions in revision order.
+
+    Acks settle in any order: each line waits for the ones before it.
+    """
+
+    def __init__(self, first: int) -> None:
+        self.next = first
+        self.waiting: dict[int, str] = {}
+
+    def add(self, revision: int, line: str) -> None:
+        self.waiting[revision] = line
+        while self.next in self.waiting:
+            _say(self.waiting.pop(self.next))
+            self.next += 1
 
 
 async def demo(backend: str, *, runs: int = 3, pace: float = 0.1) -> int:
@@ -47,13 +68,21 @@ async def demo(backend: str, *, runs: int = 3, pace: float = 0.1) -> int:
         f"{' -> '.join(PHASES)}"
     )
     _say(
-        "subscriber actors: logger (every change), dashboard (slow: drops, then "
-        "resyncs), checker (fails run-2 in 'testing')\n"
+        "subscriber actors: logger (every change), dashboard (slow at first: it "
+        "drops updates, then resyncs), checker (fails run-2 in 'testing')\n"
     )
+    _say(
+        "One line per action, in revision order: what each subscriber answered "
+        "(ok, FAILED, or - when it\ndid not answer in time: the dashboard drops "
+        "updates when it falls behind), then the AckReport.\n"
+    )
+    _say(f"  {'rev':>3}  {'run':<6} {'-> phase':<12} " + "".join(
+        f"{name:<11}" for name in SUBSCRIBERS) + "result")  # fmt: skip
     initial = {"runs": {f"run-{i}": {"phase": "queued"} for i in range(1, runs + 1)}}
     failures = 0
     async with open_state(initial) as state:
         await _subscribe_all(state)
+        lines = _InOrder(state.revision + 1)
 
         async def worker(index: int) -> None:
             nonlocal failures
@@ -64,7 +93,7 @@ async def demo(backend: str, *, runs: int = 3, pace: float = 0.1) -> int:
                 receipt = await state.send(
                     Set(f"runs.{run}.phase", phase, source=f"worker/{run}")
                 )
-                report = await receipt.acks(timeout=pace * 3)
+                report = await receipt.acks(timeout=pace * 5)
                 verdict = report.result.name
                 if report.result is ResultCode.SUB_FAILED:
                     failures += 1
@@ -72,9 +101,10 @@ async def demo(backend: str, *, runs: int = 3, pace: float = 0.1) -> int:
                         f"{a.subscriber}: {a.message}" for a in report.failed
                     )
                     verdict += f" ({why})"
-                _say(
-                    f"  rev {receipt.revision:>2}  {run} -> {phase:<9}  "
-                    f"acks: {_codes(report):<52} {verdict}"
+                lines.add(
+                    receipt.revision,
+                    f"  {receipt.revision:>3}  {run:<6} -> {phase:<9} "
+                    f"{_columns(report)}{verdict}",
                 )
 
         async with anyio.create_task_group() as tg:
@@ -92,7 +122,7 @@ async def demo(backend: str, *, runs: int = 3, pace: float = 0.1) -> int:
         )
         report = await receipt.acks(timeout=1)
         _say(
-            f"\n  rev {receipt.revision:>2}  summary written in one transaction: "
+            f"\n  {receipt.revision:>3}  summary written in one transaction: "
             f"{report.result.name}"
         )
         _say(f"\nfinal state: {await state.get('runs')}")
@@ -117,6 +147,8 @@ async def _subscribe_all(state: StateHandle) -> None:
     async def logger(event: StateChanged | Resync) -> int:
         return RAS.SUCCESS
 
+    slow = {"left": 2}
+
     async def dashboard(event: StateChanged | Resync) -> int:
         if isinstance(event, Resync):
             runs = await state.get("runs", {})
@@ -126,7 +158,8 @@ async def _subscribe_all(state: StateHandle) -> None:
                 f"{event.last_revision}; re-read {count} runs"
             )
             return RAS.SUCCESS
-        await anyio.sleep(0.25)  # a slow screen
+        slow["left"] -= 1  # a screen that is slow at first, then keeps up
+        await anyio.sleep(0.35 if slow["left"] >= 0 else 0.01)
         return RAS.SUCCESS
 
     def checker(event: StateChanged | Resync) -> int:
