@@ -47,9 +47,9 @@ from .._errors import (
 from .._json import own_json
 from ..messages.actions import Set
 from ._files import Files, open_regular
+from ._store_files import JsonSerializer
 from .persistence._fork import start as fork_serialise
 from .retention import KeepNewest
-from .store import JsonSerializer
 
 if TYPE_CHECKING:
     import builtins

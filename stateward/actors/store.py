@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
-import pickle
 import random
-import re
 import sys
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast, final
+from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import anyio
 from anyio.from_thread import start_blocking_portal
@@ -48,6 +45,13 @@ from ..messages.acks import RAS
 from ..messages.actions import Action, Delete, Set, Transaction
 from ..tree import Tree
 from ._files import Files, open_regular
+from ._store_files import (
+    JsonSerializer,
+    PickleSerializer,
+    Serializer,
+    file_identity,
+    remove_stale_temps,
+)
 from .state import StateHandle, open_state
 
 if TYPE_CHECKING:
@@ -64,59 +68,6 @@ __all__ = ["JsonSerializer", "PickleSerializer", "Serializer", "Store"]
 logger = logging.getLogger(__name__)
 
 
-class Serializer(Protocol):
-    """Turns the whole tree into bytes and back, for :class:`Store` files."""
-
-    def dumps(self, value: JSON) -> bytes:
-        """Encode *value*."""
-        ...
-
-    def loads(self, data: bytes) -> object:
-        """Decode *data* (the result is validated as strict JSON afterwards)."""
-        ...
-
-
-@final
-class JsonSerializer:
-    """UTF-8 JSON (the default), pretty-printed with *indent* when given."""
-
-    def __init__(self, indent: int | None = 2) -> None:
-        self.indent = indent
-
-    def dumps(self, value: JSON) -> bytes:
-        """Encode *value* as strict JSON (no NaN, no Infinity)."""
-        return json.dumps(
-            value, indent=self.indent, ensure_ascii=False, allow_nan=False
-        ).encode()
-
-    def loads(self, data: bytes) -> object:
-        """Decode JSON; NaN and Infinity are refused."""
-
-        def refuse(name: str) -> None:
-            msg = f"{name} is not JSON"
-            raise ValueError(msg)
-
-        return json.loads(data, parse_constant=refuse)
-
-
-@final
-class PickleSerializer:
-    """Pickle, for local files you wrote yourself: never for anything received.
-
-    Unpickling runs code chosen by whoever wrote the file, so stateward never
-    picks it on its own: you must pass it by name, and it is refused for
-    anything but a local ``state_file``.
-    """
-
-    def dumps(self, value: JSON) -> bytes:
-        """Pickle *value*."""
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def loads(self, data: bytes) -> object:
-        """Unpickle *data* (trusted local files only)."""
-        return pickle.loads(data)  # explicit opt-in, local files only
-
-
 _TXN: Final = threading.local()
 
 
@@ -130,44 +81,6 @@ def _pending() -> dict[int, tuple[Tree, list[Action]]]:
         "pending", {}
     )
     return pending
-
-
-def _identity(st: os.stat_result) -> tuple[int, int, int]:
-    """What changes when anyone rewrites a file (an atomic save: a new inode)."""
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def _remove_stale_temps(path: str) -> None:
-    """Remove the temp files of saves that a killed process left beside *path*.
-
-    ``save()`` writes ``<file>.<pid>.tmp`` then renames it: a process killed
-    in between leaves one behind. Those of processes still alive are kept.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    pattern = re.compile(re.escape(os.path.basename(path)) + r"\.(\d+)\.tmp")
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
-    for name in names:
-        m = pattern.fullmatch(name)
-        if m is None or _alive(int(m.group(1))):
-            continue
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(directory, name))
-            logger.info("removed %s, left by a process that is gone", name)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def _sync_handler(callback: Callable[[StateChanged | Resync], object]) -> Any:
@@ -282,11 +195,11 @@ class Store:
         return self._state.revision, self._state.get_nowait("")
 
     def _load(self, path: str, start: JSON) -> JSON:
-        _remove_stale_temps(path)
+        remove_stale_temps(path)
         try:
             # A FIFO or a directory is refused (CorruptStateError), never read.
             with os.fdopen(open_regular(path, follow=True), "rb") as f:
-                self._seen = _identity(os.fstat(f.fileno()))
+                self._seen = file_identity(os.fstat(f.fileno()))
                 data = f.read()
         except FileNotFoundError:
             return start
@@ -500,12 +413,12 @@ class Store:
             Files().write_atomic(target, data)
             if own:
                 self._saved_revision = revision
-                self._seen = _identity(os.stat(target))
+                self._seen = file_identity(os.stat(target))
         return target
 
     def _check_unchanged(self, target: str) -> None:
         try:
-            now: tuple[int, int, int] | None = _identity(os.stat(target))
+            now: tuple[int, int, int] | None = file_identity(os.stat(target))
         except FileNotFoundError:
             now = None
         if now is not None and now != self._seen:
