@@ -31,6 +31,7 @@ from .store import (
     PickleSerializer as PickleSerializer,
     Serializer as Serializer,
     Store as Store,
+    StoreCheckpoints as StoreCheckpoints,
 )
 from .subscriber import (
     Handler as Handler,
@@ -60,6 +61,7 @@ __all__ = [
     "StateHandle",
     "StateStatistics",
     "Store",
+    "StoreCheckpoints",
     "SubscriberStatistics",
     "Subscription",
     "open_state",
