@@ -75,8 +75,10 @@ class StateActor:
 
     Args:
         initial: The starting tree (any JSON value; ``{}`` when None). It is
-            copied: later changes to your object are not seen. With
-            *persistence*, used only when the state directory holds no state.
+            copied once: later changes to your object are not seen, and the
+            tree holds the only copy (the actor lets go of it when it starts:
+            an actor runs once). With *persistence*, used only when the state
+            directory holds no state.
         mailbox_size: How many actions may wait to be applied. Senders beyond
             it wait in :meth:`StateHandle.send` (backpressure).
         persistence: Where and how to keep the state on disk; None keeps it
@@ -130,16 +132,18 @@ class StateActor:
         config = self.persistence
         lock: int | None = None
         persister: Persister | None = None
+        # The converter made a private copy of *initial*: the tree takes it
+        # as it is (no second copy), and the actor lets go of it (it runs once).
+        initial, self.initial = self.initial, None
         if config is None:
-            tree = Tree(self.initial)
+            tree = Tree.adopt(initial)
         else:
             lock = await anyio.to_thread.run_sync(
                 lock_directory, config.files, config.state_dir
             )
             try:
-                recovered = await anyio.to_thread.run_sync(
-                    recover, config, self.initial
-                )
+                recovered = await anyio.to_thread.run_sync(recover, config, initial)
+                del initial  # recovery adopted it, or read the state from disk
             except BaseException:
                 unlock_directory(lock)
                 raise
@@ -267,6 +271,7 @@ async def open_state(
         action_log=action_log,
         redact=_to_patterns(redact),
     )
+    del initial  # the actor has its own copy: do not keep the caller's alive
     error: BaseException | None = None
     with _unwrap_exit():
         async with anyio.create_task_group() as tg:

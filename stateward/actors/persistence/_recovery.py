@@ -67,7 +67,8 @@ def recover(
         journal = Journal(config, store_id, 0)
         journal.write_snapshot(0, _dumps(initial).encode())
         journal.open_segment(1)
-        return Recovered(Tree(initial), journal, 0, 0, ())
+        # *initial* is the actor's private, validated copy: adopted, not copied.
+        return Recovered(Tree.adopt(initial), journal, 0, 0, ())
 
     base: Snapshot | None = None
     for revision in reversed(snapshots):
