@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
 
+    from .persistence import RecoveryProgress
+
 
 __all__ = [
     "Receipt",
@@ -229,6 +231,7 @@ async def open_state(
     history: int = 1000,
     action_log: int = 100,
     redact: Iterable[str] = (),
+    on_recovery_progress: Callable[[RecoveryProgress], object] | None = None,
 ) -> AsyncIterator[StateHandle]:
     """Run a state actor for the duration of the ``async with`` block.
 
@@ -246,7 +249,9 @@ async def open_state(
     (:meth:`StateHandle.subscribe`, :meth:`StateHandle.watch`) and
     :meth:`StateHandle.at_revision`; the last *action_log* actions for
     :meth:`StateHandle.action_log`, with the values under the *redact*
-    patterns masked.
+    patterns masked. *on_recovery_progress* is called during a long
+    recovery (from its worker thread) with a
+    :class:`~stateward.actors.persistence.RecoveryProgress`.
 
     On a normal exit it stops gracefully (:meth:`StateHandle.stop`); on an
     exception the actor and its subscribers are cancelled and the exception
@@ -261,6 +266,7 @@ async def open_state(
             snapshot_every,
             keep_snapshots,
             snapshot_interval,
+            on_progress=on_recovery_progress,
         )
     )
     actor = StateActor(

@@ -432,3 +432,33 @@ def test_stateward_inspect_shows_a_path_a_summary_or_json(tmp_path: Path) -> Non
     plain = cli(str(tmp_path / "plain"))
     assert plain.returncode == 1
     assert "is not a state directory" in plain.stderr
+
+
+def test_recovery_reports_its_progress(tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+
+    async def fill() -> None:
+        async with open_state({}, state_dir=tmp_path / "s") as state:
+            for i in range(100):
+                await state.send(Set("n", i))
+            # A copy of the live directory: as after a crash, the journal
+            # holds what no snapshot does.
+            shutil.copytree(tmp_path / "s", copy, ignore=shutil.ignore_patterns("LOCK"))
+
+    anyio.run(fill)
+    seen = []
+
+    async def reopen() -> None:
+        async with open_state(
+            {}, state_dir=copy, on_recovery_progress=seen.append
+        ) as state:
+            assert await state.get("n") == 99
+
+    anyio.run(reopen)
+    assert seen
+    last = seen[-1]
+    assert (last.records, last.revision) == (100, 100)
+    assert last.bytes_done == last.bytes_total > 0
+    assert [p.bytes_done for p in seen] == sorted(p.bytes_done for p in seen)

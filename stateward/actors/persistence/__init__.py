@@ -66,7 +66,7 @@ from ._format import (
     snapshot_name,
 )
 from ._journal import Journal, Segment, apply_record, read_segment
-from ._recovery import Recovered, recover
+from ._recovery import Recovered, RecoveryProgress, recover
 from ._replay import (
     FeedEntry,
     Inspection,
@@ -87,6 +87,7 @@ __all__ = [
     "Journal",
     "PersistenceConfig",
     "Recovered",
+    "RecoveryProgress",
     "Segment",
     "Snapshot",
     "_dumps",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Final, Literal, TypeAlias, final
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias, final
 
 import attrs
 
@@ -12,6 +12,11 @@ from ..._errors import (
     InvalidActionError,
 )
 from .._files import Files
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._recovery import RecoveryProgress
 
 __all__ = ["DURABILITIES", "Durability", "PersistenceConfig"]
 
@@ -63,4 +68,9 @@ class PersistenceConfig:
     0.1 s). It is process-wide: cyclic garbage among objects that existed at
     a freeze is not collected until ``gc.unfreeze()`` (a JSON tree has no
     cycles, and reference counting frees it as usual)."""
+    on_progress: Callable[[RecoveryProgress], object] | None = attrs.field(
+        default=None, eq=False, repr=False
+    )
+    """Called during recovery, from the recovery's worker thread, after each
+    journal segment and every 50,000 records (see :class:`RecoveryProgress`)."""
     files: Files = attrs.field(factory=Files, eq=False, repr=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..._json import JSON
     from ._config import PersistenceConfig
 
-__all__ = ["Recovered", "recover"]
+__all__ = ["Recovered", "RecoveryProgress", "recover"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,30 @@ class Recovered:
     snapshot_revision: int
     replayed: int
     warnings: tuple[str, ...]
+
+
+_PROGRESS_EVERY: Final = 50_000  # records between two progress reports
+
+
+@attrs.frozen
+class RecoveryProgress:
+    """How far a recovery got; passed to ``PersistenceConfig.on_progress``."""
+
+    bytes_done: int
+    """Journal bytes replayed so far (whole segments)."""
+    bytes_total: int
+    """Journal bytes to replay in all."""
+    records: int
+    """Records replayed so far."""
+    revision: int
+    """The revision the tree has reached."""
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def recover(
@@ -96,6 +120,9 @@ def recover(
         if i + 1 == len(segments) or segments[i + 1] > base.revision + 1
     ]
     replayed = 0
+    report = config.on_progress
+    sizes = [_size(os.path.join(directory, segment_name(f))) for f in needed]
+    done_bytes, total_bytes = 0, sum(sizes)
     for i, first in enumerate(needed):
         name = segment_name(first)
         path = os.path.join(directory, name)
@@ -139,6 +166,13 @@ def recover(
                 raise CorruptStateError(name, reason)
             apply_record(tree, sequence, payload, name)
             replayed += 1
+            if report is not None and replayed % _PROGRESS_EVERY == 0:
+                report(
+                    RecoveryProgress(done_bytes, total_bytes, replayed, tree.revision)
+                )
+        done_bytes += sizes[i]
+        if report is not None:
+            report(RecoveryProgress(done_bytes, total_bytes, replayed, tree.revision))
         crash_point("recovery-replayed-segment")
 
     journal = Journal(config, base.store_id, base.revision)
