@@ -13,7 +13,7 @@ import pytest
 from stateward import RAS, RemoteError, ResultCode, Set, open_state
 from stateward.remote import connect_redis, serve_redis
 
-from .redislib import RedisProcess
+from .redislib import RedisProcess, unavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +27,7 @@ def _openssl(*args: str, cwd) -> None:
 def _certificates(directory, name: str) -> dict[str, str]:
     """A CA, and a certificate it signs for the server and one for a client."""
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+        unavailable("openssl is not installed (apt-get install openssl)")
     d = directory
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
              "-subj", f"/CN={name} test CA", "-keyout", "ca.key", "-out", "ca.crt",
