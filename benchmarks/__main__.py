@@ -33,45 +33,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.n, args.repeat = 2_000, 1
     backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
-    if args.suite == "scale":
-        from . import scale
+    if args.suite != "core":
+        # The other suites yield their rows one figure at a time.
+        if args.suite == "scale":
+            from . import scale
 
-        print("stateward scale benchmark: a large persisted state and its snapshots")
-        print("| backend | figure | value |")
-        print("|---|---|---|")
-        for row in scale.run(backends, args.quick):
-            print(row, flush=True)
-        return 0
-    if args.suite == "signals":
-        from . import signals  # needs the redis extra
+            title = "scale benchmark: a large persisted state and its snapshots"
+            rows = scale.run(backends, args.quick)
+        elif args.suite in ("signals", "remote"):
+            # Both need the redis extra.
+            from . import remote, signals
 
-        print("stateward signals benchmark: medians of single round trips")
+            title = f"{args.suite} benchmark: medians of single round trips"
+            module = signals if args.suite == "signals" else remote
+            rows = module.run(args.n, backends, args.quick)
+        elif args.suite == "reactive":
+            title = f"reactive benchmark: n={args.n}, best of {args.repeat}"
+            rows = reactive.run(args.n, args.repeat, backends)
+        else:
+            title = f"persistence benchmark: n={args.n}, best of {args.repeat}"
+            rows = persistence.run(args.n, args.repeat, backends, args.quick)
+        print(f"stateward {title}")
         print("| backend | figure | value |")
         print("|---|---|---|")
-        for row in signals.run(args.n, backends, args.quick):
-            print(row, flush=True)
-        return 0
-    if args.suite == "remote":
-        from . import remote  # needs the redis extra
-
-        print("stateward remote benchmark: medians of single round trips")
-        print("| backend | figure | value |")
-        print("|---|---|---|")
-        for row in remote.run(args.n, backends, args.quick):
-            print(row, flush=True)
-        return 0
-    if args.suite == "reactive":
-        print(f"stateward reactive benchmark: n={args.n}, best of {args.repeat}")
-        print("| backend | figure | value |")
-        print("|---|---|---|")
-        for row in reactive.run(args.n, args.repeat, backends):
-            print(row, flush=True)
-        return 0
-    if args.suite == "persistence":
-        print(f"stateward persistence benchmark: n={args.n}, best of {args.repeat}")
-        print("| backend | figure | value |")
-        print("|---|---|---|")
-        for row in persistence.run(args.n, args.repeat, backends, args.quick):
+        for row in rows:
             print(row, flush=True)
         return 0
     print(f"stateward core benchmark: n={args.n}, best of {args.repeat}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import time
@@ -36,7 +37,7 @@ from stateward.remote import serve_redis
 from stateward.remote._redis import open_connection
 from stateward.signals import Signals, open_exporter, open_responder, protocol as sp
 
-from .remote import _start_redis
+from .remote import _start_redis, ratio_row
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -192,9 +193,13 @@ def run(n: int, backends: list[str], quick: bool) -> Iterator[str]:
                 for f in (_c, _d)
             )
             yield f"| {backend} | (a) reference exporter + responder | {a:.1f} ms |"
-            yield _row(backend, "(b) reference exporter, stateward answers", b, a, 1.1)
+            yield ratio_row(
+                backend, "(b) reference exporter, stateward answers", b, a, 1.1, "(a)"
+            )
             yield f"| {backend} | (c) raw PUBLISH -> reference responder | {c:.2f} ms |"
-            yield _row(backend, "(d) send + acks via a reference responder", d, c, 1.25)
+            yield ratio_row(
+                backend, "(d) send + acks via a reference responder", d, c, 1.25, "(c)"
+            )
             speedup = a / e
             verdict = "meets" if speedup >= 50 else "MISSES"
             yield (
@@ -204,15 +209,4 @@ def run(n: int, backends: list[str], quick: bool) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait()
-        import shutil
-
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _row(backend: str, figure: str, value: float, base: float, target: float) -> str:
-    ratio = value / base
-    verdict = "meets" if ratio <= target else "MISSES"
-    return (
-        f"| {backend} | {figure} | {value:.2f} ms = {ratio:.2f}x "
-        f"(target <= {target}x: {verdict}) |"
-    )
