@@ -362,6 +362,15 @@ async def test_injected_errors_fail_stop_100_times(tmp_path: Path, op: str) -> N
     assert injections == 50
 
 
+def _inspect(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stateward.cli", "inspect", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def test_stateward_inspect_shows_files_and_rebuilds_a_revision(tmp_path: Path) -> None:
     async def fill() -> None:
         async with open_state({"a": 1}, state_dir=tmp_path) as state:
@@ -371,15 +380,7 @@ def test_stateward_inspect_shows_files_and_rebuilds_a_revision(tmp_path: Path) -
     anyio.run(fill)
     before = sorted(os.listdir(tmp_path))
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "stateward.cli", "inspect", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-
-    done = cli(str(tmp_path))
+    done = _inspect(str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "snapshot-00000000000000000000.snap  revision 0" in done.stdout
     assert (
@@ -387,10 +388,10 @@ def test_stateward_inspect_shows_files_and_rebuilds_a_revision(tmp_path: Path) -
     )
     assert "revisions on disk: 0..7" in done.stdout
     assert done.stdout.rstrip().endswith('{\n  "a": 1,\n  "n": 6\n}')
-    at_two = cli(str(tmp_path), "--revision", "2")
+    at_two = _inspect(str(tmp_path), "--revision", "2")
     assert at_two.stdout.rstrip().endswith('{\n  "a": 1,\n  "n": 1\n}')
-    assert cli(str(tmp_path), "--revision", "99").returncode == 1
-    missing = cli(str(tmp_path / "nope"))
+    assert _inspect(str(tmp_path), "--revision", "99").returncode == 1
+    missing = _inspect(str(tmp_path / "nope"))
     assert missing.returncode == 1
     assert "no such state directory" in missing.stderr
     assert sorted(os.listdir(tmp_path)) == before  # read-only
@@ -404,32 +405,24 @@ def test_stateward_inspect_shows_a_path_a_summary_or_json(tmp_path: Path) -> Non
 
     anyio.run(fill)
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "stateward.cli", "inspect", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-
     state_dir = str(tmp_path / "s")
-    one = cli(state_dir, "jobs.build")
+    one = _inspect(state_dir, "jobs.build")
     assert one.returncode == 0, one.stderr
     assert one.stdout.rstrip().endswith('{\n  "status": "ok",\n  "n": 3\n}')
-    summary = cli(state_dir, "--summary")
+    summary = _inspect(state_dir, "--summary")
     assert "jobs  object, 2 children, 5 leaves" in summary.stdout
     assert "test  array, 3 children, 3 leaves, 9 bytes" in summary.stdout  # [1, 2, 3]
-    report = json.loads(cli(state_dir, "jobs", "--json").stdout)
+    report = json.loads(_inspect(state_dir, "jobs", "--json").stdout)
     assert report["revision"] == 2
     assert report["value"]["test"] == [1, 2, 3]
     assert report["segments"][0]["records"] == 2
-    assert "2 records" in cli(state_dir).stdout
-    missing = cli(state_dir, "jobs.nope")
+    assert "2 records" in _inspect(state_dir).stdout
+    missing = _inspect(state_dir, "jobs.nope")
     assert missing.returncode == 1
     assert "'jobs.nope' does not exist at revision 2" in missing.stderr
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "notes.txt").write_text("hello")
-    plain = cli(str(tmp_path / "plain"))
+    plain = _inspect(str(tmp_path / "plain"))
     assert plain.returncode == 1
     assert "is not a state directory" in plain.stderr
 

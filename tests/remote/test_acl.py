@@ -20,11 +20,14 @@ pytestmark = pytest.mark.anyio
 PASSWORDS = {"owner": "owner-secret-1", "client-w1": "client-secret-2"}
 
 
-def _create_users(redis) -> None:
+def _create_users(redis, rules=None, passwords=PASSWORDS) -> None:
+    """Run each role's ACL SETUSER line, with its password, on *redis*."""
     cli = shutil.which("redis-cli")
     assert cli is not None, "redis-cli comes with redis-server"
-    for role, rule in acl_rules("jobs", "w1").items():
-        words = shlex.split(rule.replace("<password>", PASSWORDS[role]))
+    rules = acl_rules("jobs", "w1") if rules is None else rules
+    for role, rule in rules.items():
+        secret = passwords.get(role, passwords["owner"])
+        words = shlex.split(rule.replace("<password>", secret))
         done = subprocess.run(
             [cli, "-p", str(redis.port), *words],
             capture_output=True,
@@ -76,24 +79,9 @@ async def test_the_signals_roles_publish_only_where_they_may(redis):
     from stateward.remote._redis import open_connection
     from stateward.signals import Signals, open_exporter, open_responder, protocol as sp
 
-    cli = shutil.which("redis-cli")
     rules = {**acl_rules("jobs"), **sp.acl_rules("jobs")}
     passwords = {"owner": "o-1", "signals-exporter": "e-2", "signals-responder": "r-3"}
-
-    def create() -> None:
-        for role, rule in rules.items():
-            secret = passwords.get(role, passwords["owner"])
-            words = shlex.split(rule.replace("<password>", secret))
-            done = subprocess.run(
-                [cli, "-p", str(redis.port), *words],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=10,
-            )
-            assert done.stdout.strip() == "OK", (rule, done.stdout)
-
-    await anyio.to_thread.run_sync(create)
+    await anyio.to_thread.run_sync(_create_users, redis, rules, passwords)
     host = f"127.0.0.1:{redis.port}"
     owner = f"redis://sw-owner-jobs:o-1@{host}"
     exporter_url = f"redis://sw-signals-exporter:e-2@{host}"

@@ -76,11 +76,13 @@ async def test_native_exporter_and_responders_round_trip(redis):
 
 
 async def test_an_exporter_meets_stateward_subscribers_through_the_bridge(redis):
+    release = anyio.Event()  # the "slow" answer waits for the exporter's timeout
+
     async def checker(event):
         if event.new_value["event"] == "fail":
             return RAS.FAILURE, "disk full"
         if event.new_value["event"] == "slow":
-            await anyio.sleep(1)
+            await release.wait()
         return RAS.SUCCESS
 
     seen = []
@@ -111,6 +113,7 @@ async def test_an_exporter_meets_stateward_subscribers_through_the_bridge(redis)
                 assert messages == {bridge.responder_ids["checker"]: "disk full"}
                 code, _ = await exporter.publish_signal("slow", timeout=0.2)
                 assert code is ResultCode.MISSING_RESPONSE
+                release.set()
                 await exporter.shutdown()
                 await wait_for(lambda: exporter.pub_id not in bridge.exporters)
             value = await state.get("signals.fio")
@@ -183,6 +186,14 @@ async def test_responders_acknowledge_stateward_actions_through_the_bridge(redis
 
 
 async def test_the_bridge_drops_malformed_messages_and_keeps_serving(redis):
+    good = {
+        "publisher_id": "p",
+        "process_name": "x",
+        "event": "e",
+        "runner_host": "h",
+        "sample_no": 1,
+        "tag": "t",
+    }
     bad = [
         b"not json",
         b"[1, 2]",
@@ -191,38 +202,9 @@ async def test_the_bridge_drops_malformed_messages_and_keeps_serving(redis):
         b"NaN",
         b'{"a": ' * 100_000,
         b"x" * ((1 << 20) + 10),
-        json.dumps(
-            {
-                "publisher_id": "p",
-                "process_name": "x",
-                "event": "e",
-                "runner_host": "h",
-                "sample_no": "1",
-                "tag": "t",
-            }
-        ).encode(),
-        json.dumps(
-            {
-                "publisher_id": "p",
-                "process_name": "x",
-                "event": "e",
-                "runner_host": "h",
-                "sample_no": 1,
-                "tag": "t",
-                "extra": 1,
-            }
-        ).encode(),
-        json.dumps(
-            {
-                "publisher_id": "p",
-                "process_name": "x",
-                "event": "e",
-                "runner_host": "h",
-                "sample_no": 1,
-                "tag": "t",
-                "metadata": [1],
-            }
-        ).encode(),
+        json.dumps({**good, "sample_no": "1"}).encode(),  # a wrong type
+        json.dumps({**good, "extra": 1}).encode(),  # an extra key
+        json.dumps({**good, "metadata": [1]}).encode(),  # not an object
         b"\xff\xfe",
     ]
     with anyio.fail_after(20):

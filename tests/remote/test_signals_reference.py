@@ -76,10 +76,11 @@ async def test_an_unchanged_exporter_is_answered_by_stateward_subscribers(
         if event.new_value["event"] == "fail":
             return RAS.FAILURE, "disk full"
         if event.new_value["event"] == "slow":
-            await anyio.sleep(2.5)
+            await release.wait()  # answered once the exporter gave up on it
         return RAS.SUCCESS
 
     seen = []
+    release = anyio.Event()
     signals = Signals(respond_as=("checker", "recorder"), ack_timeout=10)
     with anyio.fail_after(60):
         async with (
@@ -90,6 +91,7 @@ async def test_an_unchanged_exporter_is_answered_by_stateward_subscribers(
             await state.subscribe("signals.**", seen.append, name="recorder")
             events = [["start", 20], ["fail", 20], ["slow", 1]]
             lines = await _run_exporter(reference_python, redis.port, "fio", 2, events)
+            release.set()
             bridge = server.signals
             init, start, fail, slow, done = lines
             assert init["init"] == 0
