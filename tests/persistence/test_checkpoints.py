@@ -417,6 +417,7 @@ async def test_a_retention_policy_of_your_own_runs_after_save_and_on_demand(
         with pytest.raises(InvalidActionError, match="not both"):
             Checkpoints(state, tmp_path, keep=1, retention=keep_even)
     plain = Checkpoints(state, tmp_path / "none")
+    assert (tmp_path / "none").is_dir()  # made when built: users check for it
     assert await plain.retain() == []  # no policy: removes nothing
 
 
