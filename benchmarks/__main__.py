@@ -1,6 +1,7 @@
 """Run a suite: ``python -m benchmarks SUITE [--backend B] [--quick]``.
 
-SUITE is core, persistence, reactive, remote, signals or scale.
+SUITE is core, persistence, reactive, remote, signals, scale or sweep;
+``sweep --plot DIR`` also draws its series as PNG charts in DIR.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument(
         "suite",
-        choices=["core", "persistence", "reactive", "remote", "signals", "scale"],
+        choices=[
+            "core",
+            "persistence",
+            "reactive",
+            "remote",
+            "signals",
+            "scale",
+            "sweep",
+        ],
     )
     parser.add_argument(
         "--backend", choices=["asyncio", "trio", "both"], default="both"
@@ -29,13 +38,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="n=2000, repeat=1 (smoke run)"
     )
+    parser.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="sweep only: write PNG charts into DIR (needs the plot extra)",
+    )
     args = parser.parse_args(argv)
+    if args.plot is not None and args.suite != "sweep":
+        parser.error("--plot draws the sweep suite's series: use 'sweep --plot DIR'")
     if args.quick:
         args.n, args.repeat = 2_000, 1
     backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
     if args.suite != "core":
         # The other suites yield their rows one figure at a time.
-        if args.suite == "scale":
+        if args.suite == "sweep":
+            from . import sweep
+
+            title = f"sweep: n={args.n}, ratios against same-run baselines"
+            rows = sweep.run(args.n, backends, args.quick, args.plot)
+        elif args.suite == "scale":
             from . import scale
 
             title = "scale benchmark: a large persisted state and its snapshots"
