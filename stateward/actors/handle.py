@@ -11,13 +11,10 @@ import contextlib
 from typing import TYPE_CHECKING, cast, final, overload
 
 import anyio
-import attrs
 
 from .._checks import MAX_MAILBOX, check_int, check_seconds
 from .._errors import (
     ActionRejectedError,
-    CompactedError,
-    CorruptStateError,
     DuplicateNameError,
     InvalidActionError,
     RevisionMismatchError,
@@ -26,117 +23,31 @@ from .._errors import (
 )
 from .._json import JSON, copy_json
 from ..messages.actions import Action, Set, Transaction
-from ..messages.events import Progress, Resync, StateChanged
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 from ..tree import MISSING
-from ._core import _Core, _Register, _Request
-from ._derive import Derivation
-from ._history import undo
+from ._core import _Core, _Request
+from ._handle_feed import HandleFeed, _check_from_revision
+from ._handle_reactive import HandleReactive
 from ._persister import WAIT_FOR
-from ._track import Reaction, Reader, first_run
+from ._subscription import StateStatistics, Subscription
 from ._util import NoPublicConstructor
-from .persistence import FeedEntry, oldest_snapshot, replay_files
 from .subscriber import Handler, Overflow, Subscriber, SubscriberStatistics
 
 if TYPE_CHECKING:
     from collections.abc import (
-        AsyncGenerator,
-        Awaitable,
-        Callable,
-        Iterable,
         Sequence,
     )
 
     from ._ack import Receipt
     from ._log import LoggedAction
+    from .persistence import FeedEntry
 
 
 __all__ = ["StateHandle", "StateStatistics", "Subscription"]
 
 
 @final
-@attrs.frozen
-class StateStatistics:
-    """A snapshot of the state actor's counters."""
-
-    revision: int
-    """The current revision."""
-    subscribers: int
-    """Subscribers registered now."""
-    mailbox_used: int
-    """Actions waiting in the mailbox."""
-    mailbox_size: int
-    """The mailbox's bound."""
-    senders_waiting: int
-    """Senders parked because the mailbox was full (they hold their action)."""
-    applied: int
-    """Actions applied (including those that changed nothing)."""
-    rejected: int
-    """Actions rejected with an ActionRejectedError."""
-    durable_revision: int | None = None
-    """Persisted states: the last revision committed to the journal."""
-    journal_commits: int = 0
-    """Persisted states: group commits written (each one write, maybe one fsync)."""
-    journal_fsyncs: int = 0
-    """Persisted states: fsyncs of the journal."""
-    snapshots: int = 0
-    """Persisted states: snapshots written since it started."""
-
-
-@final
-class Subscription(metaclass=NoPublicConstructor):
-    """A live subscription, returned by :meth:`StateHandle.subscribe`.
-
-    Also an async context manager that unsubscribes on exit.
-    """
-
-    __slots__ = ("_core", "_sub", "start_revision")
-
-    def __init__(self, core: _Core, sub: Subscriber, start_revision: int) -> None:
-        self._core = core
-        self._sub = sub
-        self.start_revision = start_revision
-        """The revision when it started: it receives every change after it."""
-
-    @property
-    def name(self) -> str:
-        """The subscriber's unique name (used in Acks and reports)."""
-        return self._sub.name
-
-    @property
-    def pattern(self) -> str:
-        """The pattern it was registered with."""
-        return self._sub.pattern
-
-    def __repr__(self) -> str:
-        return repr(self._sub).replace("<Subscriber", "<Subscription", 1)
-
-    def statistics(self) -> SubscriberStatistics:
-        """Return a snapshot of the subscriber's counters (never blocks)."""
-        return self._sub.statistics()
-
-    async def unsubscribe(self) -> None:
-        """Stop the subscriber and wait until its task has ended.
-
-        No event is delivered after this starts; a handler running now is
-        cancelled; queued deliveries are reported as missing to their senders.
-        Idempotent.
-        """
-        self._core.remove_subscriber(self._sub)
-        await self._sub.wait_finished()
-
-    async def __aenter__(self) -> Subscription:
-        """Return the subscription itself."""
-        await anyio.lowlevel.checkpoint()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Unsubscribe."""
-        await self.unsubscribe()
-
-
-@final
-class StateHandle(metaclass=NoPublicConstructor):
+class StateHandle(HandleFeed, HandleReactive, metaclass=NoPublicConstructor):
     """What a running :class:`StateActor` gives you: send, read, subscribe, stop.
 
     Every method may be called from any task on the actor's event loop (not
@@ -508,282 +419,6 @@ class StateHandle(metaclass=NoPublicConstructor):
             core.replay(sub, from_revision, older)
         return Subscription._create(core, sub, core.tree.revision)
 
-    async def _older_feed(self, since: int) -> list[FeedEntry]:
-        """What the ring no longer holds after *since*, rebuilt from the files.
-
-        Returns when the ring covers the rest (then the caller adds its
-        subscriber without yielding: nothing can fall in between).
-        """
-        core = self._core
-        entries: list[FeedEntry] = []
-        after = since
-        for _ in range(8):
-            oldest = core.history.oldest(core.tree.revision)
-            if after >= oldest:
-                return entries
-            persister = core.persister
-            if persister is None:
-                raise CompactedError(since, oldest)
-            await persister.wait_durable(oldest)  # the files hold up to there
-            until = persister.durable_revision
-            directory = persister.config.state_dir
-            try:
-                _, got = await anyio.to_thread.run_sync(
-                    replay_files, directory, after, until
-                )
-            except (CorruptStateError, OSError):
-                raise await self._compacted(since) from None
-            entries.extend(got)
-            after = until
-        # The state moved faster than the files could be read, eight times.
-        raise CompactedError(since, core.history.oldest(core.tree.revision))
-
-    def _tap(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call *callback* (it must not block) whenever changes are released.
-
-        Released: applied, committed (persisted states) and handed to the
-        subscribers. Returns the function that removes the tap.
-        """
-        taps = self._core.taps
-        taps.append(callback)
-        return lambda: taps.remove(callback)
-
-    @property
-    def _released(self) -> int:
-        """Every change up to this revision is released (see :meth:`_tap`)."""
-        return self._core.released
-
-    async def _changes_after(self, after: int, until: int) -> list[FeedEntry]:
-        """The changes of revisions *after* + 1 .. *until* (<= released), oldest first.
-
-        From the history ring, else rebuilt from the files (persisted states).
-
-        Raises:
-            CompactedError: Neither reaches back to *after*.
-        """
-        core = self._core
-        older = await self._older_feed(after) if after < until else []
-        start = older[-1].revision if older else after
-        entries = list(older)
-        for entry in core.history.since(start):
-            if entry.revision > until:
-                break
-            entries.append(
-                FeedEntry(
-                    entry.revision,
-                    entry.action.id,
-                    entry.action.source,
-                    entry.action.payload,
-                    entry.changes,
-                )
-            )
-        return [e for e in entries if after < e.revision <= until]
-
-    async def derive(
-        self, dest: PathLike, source: PathLike, fn: Callable[[JSON], object]
-    ) -> Receipt:
-        """Keep ``dest = fn(value at source)`` up to date, inside the state actor.
-
-        *fn* gets a private copy of the source's value (None when missing)
-        and returns JSON. It runs now (the receipt is that of writing the
-        first value) and again after every action that changes the source,
-        once per action, in the same revision, before any event of the action
-        leaves: no subscriber sees the source and ``dest`` out of step. A
-        chain (a derivation of a derived path) settles in the same action.
-
-        *dest* is then read and subscribed to like any path, and written only
-        by the derivation: an action writing at or below it is rejected
-        (writing above it, the derivation puts its value back). When *fn*
-        raises later, ``dest`` keeps its previous value and the action's
-        receipt lists the error in ``derive_errors``. Keep *fn* quick and free
-        of side effects: it runs in the state actor, between two actions.
-
-        Raises:
-            InvalidActionError: *dest* or *source* is not a plain path, they
-                overlap, *dest* overlaps another derived path, or the
-                derivations would form a cycle.
-            ActionRejectedError: *fn* raised on the current value; nothing
-                was registered.
-        """
-        return await self._register(
-            _Register(Derivation(dest, [source], fn, many=False))
-        )
-
-    async def derive_many(
-        self,
-        dest: PathLike,
-        sources: Iterable[PathLike],
-        fn: Callable[[dict[str, JSON]], object],
-    ) -> Receipt:
-        """As :meth:`derive`, from several sources: ``dest = fn({source: value})``.
-
-        Recomputed once per action however many of its sources it changed,
-        never from a mix of old and new values.
-        """
-        if isinstance(sources, str | tuple):
-            reason = "must be a list of paths (a str or a tuple is one path)"
-            raise InvalidActionError("sources", reason)
-        derivation = Derivation(dest, list(sources), fn, many=True)
-        return await self._register(_Register(derivation))
-
-    async def track(
-        self,
-        fn: Callable[[Reader], Awaitable[object] | object],
-        *,
-        name: str | None = None,
-    ) -> Reaction:
-        """Run ``fn(reader)`` now and again whenever something it read changes.
-
-        Every ``reader.get(path)`` in a run records *path*; after an action
-        changes a recorded path (or something below or above it that alters
-        its value), *fn* runs again, in the reaction's own task. The recorded
-        set is replaced by each run, so a branch that stops reading a path
-        stops depending on it. Changes made while *fn* runs lead to one more
-        run, not one per change. *fn* may be sync or async; an exception is
-        logged and counted (``reaction.errors``) and the reaction goes on.
-        On a persisted state a run waits until what it would read is in the
-        journal.
-
-        Returns once the first run is done. ``await reaction.untrack()``
-        stops it and releases every dependency; stopping the state stops it.
-        """
-        await anyio.lowlevel.checkpoint()
-        core = self._core
-        self._check_open()
-        if not callable(cast("object", fn)):
-            raise InvalidActionError("fn", f"must be callable (got {fn!r})")
-        label = name or str(getattr(fn, "__qualname__", type(fn).__name__))
-        reaction = Reaction._create(label, fn, core.tree, core.reactions)
-        core.reactions.active.add(reaction)
-
-        async def settled() -> None:
-            if core.persister is None:
-                await anyio.lowlevel.checkpoint()
-            else:
-                await core.persister.wait_durable(core.tree.revision)
-
-        core.tg.start_soon(reaction.run, settled, name=f"stateward reaction {label!r}")
-        await first_run(reaction)
-        return reaction
-
-    async def underive(self, dest: PathLike) -> None:
-        """Stop deriving *dest* (its last value stays, and may be written again)."""
-        await self._register(_Register(None, format_path(parse_path(dest))))
-
-    async def _register(self, reg: _Register) -> Receipt:
-        self._check_open()
-        request = _Request(reg, self._new_signal(), self._wait_for(None))
-        return await self._enqueue(request)
-
-    async def watch(
-        self,
-        pattern: PathLike = "**",
-        *,
-        from_revision: int | None = None,
-        progress: float | None = None,
-        name: str | None = None,
-        mailbox_size: int = 64,
-    ) -> AsyncGenerator[StateChanged | Resync | Progress]:
-        """Iterate over the changes matching *pattern*: the feed as a loop.
-
-        ``async for event in state.watch("jobs.**", from_revision=r)`` gives
-        every matching change after *r* (replayed from the history), then
-        live ones, as :meth:`subscribe` does, one :class:`StateChanged` at a
-        time. Without *from_revision* it starts at the revision current when
-        the loop first asks for an event. With *progress* (seconds), an idle
-        loop gets a :class:`Progress` naming a revision up to which it has
-        seen everything, so a later resume misses nothing.
-
-        Backpressure: the loop body runs at its own pace; while it is busy,
-        up to *mailbox_size* deliveries wait, then the state actor waits up to
-        a second (``Overflow.BLOCK``), then they are dropped and the loop gets
-        one :class:`Resync` (never a silent gap). Leaving the loop (break,
-        exception, cancellation) unsubscribes. *name* names its subscriber
-        (default ``"watch <pattern>"``, made unique).
-
-        Raises:
-            CompactedError: *from_revision* is older than the history kept.
-        """
-        if progress is not None:
-            check_seconds("progress", progress)
-        send, receive = anyio.create_memory_object_stream[StateChanged | Resync](0)
-
-        async def forward(event: StateChanged | Resync) -> int:
-            await send.send(event)
-            return 1
-
-        # The handler's name is the subscriber's default name, made unique
-        # where the subscriber is added (no await can come in between).
-        forward.__qualname__ = f"watch {format_path(parse_pattern(pattern))}"
-        subscription = await self.subscribe(
-            pattern,
-            forward,
-            name=name,
-            mailbox_size=mailbox_size,
-            from_revision=from_revision,
-        )
-        sub = subscription._sub
-        try:
-            with receive:
-                while True:
-                    if progress is None:
-                        yield await receive.receive()
-                        continue
-                    with anyio.move_on_after(progress):
-                        event = await receive.receive()
-                        yield event
-                        continue
-                    if sub.idle():
-                        yield Progress(self._core.released)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await subscription.unsubscribe()
-            send.close()
-
-    async def at_revision(self, revision: int) -> JSON:
-        """Return the whole tree as it was right after *revision* (a copy).
-
-        From the history ring when it reaches back that far: the current tree
-        with the newer changes undone, O(size of those changes + tree). On a
-        persisted state, older revisions are rebuilt from the newest snapshot
-        at or before *revision* plus the journal, in a worker thread.
-
-        Raises:
-            CompactedError: Neither the history nor the files reach back to
-                *revision*.
-            InvalidActionError: *revision* is negative or in the future.
-        """
-        await anyio.lowlevel.checkpoint()
-        core = self._core
-        current = core.tree.revision
-        if type(revision) is not int or not 0 <= revision <= current:
-            reason = f"must be an int in 0..{current} (got {revision!r})"
-            raise InvalidActionError("revision", reason)
-        if revision >= core.history.oldest(current):
-            return undo(core.tree, core.history.newest_first(revision))
-        config = None if core.persister is None else core.persister.config
-        if config is None:
-            raise CompactedError(revision, core.history.oldest(current))
-        await self.wait_durable(current)
-        try:
-            tree, _ = await anyio.to_thread.run_sync(
-                replay_files, config.state_dir, revision, revision
-            )
-        except (CorruptStateError, OSError):
-            raise await self._compacted(revision) from None
-        return tree.root
-
-    async def _compacted(self, requested: int) -> CompactedError:
-        """The error for *requested*: the oldest revision the ring or files reach."""
-        core = self._core
-        oldest = core.history.oldest(core.tree.revision)
-        if core.persister is not None:
-            directory = core.persister.config.state_dir
-            on_disk = await anyio.to_thread.run_sync(oldest_snapshot, directory)
-            if on_disk is not None:
-                oldest = min(on_disk, oldest)
-        return CompactedError(requested, oldest)
-
     def action_log(self) -> list[LoggedAction]:
         """The last actions (``action_log`` of them), oldest first (never blocks).
 
@@ -844,11 +479,3 @@ class StateHandle(metaclass=NoPublicConstructor):
     def closed(self) -> bool:
         """Whether :meth:`stop` was called (or the actor ended)."""
         return self._core.closed
-
-
-def _check_from_revision(core: _Core, from_revision: int) -> None:
-    check_int("from_revision", from_revision, 0)
-    current = core.tree.revision
-    if from_revision > current:
-        reason = f"{from_revision} is ahead of the state (revision {current})"
-        raise InvalidActionError("from_revision", reason)

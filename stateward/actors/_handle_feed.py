@@ -1,0 +1,240 @@
+"""The revision feed of a handle: watch, replay from the files, at_revision.
+
+:class:`HandleFeed` is the part of :class:`~stateward.StateHandle` that
+reaches back in time: resuming a feed from a revision (from the history
+ring, else rebuilt from snapshot + journal), iterating over changes, and
+the tree as it was at a revision. A base class, never used alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .._checks import check_int, check_seconds
+from .._errors import CompactedError, CorruptStateError, InvalidActionError
+from ..messages.events import Progress, Resync, StateChanged
+from ..paths import PathLike, format_path, parse_pattern
+from ._history import undo
+from .persistence import FeedEntry, oldest_snapshot, replay_files
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Callable
+
+    from .._json import JSON
+    from ._core import _Core
+    from ._subscription import Subscription
+    from .subscriber import Handler
+
+__all__ = ["HandleFeed"]
+
+
+class HandleFeed:
+    """Watching, resuming and reading the past of a state (a base class)."""
+
+    __slots__ = ()
+
+    _core: _Core
+
+    if TYPE_CHECKING:
+
+        async def subscribe(
+            self,
+            pattern: PathLike,
+            handler: Handler,
+            *,
+            name: str | None = None,
+            mailbox_size: int = 64,
+            from_revision: int | None = None,
+        ) -> Subscription: ...
+
+        async def wait_durable(self, revision: int | None = None) -> int: ...
+
+    async def _older_feed(self, since: int) -> list[FeedEntry]:
+        """What the ring no longer holds after *since*, rebuilt from the files.
+
+        Returns when the ring covers the rest (then the caller adds its
+        subscriber without yielding: nothing can fall in between).
+        """
+        core = self._core
+        entries: list[FeedEntry] = []
+        after = since
+        for _ in range(8):
+            oldest = core.history.oldest(core.tree.revision)
+            if after >= oldest:
+                return entries
+            persister = core.persister
+            if persister is None:
+                raise CompactedError(since, oldest)
+            await persister.wait_durable(oldest)  # the files hold up to there
+            until = persister.durable_revision
+            directory = persister.config.state_dir
+            try:
+                _, got = await anyio.to_thread.run_sync(
+                    replay_files, directory, after, until
+                )
+            except (CorruptStateError, OSError):
+                raise await self._compacted(since) from None
+            entries.extend(got)
+            after = until
+        # The state moved faster than the files could be read, eight times.
+        raise CompactedError(since, core.history.oldest(core.tree.revision))
+
+    def _tap(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call *callback* (it must not block) whenever changes are released.
+
+        Released: applied, committed (persisted states) and handed to the
+        subscribers. Returns the function that removes the tap.
+        """
+        taps = self._core.taps
+        taps.append(callback)
+        return lambda: taps.remove(callback)
+
+    @property
+    def _released(self) -> int:
+        """Every change up to this revision is released (see :meth:`_tap`)."""
+        return self._core.released
+
+    async def _changes_after(self, after: int, until: int) -> list[FeedEntry]:
+        """The changes of revisions *after* + 1 .. *until* (<= released), oldest first.
+
+        From the history ring, else rebuilt from the files (persisted states).
+
+        Raises:
+            CompactedError: Neither reaches back to *after*.
+        """
+        core = self._core
+        older = await self._older_feed(after) if after < until else []
+        start = older[-1].revision if older else after
+        entries = list(older)
+        for entry in core.history.since(start):
+            if entry.revision > until:
+                break
+            entries.append(
+                FeedEntry(
+                    entry.revision,
+                    entry.action.id,
+                    entry.action.source,
+                    entry.action.payload,
+                    entry.changes,
+                )
+            )
+        return [e for e in entries if after < e.revision <= until]
+
+    async def watch(
+        self,
+        pattern: PathLike = "**",
+        *,
+        from_revision: int | None = None,
+        progress: float | None = None,
+        name: str | None = None,
+        mailbox_size: int = 64,
+    ) -> AsyncGenerator[StateChanged | Resync | Progress]:
+        """Iterate over the changes matching *pattern*: the feed as a loop.
+
+        ``async for event in state.watch("jobs.**", from_revision=r)`` gives
+        every matching change after *r* (replayed from the history), then
+        live ones, as :meth:`subscribe` does, one :class:`StateChanged` at a
+        time. Without *from_revision* it starts at the revision current when
+        the loop first asks for an event. With *progress* (seconds), an idle
+        loop gets a :class:`Progress` naming a revision up to which it has
+        seen everything, so a later resume misses nothing.
+
+        Backpressure: the loop body runs at its own pace; while it is busy,
+        up to *mailbox_size* deliveries wait, then the state actor waits up to
+        a second (``Overflow.BLOCK``), then they are dropped and the loop gets
+        one :class:`Resync` (never a silent gap). Leaving the loop (break,
+        exception, cancellation) unsubscribes. *name* names its subscriber
+        (default ``"watch <pattern>"``, made unique).
+
+        Raises:
+            CompactedError: *from_revision* is older than the history kept.
+        """
+        if progress is not None:
+            check_seconds("progress", progress)
+        send, receive = anyio.create_memory_object_stream[StateChanged | Resync](0)
+
+        async def forward(event: StateChanged | Resync) -> int:
+            await send.send(event)
+            return 1
+
+        # The handler's name is the subscriber's default name, made unique
+        # where the subscriber is added (no await can come in between).
+        forward.__qualname__ = f"watch {format_path(parse_pattern(pattern))}"
+        subscription = await self.subscribe(
+            pattern,
+            forward,
+            name=name,
+            mailbox_size=mailbox_size,
+            from_revision=from_revision,
+        )
+        sub = subscription._sub
+        try:
+            with receive:
+                while True:
+                    if progress is None:
+                        yield await receive.receive()
+                        continue
+                    with anyio.move_on_after(progress):
+                        event = await receive.receive()
+                        yield event
+                        continue
+                    if sub.idle():
+                        yield Progress(self._core.released)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await subscription.unsubscribe()
+            send.close()
+
+    async def at_revision(self, revision: int) -> JSON:
+        """Return the whole tree as it was right after *revision* (a copy).
+
+        From the history ring when it reaches back that far: the current tree
+        with the newer changes undone, O(size of those changes + tree). On a
+        persisted state, older revisions are rebuilt from the newest snapshot
+        at or before *revision* plus the journal, in a worker thread.
+
+        Raises:
+            CompactedError: Neither the history nor the files reach back to
+                *revision*.
+            InvalidActionError: *revision* is negative or in the future.
+        """
+        await anyio.lowlevel.checkpoint()
+        core = self._core
+        current = core.tree.revision
+        if type(revision) is not int or not 0 <= revision <= current:
+            reason = f"must be an int in 0..{current} (got {revision!r})"
+            raise InvalidActionError("revision", reason)
+        if revision >= core.history.oldest(current):
+            return undo(core.tree, core.history.newest_first(revision))
+        config = None if core.persister is None else core.persister.config
+        if config is None:
+            raise CompactedError(revision, core.history.oldest(current))
+        await self.wait_durable(current)
+        try:
+            tree, _ = await anyio.to_thread.run_sync(
+                replay_files, config.state_dir, revision, revision
+            )
+        except (CorruptStateError, OSError):
+            raise await self._compacted(revision) from None
+        return tree.root
+
+    async def _compacted(self, requested: int) -> CompactedError:
+        """The error for *requested*: the oldest revision the ring or files reach."""
+        core = self._core
+        oldest = core.history.oldest(core.tree.revision)
+        if core.persister is not None:
+            directory = core.persister.config.state_dir
+            on_disk = await anyio.to_thread.run_sync(oldest_snapshot, directory)
+            if on_disk is not None:
+                oldest = min(on_disk, oldest)
+        return CompactedError(requested, oldest)
+
+
+def _check_from_revision(core: _Core, from_revision: int) -> None:
+    check_int("from_revision", from_revision, 0)
+    current = core.tree.revision
+    if from_revision > current:
+        reason = f"{from_revision} is ahead of the state (revision {current})"
+        raise InvalidActionError("from_revision", reason)
