@@ -1,6 +1,6 @@
 """Run a suite: ``python -m benchmarks SUITE [--backend B] [--quick]``.
 
-SUITE is core, persistence, reactive, remote, signals, scale or sweep;
+SUITE is core, persistence, reactive, remote, signals, scale, store or sweep;
 ``sweep --plot DIR`` also draws its series as PNG charts in DIR.
 """
 
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
             "signals",
             "scale",
             "sweep",
+            "store",
         ],
     )
     parser.add_argument(
@@ -56,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 
             title = f"sweep: n={args.n}, ratios against same-run baselines"
             rows = sweep.run(args.n, backends, args.quick, args.plot)
+        elif args.suite == "store":
+            from . import store
+
+            title = f"Store benchmark: n={args.n}, best of {args.repeat}"
+            rows = store.run(args.n, args.repeat, backends, args.quick)
         elif args.suite == "scale":
             from . import scale
 

@@ -14,6 +14,7 @@ from stateward import (
     InvalidValueError,
     JsonSerializer,
     PickleSerializer,
+    Resync,
     StateChanged,
     Store,
 )
@@ -84,6 +85,79 @@ def test_a_callback_may_call_the_store_back() -> None:
         store.set("a", 5)
         assert seen.wait(5)
         assert store.get("b") == 5
+
+
+def test_callbacks_run_in_order_and_one_that_raises_is_logged(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[int] = []
+
+    def callback(event: object) -> None:
+        assert isinstance(event, StateChanged)
+        assert isinstance(event.new_value, int)
+        seen.append(event.new_value)
+        if event.new_value == 3:
+            raise ValueError("three")
+
+    with Store({"n": 0}, backend=backend) as store:
+        store.subscribe(callback, "n")
+
+        def writer() -> None:
+            for _ in range(50):
+                store.update(lambda s: s.set("n", s.get("n") + 1))
+
+        threads = [threading.Thread(target=writer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    # close() let the callback finish every event it was handed
+    assert seen == list(range(1, 201))  # in revision order, none after the raise lost
+    assert "raised on revision" in caplog.text
+    assert "ValueError: three" in caplog.text
+
+
+def test_a_callback_may_unsubscribe_itself(backend: str) -> None:
+    calls: list[int] = []
+    gone = threading.Event()
+    with Store({"n": 0}, backend=backend) as store:
+
+        def once(event: object) -> None:
+            calls.append(1)
+            unsubscribe()
+            gone.set()
+
+        unsubscribe = store.subscribe(once, "n")
+        store.set("n", 1)
+        assert gone.wait(5)
+        store.set("n", 2)
+        store.set("n", 3)
+    assert calls == [1]
+
+
+def test_a_slow_callback_pushes_back_instead_of_queueing_without_bound(
+    backend: str,
+) -> None:
+    release = threading.Event()
+    handled: list[object] = []
+
+    def slow(event: object) -> None:
+        release.wait(10)
+        handled.append(event)
+
+    with Store({"n": 0}, backend=backend) as store:
+        store.subscribe(slow, "n")
+        try:
+            for i in range(1, 201):  # past the callback's queue and the mailbox
+                store.set("n", i)
+            stats = next(iter(store._state.subscriber_statistics().values()))
+        finally:
+            release.set()
+    # The callback's queue holds 64; the rest waited in the subscriber's
+    # mailbox (64), then was dropped for a Resync, as for any slow subscriber.
+    assert stats.queued == 64
+    assert stats.dropped > 0
+    assert isinstance(handled[-1], Resync)
 
 
 def test_transaction_is_all_or_nothing(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import StateClosedError
@@ -84,13 +85,22 @@ class LoopCaller:
     may then be called from any other thread.
     """
 
-    __slots__ = ("_schedule", "_thread")
+    __slots__ = ("_pending", "_schedule", "_scheduled", "_thread", "running")
 
     def __init__(
-        self, schedule: Callable[[Callable[[], object]], object], thread: int
+        self,
+        schedule: Callable[[Callable[[], object]], object],
+        thread: threading.Thread,
     ) -> None:
         self._schedule = schedule
-        self._thread = thread
+        self._thread = thread.ident
+        self.running: Callable[[], bool] = thread.is_alive
+        """Whether the loop's thread still runs."""
+        # Calls waiting for the loop, and whether it was woken for them: one
+        # wake-up for every call that arrives before the loop drains them
+        # (waking a loop blocked in epoll costs more than the call itself).
+        self._pending: deque[Callable[[], object]] = deque()
+        self._scheduled = False
 
     @classmethod
     def here(cls) -> LoopCaller:
@@ -100,7 +110,7 @@ class LoopCaller:
             schedule = trio.lowlevel.current_trio_token().run_sync_soon
         else:
             schedule = asyncio.get_running_loop().call_soon_threadsafe
-        return cls(schedule, threading.get_ident())
+        return cls(schedule, threading.current_thread())
 
     def submit(self, fn: Callable[[], object]) -> None:
         """Schedule *fn()* on the loop and return at once.
@@ -115,10 +125,22 @@ class LoopCaller:
             raise RuntimeError(
                 "a Store call cannot be made from its own event loop's thread"
             )
+        self._pending.append(fn)  # atomic: any thread
+        if self._scheduled:
+            return  # the loop was woken and has not drained yet: it will run fn
+        self._scheduled = True
         try:
-            self._schedule(fn)
+            self._schedule(self._drain)
         except RuntimeError:  # asyncio: loop closed; trio: RunFinishedError
             raise StateClosedError("the Store was closed") from None
+
+    def _drain(self) -> None:
+        # Cleared before taking: a call added after this line wakes the loop
+        # again, or is taken below; either way it runs.
+        self._scheduled = False
+        pending = self._pending
+        while pending:
+            pending.popleft()()
 
     def call(self, fn: Callable[..., Any], *args: object) -> Any:
         """Run *fn(*args)* on the loop, block until it returned, return that.
@@ -137,7 +159,7 @@ class LoopCaller:
                 signal.set()
 
         self.submit(run)
-        signal.block(lambda: True)
+        signal.block(self.running)
         result = outcome[0]
         if isinstance(result, _Raised):
             raise result.exc

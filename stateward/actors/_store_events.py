@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import queue
+import threading
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
 from .._errors import StateClosedError
 from ..messages.acks import RAS
-from ..messages.events import Progress
+from ..paths import format_path, parse_pattern
 from .checkpoints import Checkpoints
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["StoreCheckpoints", "StoreEvents"]
 
+logger = logging.getLogger(__name__)
+
 
 class StoreEvents:
     """Subscribe, watch, derive, track and checkpoint, as blocking calls.
@@ -45,6 +49,7 @@ class StoreEvents:
     _state: StateHandle
     _portal: BlockingPortal
     _closed: bool
+    _runners: list[_CallbackThread]  # the subscribers' callback threads
 
     def _call(self, fn: Callable[..., Any], *args: object) -> Any:
         raise NotImplementedError  # pragma: no cover - the Store's
@@ -58,21 +63,39 @@ class StoreEvents:
     ) -> Callable[[], None]:
         """Call *callback(event)* for every change at or below *pattern*.
 
-        The callback runs in a worker thread, one event at a time, in revision
-        order; it may call this Store. Returns a function that unsubscribes.
-        Unnamed subscribers are named after the callback, made unique.
+        The callback runs in a thread of its own (one per subscriber), one
+        event at a time, in revision order; it may call this Store, and
+        unsubscribe itself. Writers never wait for it: the state hands each
+        event to the callback's thread and goes on. An exception in the
+        callback is logged (``stateward.actors._store_events``) and the next
+        event still comes. A callback more than 64 events behind pushes back
+        as any slow subscriber does: the state waits for room (up to a
+        second), then drops and hands it one ``Resync``. :meth:`close` lets
+        it finish the events it was handed (up to 5 s). Returns a function
+        that unsubscribes. Unnamed subscribers are named after the callback,
+        made unique.
 
         Raises:
             DuplicateNameError: *name* is taken.
         """
-        subscribe = functools.partial(
-            self._state.subscribe, pattern, _sync_handler(callback), name=name
-        )
-        subscription = self._call(subscribe)
+        runner = _CallbackThread(callback)
+        handler = runner.handle
+        try:
+            subscribe = functools.partial(
+                self._state.subscribe, pattern, _named(handler, callback), name=name
+            )
+            subscription = self._call(subscribe)
+        except BaseException:
+            runner.stop()
+            raise
+        self._runners.append(runner)
 
         def unsubscribe() -> None:
             with contextlib.suppress(StateClosedError):  # closed already: nothing to do
                 self._call(subscription.unsubscribe)
+            if runner in self._runners:
+                self._runners.remove(runner)
+                runner.stop()
 
         return unsubscribe
 
@@ -96,32 +119,47 @@ class StoreEvents:
         Raises:
             CompactedError: *from_revision* is older than the history kept.
         """
+        # The subscription's handler hands each event to this thread's queue:
+        # at once when there is room, else from a worker thread that waits
+        # for room (the subscriber then pushes back as any slow one does).
         events: queue.Queue[StateChanged | Resync] = queue.Queue(maxsize=1)
+        left = threading.Event()  # the loop was left: stop waiting for room
 
-        async def pump() -> None:
-            feed = self._state.watch(
-                pattern, from_revision=from_revision, mailbox_size=mailbox_size
+        def put(event: StateChanged | Resync) -> None:
+            while not left.is_set():
+                with contextlib.suppress(queue.Full):
+                    events.put(event, timeout=0.05)
+                    return
+
+        async def forward(event: StateChanged | Resync) -> int:
+            try:
+                events.put_nowait(event)
+            except queue.Full:
+                await anyio.to_thread.run_sync(put, event)
+            return RAS.SUCCESS
+
+        forward.__qualname__ = f"watch {format_path(parse_pattern(pattern))}"
+        subscription = self._call(
+            functools.partial(
+                self._state.subscribe,
+                pattern,
+                forward,
+                mailbox_size=mailbox_size,
+                from_revision=from_revision,
             )
-            async with contextlib.aclosing(feed) as changes:
-                async for event in changes:
-                    if not isinstance(event, Progress):
-                        await anyio.to_thread.run_sync(events.put, event)
-
-        future = self._call_soon(pump)
+        )
         try:
             while True:
                 try:
-                    item = events.get(timeout=0.1)
+                    yield events.get(timeout=0.1)
                 except queue.Empty:
-                    if future.done():
-                        future.result()  # raises what ended the feed
-                        return
-                    continue
-                yield item
+                    if self._closed or self._state.closed:
+                        return  # the Store was closed
         finally:
-            future.cancel()
-            with contextlib.suppress(queue.Empty):
-                events.get_nowait()  # a pump blocked on the full queue goes
+            # Unsubscribed when this returns: no event is handed over after.
+            left.set()
+            with contextlib.suppress(StateClosedError):
+                self._call(subscription.unsubscribe)
 
     def derive(
         self, dest: PathLike, source: PathLike, fn: Callable[[JSON], object]
@@ -203,12 +241,76 @@ class StoreCheckpoints:
         return self._inner.list()
 
 
-def _sync_handler(callback: Callable[[StateChanged | Resync], object]) -> Any:
-    async def handler(event: StateChanged | Resync) -> int:
-        # In a worker thread: the callback may block, or call the Store back.
-        await anyio.to_thread.run_sync(callback, event)
+class _CallbackThread:
+    """Runs one Store subscriber's callback, event by event, in a thread of its own.
+
+    The subscriber's handler only queues the event (no hop to a worker
+    thread per event, which would cost the state's loop, and so every
+    writer, about as much as a write): its Ack means the event was handed to
+    the callback's thread. A full queue (*size* events behind) makes the
+    handler wait for room, so a slow callback still pushes back as any slow
+    subscriber does (the state waits, then drops and sends a ``Resync``).
+    """
+
+    __slots__ = ("_abandon", "_callback", "_queue", "_thread")
+
+    def __init__(
+        self, callback: Callable[[StateChanged | Resync], object], size: int = 64
+    ) -> None:
+        self._callback = callback
+        self._abandon = False
+        self._queue: queue.Queue[StateChanged | Resync | None] = queue.Queue(size)
+        name = getattr(callback, "__qualname__", "callback")
+        self._thread = threading.Thread(
+            target=self._run, name=f"stateward callback {name}", daemon=True
+        )
+        self._thread.start()
+
+    async def handle(self, event: StateChanged | Resync) -> int:
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            await anyio.to_thread.run_sync(
+                self._queue.put, event, abandon_on_cancel=True
+            )
         return RAS.SUCCESS
 
-    # The state actor names an unnamed subscriber after its handler.
-    handler.__qualname__ = getattr(callback, "__qualname__", "callback")
-    return handler
+    def _run(self) -> None:
+        while (event := self._queue.get()) is not None and not self._abandon:
+            try:
+                self._callback(event)
+            except Exception:
+                logger.exception(
+                    "a Store subscriber's callback %r raised on revision %s",
+                    self._callback,
+                    getattr(event, "revision", None),
+                )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Let the callback finish what is queued (up to *timeout* s), then end.
+
+        From the callback itself (it unsubscribed), the thread ends after
+        the running callback returns and the queued events are dropped.
+        """
+        own = threading.current_thread() is self._thread
+        try:
+            self._queue.put(None, block=not own, timeout=timeout)
+        except queue.Full:
+            self._abandon = True
+        if not own:
+            self._thread.join(timeout)
+
+
+def _named(handler: Any, callback: Callable[..., object]) -> Any:
+    """*handler*, as a function named after *callback*.
+
+    The state actor names an unnamed subscriber after its handler's
+    ``__qualname__``.
+    """
+
+    async def named(event: StateChanged | Resync) -> int:
+        result: int = await handler(event)
+        return result
+
+    named.__qualname__ = getattr(callback, "__qualname__", "callback")
+    return named

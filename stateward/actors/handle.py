@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from ._ack import Receipt
     from ._log import LoggedAction
+    from ._mailbox import Signal
     from .persistence import FeedEntry
 
 
@@ -188,7 +189,9 @@ class StateHandle(HandleFeed, HandleReactive, metaclass=NoPublicConstructor):
         if core.closed:
             raise self._closed_error()
 
-    def _request(self, action: Action, durable: bool | None) -> _Request:
+    def _request(
+        self, action: Action, durable: bool | None, signal: Signal | None = None
+    ) -> _Request:
         core = self._core
         if core.failed is not None or core.closed:
             self._check_open()
@@ -200,7 +203,32 @@ class StateHandle(HandleFeed, HandleReactive, metaclass=NoPublicConstructor):
             wait = 0
         else:
             wait = self._wait_for(durable)
-        return _Request(action, self._new_signal(), wait)
+        return _Request(action, self._new_signal() if signal is None else signal, wait)
+
+    def _put_from_thread(self, request: _Request) -> None:
+        """Queue a request whose sender is another thread; on the loop, never raises.
+
+        The :class:`~stateward.Store`'s writes: the request's signal is a
+        thread's (see ``_handoff``), answered by the actor as any other.
+        """
+        try:
+            self._mailbox.put(request)
+        except anyio.ClosedResourceError:
+            request.error = self._closed_error()
+            request.done.set()
+
+    def _get_committed(self, path: PathLike, default: JSON) -> tuple[bool, JSON]:
+        """:meth:`get_nowait`, and whether what it read is committed (never blocks).
+
+        For the Store's reads: when it is not committed yet, they wait as
+        :meth:`get` does.
+        """
+        value = self.get_nowait(path, default)
+        persister = self._core.persister
+        committed = (
+            persister is None or persister.durable_revision >= self._core.tree.revision
+        )
+        return committed, value
 
     def _wait_for(self, durable: bool | None) -> int:
         """What the sender waits for: 0 applied, 1 written, 2 fsynced."""

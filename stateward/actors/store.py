@@ -19,6 +19,7 @@ Two ways to keep it on disk:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -42,6 +43,7 @@ from .._json import JSON, own_json
 from ..messages.actions import Action, Delete, Set, Transaction
 from ..tree import Tree
 from ._files import Files, open_regular
+from ._handoff import LoopCaller, ThreadSignal
 from ._store_events import StoreCheckpoints, StoreEvents
 from ._store_files import (
     JsonSerializer,
@@ -148,6 +150,7 @@ class Store(StoreEvents):
         self._autosave = bool(autosave) and self._file is not None
         self._save_lock = threading.Lock()
         self._txn_lock = threading.Lock()
+        self._runners = []
         self._saved_revision = 0  # the revision the file holds (loaded or saved)
         self._seen: tuple[int, int, int] | None = None  # the file as we left it
         if self._file is not None:
@@ -166,6 +169,8 @@ class Store(StoreEvents):
                 )
             )
             self._state: StateHandle = self._state_cm.__enter__()
+            # Reads and writes go through this: one hand-off, no task each.
+            self._caller: LoopCaller = self._portal.call(LoopCaller.here)
         except BaseException:
             self._portal_cm.__exit__(None, None, None)
             raise
@@ -181,6 +186,22 @@ class Store(StoreEvents):
             if self._closed:  # closed by another thread meanwhile
                 raise StateClosedError("the Store was closed") from None
             raise
+
+    def _send(self, action: Action) -> None:
+        """Have the actor apply *action*; block until it is (or fails).
+
+        The request enters the actor's mailbox like an async sender's, with a
+        signal this thread blocks on (see ``_handoff``): one hand-off to the
+        loop and one back, no task per call.
+        """
+        if self._closed:
+            raise StateClosedError("the Store was closed")
+        state = self._state
+        signal = ThreadSignal()
+        request = state._request(action, None, signal)
+        self._caller.submit(functools.partial(state._put_from_thread, request))
+        signal.block(self._caller.running)
+        state._answer(request)
 
     def _read_all(self) -> tuple[int, JSON]:
         """The revision and the whole tree, read at one instant (on the loop)."""
@@ -223,8 +244,12 @@ class Store(StoreEvents):
         scratch = self._scratch()
         if scratch is not None:
             return scratch.read(path, default)
-        value: JSON = self._call(self._state.get, path, default)
-        return value
+        if self._closed:
+            raise StateClosedError("the Store was closed")
+        committed, value = self._caller.call(self._state._get_committed, path, default)
+        if not committed:  # a persisted write in flight: wait for its commit
+            value = self._call(self._state.get, path, default)
+        return cast("JSON", value)
 
     def get_state(self) -> JSON:
         """Return a deep copy of the whole tree."""
@@ -259,7 +284,7 @@ class Store(StoreEvents):
             _pending()[id(self)][1].append(action)
             return True
         try:
-            self._call(self._state.send, action)
+            self._send(action)
         except ActionRejectedError:
             return False
         if self._autosave:
@@ -296,7 +321,7 @@ class Store(StoreEvents):
             yield self
             return
         with self._txn_lock:
-            revision, root = self._call(self._read_all)
+            revision, root = self._caller.call(self._read_all)
             pending[id(self)] = (Tree(root, revision=revision), [])
             try:
                 yield self
@@ -305,7 +330,7 @@ class Store(StoreEvents):
                 raise
             _, actions = pending.pop(id(self))
             if actions:
-                self._call(self._state.send, Transaction(actions, if_revision=revision))
+                self._send(Transaction(actions, if_revision=revision))
                 if self._autosave:
                     self.save()
 
@@ -365,7 +390,7 @@ class Store(StoreEvents):
         # Read under the lock: saves reach the file in revision order, so an
         # older tree is never written over a newer one.
         with self._save_lock:
-            revision, root = self._call(self._read_all)
+            revision, root = self._caller.call(self._read_all)
             if own and revision < self._saved_revision:
                 return target  # a newer tree is already there
             if own and not force:
@@ -405,6 +430,9 @@ class Store(StoreEvents):
                 self._state_cm.__exit__(None, None, None)
             finally:
                 self._portal_cm.__exit__(None, None, None)
+                for runner in self._runners:  # the events handed to them first
+                    runner.stop()
+                self._runners.clear()
 
     def _dirty(self) -> bool:
         """Whether the tree changed since the file was loaded or saved."""

@@ -1,0 +1,162 @@
+"""The Store benchmark: a synchronous call against a plain thread hand-off.
+
+A :class:`~stateward.Store` call is a hand-off to the state's loop thread
+and back, so its baseline is the cheapest such hand-off Python has,
+measured in the same run: a request through a ``queue.SimpleQueue`` to a
+server thread and the answer back through another (two thread switches).
+
+(a) the hand-off, one client thread;
+(b) ``Store.set`` from one thread, tree of 1,000 leaves; then with one
+    subscriber whose callback does nothing;
+(c) 32 threads: the hand-off (32 clients, one server) against ``Store.set``;
+(d) roz-remembers' ``Store.set`` on the same tree (if installed:
+    ``pip install roz-remembers``), with and without a subscriber;
+(e) durable ``Store(state_dir=...).set`` from one thread against one append
+    + fsync of a small record on the same disk.
+
+Targets: (b) and (c) >= 0.5x the hand-off; (b) >= 20x roz-remembers;
+(e) >= 0.5x append + fsync.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from stateward import Store
+
+from .persistence import raw_fsync
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+THREADS = 32
+
+
+def ratio_row(
+    backend: str, figure: str, rate: float, base: float, target: float
+) -> str:
+    """A table row: *rate* per second as a ratio of *base* (higher is better)."""
+    ratio = rate / base
+    verdict = "meets" if ratio >= target else "MISSES"
+    return (
+        f"| {backend} | {figure} | {rate:,.0f}/s = {ratio:.2f}x "
+        f"(target >= {target}x: {verdict}) |"
+    )
+
+
+def _tree() -> dict[str, Any]:
+    return {"items": {str(i): i for i in range(1_000)}}
+
+
+def _timed(threads: int, calls: int, call: Callable[[int], None]) -> float:
+    """Calls per second of *threads* threads making *calls* calls each."""
+    start_line = threading.Barrier(threads + 1)
+
+    def client(t: int) -> None:
+        start_line.wait()
+        for i in range(calls):
+            call(t * calls + i)
+
+    workers = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    start_line.wait()
+    start = time.perf_counter()
+    for w in workers:
+        w.join()
+    return threads * calls / (time.perf_counter() - start)
+
+
+def handoff(threads: int, calls: int) -> float:
+    """The baseline: requests to one server thread, each answered in turn."""
+    requests: queue.SimpleQueue[tuple[int, queue.SimpleQueue[int]] | None] = (
+        queue.SimpleQueue()
+    )
+
+    def serve() -> None:
+        while (item := requests.get()) is not None:
+            item[1].put(item[0])
+
+    server = threading.Thread(target=serve)
+    server.start()
+    answers = [queue.SimpleQueue[int]() for _ in range(threads)]
+
+    def call(i: int) -> None:
+        box = answers[i // calls]
+        requests.put((i, box))
+        box.get()
+
+    try:
+        return _timed(threads, calls, call)
+    finally:
+        requests.put(None)
+        server.join()
+
+
+def store_set(threads: int, calls: int, backend: str, subscribers: int = 0) -> float:
+    with Store(_tree(), backend=backend) as store:
+        for _ in range(subscribers):
+            store.subscribe(lambda event: None, "items")
+        return _timed(threads, calls, lambda i: store.set(f"items.{i % 1000}", -i))
+
+
+def roz_set(calls: int, subscribers: int = 0) -> float | None:
+    try:
+        import roz_remembers  # the library users come from, if installed
+    except ImportError:
+        return None
+    store = roz_remembers.Store(_tree())
+    for _ in range(subscribers):
+        store.subscribe(lambda event: None)
+    return _timed(1, calls, lambda i: store.set(f"items.{i % 1000}", -i))
+
+
+def durable_set(directory: str, calls: int, backend: str) -> float:
+    state_dir = os.path.join(directory, "store")
+    try:
+        with Store(_tree(), state_dir=state_dir, backend=backend) as store:
+            return _timed(1, calls, lambda i: store.set(f"items.{i % 1000}", -i))
+    finally:
+        shutil.rmtree(state_dir)
+
+
+def run(n: int, repeat: int, backends: list[str], quick: bool) -> Iterator[str]:
+    """Yield the report's rows, one figure at a time (best of *repeat*)."""
+    calls = max(200, n // 4)
+    per_thread = max(20, calls // THREADS)
+    durable = 200 if quick else 2_000
+    one = max(handoff(1, calls) for _ in range(repeat))
+    many = max(handoff(THREADS, per_thread) for _ in range(repeat))
+    yield f"| - | (a) thread hand-off, 1 thread | {one:,.0f}/s |"
+    yield f"| - | (a) thread hand-off, {THREADS} threads | {many:,.0f}/s |"
+    roz = roz_set(max(50, calls // 20))
+    roz_sub = roz_set(max(50, calls // 20), subscribers=1)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("STATEWARD_BENCH_DIR")) as d:
+        fsync = max(raw_fsync(d, 200 if quick else 1_000) for _ in range(repeat))
+        yield f"| - | (e) append + fsync, one record at a time | {fsync:,.0f}/s |"
+        for backend in backends:
+            alone = max(store_set(1, calls, backend) for _ in range(repeat))
+            sub = max(store_set(1, calls, backend, 1) for _ in range(repeat))
+            threads = max(
+                store_set(THREADS, per_thread, backend) for _ in range(repeat)
+            )
+            yield ratio_row(backend, "(b) Store.set, 1 thread", alone, one, 0.5)
+            yield ratio_row(backend, "(b) ... with 1 subscriber", sub, one, 0.5)
+            yield ratio_row(
+                backend, f"(c) Store.set, {THREADS} threads", threads, many, 0.5
+            )
+            if roz is None or roz_sub is None:
+                yield f"| {backend} | (d) vs roz-remembers | not installed |"
+            else:
+                yield ratio_row(backend, "(d) (b) / roz-remembers", alone, roz, 20)
+                yield ratio_row(backend, "(d) with 1 subscriber each", sub, roz_sub, 20)
+            rate = max(durable_set(d, durable, backend) for _ in range(repeat))
+            yield ratio_row(
+                backend, "(e) durable Store.set, 1 thread", rate, fsync, 0.5
+            )
