@@ -20,6 +20,7 @@ __all__ = [
     "QUARANTINE",
     "encode_changes",
     "encode_record",
+    "loads_record",
     "loads_strict",
     "segment_name",
     "snapshot_name",
@@ -56,6 +57,28 @@ def _refuse_constant(name: str) -> None:
 _STRICT_DECODE: Final = json.JSONDecoder(parse_constant=_refuse_constant).decode
 """One decoder for every record: ``json.loads`` with an option builds a new
 one per call, which cost recovery about a third of its time."""
+
+
+_SCAN: Final = json.JSONDecoder(parse_constant=_refuse_constant).scan_once
+"""The strict decoder's scanner itself: one call per record, no wrapper."""
+
+
+def loads_record(data: bytes, name: str, what: str) -> Any:
+    """Decode one journal record's payload: :func:`loads_strict`, faster.
+
+    A record is one compact JSON value, as the journal writes it: the
+    scanner decodes it without ``decode``'s two Python frames (a fifth of
+    recovery's time). Anything else (whitespace around it, or any error)
+    goes to :func:`loads_strict`, which decides and names the error.
+    """
+    try:
+        text = data.decode()
+        value, end = _SCAN(text, 0)
+    except (ValueError, RecursionError, StopIteration):
+        return loads_strict(data, name, what)
+    if end != len(text):
+        return loads_strict(data, name, what)
+    return value
 
 
 def loads_strict(data: bytes | str, name: str, what: str) -> Any:

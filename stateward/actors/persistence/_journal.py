@@ -24,7 +24,7 @@ from ._format import (
     _SEGMENT_MAGIC,
     _segment_header,
     _snapshot_header,
-    loads_strict,
+    loads_record,
     segment_name,
     snapshot_name,
 )
@@ -154,7 +154,7 @@ def apply_record(
     Raises:
         CorruptStateError: The payload is not a record this code can replay.
     """
-    decoded = loads_strict(payload, name, f"record of revision {sequence}")
+    decoded = loads_record(payload, name, f"record of revision {sequence}")
     identity: list[Any] = ["a", "", None, None]
     ops: list[tuple[str, tuple[str, ...], Any]] = []
     try:
