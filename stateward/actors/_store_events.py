@@ -79,10 +79,9 @@ class StoreEvents:
             DuplicateNameError: *name* is taken.
         """
         runner = _CallbackThread(callback)
-        handler = runner.handle
         try:
             subscribe = functools.partial(
-                self._state.subscribe, pattern, _named(handler, callback), name=name
+                self._state.subscribe, pattern, runner.handler, name=name
             )
             subscription = self._call(subscribe)
         except BaseException:
@@ -93,9 +92,11 @@ class StoreEvents:
         def unsubscribe() -> None:
             with contextlib.suppress(StateClosedError):  # closed already: nothing to do
                 self._call(subscription.unsubscribe)
-            if runner in self._runners:
+            try:
                 self._runners.remove(runner)
-                runner.stop()
+            except ValueError:
+                return  # unsubscribed already (or the Store closed)
+            runner.stop()
 
         return unsubscribe
 
@@ -244,39 +245,50 @@ class StoreCheckpoints:
 class _CallbackThread:
     """Runs one Store subscriber's callback, event by event, in a thread of its own.
 
-    The subscriber's handler only queues the event (no hop to a worker
-    thread per event, which would cost the state's loop, and so every
+    The subscriber's :attr:`handler` only queues the event (no hop to a
+    worker thread per event, which would cost the state's loop, and so every
     writer, about as much as a write): its Ack means the event was handed to
     the callback's thread. A full queue (*size* events behind) makes the
     handler wait for room, so a slow callback still pushes back as any slow
     subscriber does (the state waits, then drops and sends a ``Resync``).
     """
 
-    __slots__ = ("_abandon", "_callback", "_queue", "_thread")
+    __slots__ = ("_callback", "_queue", "_stopped", "_thread", "handler")
 
     def __init__(
         self, callback: Callable[[StateChanged | Resync], object], size: int = 64
     ) -> None:
         self._callback = callback
-        self._abandon = False
+        self._stopped = False
         self._queue: queue.Queue[StateChanged | Resync | None] = queue.Queue(size)
         name = getattr(callback, "__qualname__", "callback")
         self._thread = threading.Thread(
             target=self._run, name=f"stateward callback {name}", daemon=True
         )
         self._thread.start()
+        put_nowait = self._queue.put_nowait
 
-    async def handle(self, event: StateChanged | Resync) -> int:
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            await anyio.to_thread.run_sync(
-                self._queue.put, event, abandon_on_cancel=True
-            )
-        return RAS.SUCCESS
+        async def handler(event: StateChanged | Resync) -> int:
+            try:
+                put_nowait(event)
+            except queue.Full:
+                # Abandoned if cancelled (an unsubscribe): _put gives up once
+                # the thread is stopped.
+                await anyio.to_thread.run_sync(self._put, event, abandon_on_cancel=True)
+            return RAS.SUCCESS
+
+        # The state actor names an unnamed subscriber after its handler.
+        handler.__qualname__ = name
+        self.handler = handler
+
+    def _put(self, event: StateChanged | Resync) -> None:
+        while not self._stopped:
+            with contextlib.suppress(queue.Full):
+                self._queue.put(event, timeout=0.05)
+                return
 
     def _run(self) -> None:
-        while (event := self._queue.get()) is not None and not self._abandon:
+        while (event := self._queue.get()) is not None:
             try:
                 self._callback(event)
             except Exception:
@@ -285,32 +297,20 @@ class _CallbackThread:
                     self._callback,
                     getattr(event, "revision", None),
                 )
+            if self._stopped and self._queue.empty():
+                return  # stopped from the callback, the queue full then
 
     def stop(self, timeout: float = 5.0) -> None:
         """Let the callback finish what is queued (up to *timeout* s), then end.
 
-        From the callback itself (it unsubscribed), the thread ends after
-        the running callback returns and the queued events are dropped.
+        From the callback itself (it unsubscribed), the thread ends once the
+        events already queued are handled.
         """
         own = threading.current_thread() is self._thread
-        try:
+        # Full: behind a callback that does not return (left to itself), or
+        # stopped from the callback (it ends once the queue is empty).
+        with contextlib.suppress(queue.Full):
             self._queue.put(None, block=not own, timeout=timeout)
-        except queue.Full:
-            self._abandon = True
+        self._stopped = True
         if not own:
             self._thread.join(timeout)
-
-
-def _named(handler: Any, callback: Callable[..., object]) -> Any:
-    """*handler*, as a function named after *callback*.
-
-    The state actor names an unnamed subscriber after its handler's
-    ``__qualname__``.
-    """
-
-    async def named(event: StateChanged | Resync) -> int:
-        result: int = await handler(event)
-        return result
-
-    named.__qualname__ = getattr(callback, "__qualname__", "callback")
-    return named

@@ -13,6 +13,8 @@ from ..._errors import CorruptStateError
 from ...messages.events import ChangeKind
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ...tree import Change
 
 __all__ = [
@@ -59,7 +61,9 @@ _STRICT_DECODE: Final = json.JSONDecoder(parse_constant=_refuse_constant).decode
 one per call, which cost recovery about a third of its time."""
 
 
-_SCAN: Final = json.JSONDecoder(parse_constant=_refuse_constant).scan_once
+_SCAN: Final[Callable[[str, int], tuple[Any, int]]] = json.JSONDecoder(
+    parse_constant=_refuse_constant
+).scan_once  # type: ignore[attr-defined]  # set in __init__, not in typeshed
 """The strict decoder's scanner itself: one call per record, no wrapper."""
 
 
