@@ -67,8 +67,8 @@ _SCAN: Final[Callable[[str, int], tuple[Any, int]]] = json.JSONDecoder(
 """The strict decoder's scanner itself: one call per record, no wrapper."""
 
 
-def loads_record(data: bytes, name: str, what: str) -> Any:
-    """Decode one journal record's payload: :func:`loads_strict`, faster.
+def loads_record(data: bytes, name: str, sequence: int) -> Any:
+    """Decode the payload of the record of revision *sequence*, fast.
 
     A record is one compact JSON value, as the journal writes it: the
     scanner decodes it without ``decode``'s two Python frames (a fifth of
@@ -79,9 +79,9 @@ def loads_record(data: bytes, name: str, what: str) -> Any:
         text = data.decode()
         value, end = _SCAN(text, 0)
     except (ValueError, RecursionError, StopIteration):
-        return loads_strict(data, name, what)
+        return loads_strict(data, name, f"record of revision {sequence}")
     if end != len(text):
-        return loads_strict(data, name, what)
+        return loads_strict(data, name, f"record of revision {sequence}")
     return value
 
 
