@@ -76,7 +76,7 @@ class _SnapshotOrder:
         if body is not None:
             self.read.set()
 
-    async def collect(self, child: ForkedBody) -> None:
+    async def collect(self, child: ForkedBody, limiter: anyio.CapacityLimiter) -> None:
         """Read what *child* serialises, from the start.
 
         The sooner the child exits, the sooner the parent stops paying
@@ -84,7 +84,7 @@ class _SnapshotOrder:
         """
         try:
             self.body = await anyio.to_thread.run_sync(
-                child.read, abandon_on_cancel=True
+                child.read, abandon_on_cancel=True, limiter=limiter
             )
         except OSError as exc:
             self.error = exc
@@ -102,6 +102,12 @@ class Persister:
         self.journal = journal
         self.config = config
         self.fsync_all = config.durability == "fsync"
+        # Its own tokens for worker threads: the journal never waits for the
+        # application's to_thread calls (anyio's default limiter, 40 tokens,
+        # is shared by the whole program). One for the journal's writes and
+        # fsyncs (one at a time anyway), one for the snapshot in progress.
+        self.journal_limiter = anyio.CapacityLimiter(1)
+        self.snapshot_limiter = anyio.CapacityLimiter(2)
         self.tx, self.rx = anyio.create_memory_object_stream[Commit | _SnapshotOrder](
             _QUEUE
         )
@@ -156,7 +162,9 @@ class Persister:
             order = _SnapshotOrder(tree.revision, _snapshot_body(tree))
         else:
             order = _SnapshotOrder(tree.revision, None)
-            self.core.tg.start_soon(order.collect, child, name="stateward snapshot")
+            self.core.tg.start_soon(
+                order.collect, child, self.snapshot_limiter, name="stateward snapshot"
+            )
         await self.tx.send(order)
 
     async def finish(self) -> None:
@@ -221,7 +229,9 @@ class Persister:
             fsync = self.fsync_all or any(c.fsync for c in group)
             if blob or fsync:
                 try:
-                    await anyio.to_thread.run_sync(self.journal.commit, blob, fsync)
+                    await anyio.to_thread.run_sync(
+                        self.journal.commit, blob, fsync, limiter=self.journal_limiter
+                    )
                 except OSError as exc:
                     self._fail(exc)
                 else:
@@ -272,7 +282,9 @@ class Persister:
             return
         try:
             await anyio.to_thread.run_sync(
-                self.journal.open_segment, order.revision + 1
+                self.journal.open_segment,
+                order.revision + 1,
+                limiter=self.journal_limiter,
             )
         except OSError as exc:
             self._fail(exc)
@@ -304,7 +316,7 @@ class Persister:
             self.journal.retain()
 
         try:
-            await anyio.to_thread.run_sync(write)
+            await anyio.to_thread.run_sync(write, limiter=self.snapshot_limiter)
         except OSError as exc:
             # The journal still holds every record: a failed snapshot costs
             # recovery time, not data. The temp file is gone already.

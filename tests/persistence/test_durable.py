@@ -75,6 +75,29 @@ async def test_reopen_replays_the_journal_without_a_clean_stop(tmp_path: Path) -
         assert await state.get("k") == {str(i): i for i in range(50)}
 
 
+async def test_durable_sends_never_wait_behind_the_applications_threads(
+    tmp_path: Path,
+) -> None:
+    # Every token of anyio's default thread limiter taken by the application:
+    # the journal has tokens of its own, so durable sends and reads go on.
+    release = threading.Event()
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    async with open_state(state_dir=tmp_path, snapshot_every=3) as state:
+        async with anyio.create_task_group() as tg:
+            for _ in range(int(limiter.total_tokens)):
+                tg.start_soon(anyio.to_thread.run_sync, release.wait)
+            await anyio.wait_all_tasks_blocked()
+            assert limiter.available_tokens == 0
+            try:
+                with anyio.fail_after(10):
+                    for i in range(10):  # through snapshots and rotations too
+                        receipt = await state.send(Set("a", i), durable=True)
+                    assert await state.get("a") == 9
+            finally:
+                release.set()
+        assert receipt.revision == 10
+
+
 async def test_concurrent_durable_senders_share_fsyncs(tmp_path: Path) -> None:
     async with open_state(state_dir=tmp_path) as state:
         async with anyio.create_task_group() as tg:
