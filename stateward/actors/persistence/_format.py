@@ -78,11 +78,11 @@ def loads_record(data: bytes, name: str, sequence: int) -> Any:
     try:
         text = data.decode()
         value, end = _SCAN(text, 0)
+        if end == len(text):
+            return value
     except (ValueError, RecursionError, StopIteration):
-        return loads_strict(data, name, f"record of revision {sequence}")
-    if end != len(text):
-        return loads_strict(data, name, f"record of revision {sequence}")
-    return value
+        pass
+    return loads_strict(data, name, f"record of revision {sequence}")
 
 
 def loads_strict(data: bytes | str, name: str, what: str) -> Any:

@@ -158,24 +158,6 @@ def apply_record(
     identity: list[Any] = ["a", "", None, None]
     ops: list[tuple[str, tuple[str, ...], Any]] = []
     try:
-        if changes is None and type(decoded) is list and len(decoded) == 2:
-            # The most common record, one Set, in place: the same checks,
-            # without the operations list and the general replay loop.
-            first, op = decoded
-            if (
-                type(first) is list
-                and first
-                and first[0] == "a"
-                and type(op) is list
-                and len(op) == 3
-                and op[0] == "s"
-            ):
-                _check_identity(first)
-                value = op[2]
-                check_json(value, "value")
-                tree.replay_set(_record_path(op[1]), value)
-                tree.revision = sequence
-                return first
         # Everything is checked before anything is applied, and the tree
         # applies the whole record or nothing.
         if type(decoded) is not list:
