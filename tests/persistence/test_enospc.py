@@ -14,10 +14,11 @@ import logging
 import os
 import random
 import subprocess
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from needs import unavailable
 
 from stateward import Delete, DurabilityError, PersistenceConfig, Set, StateActor
 from stateward.actors.persistence import parse_snapshot
@@ -30,17 +31,6 @@ pytestmark = pytest.mark.anyio
 
 ROUNDS = 50
 KEYS = 10
-
-
-def _cannot_mount(reason: str) -> NoReturn:
-    """Skip, with *reason*, where mounting is refused; in CI, fail instead.
-
-    .ci/run installs the mount command and runs as root: there this test must
-    run, so a refusal is an error of the CI machine, not a reason to skip.
-    """
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"D5 cannot run in CI: {reason}")
-    pytest.skip(f"D5 needs a 1 MiB tmpfs: {reason}")
 
 
 @pytest.fixture
@@ -56,9 +46,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
             check=False,
         )
     except FileNotFoundError:
-        _cannot_mount("no mount command (Debian package 'mount')")
+        unavailable("D5 needs a 1 MiB tmpfs: no mount command (Debian package 'mount')")
     if done.returncode != 0:
-        _cannot_mount(f"mounting a tmpfs was refused: {done.stderr.strip()}")
+        unavailable(
+            f"D5 needs a 1 MiB tmpfs; mounting it was refused: {done.stderr.strip()}"
+        )
     try:
         yield mount_point
     finally:

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from needs import unavailable
 
-from .redislib import RedisProcess, unavailable
+from .redislib import RedisProcess
 
 
 @pytest.fixture

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import anyio
-import pytest
+from needs import unavailable
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip, naming *reason*, where a tool is missing; under CI, fail instead.
-
-    .ci/run installs what these tests need (redis-server, openssl, the
-    reference state-signals library): there a missing one is an error of
-    the CI machine, not a reason to skip.
-    """
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must provide it: {reason}")
-    pytest.skip(reason)
 
 
 def _free_port() -> int:

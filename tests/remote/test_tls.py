@@ -9,11 +9,12 @@ from urllib.parse import quote
 
 import anyio
 import pytest
+from needs import unavailable
 
 from stateward import RAS, RemoteError, ResultCode, Set, open_state
 from stateward.remote import connect_redis, serve_redis
 
-from .redislib import RedisProcess, unavailable
+from .redislib import RedisProcess
 
 pytestmark = pytest.mark.anyio
 
