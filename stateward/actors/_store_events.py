@@ -120,31 +120,12 @@ class StoreEvents:
         Raises:
             CompactedError: *from_revision* is older than the history kept.
         """
-        # The subscription's handler hands each event to this thread's queue:
-        # at once when there is room, else from a worker thread that waits
-        # for room (the subscriber then pushes back as any slow one does).
-        events: queue.Queue[StateChanged | Resync] = queue.Queue(maxsize=1)
-        left = threading.Event()  # the loop was left: stop waiting for room
-
-        def put(event: StateChanged | Resync) -> None:
-            while not left.is_set():
-                with contextlib.suppress(queue.Full):
-                    events.put(event, timeout=0.05)
-                    return
-
-        async def forward(event: StateChanged | Resync) -> int:
-            try:
-                events.put_nowait(event)
-            except queue.Full:
-                await anyio.to_thread.run_sync(put, event)
-            return RAS.SUCCESS
-
-        forward.__qualname__ = f"watch {format_path(parse_pattern(pattern))}"
+        handoff = _EventQueue(1, f"watch {format_path(parse_pattern(pattern))}")
         subscription = self._call(
             functools.partial(
                 self._state.subscribe,
                 pattern,
-                forward,
+                handoff.handler,
                 mailbox_size=mailbox_size,
                 from_revision=from_revision,
             )
@@ -152,13 +133,16 @@ class StoreEvents:
         try:
             while True:
                 try:
-                    yield events.get(timeout=0.1)
+                    event = handoff.queue.get(timeout=0.1)
                 except queue.Empty:
                     if self._closed or self._state.closed:
                         return  # the Store was closed
+                else:
+                    assert event is not None  # nobody queues the end marker here
+                    yield event
         finally:
             # Unsubscribed when this returns: no event is handed over after.
-            left.set()
+            handoff.stopped = True
             with contextlib.suppress(StateClosedError):
                 self._call(subscription.unsubscribe)
 
@@ -242,38 +226,32 @@ class StoreCheckpoints:
         return self._inner.list()
 
 
-class _CallbackThread:
-    """Runs one Store subscriber's callback, event by event, in a thread of its own.
+class _EventQueue:
+    """Events a subscriber's :attr:`handler` hands to one thread, in order.
 
-    The subscriber's :attr:`handler` only queues the event (no hop to a
-    worker thread per event, which would cost the state's loop, and so every
-    writer, about as much as a write): its Ack means the event was handed to
-    the callback's thread. A full queue (*size* events behind) makes the
-    handler wait for room, so a slow callback still pushes back as any slow
+    The handler queues the event and returns (no hop to a worker thread
+    per event, which would cost the state's loop, and so every writer,
+    about as much as a write): its Ack means the event was handed over. A
+    full queue (*size* events behind) makes the handler wait for room in a
+    worker thread, so a slow consumer still pushes back as any slow
     subscriber does (the state waits, then drops and sends a ``Resync``).
+    Once :attr:`stopped`, a wait for room gives up.
     """
 
-    __slots__ = ("_callback", "_queue", "_stopped", "_thread", "handler")
+    __slots__ = ("handler", "queue", "stopped")
 
-    def __init__(
-        self, callback: Callable[[StateChanged | Resync], object], size: int = 64
-    ) -> None:
-        self._callback = callback
-        self._stopped = False
-        self._queue: queue.Queue[StateChanged | Resync | None] = queue.Queue(size)
-        name = getattr(callback, "__qualname__", "callback")
-        self._thread = threading.Thread(
-            target=self._run, name=f"stateward callback {name}", daemon=True
-        )
-        self._thread.start()
-        put_nowait = self._queue.put_nowait
+    def __init__(self, size: int, name: str) -> None:
+        # None: the end marker of a callback thread.
+        self.queue: queue.Queue[StateChanged | Resync | None] = queue.Queue(size)
+        self.stopped = False
+        put_nowait = self.queue.put_nowait
 
         async def handler(event: StateChanged | Resync) -> int:
             try:
                 put_nowait(event)
             except queue.Full:
                 # Abandoned if cancelled (an unsubscribe): _put gives up once
-                # the thread is stopped.
+                # stopped.
                 await anyio.to_thread.run_sync(self._put, event, abandon_on_cancel=True)
             return RAS.SUCCESS
 
@@ -282,13 +260,36 @@ class _CallbackThread:
         self.handler = handler
 
     def _put(self, event: StateChanged | Resync) -> None:
-        while not self._stopped:
+        while not self.stopped:
             with contextlib.suppress(queue.Full):
-                self._queue.put(event, timeout=0.05)
+                self.queue.put(event, timeout=0.05)
                 return
 
+
+class _CallbackThread:
+    """Runs one Store subscriber's callback, event by event, in a thread of its own.
+
+    Fed by an :class:`_EventQueue` of *size*; its :attr:`handler` is the
+    subscriber's.
+    """
+
+    __slots__ = ("_callback", "_events", "_thread", "handler")
+
+    def __init__(
+        self, callback: Callable[[StateChanged | Resync], object], size: int = 64
+    ) -> None:
+        self._callback = callback
+        name = getattr(callback, "__qualname__", "callback")
+        self._events = _EventQueue(size, name)
+        self.handler = self._events.handler
+        self._thread = threading.Thread(
+            target=self._run, name=f"stateward callback {name}", daemon=True
+        )
+        self._thread.start()
+
     def _run(self) -> None:
-        while (event := self._queue.get()) is not None:
+        events = self._events
+        while (event := events.queue.get()) is not None:
             try:
                 self._callback(event)
             except Exception:
@@ -297,7 +298,7 @@ class _CallbackThread:
                     self._callback,
                     getattr(event, "revision", None),
                 )
-            if self._stopped and self._queue.empty():
+            if events.stopped and events.queue.empty():
                 return  # stopped from the callback, the queue full then
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -310,7 +311,7 @@ class _CallbackThread:
         # Full: behind a callback that does not return (left to itself), or
         # stopped from the callback (it ends once the queue is empty).
         with contextlib.suppress(queue.Full):
-            self._queue.put(None, block=not own, timeout=timeout)
-        self._stopped = True
+            self._events.queue.put(None, block=not own, timeout=timeout)
+        self._events.stopped = True
         if not own:
             self._thread.join(timeout)

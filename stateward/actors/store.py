@@ -176,10 +176,16 @@ class Store(StoreEvents):
             raise
         self._closed = False
 
-    def _call(self, fn: Callable[..., Any], *args: object) -> Any:
-        """Run *fn* on the actor's loop and wait for it; closed: a typed error."""
+    def _check_open(self) -> None:
         if self._closed:
             raise StateClosedError("the Store was closed")
+
+    def _call(self, fn: Callable[..., Any], *args: object) -> Any:
+        """Run *fn* (async or not) in a task on the actor's loop and wait for it.
+
+        Through the portal: for what must await. Closed: a typed error.
+        """
+        self._check_open()
         try:
             return self._portal.call(fn, *args)
         except RuntimeError:
@@ -194,14 +200,18 @@ class Store(StoreEvents):
         signal this thread blocks on (see ``_handoff``): one hand-off to the
         loop and one back, no task per call.
         """
-        if self._closed:
-            raise StateClosedError("the Store was closed")
+        self._check_open()
         state = self._state
         signal = ThreadSignal()
         request = state._request(action, None, signal)
         self._caller.submit(functools.partial(state._put_from_thread, request))
         signal.block(self._caller.running)
         state._answer(request)
+
+    def _on_loop(self, fn: Callable[..., Any], *args: object) -> Any:
+        """Run plain *fn* on the actor's loop (one hand-off); closed: a typed error."""
+        self._check_open()
+        return self._caller.call(fn, *args)
 
     def _read_all(self) -> tuple[int, JSON]:
         """The revision and the whole tree, read at one instant (on the loop)."""
@@ -244,9 +254,7 @@ class Store(StoreEvents):
         scratch = self._scratch()
         if scratch is not None:
             return scratch.read(path, default)
-        if self._closed:
-            raise StateClosedError("the Store was closed")
-        committed, value = self._caller.call(self._state._get_committed, path, default)
+        committed, value = self._on_loop(self._state._get_committed, path, default)
         if not committed:  # a persisted write in flight: wait for its commit
             value = self._call(self._state.get, path, default)
         return cast("JSON", value)
@@ -321,7 +329,7 @@ class Store(StoreEvents):
             yield self
             return
         with self._txn_lock:
-            revision, root = self._caller.call(self._read_all)
+            revision, root = self._on_loop(self._read_all)
             pending[id(self)] = (Tree(root, revision=revision), [])
             try:
                 yield self
@@ -390,7 +398,7 @@ class Store(StoreEvents):
         # Read under the lock: saves reach the file in revision order, so an
         # older tree is never written over a newer one.
         with self._save_lock:
-            revision, root = self._caller.call(self._read_all)
+            revision, root = self._on_loop(self._read_all)
             if own and revision < self._saved_revision:
                 return target  # a newer tree is already there
             if own and not force:
