@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from stateward import RAS, Set, StateActor
+from stateward import RAS, PersistenceConfig, Set, StateActor
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -71,11 +71,13 @@ async def _ack(event: Any) -> int:
     return RAS.SUCCESS
 
 
-async def concurrent_sends(n: int, workers: int = 100) -> float:
+async def concurrent_sends(n: int, workers: int = 100, subscribers: int = 1) -> float:
+    """Sends per second from *workers* tasks, every event acked by each subscriber."""
     per_worker = n // workers
     async with anyio.create_task_group() as tg:
         state = await tg.start(StateActor().run)
-        await state.subscribe("w.*", _ack, name="sub", mailbox_size=256)
+        for s in range(subscribers):
+            await state.subscribe("w.*", _ack, name=f"sub{s}", mailbox_size=256)
 
         async def worker(w: int) -> None:
             path = f"w.{w}"
@@ -95,18 +97,34 @@ async def concurrent_sends(n: int, workers: int = 100) -> float:
 
 
 async def sequential_acks(
-    n: int, *, others: int = 0, initial: Any = None, path: str = "job.x"
+    n: int,
+    *,
+    others: int = 0,
+    initial: Any = None,
+    path: str = "job.x",
+    persistence: PersistenceConfig | None = None,
+    samples: list[float] | None = None,
 ) -> float:
+    """One worker's ``send`` + ``acks()`` per second, one subscriber.
+
+    With *persistence*, each send is durable; with *samples*, the seconds of
+    each round trip are appended there.
+    """
+    durable = None if persistence is None else True
     async with anyio.create_task_group() as tg:
-        state = await tg.start(StateActor(initial=initial).run)
+        state = await tg.start(StateActor(initial=initial, persistence=persistence).run)
         await state.subscribe(path, _ack, name="sub")
         for i in range(others):
             await state.subscribe(f"other.{i}.x", _ack, name=f"o{i}")
-        start = time.perf_counter()
+        start = before = time.perf_counter()
         for i in range(n):
-            receipt = await state.send(Set(path, i))
+            receipt = await state.send(Set(path, i), durable=durable)
             report = await receipt.acks()
             assert report.ok, report
+            if samples is not None:
+                after = time.perf_counter()
+                samples.append(after - before)
+                before = after
         elapsed = time.perf_counter() - start
         await state.stop()
     return n / elapsed

@@ -32,31 +32,43 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
-def raw_fsync(directory: str, n: int) -> float:
+def fsync_samples(directory: str, n: int) -> list[float]:
+    """Seconds of each of *n* appends of one small record, each fsynced."""
     path = os.path.join(directory, "raw.bin")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     record = b"x" * 64
+    samples: list[float] = []
     try:
-        start = time.perf_counter()
+        before = time.perf_counter()
         for _ in range(n):
             os.write(fd, record)
             os.fsync(fd)
-        return n / (time.perf_counter() - start)
+            after = time.perf_counter()
+            samples.append(after - before)
+            before = after
     finally:
         os.close(fd)
         os.unlink(path)
+    return samples
 
 
-async def durable_workers(directory: str, n: int, workers: int = 100) -> float:
-    state_dir = os.path.join(directory, "workers")
-    config = PersistenceConfig(state_dir, snapshot_every=1_000_000)
+def raw_fsync(directory: str, n: int) -> float:
+    """Appends of one small record, each fsynced, per second."""
+    return n / sum(fsync_samples(directory, n))
+
+
+async def sends_per_second(
+    n: int, workers: int, persistence: PersistenceConfig | None = None
+) -> float:
+    """``send(Set)`` per second from *workers* tasks; durable with *persistence*."""
+    durable = None if persistence is None else True
     per = max(1, n // workers)
     async with anyio.create_task_group() as tg:
-        state = await tg.start(StateActor(persistence=config).run)
+        state = await tg.start(StateActor(persistence=persistence).run)
 
         async def worker(w: int) -> None:
             for i in range(per):
-                await state.send(Set(f"w.{w}", i), durable=True)
+                await state.send(Set(f"w.{w}", i), durable=durable)
 
         start = time.perf_counter()
         async with anyio.create_task_group() as inner:
@@ -64,8 +76,15 @@ async def durable_workers(directory: str, n: int, workers: int = 100) -> float:
                 inner.start_soon(worker, w)
         elapsed = time.perf_counter() - start
         await state.stop()
-    shutil.rmtree(state_dir)
+    if persistence is not None:
+        shutil.rmtree(persistence.state_dir)
     return per * workers / elapsed
+
+
+async def durable_workers(directory: str, n: int, workers: int = 100) -> float:
+    state_dir = os.path.join(directory, "workers")
+    config = PersistenceConfig(state_dir, snapshot_every=1_000_000)
+    return await sends_per_second(n, workers, config)
 
 
 def _tree(leaves: int) -> dict[str, Any]:

@@ -18,15 +18,21 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
 
-from stateward import PersistenceConfig, Set, StateActor
+from stateward import PersistenceConfig
 
-from .core import _ack, _tree, raw_one_way, raw_round_trip, sequential_acks
+from .core import (
+    _tree,
+    concurrent_sends,
+    raw_one_way,
+    raw_round_trip,
+    sequential_acks,
+)
+from .persistence import fsync_samples, sends_per_second
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -55,88 +61,6 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[rank]
 
 
-async def many_subscribers(n: int, subscribers: int, workers: int = 100) -> float:
-    """Sends per second from *workers* tasks, each event acked by every subscriber."""
-    per = max(1, n // workers)
-    async with anyio.create_task_group() as tg:
-        state = await tg.start(StateActor().run)
-        for s in range(subscribers):
-            await state.subscribe("w.*", _ack, name=f"s{s}", mailbox_size=256)
-
-        async def worker(w: int) -> None:
-            for i in range(per):
-                await state.send(Set(f"w.{w}", i))
-
-        start = time.perf_counter()
-        async with anyio.create_task_group() as inner:
-            for w in range(workers):
-                inner.start_soon(worker, w)
-        receipt = await state.send(Set("w.done", True))  # every event consumed
-        await receipt.acks()
-        elapsed = time.perf_counter() - start
-        await state.stop()
-    return per * workers / elapsed
-
-
-async def latencies(n: int, state_dir: str | None) -> list[float]:
-    """Seconds of each of *n* ``send`` + ``acks()``, one subscriber."""
-    config = None if state_dir is None else PersistenceConfig(state_dir)
-    durable = None if state_dir is None else True
-    samples: list[float] = []
-    async with anyio.create_task_group() as tg:
-        state = await tg.start(StateActor(persistence=config).run)
-        await state.subscribe("job.x", _ack, name="sub")
-        for i in range(n):
-            start = time.perf_counter()
-            receipt = await state.send(Set("job.x", i), durable=durable)
-            await receipt.acks()
-            samples.append(time.perf_counter() - start)
-        await state.stop()
-    if state_dir is not None:
-        shutil.rmtree(state_dir)
-    return samples
-
-
-async def throughput(n: int, workers: int, state_dir: str | None) -> float:
-    """Sends per second from *workers* tasks, durable when *state_dir* is given."""
-    config = None if state_dir is None else PersistenceConfig(state_dir)
-    durable = None if state_dir is None else True
-    per = max(1, n // workers)
-    async with anyio.create_task_group() as tg:
-        state = await tg.start(StateActor(persistence=config).run)
-
-        async def worker(w: int) -> None:
-            for i in range(per):
-                await state.send(Set(f"w.{w}", i), durable=durable)
-
-        start = time.perf_counter()
-        async with anyio.create_task_group() as inner:
-            for w in range(workers):
-                inner.start_soon(worker, w)
-        elapsed = time.perf_counter() - start
-        await state.stop()
-    if state_dir is not None:
-        shutil.rmtree(state_dir)
-    return per * workers / elapsed
-
-
-def fsync_latencies(directory: str, n: int) -> list[float]:
-    """Seconds of each of *n* appends of one small record, each fsynced."""
-    path = os.path.join(directory, "raw.bin")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    samples: list[float] = []
-    try:
-        for _ in range(n):
-            start = time.perf_counter()
-            os.write(fd, b"x" * 64)
-            os.fsync(fd)
-            samples.append(time.perf_counter() - start)
-    finally:
-        os.close(fd)
-        os.unlink(path)
-    return samples
-
-
 async def measure(backend: str, n: int, quick: bool, directory: str) -> Sweep:
     """Every series of one backend, each beside its baseline."""
     sweep = Sweep(backend)
@@ -148,34 +72,62 @@ async def measure(backend: str, n: int, quick: bool, directory: str) -> Sweep:
         sweep.by_leaves[leaves] = await sequential_acks(n, initial=tree)
         del tree
     for subs in (0, 1, 2, 4, 8, 16):
-        sweep.by_subscribers[subs] = await many_subscribers(n, subs)
+        sweep.by_subscribers[subs] = await concurrent_sends(n, subscribers=subs)
     durable_n = max(50, n // 20)  # one fsync each: keep the run short
-    raw = fsync_latencies(directory, durable_n)
+    raw = fsync_samples(directory, durable_n)
     sweep.fsync = len(raw) / sum(raw)
     sweep.latency["append + fsync (baseline)"] = raw
-    sweep.latency["in memory"] = await latencies(n, None)
-    sweep.latency["durable"] = await latencies(
-        durable_n, os.path.join(directory, "lat")
-    )
-    journal = os.path.join(directory, "tp")
-    sweep.durable["1 worker, in memory"] = await throughput(n, 1, None)
-    sweep.durable["1 worker, durable"] = await throughput(durable_n, 1, journal)
-    sweep.durable["100 workers, in memory"] = await throughput(n, 100, None)
-    sweep.durable["100 workers, durable"] = await throughput(n // 4, 100, journal)
+    for kind, count, config in (
+        ("in memory", n, None),
+        ("durable", durable_n, PersistenceConfig(os.path.join(directory, "lat"))),
+    ):
+        samples = sweep.latency[kind] = []
+        await sequential_acks(count, persistence=config, samples=samples)
+        if config is not None:
+            shutil.rmtree(config.state_dir)
+    for workers, count in ((1, durable_n), (100, n // 4)):
+        w = f"{workers} worker{'s' if workers > 1 else ''}"
+        journal = PersistenceConfig(os.path.join(directory, "tp"))
+        sweep.durable[f"{w}, in memory"] = await sends_per_second(n, workers)
+        sweep.durable[f"{w}, durable"] = await sends_per_second(count, workers, journal)
     return sweep
+
+
+def _series(sweep: Sweep) -> list[tuple[dict[int, float], float, str, str]]:
+    """Series (1) and (2): each with its baseline, what it is, and the x unit."""
+    return [
+        (sweep.by_leaves, sweep.round_trip, "ask round trip", "leaves"),
+        (sweep.by_subscribers, sweep.one_way, "one-way stream", "subscribers"),
+    ]
+
+
+_LINE_CHARTS = [
+    # (x label, y label, title, x scale, file) of series (1) and (2)
+    (
+        "leaves in the tree",
+        "send + acks per second",
+        "One worker, one subscriber: the tree's size costs nothing",
+        "log",
+        "throughput-by-tree-size.png",
+    ),
+    (
+        "subscribers acking every event",
+        "sends per second (100 workers)",
+        "100 workers: each subscriber is one more actor per event",
+        "linear",
+        "throughput-by-subscribers.png",
+    ),
+]
 
 
 def rows(sweep: Sweep) -> Iterator[str]:
     """The sweep of one backend as Markdown rows, each with its ratio."""
     b = sweep.backend
-    yield f"| {b} | raw ask round trip (baseline of 1) | {sweep.round_trip:,.0f}/s |"
-    for leaves, rate in sweep.by_leaves.items():
-        ratio = rate / sweep.round_trip
-        yield f"| {b} | (1) {leaves:,} leaves | {rate:,.0f}/s = {ratio:.2f}x |"
-    yield f"| {b} | raw one-way stream (baseline of 2) | {sweep.one_way:,.0f}/s |"
-    for subs, rate in sweep.by_subscribers.items():
-        ratio = rate / sweep.one_way
-        yield f"| {b} | (2) {subs} subscribers | {rate:,.0f}/s = {ratio:.2f}x |"
+    for number, (series, base, base_label, unit) in enumerate(_series(sweep), 1):
+        yield f"| {b} | raw {base_label} (baseline of {number}) | {base:,.0f}/s |"
+        for x, rate in series.items():
+            ratio = rate / base
+            yield f"| {b} | ({number}) {x:,} {unit} | {rate:,.0f}/s = {ratio:.2f}x |"
     for kind, samples in sweep.latency.items():
         cells = ", ".join(
             f"p{p:g} {percentile(samples, p) * 1e3:.3f}" for p in PERCENTILES
@@ -207,49 +159,22 @@ def plot(sweeps: list[Sweep], directory: str) -> list[str]:
         plt.close(fig)
         written.append(path)
 
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for s in sweeps:
-        (line,) = ax.plot(
-            list(s.by_leaves), list(s.by_leaves.values()), "o-", label=s.backend
-        )
-        ax.axhline(
-            s.round_trip,
-            ls="--",
-            color=line.get_color(),
-            label=f"{s.backend}: raw ask round trip",
-        )
-    ax.set(
-        xscale="log",
-        xlabel="leaves in the tree",
-        ylabel="send + acks per second",
-        title="One worker, one subscriber: the tree's size costs nothing",
-        ylim=(0, None),
-    )
-    ax.legend(fontsize="small")
-    save(fig, "throughput-by-tree-size.png")
-
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for s in sweeps:
-        (line,) = ax.plot(
-            list(s.by_subscribers),
-            list(s.by_subscribers.values()),
-            "o-",
-            label=s.backend,
-        )
-        ax.axhline(
-            s.one_way,
-            ls="--",
-            color=line.get_color(),
-            label=f"{s.backend}: raw one-way stream",
-        )
-    ax.set(
-        xlabel="subscribers acking every event",
-        ylabel="sends per second (100 workers)",
-        title="100 workers: each subscriber is one more actor per event",
-        ylim=(0, None),
-    )
-    ax.legend(fontsize="small")
-    save(fig, "throughput-by-subscribers.png")
+    for number, (xlabel, ylabel, title, xscale, name) in enumerate(_LINE_CHARTS):
+        fig, ax = plt.subplots(figsize=(6.4, 4))
+        for sweep in sweeps:
+            series, base, base_label, _ = _series(sweep)[number]
+            (line,) = ax.plot(
+                list(series), list(series.values()), "o-", label=sweep.backend
+            )
+            ax.axhline(
+                base,
+                ls="--",
+                color=line.get_color(),
+                label=f"{sweep.backend}: raw {base_label}",
+            )
+        ax.set(xscale=xscale, xlabel=xlabel, ylabel=ylabel, title=title, ylim=(0, None))
+        ax.legend(fontsize="small")
+        save(fig, name)
 
     fig, axes = plt.subplots(1, len(sweeps), figsize=(6.4 * len(sweeps), 4))
     for ax, s in zip(axes if len(sweeps) > 1 else [axes], sweeps, strict=True):
