@@ -230,6 +230,43 @@ def test_state_dir_store_is_durable_per_call(tmp_path: Path) -> None:
         assert store.get() == {"a": 1, "b": [1, 2]}
 
 
+def test_a_durable_set_returns_once_on_disk_even_while_the_loop_is_busy(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker thread that wrote the record releases the blocked caller
+    # itself; here the event loop is held still from inside that write, so a
+    # release that went through the loop would never come.
+    with Store(state_dir=tmp_path / "state", backend=backend) as store:
+        store.set("warm", 1)
+        journal = store._state._core.persister.journal  # type: ignore[union-attr]
+        write = journal.commit
+        loop_held, let_loop_go = threading.Event(), threading.Event()
+
+        def hold_loop() -> None:
+            loop_held.set()
+            let_loop_go.wait(10)
+
+        def commit(blob: bytes, fsync: bool) -> None:
+            if not loop_held.is_set():
+                store._caller.submit(hold_loop)
+                assert loop_held.wait(10)
+            write(blob, fsync)
+
+        monkeypatch.setattr(journal, "commit", commit)
+        returned = threading.Event()
+        caller = threading.Thread(target=lambda: (store.set("a", 2), returned.set()))
+        caller.start()
+        try:
+            assert returned.wait(10), "the durable set waited for the event loop"
+            assert not let_loop_go.is_set()
+        finally:
+            let_loop_go.set()
+            caller.join(10)
+        assert store.get("a") == 2
+    with Store(state_dir=tmp_path / "state", backend=backend) as store:
+        assert store.get() == {"warm": 1, "a": 2}
+
+
 def test_pickle_only_when_named(tmp_path: Path) -> None:
     path = tmp_path / "state.pickle"
     with Store(state_file=path, serializer=PickleSerializer()) as store:

@@ -11,6 +11,9 @@ this instead for its reads and writes:
   signal, and setting it releases a lock the thread is blocked on. A Store
   write is a request in the actor's mailbox like any other; only who waits
   for the answer differs.
+  A durable write's signal is set by the persister's worker thread as
+  soon as its record is on disk, without a trip through the loop (see
+  ``Persister._write``).
 * :class:`LoopCaller` schedules a plain function on the loop (asyncio's
   ``call_soon_threadsafe``, trio's ``run_sync_soon``) and blocks the calling
   thread until it ran: no task, no future.
@@ -22,6 +25,7 @@ goes through the portal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 from collections import deque
@@ -59,9 +63,16 @@ class ThreadSignal:
         return False
 
     def set(self) -> None:
+        """Release the waiting thread; idempotent, from any thread.
+
+        The persister's worker thread may set it (the record is on disk)
+        while the loop refuses it (the actor stops): the second release of
+        such a race finds the lock released already, and that is fine.
+        """
         if not self._flag:
             self._flag = True
-            self._lock.release()
+            with contextlib.suppress(RuntimeError):  # released by the other side
+                self._lock.release()
 
     async def wait(self) -> None:  # pragma: no cover - a thread waits, not a task
         raise RuntimeError("a ThreadSignal is waited on by a thread: block()")
