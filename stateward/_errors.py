@@ -18,6 +18,7 @@ StatewardError(Exception)
 │   └── RemoteTimeoutError(+TimeoutError)         the owner did not answer in time
 └── PersistenceError                    the files of a persisted state
     ├── StateLockedError                another process holds the state directory
+    ├── StateDirectoryError(+OSError)   the directory cannot be opened: disk full, ...
     ├── StateFileChangedError           another writer changed a Store's file
     ├── CorruptStateError               damage recovery must not paper over
     └── DurabilityError                 a write or fsync failed: fail-stop
@@ -50,6 +51,7 @@ __all__ = [
     "RevisionMismatchError",
     "StateBrokenError",
     "StateClosedError",
+    "StateDirectoryError",
     "StateFileChangedError",
     "StateLockedError",
     "StatewardError",
@@ -241,6 +243,32 @@ class PersistenceError(StatewardError):
 
 class StateLockedError(PersistenceError):
     """Another process (or another open state) holds this state directory."""
+
+
+class StateDirectoryError(PersistenceError, OSError):
+    """A state directory cannot be created, read or written while it is opened.
+
+    A full disk, a missing permission, a read-only file system: the system's
+    error is the ``__cause__``, and ``errno`` and ``filename`` are copied
+    from it (it is an :class:`OSError` too). Opening changed nothing that
+    was acknowledged: fix the cause and open the state again.
+
+    Attributes:
+        path: The state directory.
+    """
+
+    def __init__(self, path: str, cause: OSError) -> None:
+        self.path = path
+        reason = cause.strerror or str(cause)
+        super().__init__(
+            cause.errno,
+            f"the state directory {path} could not be opened ({reason}); "
+            "nothing acknowledged was lost: fix that and open it again",
+            cause.filename,
+        )
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class StateFileChangedError(PersistenceError):

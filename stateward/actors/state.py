@@ -27,7 +27,7 @@ import anyio
 import attrs
 
 from .._checks import MAX_MAILBOX, int_validator
-from .._errors import InvalidActionError
+from .._errors import InvalidActionError, StateDirectoryError
 from .._json import JSON, own_json
 from ..paths import format_path, parse_pattern
 from ..tree import Tree
@@ -129,7 +129,8 @@ class StateActor:
         Raises:
             StateLockedError: Another state holds the directory.
             CorruptStateError: Recovery found damage it must not skip.
-            OSError: The directory cannot be read or written.
+            StateDirectoryError: The directory cannot be created, read or
+                written (a full disk, a permission): an :class:`OSError` too.
         """
         config = self.persistence
         lock: int | None = None
@@ -140,12 +141,18 @@ class StateActor:
         if config is None:
             tree = Tree.adopt(initial)
         else:
-            lock = await anyio.to_thread.run_sync(
-                lock_directory, config.files, config.state_dir
-            )
+            try:
+                lock = await anyio.to_thread.run_sync(
+                    lock_directory, config.files, config.state_dir
+                )
+            except OSError as exc:
+                raise StateDirectoryError(config.state_dir, exc) from exc
             try:
                 recovered = await anyio.to_thread.run_sync(recover, config, initial)
                 del initial  # recovery adopted it, or read the state from disk
+            except OSError as exc:
+                unlock_directory(lock)
+                raise StateDirectoryError(config.state_dir, exc) from exc
             except BaseException:
                 unlock_directory(lock)
                 raise

@@ -20,7 +20,15 @@ import anyio
 import pytest
 from needs import unavailable
 
-from stateward import Delete, DurabilityError, PersistenceConfig, Set, StateActor
+from stateward import (
+    Delete,
+    DurabilityError,
+    PersistenceConfig,
+    Set,
+    StateActor,
+    StateDirectoryError,
+    open_state,
+)
 from stateward.actors.persistence import parse_snapshot
 
 if TYPE_CHECKING:
@@ -140,3 +148,39 @@ async def test_enospc_is_never_acknowledged_and_loses_nothing(
     print(f"D5: {refused} refused writes, {len(failed_snapshots)} failed snapshots")
     with contextlib.suppress(FileNotFoundError):
         (small_disk / "filler").unlink()
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["existing", "new"])
+async def test_opening_on_a_full_disk_fails_typed_and_loses_nothing(
+    small_disk: Path, fresh: bool
+) -> None:
+    state_dir = small_disk / "state"
+    acked: dict[str, int] = {}
+    if not fresh:
+        config = PersistenceConfig(str(state_dir))
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(persistence=config).run)
+            for i in range(20):
+                await state.send(Set(f"k{i}", i), durable=True)
+                acked[f"k{i}"] = i
+            await state.stop()
+    _fill(small_disk, leave=0)
+    before = sorted(os.listdir(state_dir)) if not fresh else None
+    config = PersistenceConfig(str(state_dir))
+    with pytest.raises(StateDirectoryError) as caught:
+        async with open_state(state_dir=state_dir):
+            pass
+    error = caught.value
+    assert isinstance(error, OSError)
+    assert error.errno == errno.ENOSPC
+    assert isinstance(error.__cause__, OSError)
+    assert str(state_dir) in str(error)
+    assert error.path == str(state_dir)
+    if before is not None:  # nothing it held was removed or replaced
+        assert set(before) <= set(os.listdir(state_dir))
+    (small_disk / "filler").unlink()
+    async with anyio.create_task_group() as tg:
+        state = await tg.start(StateActor(persistence=config).run)
+        assert await state.get("", {}) == acked
+        await state.send(Set("after", 1), durable=True)
+        await state.stop()

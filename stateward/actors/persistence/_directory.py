@@ -47,8 +47,12 @@ def lock_directory(files: Files, directory: str) -> int:
     except BaseException:
         os.close(fd)
         raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    try:  # the holder's pid, for the message of the next one (a full disk fails)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    except BaseException:
+        unlock_directory(fd)  # else the lock stays taken until the process ends
+        raise
     return fd
 
 
