@@ -90,6 +90,9 @@ class _SnapshotOrder:
         except OSError as exc:
             self.error = exc
         finally:
+            # Cancelled before the worker thread began the read: no one else
+            # will close the pipe and reap the child (else a no-op).
+            child.abandon()
             self.read.set()
 
 

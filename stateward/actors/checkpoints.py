@@ -240,9 +240,12 @@ class Checkpoints:
             if child is None:
                 tree = self._state.get_nowait()
             else:
-                tree = await anyio.to_thread.run_sync(
-                    child.read, abandon_on_cancel=True
-                )
+                try:
+                    tree = await anyio.to_thread.run_sync(
+                        child.read, abandon_on_cancel=True
+                    )
+                finally:
+                    child.abandon()  # cancelled before the read began: reap it
             await self._state.wait_durable(revision)
             objects = dict(self._objects)
             now = datetime.datetime.now(datetime.UTC)

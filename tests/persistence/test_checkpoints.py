@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -444,3 +446,45 @@ def test_save_every_seconds_or_steps_with_a_fake_clock() -> None:
         SaveEvery()
     with pytest.raises(InvalidActionError):
         SaveEvery(seconds=0)
+
+
+async def test_a_cancelled_save_leaves_no_child_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The save is cancelled while it waits for a worker thread (the
+    # application holds them all): the forked child that serialises the tree
+    # (more than a pipe holds) is killed and reaped, not left blocked.
+    from stateward.actors import checkpoints as module
+
+    children: list[Any] = []
+    real_start = module.fork_serialise
+
+    def spy_start(root: object, dumps: object) -> object:
+        forked = real_start(root, dumps)
+        children.append(forked)
+        return forked
+
+    monkeypatch.setattr(module, "fork_serialise", spy_start)
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    holders = [object() for _ in range(int(limiter.total_tokens))]
+    big = {f"k{i}": "x" * 100 for i in range(2_000)}
+    async with open_state(big) as state:
+        checkpoints = Checkpoints(state, tmp_path / "checkpoints")
+        for holder in holders:
+            await limiter.acquire_on_behalf_of(holder)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(checkpoints.save)
+                await anyio.wait_all_tasks_blocked()  # it waits for a thread
+                tg.cancel_scope.cancel()
+        finally:
+            for holder in holders:
+                limiter.release_on_behalf_of(holder)
+    (child,) = children
+    try:
+        with pytest.raises(ChildProcessError):  # reaped already
+            os.waitpid(child.pid, os.WNOHANG)  # noqa: ASYNC222 - does not wait
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(child.pid, signal.SIGKILL)
+            os.waitpid(child.pid, 0)  # noqa: ASYNC222 - killed: at once

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import signal
 import threading
 
 import anyio
@@ -95,3 +97,46 @@ async def test_without_fork_the_snapshot_is_serialised_in_place(tmp_path, monkey
     found = _snapshots(tmp_path)
     assert found[10] == {"n": 9}
     assert found[25] == {"n": 24}  # the last one, at a clean exit
+
+
+async def test_a_snapshot_child_is_reaped_when_its_read_is_cancelled(
+    tmp_path, monkeypatch
+):
+    # The actor is cancelled while its snapshot waits for a worker thread:
+    # the read never begins, and the child (its body larger than a pipe
+    # holds) must not stay blocked on the pipe, holding the directory's
+    # files, nor stay a zombie.
+    children = []
+    real_start = _persister.fork_serialise
+
+    def spy_start(root):
+        forked = real_start(root)
+        children.append(forked)
+        return forked
+
+    monkeypatch.setattr(_persister, "fork_serialise", spy_start)
+    # (fsync: a send returns after its commit, so after the actor ordered
+    # the snapshot that followed it)
+    config = PersistenceConfig(str(tmp_path), "fsync", snapshot_every=5)
+    big = {f"k{i}": "x" * 100 for i in range(2_000)}  # about 220 kB of JSON
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial=big, persistence=config).run)
+            limiter = state._core.persister.snapshot_limiter
+            holders = [object(), object()]
+            for holder in holders:  # no worker thread for the snapshot's read
+                await limiter.acquire_on_behalf_of(holder)
+            for i in range(5):
+                await state.send(Set("n", i))
+            assert len(children) == 1
+            tg.cancel_scope.cancel()
+        for holder in holders:
+            limiter.release_on_behalf_of(holder)
+    (child,) = children
+    try:
+        with pytest.raises(ChildProcessError):  # reaped already
+            os.waitpid(child.pid, os.WNOHANG)  # noqa: ASYNC222 - does not wait
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(child.pid, signal.SIGKILL)
+            os.waitpid(child.pid, 0)  # noqa: ASYNC222 - killed: at once

@@ -23,6 +23,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 import warnings
 from typing import TYPE_CHECKING, Final
 
@@ -39,18 +40,47 @@ _CHUNK: Final = 1 << 20
 
 
 class ForkedBody:
-    """A child serialising one tree; :meth:`read` collects its bytes."""
+    """A child serialising one tree; :meth:`read` collects its bytes.
+
+    Exactly one of :meth:`read` and :meth:`abandon` closes the pipe and reaps
+    the child, whichever comes first (from any thread): a child is never
+    left blocked on a full pipe, holding the state directory's files, nor
+    left a zombie.
+    """
 
     def __init__(self, pid: int, fd: int) -> None:
         self.pid = pid
         self.fd = fd
+        self._claim = threading.Lock()
+        self._claimed = False
+
+    def _take(self) -> bool:
+        with self._claim:
+            taken, self._claimed = not self._claimed, True
+            return taken
+
+    def abandon(self) -> None:
+        """Kill and reap the child unless :meth:`read` has begun; idempotent.
+
+        For a read that will never run (its task was cancelled first). The
+        child only serialises: killing it loses nothing.
+        """
+        if not self._take():
+            return
+        os.close(self.fd)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)  # at once: it was killed
 
     def read(self) -> bytes:
         """Read the body to its end and reap the child (blocking: a worker thread).
 
         Raises:
-            OSError: The child failed (its exit status) or the pipe broke.
+            OSError: The child failed (its exit status), the pipe broke, or
+                the body was abandoned.
         """
+        if not self._take():
+            raise OSError("the snapshot child was abandoned")
         chunks: list[bytes] = []
         try:
             while True:
