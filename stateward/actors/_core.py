@@ -216,6 +216,8 @@ class _Core:
             await persister.submit(Commit(records, waiting, outbox, self.tree.revision))
         if persister.snapshot_due(self.tree.revision):
             await persister.submit_snapshot(self.tree)
+        else:
+            persister.freeze_gc(self.tree.revision)
 
     def process(self, request: _Request) -> None:
         # The hot path: it runs once per action, so it reads plain attributes

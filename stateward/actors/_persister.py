@@ -20,7 +20,7 @@ import anyio
 
 from .._errors import DurabilityError
 from ._handoff import ThreadSignal
-from .persistence import _dumps
+from .persistence import ADAPTIVE_SNAPSHOT_EVERY, _dumps
 from .persistence._fork import ForkedBody, start as fork_serialise
 from .subscriber import deliver, deliver_nowait
 
@@ -123,6 +123,7 @@ class Persister:
         self.last_snapshot = journal.snapshot_revision
         self.last_snapshot_time = anyio.current_time()
         self.snapshot_busy = False
+        self.last_freeze = core.tree.revision  # the loaded tree was frozen
         self._snapshot_idle = anyio.Event()
         self._snapshot_idle.set()
         self.finished = anyio.Event()
@@ -143,13 +144,35 @@ class Persister:
             or revision < self.journal.segment_first  # nothing since the rotation
         ):
             return False
-        if revision - self.last_snapshot >= self.config.snapshot_every:
+        since = revision - self.last_snapshot
+        every = self.config.snapshot_every
+        if every is not None:
+            if since >= every:
+                return True
+        elif since >= ADAPTIVE_SNAPSHOT_EVERY and (
+            self.journal.bytes_since_snapshot() >= self.journal.snapshot_bytes
+        ):
             return True
         interval = self.config.snapshot_interval
         return (
             interval is not None
             and anyio.current_time() - self.last_snapshot_time >= interval
         )
+
+    def freeze_gc(self, revision: int, *, now: bool = False) -> None:
+        """Freeze what was allocated since the last freeze (``freeze_gc``).
+
+        At each snapshot (*now*), and at least every
+        ``ADAPTIVE_SNAPSHOT_EVERY`` revisions: the default schedule may take
+        a snapshot far less often, and the objects written meanwhile would
+        otherwise grow into full collections of tens of milliseconds.
+        ``gc.freeze()`` moves lists, it does not walk them: it costs the
+        same for any size.
+        """
+        every = 0 if now else ADAPTIVE_SNAPSHOT_EVERY
+        if self.config.freeze_gc and revision - self.last_freeze >= every:
+            self.last_freeze = revision
+            gc.freeze()
 
     async def submit_snapshot(self, tree: Tree) -> None:
         # Taken here, between two batches, so that it is exactly this
@@ -160,8 +183,7 @@ class Persister:
         self.last_snapshot_time = anyio.current_time()
         self._snapshot_idle = anyio.Event()
         child = fork_serialise(tree.root) if self.config.snapshot_in_child else None
-        if self.config.freeze_gc:
-            gc.freeze()  # what was written since the last freeze
+        self.freeze_gc(tree.revision, now=True)
         if child is None:
             order = _SnapshotOrder(tree.revision, _snapshot_body(tree))
         else:

@@ -232,7 +232,7 @@ async def open_state(
     mailbox_size: int = 64,
     state_dir: str | os.PathLike[str] | None = None,
     durability: Durability = "fsync",
-    snapshot_every: int = 10_000,
+    snapshot_every: int | None = None,
     keep_snapshots: int = 3,
     snapshot_interval: float | None = None,
     history: int = 1000,
@@ -248,9 +248,11 @@ async def open_state(
     :mod:`stateward.actors.persistence`) and recovered from it when it exists
     (then *initial* is ignored). *durability* is what a send waits for by
     default (``"fsync"``, ``"flush"`` or ``"none"``); a snapshot is written
-    every *snapshot_every* revisions, at the first change once the last one is
-    *snapshot_interval* seconds old (if given), and at a clean exit; the
-    newest *keep_snapshots* are kept.
+    every *snapshot_every* revisions (None: every 10,000, but for a big tree
+    not before the journal since the last snapshot is as large as that
+    snapshot; see :class:`~stateward.PersistenceConfig`), at the first change
+    once the last one is *snapshot_interval* seconds old (if given), and at a
+    clean exit; the newest *keep_snapshots* are kept.
 
     The last *history* revisions are remembered for ``from_revision`` feeds
     (:meth:`StateHandle.subscribe`, :meth:`StateHandle.watch`) and

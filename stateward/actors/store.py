@@ -126,7 +126,7 @@ class Store(StoreEvents):
         serializer: Serializer | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         durability: Durability = "fsync",
-        snapshot_every: int = 10_000,
+        snapshot_every: int | None = None,
         keep_snapshots: int = 3,
         snapshot_interval: float | None = None,
         backend: str = "asyncio",

@@ -29,12 +29,15 @@ with one ``write`` and one ``fsync``; while it waits on the disk the actor
 applies the next batch. A durable send is answered, and the events of its
 batch reach subscribers, only after that fsync (rule R2).
 
-**Snapshots.** Every ``snapshot_every`` revisions, or once a change is
-``snapshot_interval`` seconds older than the last snapshot, the tree is serialized (on
-the event loop, at C speed) and written off the loop: temp file, fsync,
-``os.replace``, fsync of the directory. The journal rotates to a new segment
-at the snapshot's revision + 1. Once the snapshot is durable, retention keeps
-the newest ``keep_snapshots`` and the journal segments they need.
+**Snapshots.** Every ``snapshot_every`` revisions (by default: every
+10,000, and not before the journal since the last snapshot is as large as
+it), or once a change is ``snapshot_interval`` seconds older than the last
+snapshot, the tree is serialized (by a forked child, where ``fork``
+exists; else on the event loop, at C speed) and written off the loop: temp
+file, fsync, ``os.replace``, fsync of the directory. The journal rotates to
+a new segment at the snapshot's revision + 1. Once the snapshot is durable,
+retention keeps the newest ``keep_snapshots`` and the journal segments they
+need.
 
 **Recovery.** Newest snapshot whose checksums hold (a damaged one is moved to
 ``quarantine/`` and the previous one is used), then every record after it. A
@@ -52,7 +55,12 @@ always in a worker thread.
 
 from __future__ import annotations
 
-from ._config import DURABILITIES, Durability, PersistenceConfig
+from ._config import (
+    ADAPTIVE_SNAPSHOT_EVERY,
+    DURABILITIES,
+    Durability,
+    PersistenceConfig,
+)
 from ._directory import lock_directory, unlock_directory
 from ._format import (
     _RECORD_MAGIC,
@@ -77,6 +85,7 @@ from ._replay import (
 from ._snapshot import Snapshot, parse_snapshot
 
 __all__ = [
+    "ADAPTIVE_SNAPSHOT_EVERY",
     "DURABILITIES",
     "LOCK_NAME",
     "QUARANTINE",

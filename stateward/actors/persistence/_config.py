@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Final, Literal, TypeAlias, final
 
 import attrs
 
-from ..._checks import int_validator, seconds_validator
+from ..._checks import check_int, int_validator, seconds_validator
 from ..._errors import (
     InvalidActionError,
 )
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from ._recovery import RecoveryProgress
 
-__all__ = ["DURABILITIES", "Durability", "PersistenceConfig"]
+__all__ = ["ADAPTIVE_SNAPSHOT_EVERY", "DURABILITIES", "Durability", "PersistenceConfig"]
 
 Durability: TypeAlias = Literal["none", "flush", "fsync"]
 """How far a send waits by default, and what each group commit does.
@@ -33,11 +33,21 @@ Durability: TypeAlias = Literal["none", "flush", "fsync"]
 
 DURABILITIES: Final = ("none", "flush", "fsync")
 
+ADAPTIVE_SNAPSHOT_EVERY: Final = 10_000
+"""The fewest revisions between two snapshots when ``snapshot_every`` is None."""
+
 
 def _check_durability(_inst: object, attr: attrs.Attribute[str], value: object) -> None:
     if value not in DURABILITIES:
         reason = f"must be one of {', '.join(DURABILITIES)} (got {value!r})"
         raise InvalidActionError(attr.name, reason)
+
+
+def _check_every(
+    _inst: object, attr: attrs.Attribute[int | None], value: object
+) -> None:
+    if value is not None:
+        check_int(attr.name, value, 1)
 
 
 def _check_dir(_inst: object, attr: attrs.Attribute[str], value: object) -> None:
@@ -53,7 +63,14 @@ class PersistenceConfig:
 
     state_dir: str = attrs.field(converter=os.fspath, validator=_check_dir)
     durability: Durability = attrs.field(default="fsync", validator=_check_durability)
-    snapshot_every: int = attrs.field(default=10_000, validator=int_validator(1))
+    snapshot_every: int | None = attrs.field(default=None, validator=_check_every)
+    """Revisions between two snapshots. None (the default) adapts to the tree:
+    every :data:`ADAPTIVE_SNAPSHOT_EVERY` revisions, but never before the
+    journal written since the last snapshot is as large as that snapshot, so
+    that a big tree with small writes is not serialised again and again (a
+    million-leaf tree makes a 21 MiB snapshot; 10,000 small records are
+    about 1 MiB). Recovery then replays at most about one snapshot's worth
+    of journal. An int is exact: a snapshot every that many revisions."""
     keep_snapshots: int = attrs.field(default=3, validator=int_validator(1))
     snapshot_interval: float | None = attrs.field(
         default=None, validator=seconds_validator(positive=True, optional=True)

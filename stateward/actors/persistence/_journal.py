@@ -240,6 +240,10 @@ class Journal:
         self.fd: int | None = None
         self.segment_first = 0
         self.size = 0  # bytes written and accepted in the current segment
+        # For the adaptive snapshot schedule (read by the state actor, written
+        # here in a worker thread: plain ints, a stale read only delays it).
+        self.snapshot_bytes = 0  # the body of the newest snapshot
+        self.carried = 0  # record bytes after it in earlier segments (recovery)
 
     def open_segment(self, first: int) -> None:
         """Close the current segment and start ``journal-<first>.wal``, durably."""
@@ -263,6 +267,7 @@ class Journal:
         self.fd = fd
         self.segment_first = first
         self.size = len(header)
+        self.carried = 0
 
     def commit(self, blob: bytes, fsync: bool) -> None:
         """Append *blob* (whole records) and, if asked, fsync it.
@@ -293,6 +298,11 @@ class Journal:
         header = _snapshot_header(self.store_id, revision, body)
         self.files.write_atomic(path, header, body)
         self.snapshot_revision = revision
+        self.snapshot_bytes = len(body)
+
+    def bytes_since_snapshot(self) -> int:
+        """Record bytes written after the newest snapshot's revision (about)."""
+        return self.carried + self.size - _SEGMENT_HEAD.size
 
     def retain(self) -> list[str]:
         """Keep the newest snapshots and the journal they need; return what went.

@@ -15,7 +15,7 @@ from ..._errors import (
 from ...tree import Tree
 from .._files import crash_point
 from ._directory import _list, _quarantine
-from ._format import _dumps, segment_name, snapshot_name
+from ._format import _RECORD_HEAD, _dumps, segment_name, snapshot_name
 from ._journal import Journal, apply_record, read_segment
 from ._snapshot import Snapshot, read_snapshot
 
@@ -89,7 +89,7 @@ def recover(
             raise CorruptStateError(directory, "journal segments but no snapshot")
         store_id = uuid.uuid4().bytes
         journal = Journal(config, store_id, 0)
-        journal.write_snapshot(0, _dumps(initial).encode())
+        journal.write_snapshot(0, _dumps(initial).encode())  # (sets snapshot_bytes)
         journal.open_segment(1)
         # *initial* is the actor's private, validated copy: adopted, not copied.
         return Recovered(Tree.adopt(initial), journal, 0, 0, ())
@@ -119,7 +119,7 @@ def recover(
         for i, first in enumerate(segments)
         if i + 1 == len(segments) or segments[i + 1] > base.revision + 1
     ]
-    replayed = 0
+    replayed = carried = 0
     report = config.on_progress
     sizes = [_size(os.path.join(directory, segment_name(f))) for f in needed]
     done_bytes, total_bytes = 0, sum(sizes)
@@ -166,6 +166,7 @@ def recover(
                 raise CorruptStateError(name, reason)
             apply_record(tree, sequence, payload, name)
             replayed += 1
+            carried += len(payload)
             if report is not None and replayed % _PROGRESS_EVERY == 0:
                 report(
                     RecoveryProgress(done_bytes, total_bytes, replayed, tree.revision)
@@ -184,6 +185,9 @@ def recover(
         files.unlink(os.path.join(directory, segment_name(first)))
         files.fsync_dir(directory)
     journal.open_segment(first)
+    # What the adaptive snapshot schedule weighs (see PersistenceConfig).
+    journal.snapshot_bytes = base.size
+    journal.carried = carried + replayed * _RECORD_HEAD.size
     # A crash may have come between a snapshot and its retention pass: finish
     # it now that the directory (and so the newest snapshot) is synced.
     files.fsync_dir(directory)

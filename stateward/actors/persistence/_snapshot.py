@@ -26,6 +26,7 @@ class Snapshot:
     store_id: bytes
     revision: int
     root: Any
+    size: int  # of the encoded body
 
 
 _CHUNK: Final = 1 << 20
@@ -55,7 +56,7 @@ def _decode(body: bytes, store_id: bytes, revision: int, name: str) -> Snapshot:
         check_json(root, "snapshot", TREE_DEPTH)
     except InvalidValueError as exc:
         raise CorruptStateError(name, f"snapshot holds {exc}") from None
-    return Snapshot(store_id, revision, root)
+    return Snapshot(store_id, revision, root, len(body))
 
 
 def parse_snapshot(data: bytes, name: str) -> Snapshot:
