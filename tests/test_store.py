@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -15,6 +15,7 @@ from stateward import (
     JsonSerializer,
     PickleSerializer,
     Resync,
+    Set,
     StateChanged,
     Store,
 )
@@ -265,6 +266,39 @@ def test_a_durable_set_returns_once_on_disk_even_while_the_loop_is_busy(
         assert store.get("a") == 2
     with Store(state_dir=tmp_path / "state", backend=backend) as store:
         assert store.get() == {"warm": 1, "a": 2}
+
+
+def test_a_store_call_costs_the_actor_no_extra_loop_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On asyncio the actor turns the loop once more before taking a batch
+    # that holds a task's send (which may be cancelled meanwhile); a Store
+    # call cannot be withdrawn, so a batch of Store calls alone skips it.
+    from stateward.actors import _core
+
+    settled: list[int] = []
+    real_backend = _core.current_backend
+
+    def spying_backend() -> Any:
+        backend = real_backend()
+        real_settle = backend.settle
+        assert real_settle is not None  # asyncio
+
+        async def settle() -> None:
+            settled.append(1)
+            await real_settle()
+
+        return backend._replace(settle=settle)
+
+    monkeypatch.setattr(_core, "current_backend", spying_backend)
+    with Store(backend="asyncio") as store:
+        for i in range(20):
+            store.set("n", i)
+            assert store.get("n") == i
+        assert settled == []
+        store._call(store._state.send, Set("n", 99))  # a task's send: settles
+        assert settled
+        assert store.get("n") == 99
 
 
 def test_pickle_only_when_named(tmp_path: Path) -> None:

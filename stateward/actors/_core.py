@@ -24,6 +24,7 @@ from ..paths import format_path
 from ..tree import Tree, unchanged_below
 from ._ack import Receipt, new_receipt
 from ._derive import Derivation, Derivations
+from ._handoff import ThreadSignal
 from ._mailbox import Mailbox, Signal, current_backend
 from ._persister import Commit, Persister
 from ._track import Reactions
@@ -83,6 +84,11 @@ class _Request:
         self.wait = wait  # with persistence: 0 none, 1 written, 2 fsynced
 
 
+def _cancellable(request: _Request) -> bool:
+    """Whether *request*'s sender is a task, which may be cancelled while it waits."""
+    return type(request.done) is not ThreadSignal
+
+
 class _Core:
     """The actor's state, shared by its task and the handle (one event loop)."""
 
@@ -132,9 +138,12 @@ class _Core:
         settle = self.settle
         while True:
             await mailbox.wait()
-            if settle is not None:
+            if settle is not None and mailbox.any(_cancellable):
                 # Let cancellations already under way reach their senders, so
                 # that a send cancelled before we take it is skipped (_mailbox).
+                # Only a task's send can be: not a Store call's, whose thread
+                # waits for the answer whatever happens (one loop turn saved
+                # per Store call on asyncio).
                 await settle()
             self.batch = batch = mailbox.take(_BATCH)
             stop_at, ready, waiting = self.apply_batch(batch)

@@ -219,6 +219,13 @@ class Mailbox(Generic[_T]):
             return False
         return True
 
+    def any(self, predicate: Callable[[_T], bool]) -> bool:
+        """Whether an item, parked ones included, satisfies *predicate*.
+
+        Stops at the first that does.
+        """
+        return any(map(predicate, self._queue)) or any(map(predicate, self._parked))
+
     def take(self, limit: int) -> list[_T]:
         """Take up to *limit* items, oldest first, then let parked ones in."""
         queue = self._queue
