@@ -29,7 +29,9 @@ from stateward import PersistenceConfig, Set, StateActor, Store
 from stateward.actors.persistence import recover
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
+
+    from stateward.actors.persistence import RecoveryProgress
 
 
 def fsync_samples(directory: str, n: int) -> list[float]:
@@ -118,10 +120,18 @@ def one_leaf(directory: str, leaves: int, rounds: int) -> tuple[float, float]:
     return whole, statistics.median(times)
 
 
-async def recovery(directory: str, records: int) -> float:
+async def recovery(
+    directory: str,
+    records: int,
+    on_progress: Callable[[RecoveryProgress], object] | None = None,
+) -> float:
+    """Seconds to recover a journal of *records* one-Set records."""
     state_dir = os.path.join(directory, "recovery")
     config = PersistenceConfig(
-        state_dir, snapshot_every=10 * records, durability="none"
+        state_dir,
+        snapshot_every=10 * records,
+        durability="none",
+        on_progress=on_progress,
     )
     async with anyio.create_task_group() as tg:
         state = await tg.start(StateActor(persistence=config).run)

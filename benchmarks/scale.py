@@ -15,7 +15,15 @@ workload each, ratios within the run:
     is what the row shows).
 
 Targets for (b): the longest send <= 20 ms and <= 2x the longest of (a);
-sends/s >= 0.8x (a).
+sends/s >= 0.8x (a). Each run also counts the full garbage collections
+while it sends, and their pauses (target with ``gc.freeze()``: none over
+10 ms). Then, without a backend:
+
+(e) memory per leaf of a running state against the same data in a plain
+    dict (tracemalloc; target <= 1.2x);
+(f) recovery of a journal of one-Set records (200,000, or 20,000 with
+    --quick), in records/s (target >= 500,000/s), and how many progress
+    reports it gave.
 """
 
 from __future__ import annotations
@@ -25,22 +33,45 @@ import os
 import statistics
 import tempfile
 import time
+import tracemalloc
 from typing import TYPE_CHECKING
 
 import anyio
+import attrs
 
-from stateward import Set, StateActor
+from stateward import Set, StateActor, open_state
 from stateward.actors.persistence import PersistenceConfig
+
+from .persistence import recovery
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from stateward.actors.persistence import RecoveryProgress
+
+
+@attrs.frozen
+class _Result:
+    times: list[float]  # each send, in seconds
+    snapshots: int
+    full_collections: list[float]  # each one's pause, in seconds
+
 
 async def _run(
     n: int, sends: int, snapshot_every: int | None, in_child: bool
-) -> list[float]:
+) -> _Result:
     initial = {"jobs": {f"k{i}": {"n": i} for i in range(n)}}
     disk = os.environ.get("STATEWARD_BENCH_DIR")
+    pauses: list[float] = []
+    began: list[float] = []
+
+    def timer(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                began.append(time.perf_counter())
+            else:
+                pauses.append(time.perf_counter() - began.pop())
+
     with tempfile.TemporaryDirectory(dir=disk) as directory:
         config = PersistenceConfig(
             directory,
@@ -54,16 +85,47 @@ async def _run(
             actor = StateActor(initial=initial, persistence=config)
             del initial
             state = await tg.start(actor.run)
-            for i in range(sends):
-                start = time.perf_counter()
-                await state.send(Set(f"jobs.k{(i * 7919) % n}.n", -i))
-                times.append(time.perf_counter() - start)
+            gc.callbacks.append(timer)  # once the state is loaded
+            try:
+                for i in range(sends):
+                    start = time.perf_counter()
+                    await state.send(Set(f"jobs.k{(i * 7919) % n}.n", -i))
+                    times.append(time.perf_counter() - start)
+            finally:
+                gc.callbacks.remove(timer)
             snapshots = state.statistics().snapshots
             await state.stop()
-        times.append(float(snapshots))  # carried out with the times
     gc.unfreeze()
     gc.collect()
-    return times
+    return _Result(times, snapshots, pauses)
+
+
+def memory_per_leaf(n: int) -> tuple[float, float]:
+    """Bytes per leaf of a plain dict of *n* leaves, and of a running state."""
+
+    def make() -> dict[str, object]:
+        return {"jobs": {f"k{i}": {"n": i} for i in range(n)}}
+
+    async def running() -> int:
+        initial = make()
+        async with open_state(initial):
+            del initial  # the state holds the only copy
+            gc.collect()
+            return tracemalloc.get_traced_memory()[0]
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        plain = make()
+        plain_bytes = tracemalloc.get_traced_memory()[0] - base
+        del plain
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        used = anyio.run(running) - base
+    finally:
+        tracemalloc.stop()
+    return plain_bytes / n, used / n
 
 
 def run(backends: list[str], quick: bool) -> Iterator[str]:
@@ -79,18 +141,27 @@ def run(backends: list[str], quick: bool) -> Iterator[str]:
             ("(c) on the actor, no freeze", every, False),
             ("(d) the default schedule", None, True),
         ):
-            times = anyio.run(_run, n, sends, snapshot_every, in_child, backend=backend)
-            snapshots = int(times.pop())
+            result = anyio.run(
+                _run, n, sends, snapshot_every, in_child, backend=backend
+            )
+            times = result.times
             total = sum(times)
             ordered = sorted(times)
             longest = ordered[-1] * 1e3
             p999 = ordered[int(len(ordered) * 0.999)] * 1e3
             rate = len(times) / total
             results[label] = (longest, rate)
+            pauses = result.full_collections
+            worst = max(pauses, default=0.0) * 1e3
+            gc_target = ""
+            if in_child:  # gc.freeze() as by default
+                verdict = "meets" if worst <= 10 else "MISSES"
+                gc_target = f" (target: none over 10 ms: {verdict})"
             yield (
                 f"| {backend} | {label}, {n:,} leaves | longest send {longest:.1f} ms, "
                 f"p99.9 {p999:.2f} ms, median {statistics.median(times) * 1e6:.0f} us, "
-                f"{rate:,.0f} sends/s, {snapshots} snapshots |"
+                f"{rate:,.0f} sends/s, {result.snapshots} snapshots, "
+                f"{len(pauses)} full collections, longest {worst:.1f} ms{gc_target} |"
             )
         base_longest, base_rate = results["(a) snapshots off"]
         longest, rate = results["(b) forked child + gc.freeze"]
@@ -102,3 +173,20 @@ def run(backends: list[str], quick: bool) -> Iterator[str]:
             f"{'meets' if ok else 'MISSES'}); sends/s {rate / base_rate:.2f}x "
             f"(target >= 0.8x: {'meets' if fast else 'MISSES'}) |"
         )
+    plain, running = memory_per_leaf(n)
+    verdict = "meets" if running <= 1.2 * plain else "MISSES"
+    yield (
+        f"| - | (e) memory per leaf, {n:,} leaves (tracemalloc) | running state "
+        f"{running:.0f} B vs plain dict {plain:.0f} B = {running / plain:.2f}x "
+        f"(target <= 1.2x: {verdict}) |"
+    )
+    records = 20_000 if quick else 200_000
+    with tempfile.TemporaryDirectory(dir=os.environ.get("STATEWARD_BENCH_DIR")) as d:
+        reports: list[RecoveryProgress] = []
+        seconds = anyio.run(recovery, d, records, reports.append)
+    rate = records / seconds
+    verdict = "meets" if rate >= 500_000 else "MISSES"
+    yield (
+        f"| - | (f) recovery of {records:,} journal records | {rate:,.0f} records/s "
+        f"(target >= 500,000/s: {verdict}), {len(reports)} progress reports |"
+    )
