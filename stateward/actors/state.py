@@ -145,17 +145,14 @@ class StateActor:
                 lock = await anyio.to_thread.run_sync(
                     lock_directory, config.files, config.state_dir
                 )
-            except OSError as exc:
+                try:
+                    recovered = await anyio.to_thread.run_sync(recover, config, initial)
+                    del initial  # recovery adopted it, or read the state from disk
+                except BaseException:
+                    unlock_directory(lock)
+                    raise
+            except OSError as exc:  # a full disk, a permission
                 raise StateDirectoryError(config.state_dir, exc) from exc
-            try:
-                recovered = await anyio.to_thread.run_sync(recover, config, initial)
-                del initial  # recovery adopted it, or read the state from disk
-            except OSError as exc:
-                unlock_directory(lock)
-                raise StateDirectoryError(config.state_dir, exc) from exc
-            except BaseException:
-                unlock_directory(lock)
-                raise
             tree = recovered.tree
             if config.freeze_gc:
                 gc.freeze()  # the loaded tree: never scanned by full collections
