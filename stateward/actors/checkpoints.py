@@ -240,12 +240,7 @@ class Checkpoints:
             if child is None:
                 tree = self._state.get_nowait()
             else:
-                try:
-                    tree = await anyio.to_thread.run_sync(
-                        child.read, abandon_on_cancel=True
-                    )
-                finally:
-                    child.abandon()  # cancelled before the read began: reap it
+                tree = await child.collect()
             await self._state.wait_durable(revision)
             objects = dict(self._objects)
             now = datetime.datetime.now(datetime.UTC)

@@ -27,6 +27,8 @@ import threading
 import warnings
 from typing import TYPE_CHECKING, Final
 
+import anyio
+
 from ._format import _dumps
 
 if TYPE_CHECKING:
@@ -71,6 +73,23 @@ class ForkedBody:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
         os.waitpid(self.pid, 0)  # at once: it was killed
+
+    async def collect(self, limiter: anyio.CapacityLimiter | None = None) -> bytes:
+        """:meth:`read` in a worker thread (under *limiter*); cancellable.
+
+        Cancelled after the thread began the read, the thread finishes it
+        and reaps the child; cancelled before, the child is killed and
+        reaped here.
+
+        Raises:
+            OSError: As :meth:`read`.
+        """
+        try:
+            return await anyio.to_thread.run_sync(
+                self.read, abandon_on_cancel=True, limiter=limiter
+            )
+        finally:
+            self.abandon()
 
     def read(self) -> bytes:
         """Read the body to its end and reap the child (blocking: a worker thread).
