@@ -24,7 +24,6 @@ from ..paths import format_path
 from ..tree import Tree, unchanged_below
 from ._ack import Receipt, new_receipt
 from ._derive import Derivation, Derivations
-from ._handoff import ThreadSignal
 from ._mailbox import Mailbox, Signal, current_backend
 from ._persister import Commit, Persister
 from ._track import Reactions
@@ -86,7 +85,7 @@ class _Request:
 
 def _cancellable(request: _Request) -> bool:
     """Whether *request*'s sender is a task, which may be cancelled while it waits."""
-    return type(request.done) is not ThreadSignal
+    return not request.done.by_thread
 
 
 class _Core:

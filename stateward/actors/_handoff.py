@@ -29,7 +29,7 @@ import contextlib
 import sys
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from .._errors import StateClosedError
 
@@ -50,6 +50,7 @@ class ThreadSignal:
     """
 
     __slots__ = ("_flag", "_lock")
+    by_thread: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._flag = False

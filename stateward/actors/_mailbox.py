@@ -29,7 +29,7 @@ import asyncio
 import sys
 from collections import OrderedDict, deque
 from functools import partial
-from typing import TYPE_CHECKING, Generic, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -57,6 +57,10 @@ class Signal(LoopEvent, Protocol):
 
     Its wait is a checkpoint and is cancelled as anyio cancels any wait.
     """
+
+    by_thread: ClassVar[bool]
+    """Whether its waiter is a thread, not a task (a Store call): then it
+    may be set from any thread, and the wait is never cancelled."""
 
     def abandoned(self) -> bool:
         """Whether the waiter was cancelled before the signal was set."""
@@ -99,6 +103,7 @@ class _AsyncioSignal:
     """
 
     __slots__ = ("_create_future", "_flag", "_future")
+    by_thread: ClassVar[bool] = False
 
     def __init__(self, create_future: Callable[[], asyncio.Future[None]]) -> None:
         self._flag = False

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Final
 import anyio
 
 from .._errors import DurabilityError
-from ._handoff import ThreadSignal
 from .persistence import ADAPTIVE_SNAPSHOT_EVERY, _dumps
 from .persistence._fork import ForkedBody, start as fork_serialise
 from .subscriber import deliver, deliver_nowait
@@ -84,15 +83,10 @@ class _SnapshotOrder:
         copy-on-write for the pages it shares with it.
         """
         try:
-            self.body = await anyio.to_thread.run_sync(
-                child.read, abandon_on_cancel=True, limiter=limiter
-            )
+            self.body = await child.collect(limiter)
         except OSError as exc:
             self.error = exc
         finally:
-            # Cancelled before the worker thread began the read: no one else
-            # will close the pipe and reap the child (else a no-op).
-            child.abandon()
             self.read.set()
 
 
@@ -263,12 +257,11 @@ class Persister:
                 else:
                     self.commits += 1
                     self.fsyncs += fsync
+            else:
+                self._committed(group, fsync=False)  # nothing to write
         failed = self.core.failed
         blocked: Outbox = []
         if failed is None:
-            self.durable_revision = group[-1].revision
-            if fsync:
-                self.synced_revision = group[-1].revision
             self._wake_readers()
             # Events first, then the senders, then what waits for room: as the
             # state actor does (see _Core.loop).
@@ -289,18 +282,24 @@ class Persister:
             self.core.tap()
 
     def _write(self, group: list[Commit], blob: bytes, fsync: bool) -> None:
-        """Write (and fsync) *group*'s records; in the worker thread.
+        """Write (and fsync) *group*'s records, then :meth:`_committed`.
 
-        Once they are on disk, the revision is committed and the threads
-        blocked on a write of the group (:class:`~stateward.Store` calls)
-        are released from here: they need not wait for the event loop to
-        hear that the worker is done, which costs a wake-up of the loop and
-        a step of this task (about a fifth of a durable ``Store.set``). The
-        loop then answers everything else as before; setting a signal twice
-        is harmless. Async senders are answered on the loop, as their
-        signals belong to it.
+        In the worker thread: the threads blocked on a write of the group
+        (:class:`~stateward.Store` calls) are released from there, and need
+        not wait for the event loop to hear that the worker is done, which
+        costs a wake-up of the loop and a step of this task (about a fifth
+        of a durable ``Store.set``).
         """
         self.journal.commit(blob, fsync)
+        self._committed(group, fsync)
+
+    def _committed(self, group: list[Commit], fsync: bool) -> None:
+        """Mark *group* committed and release its threads (any thread).
+
+        The loop answers everything else afterwards (:meth:`_commit`);
+        setting a thread's signal twice is harmless. Async senders are
+        answered on the loop, as their signals belong to it.
+        """
         revision = group[-1].revision
         # Plain assignments, monotonic (one commit at a time): a read on the
         # loop may see the new revision before this task resumes, correctly.
@@ -309,7 +308,7 @@ class Persister:
             self.synced_revision = revision
         for commit in group:
             for request in commit.requests:
-                if type(request.done) is ThreadSignal:
+                if request.done.by_thread:
                     request.done.set()
 
     def _wake_readers(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import trio
 
 __all__ = ["TrioSignal"]
@@ -16,6 +18,7 @@ class TrioSignal:
     """
 
     __slots__ = ("_abandoned", "_flag", "_task")
+    by_thread: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._flag = False
