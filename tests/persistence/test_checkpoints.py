@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -29,6 +27,7 @@ from stateward import (
     open_state,
 )
 
+from .forks import assert_reaped, holding, spy_forks
 from .frozenclock import settle
 
 if TYPE_CHECKING:
@@ -456,35 +455,16 @@ async def test_a_cancelled_save_leaves_no_child_behind(
     # (more than a pipe holds) is killed and reaped, not left blocked.
     from stateward.actors import checkpoints as module
 
-    children: list[Any] = []
-    real_start = module.fork_serialise
-
-    def spy_start(root: object, dumps: object) -> object:
-        forked = real_start(root, dumps)
-        children.append(forked)
-        return forked
-
-    monkeypatch.setattr(module, "fork_serialise", spy_start)
-    limiter = anyio.to_thread.current_default_thread_limiter()
-    holders = [object() for _ in range(int(limiter.total_tokens))]
+    children = spy_forks(monkeypatch, module)
     big = {f"k{i}": "x" * 100 for i in range(2_000)}
     async with open_state(big) as state:
         checkpoints = Checkpoints(state, tmp_path / "checkpoints")
-        for holder in holders:
-            await limiter.acquire_on_behalf_of(holder)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(checkpoints.save)
-                await anyio.wait_all_tasks_blocked()  # it waits for a thread
-                tg.cancel_scope.cancel()
-        finally:
-            for holder in holders:
-                limiter.release_on_behalf_of(holder)
+        async with (
+            holding(anyio.to_thread.current_default_thread_limiter()),
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(checkpoints.save)
+            await anyio.wait_all_tasks_blocked()  # it waits for a thread
+            tg.cancel_scope.cancel()
     (child,) = children
-    try:
-        with pytest.raises(ChildProcessError):  # reaped already
-            os.waitpid(child.pid, os.WNOHANG)  # noqa: ASYNC222 - does not wait
-    finally:
-        with contextlib.suppress(ProcessLookupError, ChildProcessError):
-            os.kill(child.pid, signal.SIGKILL)
-            os.waitpid(child.pid, 0)  # noqa: ASYNC222 - killed: at once
+    assert_reaped(child)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import signal
 import threading
 
 import anyio
@@ -17,6 +16,8 @@ from stateward.actors._files import Files
 from stateward.actors.persistence import PersistenceConfig
 from stateward.actors.persistence._fork import ForkedBody
 from stateward.actors.persistence._snapshot import read_snapshot
+
+from .forks import assert_reaped, holding, spy_forks
 
 pytestmark = pytest.mark.anyio
 
@@ -106,37 +107,24 @@ async def test_a_snapshot_child_is_reaped_when_its_read_is_cancelled(
     # the read never begins, and the child (its body larger than a pipe
     # holds) must not stay blocked on the pipe, holding the directory's
     # files, nor stay a zombie.
-    children = []
-    real_start = _persister.fork_serialise
-
-    def spy_start(root):
-        forked = real_start(root)
-        children.append(forked)
-        return forked
-
-    monkeypatch.setattr(_persister, "fork_serialise", spy_start)
+    children = spy_forks(monkeypatch, _persister)
     # (fsync: a send returns after its commit, so after the actor ordered
     # the snapshot that followed it)
     config = PersistenceConfig(str(tmp_path), "fsync", snapshot_every=5)
     big = {f"k{i}": "x" * 100 for i in range(2_000)}  # about 220 kB of JSON
+    # The tokens go back only once the actor is gone (the stack exits last).
     with anyio.fail_after(30):
-        async with anyio.create_task_group() as tg:
+        async with (
+            contextlib.AsyncExitStack() as stack,
+            anyio.create_task_group() as tg,
+        ):
             state = await tg.start(StateActor(initial=big, persistence=config).run)
+            # no worker thread for the snapshot's read
             limiter = state._core.persister.snapshot_limiter
-            holders = [object(), object()]
-            for holder in holders:  # no worker thread for the snapshot's read
-                await limiter.acquire_on_behalf_of(holder)
+            await stack.enter_async_context(holding(limiter))
             for i in range(5):
                 await state.send(Set("n", i))
             assert len(children) == 1
             tg.cancel_scope.cancel()
-        for holder in holders:
-            limiter.release_on_behalf_of(holder)
     (child,) = children
-    try:
-        with pytest.raises(ChildProcessError):  # reaped already
-            os.waitpid(child.pid, os.WNOHANG)  # noqa: ASYNC222 - does not wait
-    finally:
-        with contextlib.suppress(ProcessLookupError, ChildProcessError):
-            os.kill(child.pid, signal.SIGKILL)
-            os.waitpid(child.pid, 0)  # noqa: ASYNC222 - killed: at once
+    assert_reaped(child)

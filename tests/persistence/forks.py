@@ -1,0 +1,63 @@
+"""The forked children that serialise a tree, watched by the tests.
+
+:func:`spy_forks` records every child a module starts; :func:`assert_reaped`
+checks that stateward reaped one (and kills it if not, so that a failing test
+leaves nothing behind); :func:`holding` takes every token of a capacity
+limiter, so that nothing gets a worker thread from it meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from types import ModuleType
+
+    import anyio
+
+    from stateward.actors.persistence._fork import ForkedBody
+
+
+def spy_forks(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> list[ForkedBody]:
+    """Record each child that *module*'s ``fork_serialise`` starts."""
+    children: list[ForkedBody] = []
+    real_start = module.fork_serialise
+
+    def spy_start(*args: Any) -> ForkedBody:
+        forked = real_start(*args)
+        assert forked is not None, "this platform forks"
+        children.append(forked)
+        return forked
+
+    monkeypatch.setattr(module, "fork_serialise", spy_start)
+    return children
+
+
+def assert_reaped(child: ForkedBody) -> None:
+    """The child is gone and reaped (not running, not a zombie)."""
+    try:
+        with pytest.raises(ChildProcessError):  # reaped already
+            os.waitpid(child.pid, os.WNOHANG)
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(child.pid, signal.SIGKILL)
+            os.waitpid(child.pid, 0)  # killed: at once
+
+
+@contextlib.asynccontextmanager
+async def holding(limiter: anyio.CapacityLimiter) -> AsyncIterator[None]:
+    """Hold every token of *limiter* for the duration."""
+    holders = [object() for _ in range(int(limiter.total_tokens))]
+    for holder in holders:
+        await limiter.acquire_on_behalf_of(holder)
+    try:
+        yield
+    finally:
+        for holder in holders:
+            limiter.release_on_behalf_of(holder)
