@@ -100,18 +100,23 @@ async def _run(
     return _Result(times, snapshots, pauses)
 
 
-def memory_per_leaf(n: int) -> tuple[float, float]:
-    """Bytes per leaf of a plain dict of *n* leaves, and of a running state."""
+def memory_per_leaf(n: int, backend: str = "asyncio") -> tuple[float, float]:
+    """Bytes per leaf of a plain dict of *n* leaves, and of a running state.
+
+    Also the test that a running state keeps one copy of the tree.
+    """
 
     def make() -> dict[str, object]:
         return {"jobs": {f"k{i}": {"n": i} for i in range(n)}}
 
     async def running() -> int:
         initial = make()
-        async with open_state(initial):
+        async with open_state(initial) as state:
             del initial  # the state holds the only copy
             gc.collect()
-            return tracemalloc.get_traced_memory()[0]
+            used = tracemalloc.get_traced_memory()[0]
+            assert await state.get("jobs.k7.n") == 7  # it holds the data
+            return used
 
     gc.collect()
     tracemalloc.start()
@@ -122,7 +127,7 @@ def memory_per_leaf(n: int) -> tuple[float, float]:
         del plain
         gc.collect()
         base = tracemalloc.get_traced_memory()[0]
-        used = anyio.run(running) - base
+        used = anyio.run(running, backend=backend) - base
     finally:
         tracemalloc.stop()
     return plain_bytes / n, used / n
