@@ -223,6 +223,10 @@ async def test_bad_options_are_typed_errors(tmp_path: Path) -> None:
         PersistenceConfig(str(tmp_path), durability="always")  # type: ignore[arg-type]
     with pytest.raises(InvalidActionError):
         PersistenceConfig(str(tmp_path), keep_snapshots=0)
+    for every in (0, -1, 1.5, True, "10"):
+        with pytest.raises(InvalidActionError, match="snapshot_every"):
+            PersistenceConfig(str(tmp_path), snapshot_every=every)  # type: ignore[arg-type]
+    assert PersistenceConfig(str(tmp_path)).snapshot_every is None  # adaptive
     with pytest.raises(InvalidActionError):
         PersistenceConfig("")
     async with open_state() as state:
