@@ -233,6 +233,32 @@ class Tree:
             del out[mark:]
             raise
 
+    def restore(self, path: list[str], value: JSON) -> bool:
+        """Write *value* at *path* for a replay that wants no changes back.
+
+        Recovery's fast way for the common record, one write: the tree takes
+        *value* as it is (decoded from the journal, so private and already
+        checked) and walks *path*, whose segments are str, through dicts
+        only, creating the missing ones. Returns False, having changed
+        nothing, for anything else (the root, a list or a scalar on the way,
+        or an action history recording the dicts it creates): the caller
+        then replays the operation with :meth:`replay`.
+        """
+        if not path or self.created is not None:
+            return False
+        node: _Node = self._box[0]
+        for seg in path[:-1]:
+            if type(node) is not dict:
+                return False  # (nothing was created: a new dict holds dicts)
+            child = node.get(seg, MISSING)
+            if child is MISSING:
+                child = node[seg] = {}
+            node = child
+        if type(node) is not dict:
+            return False
+        node[path[-1]] = value
+        return True
+
     def set_derived(self, path: Segments, value: JSON, changes: list[Change]) -> None:
         """Write a derived value as part of the action just applied (same revision).
 

@@ -245,3 +245,12 @@ def test_a_torn_segment_header_with_nothing_after_it_is_a_crash() -> None:
     assert read_segment(bytes(header), "seg").first == -1
     with pytest.raises(CorruptStateError, match="header"):
         read_segment(bytes(header) + encode_record(1, b"[]", 0), "seg")
+
+
+@pytest.mark.parametrize("order", [(1, 3), (1, 1), (2,), (1, 2, 2)])
+def test_records_out_of_sequence_are_corruption(order: tuple[int, ...]) -> None:
+    # Each record is whole (its checksum matches): a skipped, repeated or
+    # misplaced revision is no torn write, and no replay may guess past it.
+    records = [encode_record(n, b'[["s",["k"],1]]', 0) for n in order]
+    with pytest.raises(CorruptStateError, match="has revision"):
+        read_segment(_segment_with(records), "seg")
