@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from ._cli_progress import progress_printer
 from ._errors import StatewardError
 from .actors._log import Redactor
 from .actors.persistence import inspect_directory
@@ -101,7 +102,8 @@ def inspect_command(
                 file=sys.stderr,
             )
             return 1
-        found = inspect_directory(directory, revision)
+        progress = progress_printer(f"replaying {directory}")
+        found = inspect_directory(directory, revision, on_progress=progress)
     except (StatewardError, OSError) as exc:
         print(f"stateward inspect: {exc}", file=sys.stderr)
         return 1

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
+from .._cli_progress import progress_printer
 from .._errors import StatewardError
 from ..actors.state import open_state
 from ..messages.actions import Set
@@ -17,11 +17,6 @@ from ..messages.events import Resync
 from .client import connect_redis
 from .protocol import acl_rules
 from .server import serve_redis
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from ..actors.persistence import RecoveryProgress
 
 __all__ = [
     "acl_command",
@@ -61,7 +56,7 @@ def serve_command(
                 {},
                 state_dir=state_dir,
                 durability=durability,  # type: ignore[arg-type]
-                on_recovery_progress=_progress_printer(state_dir),
+                on_recovery_progress=progress_printer(f"recovering {state_dir}"),
             ) as state,
             serve_redis(state, url, name=name, signals=bridge) as server,
         ):
@@ -84,30 +79,6 @@ def serve_command(
     except StatewardError as exc:
         return _fail("serve", exc)
     return 0
-
-
-def _progress_printer(state_dir: str) -> Callable[[RecoveryProgress], None] | None:
-    """Print a long recovery's progress on a terminal (stderr), twice a second."""
-    if not sys.stderr.isatty():
-        return None
-    last = [0.0]
-
-    def show(progress: RecoveryProgress) -> None:
-        now = time.monotonic()
-        done = progress.bytes_done == progress.bytes_total
-        if now - last[0] < 0.5 and not done:
-            return
-        last[0] = now
-        share = progress.bytes_done / max(progress.bytes_total, 1)
-        print(
-            f"\rrecovering {state_dir}: {share:4.0%} of the journal, "
-            f"{progress.records:,} records, revision {progress.revision}",
-            end="\n" if done else "",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return show
 
 
 def get_command(url: str, name: str, path: str, timeout: float) -> int:

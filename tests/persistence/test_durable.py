@@ -482,3 +482,35 @@ def test_recovery_reports_its_progress(tmp_path: Path) -> None:
     assert (last.records, last.revision) == (100, 100)
     assert last.bytes_done == last.bytes_total > 0
     assert [p.bytes_done for p in seen] == sorted(p.bytes_done for p in seen)
+
+
+def test_inspection_reports_its_progress(tmp_path: Path, monkeypatch, capsys) -> None:
+    from stateward import _cli_inspect
+    from stateward.actors.persistence import _replay, inspect_directory
+
+    async def fill() -> None:
+        async with open_state({}, state_dir=tmp_path) as state:
+            for i in range(100):
+                await state.send(Set("n", i))
+
+    anyio.run(fill)
+    monkeypatch.setattr(_replay, "PROGRESS_EVERY", 30)
+    seen = []
+    assert inspect_directory(str(tmp_path), 95, on_progress=seen.append).tree == {
+        "n": 94
+    }
+    assert [(p.records, p.revision) for p in seen] == [
+        (30, 30),
+        (60, 60),
+        (90, 90),
+        (95, 95),
+    ]
+    assert [p.bytes_done for p in seen] == sorted(p.bytes_done for p in seen)
+    assert seen[-1].bytes_done == seen[-1].bytes_total > 0
+    # stateward inspect shows it on a terminal (and only there).
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert _cli_inspect.inspect_command(str(tmp_path), 95) == 0
+    err = capsys.readouterr().err
+    assert err.endswith("100% of the journal, 95 records, revision 95\n")
+    assert _cli_inspect.inspect_command(str(tmp_path), None) == 0
+    assert capsys.readouterr().err == ""  # the final snapshot: nothing replayed

@@ -261,22 +261,3 @@ def test_the_signals_bridge_example_runs_a_real_exporter(redis, reference_python
     assert "the disk filled up during the run" in stop
     assert lines[-1] == "state: shutdown"
     assert "revision 2: signals.fio = benchmark-start" in lines
-
-
-def test_serve_shows_recovery_progress_on_a_terminal_only(monkeypatch, capsys):
-    from stateward.actors.persistence import RecoveryProgress
-    from stateward.remote import _cli
-
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    assert _cli._progress_printer("d") is None  # a pipe or a log: nothing
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    clock = iter([10.0, 10.2, 10.3])  # a deterministic clock
-    monkeypatch.setattr(_cli.time, "monotonic", lambda: next(clock))
-    show = _cli._progress_printer("d")
-    show(RecoveryProgress(50, 100, 50_000, 50_000))
-    show(RecoveryProgress(60, 100, 60_000, 60_000))  # within 0.5 s: skipped
-    show(RecoveryProgress(100, 100, 120_000, 120_000))  # the end: always shown
-    err = capsys.readouterr().err
-    assert "recovering d:  50% of the journal, 50,000 records" in err
-    assert "60,000" not in err
-    assert err.endswith("100% of the journal, 120,000 records, revision 120000\n")

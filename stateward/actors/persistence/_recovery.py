@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..._json import JSON
     from ._config import PersistenceConfig
 
-__all__ = ["Recovered", "RecoveryProgress", "recover"]
+__all__ = ["PROGRESS_EVERY", "Recovered", "RecoveryProgress", "recover"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Recovered:
     warnings: tuple[str, ...]
 
 
-_PROGRESS_EVERY: Final = 50_000  # records between two progress reports
+PROGRESS_EVERY: Final = 50_000  # records between two progress reports
 
 
 @attrs.frozen
@@ -167,7 +167,7 @@ def recover(
             apply_record(tree, sequence, payload, name)
             replayed += 1
             carried += len(payload)
-            if report is not None and replayed % _PROGRESS_EVERY == 0:
+            if report is not None and replayed % PROGRESS_EVERY == 0:
                 report(
                     RecoveryProgress(done_bytes, total_bytes, replayed, tree.revision)
                 )

@@ -16,9 +16,12 @@ from .._files import Files
 from ._directory import _list
 from ._format import segment_name, snapshot_name
 from ._journal import apply_record, read_segment
+from ._recovery import PROGRESS_EVERY, RecoveryProgress
 from ._snapshot import Snapshot, read_snapshot
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ...tree import Change
 
 __all__ = [
@@ -123,11 +126,19 @@ class Inspection:
     tree: Any
 
 
-def inspect_directory(directory: str, revision: int | None = None) -> Inspection:
+def inspect_directory(
+    directory: str,
+    revision: int | None = None,
+    *,
+    on_progress: Callable[[RecoveryProgress], object] | None = None,
+) -> Inspection:
     """Describe a state directory and rebuild its tree (at *revision* if given).
 
     Read-only: no lock, no truncation, no quarantine, so it may run beside a
-    live service (it then shows a moment of it).
+    live service (it then shows a moment of it). Blocking: call it from a
+    worker thread in async code. *on_progress* is called, in the calling
+    thread, as recovery's is (its bytes count the replayed records' payloads),
+    at least once when the replay ends.
 
     Raises:
         CorruptStateError: No usable snapshot at or before *revision*, or the
@@ -172,10 +183,19 @@ def inspect_directory(directory: str, revision: int | None = None) -> Inspection
         raise CorruptStateError(directory, reason)
     base = valid[max(bases)]
     tree = Tree.adopt(base.root, revision=base.revision)
+    total = sum(len(records[r][0]) for r in range(tree.revision + 1, target + 1)
+                if r in records)  # fmt: skip
+    done = replayed = 0
     while tree.revision < target:
         found = records.get(tree.revision + 1)
         if found is None:
             reason = f"revision {tree.revision + 1} is missing from the journal"
             raise CorruptStateError(directory, reason)
         apply_record(tree, tree.revision + 1, found[0], found[1])
+        done += len(found[0])
+        replayed += 1
+        if on_progress is not None and replayed % PROGRESS_EVERY == 0:
+            on_progress(RecoveryProgress(done, total, replayed, tree.revision))
+    if on_progress is not None:
+        on_progress(RecoveryProgress(done, total, replayed, tree.revision))
     return Inspection(snapshots, segments, min(valid), newest, tree.revision, tree.root)
