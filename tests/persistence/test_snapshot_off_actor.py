@@ -128,3 +128,31 @@ async def test_a_snapshot_child_is_reaped_when_its_read_is_cancelled(
             tg.cancel_scope.cancel()
     (child,) = children
     assert_reaped(child)
+
+
+def test_a_snapshot_child_does_not_keep_its_parents_locks(tmp_path):
+    # A parent that crashes mid-snapshot must leave no child holding the
+    # state directory's flock (nor a checkpoint saver's): a restart would
+    # find the directory locked until the child finished. Closing the
+    # parent's fd below stands for its death.
+    import fcntl
+
+    from stateward.actors.persistence import _fork
+
+    lock = os.open(tmp_path / "LOCK", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    child = _fork.start({"k": "x" * 300_000})  # more than a pipe holds
+    assert child is not None, "this platform forks"
+    try:
+        # Its first byte: the child is past its start, blocked on the pipe.
+        assert os.read(child.fd, 1) == b"{"
+        os.close(lock)
+        again = os.open(tmp_path / "LOCK", os.O_RDWR)
+        try:
+            fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free at once
+        finally:
+            os.close(again)
+        assert os.waitpid(child.pid, os.WNOHANG) == (0, 0)  # still running
+    finally:
+        child.abandon()
+    assert_reaped(child)

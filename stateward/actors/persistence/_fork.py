@@ -10,10 +10,12 @@ worker thread and writes the file itself, through the same audited file
 operations and in the same order as before (after the journal holds the
 revision), so only the serialising moved.
 
-The child touches no lock another thread might hold: it serialises, writes
-to its pipe and leaves with ``os._exit``, never returning into the event
-loop. Where ``fork`` is missing, :func:`start` returns None and the caller
-serialises in place.
+The child touches no lock another thread might hold: it closes every fd it
+inherited but its pipe and stdio (a parent that crashed mid-snapshot leaves
+no child holding the state directory's lock), serialises, writes to its pipe
+and leaves with ``os._exit``, never returning into the event loop. Where
+``fork`` is missing, :func:`start` returns None and the caller serialises in
+place.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ def _child(  # pragma: no cover - runs in the child
     status = 1
     try:
         os.close(read_fd)
+        _close_inherited(keep=write_fd)
         gc.disable()  # a collection would touch (and copy) every page
         with contextlib.suppress(ValueError):  # only the main thread may
             signal.set_wakeup_fd(-1)  # signals here are not the parent's loop's
@@ -164,3 +167,18 @@ def _child(  # pragma: no cover - runs in the child
         status = 0
     finally:
         os._exit(status)
+
+
+def _close_inherited(keep: int) -> None:  # pragma: no cover - runs in the child
+    """Close every fd the child inherited but stdio and *keep*.
+
+    The child's copies would otherwise keep what they refer to alive after
+    the parent is gone or has let go: the state directory's flock (a
+    restart after a crash would find it locked until the child finished),
+    a checkpoint saver's lock, the journal, the Redis connections. Closing
+    the child's copy changes nothing for the parent, whose own fds still
+    refer to the same open files.
+    """
+    top = max(os.sysconf("SC_OPEN_MAX"), keep + 1, 1 << 16)  # (-1: unknown)
+    os.closerange(3, keep)
+    os.closerange(max(3, keep + 1), top)
