@@ -233,7 +233,7 @@ class Tree:
             del out[mark:]
             raise
 
-    def restore(self, path: list[str], value: JSON) -> bool:
+    def restore(self, path: Segments, value: JSON) -> bool:
         """Write *value* at *path* for a replay that wants no changes back.
 
         Recovery's fast way for the common record, one write: the tree takes

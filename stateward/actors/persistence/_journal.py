@@ -177,10 +177,6 @@ def apply_record(
         CorruptStateError: The payload is not a record this code can replay.
     """
     decoded = loads_record(payload, name, sequence)
-    if changes is None and _restore_one_write(tree, decoded):
-        tree.revision = sequence
-        identity_op: list[Any] = decoded[0]
-        return identity_op
     identity: list[Any] = ["a", "", None, None]
     ops: list[tuple[str, tuple[str, ...], Any]] = []
     try:
@@ -205,50 +201,20 @@ def apply_record(
                 value = op[2]
                 check_json(value, "value")
             ops.append((kind, _record_path(op[1]), value))
-        tree.replay(ops, changes)
+        # Recovery's common record, one write and no changes wanted, skips
+        # the general way's change list, undo log and copy (see Tree.restore).
+        if not (
+            changes is None
+            and len(ops) == 1
+            and ops[0][0] == "s"
+            and tree.restore(ops[0][1], ops[0][2])
+        ):
+            tree.replay(ops, changes)
     except (_BadRecord, StatewardError) as exc:
         reason = f"record of revision {sequence} cannot be replayed: {exc}"
         raise CorruptStateError(name, reason) from None
     tree.revision = sequence
     return identity
-
-
-def _restore_one_write(tree: Tree, decoded: Any) -> bool:
-    """Replay the common record, one action that wrote one value, fast.
-
-    The same checks as the general way, on one shape of record: an identity
-    and one ``"s"`` operation whose path has only ASCII segments. Returns
-    False, having changed nothing, for anything else (including a value that
-    breaks a rule): :func:`apply_record` then replays it (or names the
-    damage) the general way. Recovery spends most of its time here.
-    """
-    if type(decoded) is not list or len(decoded) != 2:
-        return False
-    identity, op = decoded
-    if (
-        type(identity) is not list
-        or len(identity) != 4
-        or identity[0] != "a"
-        or type(identity[1]) is not str
-        or not (identity[2] is None or type(identity[2]) is str)
-        or type(op) is not list
-        or len(op) != 3
-        or op[0] != "s"
-    ):
-        return False
-    path = op[1]
-    if type(path) is not list or len(path) > MAX_PATH_DEPTH + 1:
-        return False
-    for seg in path:
-        if type(seg) is not str or not seg.isascii():
-            return False
-    try:
-        if identity[3] is not None:
-            check_json(identity[3], "payload")
-        check_json(op[2], "value")
-    except StatewardError:
-        return False
-    return tree.restore(path, op[2])
 
 
 class _BadRecord(Exception):
