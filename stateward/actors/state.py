@@ -236,6 +236,7 @@ async def open_state(
     action_log: int = 100,
     redact: Iterable[str] = (),
     on_recovery_progress: Callable[[RecoveryProgress], object] | None = None,
+    freeze_gc: bool = True,
 ) -> AsyncIterator[StateHandle]:
     """Run a state actor for the duration of the ``async with`` block.
 
@@ -257,7 +258,11 @@ async def open_state(
     :meth:`StateHandle.action_log`, with the values under the *redact*
     patterns masked. *on_recovery_progress* is called during a long
     recovery (from its worker thread) with a
-    :class:`~stateward.actors.persistence.RecoveryProgress`.
+    :class:`~stateward.actors.persistence.RecoveryProgress`. *freeze_gc*
+    (with *state_dir*) has the loaded tree and what is written later frozen
+    out of the garbage collector's full collections (:func:`gc.freeze`, which
+    is process-wide; see :class:`~stateward.PersistenceConfig`); False leaves
+    the collector alone.
 
     On a normal exit it stops gracefully (:meth:`StateHandle.stop`); on an
     exception the actor and its subscribers are cancelled and the exception
@@ -273,6 +278,7 @@ async def open_state(
             keep_snapshots,
             snapshot_interval,
             on_progress=on_recovery_progress,
+            freeze_gc=freeze_gc,
         )
     )
     actor = StateActor(

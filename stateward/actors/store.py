@@ -106,8 +106,8 @@ class Store(StoreEvents):
             :func:`~stateward.open_state`); exclusive with *state_file*.
         durability: With *state_dir*: ``"fsync"`` (default), ``"flush"``,
             ``"none"``.
-        snapshot_every, keep_snapshots, snapshot_interval: With *state_dir*: see
-            :func:`~stateward.open_state`.
+        snapshot_every, keep_snapshots, snapshot_interval, freeze_gc: With
+            *state_dir*: see :func:`~stateward.open_state`.
         backend: The event loop the background thread runs: ``"asyncio"``
             (default) or ``"trio"``.
 
@@ -129,6 +129,7 @@ class Store(StoreEvents):
         snapshot_every: int | None = None,
         keep_snapshots: int = 3,
         snapshot_interval: float | None = None,
+        freeze_gc: bool = True,
         backend: str = "asyncio",
     ) -> None:
         if state_file is not None and state_dir is not None:
@@ -166,6 +167,7 @@ class Store(StoreEvents):
                     snapshot_every=snapshot_every,
                     keep_snapshots=keep_snapshots,
                     snapshot_interval=snapshot_interval,
+                    freeze_gc=freeze_gc,
                 )
             )
             self._state: StateHandle = self._state_cm.__enter__()

@@ -147,3 +147,27 @@ async def test_the_gc_is_frozen_every_floor_revisions_between_snapshots(
     assert len(frozen) >= 2
     assert frozen[0] >= FLOOR
     assert all(b - a >= FLOOR for a, b in itertools.pairwise(frozen))
+
+
+@pytest.mark.parametrize("freeze_gc", [True, False])
+async def test_freeze_gc_false_leaves_the_collector_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, freeze_gc: bool
+) -> None:
+    # gc.freeze() is process-wide: a program with long-lived cycles of its
+    # own must be able to say no, from open_state and from the Store.
+    import gc
+
+    from stateward import Store
+
+    frozen: list[str] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append("freeze"))
+    async with open_state(
+        {}, state_dir=tmp_path / "a", snapshot_every=5, freeze_gc=freeze_gc
+    ) as state:
+        for i in range(3 * FLOOR):  # past the floor, through snapshots
+            await state.send(Set("n", i))
+        assert state.statistics().snapshots >= 1
+    with Store(state_dir=tmp_path / "b", snapshot_every=5, freeze_gc=freeze_gc) as s:
+        for i in range(3 * FLOOR):
+            s.set("n", i)
+    assert (len(frozen) >= 4) if freeze_gc else frozen == []

@@ -79,12 +79,15 @@ class PersistenceConfig:
     """Serialise snapshots in a forked child (where ``fork`` exists), so that
     the state actor never pauses for them; False serialises on the actor."""
     freeze_gc: bool = True
-    """Call :func:`gc.freeze` once the state is loaded and after each
-    snapshot, so that the cyclic garbage collector stops scanning the tree
-    (a full collection of a million-leaf tree pauses everything for about
-    0.1 s). It is process-wide: cyclic garbage among objects that existed at
-    a freeze is not collected until ``gc.unfreeze()`` (a JSON tree has no
-    cycles, and reference counting frees it as usual)."""
+    """Call :func:`gc.freeze` once the state is loaded, at each snapshot and
+    at least every ``ADAPTIVE_SNAPSHOT_EVERY`` revisions, so that the cyclic
+    garbage collector stops scanning the tree (a full collection of a
+    million-leaf tree pauses everything for about 0.1 s). It is
+    process-wide: cyclic garbage among objects that existed at a freeze (in
+    your code too) is not collected until ``gc.unfreeze()`` (a JSON tree has
+    no cycles, and reference counting frees it as usual). A program that
+    makes long-lived reference cycles and drops them later should pass
+    False, and may call :func:`gc.freeze` itself once its state is loaded."""
     on_progress: Callable[[RecoveryProgress], object] | None = attrs.field(
         default=None, eq=False, repr=False
     )
