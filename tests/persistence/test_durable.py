@@ -507,6 +507,9 @@ def test_inspection_reports_its_progress(tmp_path: Path, monkeypatch, capsys) ->
     ]
     assert [p.bytes_done for p in seen] == sorted(p.bytes_done for p in seen)
     assert seen[-1].bytes_done == seen[-1].bytes_total > 0
+    seen.clear()  # a multiple of the step: its end is reported once
+    inspect_directory(str(tmp_path), 90, on_progress=seen.append)
+    assert [p.records for p in seen] == [30, 60, 90]
     # stateward inspect shows it on a terminal (and only there).
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert _cli_inspect.inspect_command(str(tmp_path), 95) == 0

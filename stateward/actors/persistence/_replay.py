@@ -194,7 +194,11 @@ def inspect_directory(
         apply_record(tree, tree.revision + 1, found[0], found[1])
         done += len(found[0])
         replayed += 1
-        if on_progress is not None and replayed % PROGRESS_EVERY == 0:
+        if (
+            on_progress is not None
+            and replayed % PROGRESS_EVERY == 0
+            and tree.revision < target  # (the last one is reported below)
+        ):
             on_progress(RecoveryProgress(done, total, replayed, tree.revision))
     if on_progress is not None:
         on_progress(RecoveryProgress(done, total, replayed, tree.revision))
