@@ -76,14 +76,19 @@ class _SnapshotOrder:
         if body is not None:
             self.read.set()
 
-    async def collect(self, child: ForkedBody, limiter: anyio.CapacityLimiter) -> None:
-        """Read what *child* serialises, from the start.
+    async def collect(
+        self,
+        child: ForkedBody,
+        limiter: anyio.CapacityLimiter,
+        timeout: float | None,
+    ) -> None:
+        """Read what *child* serialises, from the start (killed at *timeout*).
 
         The sooner the child exits, the sooner the parent stops paying
         copy-on-write for the pages it shares with it.
         """
         try:
-            self.body = await child.collect(limiter)
+            self.body = await child.collect(limiter, timeout)
         except OSError as exc:
             self.error = exc
         finally:
@@ -183,7 +188,11 @@ class Persister:
         else:
             order = _SnapshotOrder(tree.revision, None)
             self.core.tg.start_soon(
-                order.collect, child, self.snapshot_limiter, name="stateward snapshot"
+                order.collect,
+                child,
+                self.snapshot_limiter,
+                self.config.snapshot_timeout,
+                name="stateward snapshot",
             )
         await self.tx.send(order)
 

@@ -48,6 +48,7 @@ from .._json import own_json
 from ..messages.actions import Set
 from ._files import Files, open_regular
 from ._store_files import JsonSerializer
+from .persistence import _fork as fork
 from .persistence._fork import start as fork_serialise
 from .retention import KeepNewest
 
@@ -226,7 +227,9 @@ class Checkpoints:
 
         Raises:
             FileExistsError: A checkpoint of that name exists (never overwritten).
-            CheckpointError: An object's ``save_state`` raised; nothing was left.
+            CheckpointError: An object's ``save_state`` raised, or the forked
+                child serialising the tree failed (or hung, and was killed
+                after ``CHILD_TIMEOUT`` seconds); nothing was left.
             DurabilityError: The state's journal failed.
         """
         if name is not None:
@@ -240,7 +243,11 @@ class Checkpoints:
             if child is None:
                 tree = self._state.get_nowait()
             else:
-                tree = await child.collect()
+                try:
+                    tree = await child.collect(timeout=fork.CHILD_TIMEOUT)
+                except OSError as exc:  # it failed, or hung and was killed
+                    reason = f"the tree could not be serialised: {exc}"
+                    raise CheckpointError(str(self._directory), reason) from exc
             await self._state.wait_durable(revision)
             objects = dict(self._objects)
             now = datetime.datetime.now(datetime.UTC)

@@ -468,3 +468,35 @@ async def test_a_cancelled_save_leaves_no_child_behind(
             tg.cancel_scope.cancel()
     (child,) = children
     assert_reaped(child)
+
+
+async def test_a_save_whose_child_hangs_fails_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A child that never finishes (as one deadlocked at the fork would) is
+    # killed after CHILD_TIMEOUT: the save raises CheckpointError instead of
+    # waiting forever, no checkpoint is left half-written, the next works.
+    import time
+
+    from stateward.actors import checkpoints as module
+    from stateward.actors.persistence import _fork
+
+    real = module.fork_serialise
+
+    def hanging(root: object, dumps: object) -> object:
+        return real(root, lambda value: time.sleep(3600))
+
+    monkeypatch.setattr(_fork, "CHILD_TIMEOUT", 0.2)
+    async with open_state({"k": 1}) as state:
+        checkpoints = Checkpoints(state, tmp_path / "checkpoints")
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "fork_serialise", hanging)
+            children = spy_forks(patch, module)
+            with anyio.fail_after(20), pytest.raises(CheckpointError, match="killed"):
+                await checkpoints.save(name="hung")
+        (child,) = children
+        assert_reaped(child)
+        assert checkpoints.list() == []
+        info = await checkpoints.save(name="after")
+        assert [c.path for c in checkpoints.list()] == [info.path]
+        assert info.path.name == "after"

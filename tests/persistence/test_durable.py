@@ -195,6 +195,13 @@ async def test_snapshot_interval_snapshots_changes_older_than_it(
         assert state.statistics().snapshots == 2
     with pytest.raises(InvalidActionError, match="snapshot_interval"):
         PersistenceConfig(str(tmp_path), snapshot_interval=0)
+    for bad in (0, -1, "10", float("nan")):
+        with pytest.raises(InvalidActionError, match="snapshot_timeout"):
+            PersistenceConfig(str(tmp_path), snapshot_timeout=bad)
+    assert PersistenceConfig(str(tmp_path)).snapshot_timeout == 600
+    assert (
+        PersistenceConfig(str(tmp_path), snapshot_timeout=None).snapshot_timeout is None
+    )
 
 
 async def test_durability_modes_decide_what_a_send_waits_for(tmp_path: Path) -> None:

@@ -64,9 +64,9 @@ async def test_the_actor_does_not_wait_for_a_snapshot_being_serialised(
         assert forked is not None, "this platform forks"
 
         class Held(ForkedBody):
-            def read(self) -> bytes:
+            def read(self, timeout: float | None = None) -> bytes:
                 release.wait(30)
-                return super().read()
+                return super().read(timeout)
 
         return Held(forked.pid, forked.fd)
 
@@ -156,3 +156,47 @@ def test_a_snapshot_child_does_not_keep_its_parents_locks(tmp_path):
     finally:
         child.abandon()
     assert_reaped(child)
+
+
+async def test_a_snapshot_child_that_hangs_is_killed_and_snapshots_go_on(
+    tmp_path, monkeypatch, caplog
+):
+    # A child that never finishes (as one deadlocked at the fork would)
+    # stopped every later snapshot and made a clean stop wait forever. Now
+    # it is killed at snapshot_timeout, the snapshot counts as failed, and
+    # the next one is taken.
+    import time
+
+    from stateward.actors.persistence import _fork
+
+    hang = [True]  # read in the child as it was at the fork
+    real_encode = _fork._encode
+
+    def encode(root):
+        if hang[0]:
+            time.sleep(3600)
+        return real_encode(root)
+
+    monkeypatch.setattr(_fork, "_encode", encode)
+    children = spy_forks(monkeypatch, _persister)
+    config = PersistenceConfig(
+        str(tmp_path), "fsync", snapshot_every=5, snapshot_timeout=0.2
+    )
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            for i in range(5):  # the 5th starts a snapshot, which hangs
+                await state.send(Set("n", i))
+            assert len(children) == 1
+            hang[0] = False
+            persister = state._core.persister
+            await persister._snapshot_idle.wait()  # killed at the timeout
+            assert_reaped(children[0])
+            assert state.statistics().snapshots == 0
+            await state.send(Set("n", 5))  # due still: a new child, which works
+            await persister._snapshot_idle.wait()
+            assert len(children) == 2
+            assert state.statistics().snapshots == 1
+            assert _snapshots(tmp_path)[6] == {"n": 5}
+            await state.stop()
+    assert "took over 0.2 s: killed" in caplog.text

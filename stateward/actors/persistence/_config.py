@@ -12,6 +12,7 @@ from ..._errors import (
     InvalidActionError,
 )
 from .._files import Files
+from ._fork import CHILD_TIMEOUT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -78,6 +79,16 @@ class PersistenceConfig:
     snapshot_in_child: bool = True
     """Serialise snapshots in a forked child (where ``fork`` exists), so that
     the state actor never pauses for them; False serialises on the actor."""
+    snapshot_timeout: float | None = attrs.field(
+        default=CHILD_TIMEOUT,
+        validator=seconds_validator(positive=True, optional=True),
+    )
+    """Seconds a snapshot child may take before it is killed (None: no
+    limit). A child that hangs (a lock another thread held at the fork)
+    would otherwise stop every later snapshot. The snapshot then counts as
+    failed (logged; the journal still holds everything) and the next one is
+    tried when due. The default, 600 s, is far beyond what a tree that fits
+    in memory needs (a million leaves: 1-2 s)."""
     freeze_gc: bool = True
     """Call :func:`gc.freeze` once the state is loaded, at each snapshot and
     at least every ``ADAPTIVE_SNAPSHOT_EVERY`` revisions, so that the cyclic

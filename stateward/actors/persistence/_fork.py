@@ -21,11 +21,14 @@ place.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
+import select
 import signal
 import sys
 import threading
+import time
 import warnings
 from typing import TYPE_CHECKING, Final
 
@@ -38,9 +41,16 @@ if TYPE_CHECKING:
 
     from ..._json import JSON
 
-__all__ = ["ForkedBody", "start"]
+__all__ = ["CHILD_TIMEOUT", "ForkedBody", "start"]
 
 _CHUNK: Final = 1 << 20
+
+
+CHILD_TIMEOUT: Final = 600.0
+"""Seconds a child may take before :meth:`ForkedBody.collect` kills it: far
+more than any tree that fits in memory needs (a million leaves: 1-2 s), so
+only a child that hangs (a lock held by another thread at the fork, in a
+library's at-fork handler) reaches it."""
 
 
 class ForkedBody:
@@ -49,7 +59,8 @@ class ForkedBody:
     Exactly one of :meth:`read` and :meth:`abandon` closes the pipe and reaps
     the child, whichever comes first (from any thread): a child is never
     left blocked on a full pipe, holding the state directory's files, nor
-    left a zombie.
+    left a zombie. :meth:`kill` may end it at any time before it is reaped
+    (never a process that reused its pid).
     """
 
     def __init__(self, pid: int, fd: int) -> None:
@@ -57,11 +68,36 @@ class ForkedBody:
         self.fd = fd
         self._claim = threading.Lock()
         self._claimed = False
+        self._reaped = False
 
     def _take(self) -> bool:
         with self._claim:
             taken, self._claimed = not self._claimed, True
             return taken
+
+    def kill(self) -> None:
+        """SIGKILL the child unless it was reaped already; any thread, idempotent.
+
+        A read under way then sees the end of the pipe and reaps it.
+        """
+        with self._claim:
+            if not self._reaped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+
+    def _reap(self) -> int:
+        # Wait for the exit without reaping and without the lock, then reap
+        # under it: kill() never signals a pid that was freed (and maybe
+        # reused meanwhile), and never waits for a child that hangs.
+        if not hasattr(os, "waitid"):  # (macOS before Python 3.13)
+            _, status = os.waitpid(self.pid, 0)  # a pid is not reused that soon
+            self._reaped = True
+            return status
+        os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        with self._claim:
+            _, status = os.waitpid(self.pid, 0)
+            self._reaped = True
+        return status
 
     def abandon(self) -> None:
         """Kill and reap the child unless :meth:`read` has begun; idempotent.
@@ -72,11 +108,14 @@ class ForkedBody:
         if not self._take():
             return
         os.close(self.fd)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)  # at once: it was killed
+        self.kill()
+        self._reap()  # at once: it was killed
 
-    async def collect(self, limiter: anyio.CapacityLimiter | None = None) -> bytes:
+    async def collect(
+        self,
+        limiter: anyio.CapacityLimiter | None = None,
+        timeout: float | None = CHILD_TIMEOUT,
+    ) -> bytes:
         """:meth:`read` in a worker thread (under *limiter*); cancellable.
 
         Cancelled after the thread began the read, the thread finishes it
@@ -88,30 +127,51 @@ class ForkedBody:
         """
         try:
             return await anyio.to_thread.run_sync(
-                self.read, abandon_on_cancel=True, limiter=limiter
+                functools.partial(self.read, timeout),
+                abandon_on_cancel=True,
+                limiter=limiter,
             )
         finally:
             self.abandon()
 
-    def read(self) -> bytes:
+    def read(self, timeout: float | None = None) -> bytes:
         """Read the body to its end and reap the child (blocking: a worker thread).
 
+        A child that has not finished *timeout* seconds (None: no limit)
+        after the read began is killed (and reaped) first.
+
         Raises:
-            OSError: The child failed (its exit status), the pipe broke, or
-                the body was abandoned.
+            OSError: The child failed (its exit status), took too long, the
+                pipe broke, or the body was abandoned.
         """
         if not self._take():
             raise OSError("the snapshot child was abandoned")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ready = select.poll()
+        ready.register(self.fd, select.POLLIN)
         chunks: list[bytes] = []
+        late = False
         try:
             while True:
+                if deadline is not None:
+                    left = max(0.0, deadline - time.monotonic())
+                    if not ready.poll(left * 1000):
+                        late = True
+                        self.kill()
+                        break
                 chunk = os.read(self.fd, _CHUNK)
                 if not chunk:
                     break
                 chunks.append(chunk)
+        except BaseException:
+            self.kill()  # it may never end by itself: do not wait for it
+            raise
         finally:
             os.close(self.fd)
-            _, status = os.waitpid(self.pid, 0)
+            status = self._reap()
+        if late:
+            msg = f"the snapshot child {self.pid} took over {timeout} s: killed"
+            raise OSError(msg)
         if status != 0:
             msg = f"the snapshot child {self.pid} failed (status {status})"
             raise OSError(msg)
