@@ -18,11 +18,11 @@ def progress_printer(doing: str) -> Callable[[RecoveryProgress], None] | None:
     """Print a replay's progress on stderr twice a second, on a terminal only.
 
     *doing* starts each line ("recovering /srv/state"). Returns None when
-    stderr is not a terminal (a pipe or a log gets nothing), and nothing
-    until a record has been replayed. The printer may
-    be called from any one thread at a time (recovery calls it from its
-    worker thread); the final report (all bytes done) is always printed and
-    ends the line.
+    stderr is not a terminal (a pipe or a log gets nothing). The printer
+    shows nothing until a record has been replayed; then the final report
+    (all bytes done) is always printed and ends the line. It may be called
+    from any one thread at a time (recovery calls it from its worker
+    thread).
     """
     if not sys.stderr.isatty():
         return None
