@@ -11,8 +11,8 @@ Measured in one run, in a temporary directory on the same file system:
     (``Store(state_dir=...)``, one record);
 (d) recovery of a 100,000-record journal (a figure, no target).
 
-Targets: (b) >= 5x (a) and >= 0.8x the same in memory; the journal in (c) within 1.2x between 1,000 and
-100,000 leaves.
+Targets: (b) >= 5x (a) and >= 0.8x the same in memory; the journal in (c)
+within 1.2x between 1,000 and 100,000 leaves.
 """
 
 from __future__ import annotations
