@@ -210,11 +210,22 @@ class Tree:
 
         *ops* are ``("s", path, value)``, ``("d", path, None)`` and ``("p",
         path, None)``; their changes are appended to *changes* when given.
+        Without *changes* (recovery: nobody watches), the values are taken
+        as they are, so they must be private (decoded from the journal).
 
         Raises:
             ActionRejectedError: An operation cannot be applied here; the tree
                 and *changes* are left as they were.
         """
+        # Recovery's common record, one write: no change list, undo log or
+        # copy, which only the feed and multi-operation records need.
+        if (
+            changes is None
+            and len(ops) == 1
+            and ops[0][0] == "s"
+            and self._restore(ops[0][1], ops[0][2])
+        ):
+            return
         out: list[Change] = [] if changes is None else changes
         mark = len(out)
         # One operation needs no undo log: it checks before it changes.
@@ -233,16 +244,13 @@ class Tree:
             del out[mark:]
             raise
 
-    def restore(self, path: Segments, value: JSON) -> bool:
-        """Write *value* at *path* for a replay that wants no changes back.
+    def _restore(self, path: Segments, value: JSON) -> bool:
+        """Write *value*, taken as it is, at *path*, through dicts only.
 
-        Recovery's fast way for the common record, one write: the tree takes
-        *value* as it is (decoded from the journal, so private and already
-        checked) and walks *path*, whose segments are str, through dicts
-        only, creating the missing ones. Returns False, having changed
+        The missing dicts are created. Returns False, having changed
         nothing, for anything else (the root, a list or a scalar on the way,
         or an action history recording the dicts it creates): the caller
-        then replays the operation with :meth:`replay`.
+        then takes the general way.
         """
         if not path or self.created is not None:
             return False

@@ -209,11 +209,11 @@ def test_recovery_replays_fuzzed_records_as_the_events_do():
 
 def test_the_fast_way_is_taken_for_one_write(monkeypatch):
     # The comparisons above would pass with no fast way at all: check that
-    # recovery's common record does not go through Tree.replay.
+    # recovery's common record does not go through the general write.
     def general_way(*args: object) -> None:
         raise AssertionError("the general way")
 
-    monkeypatch.setattr(Tree, "replay", general_way)
+    monkeypatch.setattr(Tree, "_set", general_way)
     tree = Tree(_VALID_TREE, revision=3)
     apply_record(tree, 4, _ONE_WRITE_CASES[1], "fuzz.wal")
     assert tree.read("new.deep.er") == {"v": [1, "\u00e9"]}

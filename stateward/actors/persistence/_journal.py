@@ -201,15 +201,7 @@ def apply_record(
                 value = op[2]
                 check_json(value, "value")
             ops.append((kind, _record_path(op[1]), value))
-        # Recovery's common record, one write and no changes wanted, skips
-        # the general way's change list, undo log and copy (see Tree.restore).
-        if not (
-            changes is None
-            and len(ops) == 1
-            and ops[0][0] == "s"
-            and tree.restore(ops[0][1], ops[0][2])
-        ):
-            tree.replay(ops, changes)
+        tree.replay(ops, changes)
     except (_BadRecord, StatewardError) as exc:
         reason = f"record of revision {sequence} cannot be replayed: {exc}"
         raise CorruptStateError(name, reason) from None
