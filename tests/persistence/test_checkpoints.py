@@ -476,7 +476,7 @@ async def test_a_save_whose_child_hangs_fails_and_leaves_nothing(
     # A child that never finishes (as one deadlocked at the fork would) is
     # killed after CHILD_TIMEOUT: the save raises CheckpointError instead of
     # waiting forever, no checkpoint is left half-written, the next works.
-    import time
+    import signal
 
     from stateward.actors import checkpoints as module
     from stateward.actors.persistence import _fork
@@ -484,7 +484,7 @@ async def test_a_save_whose_child_hangs_fails_and_leaves_nothing(
     real = module.fork_serialise
 
     def hanging(root: object, dumps: object) -> object:
-        return real(root, lambda value: time.sleep(3600))
+        return real(root, lambda value: signal.pause())  # only SIGKILL ends it
 
     monkeypatch.setattr(_fork, "CHILD_TIMEOUT", 0.2)
     async with open_state({"k": 1}) as state:

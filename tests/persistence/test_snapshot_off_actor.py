@@ -83,8 +83,8 @@ async def test_the_actor_does_not_wait_for_a_snapshot_being_serialised(
             assert state.statistics().snapshots == 0
             assert state.revision == 300
             release.set()
-            while state.statistics().snapshots == 0:  # noqa: ASYNC110
-                await anyio.sleep(0.01)
+            await state._core.persister._snapshot_idle.wait()  # written
+            assert state.statistics().snapshots == 1
             found = _snapshots(tmp_path)
             assert found[revision_held] == {"n": revision_held - 1}
             await state.stop()
@@ -165,7 +165,7 @@ async def test_a_snapshot_child_that_hangs_is_killed_and_snapshots_go_on(
     # stopped every later snapshot and made a clean stop wait forever. Now
     # it is killed at snapshot_timeout, the snapshot counts as failed, and
     # the next one is taken.
-    import time
+    import signal
 
     from stateward.actors.persistence import _fork
 
@@ -174,7 +174,7 @@ async def test_a_snapshot_child_that_hangs_is_killed_and_snapshots_go_on(
 
     def encode(root):
         if hang[0]:
-            time.sleep(3600)
+            signal.pause()  # never returns: only the SIGKILL ends it
         return real_encode(root)
 
     monkeypatch.setattr(_fork, "_encode", encode)
