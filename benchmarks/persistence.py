@@ -150,7 +150,6 @@ async def recovery(
 
 
 def run(n: int, repeat: int, backends: list[str], quick: bool) -> Iterator[str]:
-    misses = 0
     with tempfile.TemporaryDirectory(dir=os.environ.get("STATEWARD_BENCH_DIR")) as d:
         a = max(raw_fsync(d, 200 if quick else 1000) for _ in range(repeat))
         yield (f"| - | (a) append+fsync, one record at a time | {a:,.0f}/s |")
@@ -159,7 +158,6 @@ def run(n: int, repeat: int, backends: list[str], quick: bool) -> Iterator[str]:
                 anyio.run(durable_workers, d, n, backend=backend) for _ in range(repeat)
             )
             verdict = "meets" if b >= 5 * a else "MISSES"
-            misses += verdict == "MISSES"
             yield (
                 f"| {backend} | (b) durable sends, 100 workers | {b:,.0f}/s = "
                 f"{b / a:.1f}x (a) (target 5x: {verdict}) |"
@@ -169,7 +167,6 @@ def run(n: int, repeat: int, backends: list[str], quick: bool) -> Iterator[str]:
                 for _ in range(repeat)
             )
             verdict = "meets" if b >= 0.8 * m else "MISSES"
-            misses += verdict == "MISSES"
             yield (
                 f"| {backend} | (b) vs the same 100 workers in memory | {b:,.0f}/s "
                 f"vs {m:,.0f}/s = {b / m:.2f}x (target >= 0.8x: {verdict}) |"
@@ -186,7 +183,6 @@ def run(n: int, repeat: int, backends: list[str], quick: bool) -> Iterator[str]:
             )
         ratio = journal[sizes[-1]] / journal[sizes[0]]
         verdict = "meets" if ratio <= 1.2 else "MISSES"
-        misses += verdict == "MISSES"
         yield (
             f"| asyncio | (c) journal {sizes[-1]:,} / {sizes[0]:,} leaves | "
             f"{ratio:.2f}x (target <= 1.2x: {verdict}) |"
