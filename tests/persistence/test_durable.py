@@ -461,8 +461,14 @@ def test_stateward_inspect_shows_a_path_a_summary_or_json(tmp_path: Path) -> Non
     assert "is not a state directory" in plain.stderr
 
 
-def test_recovery_reports_its_progress(tmp_path: Path) -> None:
+def test_recovery_reports_its_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
+
+    from stateward.actors.persistence import _recovery
+
+    monkeypatch.setattr(_recovery, "PROGRESS_EVERY", 30)  # (50,000 by default)
 
     copy = tmp_path / "copy"
 
@@ -489,6 +495,8 @@ def test_recovery_reports_its_progress(tmp_path: Path) -> None:
     assert (last.records, last.revision) == (100, 100)
     assert last.bytes_done == last.bytes_total > 0
     assert [p.bytes_done for p in seen] == sorted(p.bytes_done for p in seen)
+    # every 30 records on the way, and after each segment
+    assert [p.records for p in seen if p.bytes_done < p.bytes_total] == [30, 60, 90]
 
 
 def test_inspection_reports_its_progress(tmp_path: Path, monkeypatch, capsys) -> None:
