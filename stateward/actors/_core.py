@@ -128,6 +128,11 @@ class _Core:
         self.records: list[bytes] = []  # journal records of the current batch
         self.stop_timeout: float | None = 5.0
         self.finished = anyio.Event()
+        # Parked on an empty mailbox with nothing in flight: a thread's
+        # request may then be applied at once, on the loop (apply_now).
+        self.idle = False
+        self.blocked: Outbox = []  # left by apply_now: the actor delivers them
+        self.crashed: BaseException | None = None  # raised in apply_now
         self.applied = 0
         self.rejected = 0
         self.unnamed = 0
@@ -136,7 +141,19 @@ class _Core:
         mailbox = self.mailbox
         settle = self.settle
         while True:
-            await mailbox.wait()
+            if not len(mailbox):
+                self.idle = True
+                try:
+                    await mailbox.wait()
+                finally:
+                    self.idle = False
+                if self.crashed is not None:
+                    raise self.crashed
+                if self.blocked:  # left by apply_now: before anything else
+                    blocked, self.blocked = self.blocked, []
+                    await deliver(blocked)
+                    self.release()
+                    continue
             if settle is not None and mailbox.any(_cancellable):
                 # Let cancellations already under way reach their senders, so
                 # that a send cancelled before we take it is skipped (_mailbox).
@@ -157,9 +174,7 @@ class _Core:
                 blocked = deliver_nowait(outbox)
                 self.answer(ready)
                 await deliver(blocked)
-                self.released = self.tree.revision
-                if self.taps:
-                    self.tap()
+                self.release()
             else:
                 self.answer(ready)
                 await self.commit(persister, waiting)
@@ -171,6 +186,52 @@ class _Core:
                     await persister.finish()
                 batch[stop_at].done.set()
                 return
+
+    def release(self) -> None:
+        """Every delivery up to the tree's revision is in a mailbox: say so."""
+        self.released = self.tree.revision
+        if self.taps:
+            self.tap()
+
+    def apply_now(self, request: _Request) -> bool:
+        """Apply a thread's *request* here and now, if the actor is idle.
+
+        A Store call reaches the loop in a callback; when the actor is parked
+        on an empty mailbox with nothing in flight (and no persister to hand
+        records to), running the actor's step here, synchronously, is what
+        the actor would do next anyway, one turn of the loop later. Returns
+        False (nothing done) when it is not idle: then the request goes
+        through the mailbox.
+        """
+        mailbox = self.mailbox
+        # Idle, and not woken yet: a request put before this one (a task's
+        # send) would still be in the mailbox, and must go first.
+        if not self.idle or len(mailbox) or mailbox.parked or mailbox.closed:
+            return False
+        if self.persister is not None:
+            return False
+        self.batch = [request]
+        try:
+            self.process(request)
+        except BaseException as exc:  # noqa: BLE001 - raised by the actor
+            # As a crash in the actor's own step: the actor raises it.
+            self.crashed = exc
+            self.idle = False
+            mailbox.wake()
+            return True
+        outbox, self.outbox = self.outbox, []
+        blocked = deliver_nowait(outbox)
+        request.done.set()
+        self.batch = []
+        if blocked:
+            # Waiting for room is the actor's (it may await): wake it, and
+            # until it has delivered these, requests go through the mailbox.
+            self.blocked = blocked
+            self.idle = False
+            mailbox.wake()
+        else:
+            self.release()
+        return True
 
     def tap(self) -> None:
         """Tell the taps that :attr:`released` advanced (they must not block)."""
@@ -391,8 +452,9 @@ class _Core:
             self.persister.abandon(error)
         for request in self.mailbox.close():
             self.refuse(request, error)
-        for sub, delivery in self.outbox:
+        for sub, delivery in [*self.blocked, *self.outbox]:
             delivery.receipt._give_up(sub.name)
+        self.blocked = []
         self.outbox = []
 
     async def wait_subscribers(self) -> None:

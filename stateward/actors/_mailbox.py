@@ -252,6 +252,13 @@ class Mailbox(Generic[_T]):
             waiter = self._waiter = self._new_signal()
             await waiter.wait()
 
+    def wake(self) -> None:
+        """Wake the receiver's :meth:`wait` though the mailbox is empty."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
     def close(self) -> list[_T]:
         """Refuse every further item; return the queued and parked ones, in order."""
         self.closed = True

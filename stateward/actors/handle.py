@@ -209,8 +209,11 @@ class StateHandle(HandleFeed, HandleReactive, metaclass=NoPublicConstructor):
         """Queue a request whose sender is another thread; on the loop, never raises.
 
         The :class:`~stateward.Store`'s writes: the request's signal is a
-        thread's (see ``_handoff``), answered by the actor as any other.
+        thread's (see ``_handoff``), answered by the actor as any other, or,
+        when the actor is idle, applied right here (``_Core.apply_now``).
         """
+        if self._core.apply_now(request):
+            return  # the actor was idle: applied and answered here
         try:
             self._mailbox.put(request)
         except anyio.ClosedResourceError:
