@@ -5,7 +5,9 @@ and back, so its baseline is the cheapest such hand-off Python has,
 measured in the same run: a request through a ``queue.SimpleQueue`` to a
 server thread and the answer back through another (two thread switches).
 
-(a) the hand-off, one client thread;
+(a) the hand-off, one client thread; and, per backend, the bare round trip
+    through an event loop thread (schedule a callback that releases a lock
+    the caller blocks on): the floor of any call answered on a loop;
 (b) ``Store.set`` from one thread, tree of 1,000 leaves; then with one
     subscriber whose callback does nothing;
 (c) 32 threads: the hand-off (32 clients, one server) against ``Store.set``;
@@ -20,13 +22,15 @@ Targets: (b) and (c) >= 0.5x the hand-off; (b) >= 20x roz-remembers;
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import shutil
+import sys
 import tempfile
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from stateward import Store
 
@@ -99,6 +103,36 @@ def handoff(threads: int, calls: int) -> float:
         server.join()
 
 
+def loop_round_trip(calls: int, backend: str) -> float:
+    """The floor of a call answered on an event loop: nothing but the two wake-ups.
+
+    The caller schedules a callback on the loop's thread (asyncio's
+    ``call_soon_threadsafe``, trio's ``run_sync_soon``) that releases a lock
+    the caller then blocks on.
+    """
+    import anyio.from_thread
+
+    def schedule_here() -> Callable[[Callable[[], object]], object]:
+        trio = sys.modules.get("trio")
+        if trio is not None and trio.lowlevel.in_trio_task():
+            return cast("Any", trio.lowlevel.current_trio_token().run_sync_soon)
+        return asyncio.get_running_loop().call_soon_threadsafe
+
+    async def find_schedule() -> Callable[[Callable[[], object]], object]:
+        return schedule_here()
+
+    with anyio.from_thread.start_blocking_portal(backend) as portal:
+        schedule = portal.call(find_schedule)
+        lock = threading.Lock()
+        lock.acquire()
+
+        def call(_: int) -> None:
+            schedule(lock.release)
+            lock.acquire()
+
+        return _timed(1, calls, call)
+
+
 def store_set(threads: int, calls: int, backend: str, subscribers: int = 0) -> float:
     with Store(_tree(), backend=backend) as store:
         for _ in range(subscribers):
@@ -141,12 +175,18 @@ def run(n: int, repeat: int, backends: list[str], quick: bool) -> Iterator[str]:
         fsync = max(raw_fsync(d, 200 if quick else 1_000) for _ in range(repeat))
         yield f"| - | (e) append + fsync, one record at a time | {fsync:,.0f}/s |"
         for backend in backends:
+            floor = max(loop_round_trip(calls, backend) for _ in range(repeat))
+            yield f"| {backend} | (a) bare round trip via the loop | {floor:,.0f}/s |"
             alone = max(store_set(1, calls, backend) for _ in range(repeat))
             sub = max(store_set(1, calls, backend, 1) for _ in range(repeat))
             threads = max(
                 store_set(THREADS, per_thread, backend) for _ in range(repeat)
             )
             yield ratio_row(backend, "(b) Store.set, 1 thread", alone, one, 0.5)
+            yield (
+                f"| {backend} | (b) Store.set / the loop's bare round trip | "
+                f"{alone / floor:.2f}x |"
+            )
             yield ratio_row(backend, "(b) ... with 1 subscriber", sub, one, 0.5)
             yield ratio_row(
                 backend, f"(c) Store.set, {THREADS} threads", threads, many, 0.5
