@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -149,19 +150,34 @@ def inspect_directory(
     if not os.path.isdir(directory):
         raise FileNotFoundError(errno.ENOENT, "no such state directory", directory)
     snapshot_revs, segment_firsts, _ = _list(files, directory)
+    limit = math.inf if revision is None else revision
+    # Newest first, and only one tree kept: the newest whole snapshot at or
+    # before *revision*, the base of the replay. The others are read back to
+    # be checked, then let go (a large state's snapshots, held all at once,
+    # would cost the memory of several states).
     snapshots: list[tuple[str, int, int, str]] = []
-    valid: dict[int, Snapshot] = {}
-    for rev in snapshot_revs:
+    valid: list[int] = []
+    base: Snapshot | None = None
+    for rev in reversed(snapshot_revs):
         name = snapshot_name(rev)
         path = os.path.join(directory, name)
         try:
-            valid[rev] = read_snapshot(files, path, name)
+            snapshot = read_snapshot(files, path, name)
             status = "ok"
         except CorruptStateError as exc:
             status = exc.reason
+        else:
+            valid.append(rev)
+            if base is None and rev <= limit:
+                base = snapshot
+            del snapshot
         snapshots.append((name, rev, os.lstat(path).st_size, status))
+    snapshots.reverse()
+    # Only the records the replay needs are kept: those after the base.
+    after = -1 if base is None else base.revision
     segments: list[tuple[str, int, int, str]] = []
     records: dict[int, tuple[bytes, str]] = {}
+    newest = max(valid, default=-1)
     for first in segment_firsts:
         name = segment_name(first)
         try:
@@ -172,16 +188,16 @@ def inspect_directory(
         status = "ok" if segment.torn is None else f"torn tail: {segment.torn}"
         segments.append((name, first, len(segment.records), status))
         for sequence, payload in segment.records:
-            records[sequence] = (payload, name)
+            newest = max(newest, sequence)
+            if after < sequence <= limit:
+                records[sequence] = (payload, name)
+        del segment
     if not valid:
         raise CorruptStateError(directory, "no snapshot reads back whole")
-    newest = max([*valid, *records])
     target = newest if revision is None else revision
-    bases = [r for r in valid if r <= target]
-    if not bases or target > newest:
+    if base is None or target > newest:
         reason = f"revision {target} is not on disk (it holds {min(valid)}..{newest})"
         raise CorruptStateError(directory, reason)
-    base = valid[max(bases)]
     tree = Tree.adopt(base.root, revision=base.revision)
     total = sum(len(records[r][0]) for r in range(tree.revision + 1, target + 1)
                 if r in records)  # fmt: skip
