@@ -133,7 +133,7 @@ class StoreEvents:
         try:
             while True:
                 try:
-                    event = handoff.queue.get(timeout=0.1)
+                    event = handoff.get(timeout=0.1)
                 except queue.Empty:
                     if self._closed or self._state.closed:
                         return  # the Store was closed
@@ -232,38 +232,76 @@ class _EventQueue:
     The handler queues the event and returns (no hop to a worker thread
     per event, which would cost the state's loop, and so every writer,
     about as much as a write): its Ack means the event was handed over. A
-    full queue (*size* events behind) makes the handler wait for room in a
-    worker thread, so a slow consumer still pushes back as any slow
-    subscriber does (the state waits, then drops and sends a ``Resync``).
-    Once :attr:`stopped`, a wait for room gives up.
+    full queue (*size* events handed over and not yet taken) makes the
+    handler wait for room in a worker thread, so a slow consumer still
+    pushes back as any slow subscriber does (the state waits, then drops
+    and sends a ``Resync``). Once :attr:`stopped`, a wait for room gives up.
+
+    A ``SimpleQueue`` (C, no lock of ours per event) and two counters make
+    the bound: each counter is written by one thread only (``_put`` by the
+    handler, on the loop or in the worker it waits for; ``_taken`` by the
+    consumer), so neither loses an update, and their difference can only
+    overstate what is queued, never understate it.
     """
 
-    __slots__ = ("handler", "queue", "stopped")
+    __slots__ = ("_items", "_put", "_room", "_taken", "_waiting", "handler", "stopped")
 
     def __init__(self, size: int, name: str) -> None:
-        # None: the end marker of a callback thread.
-        self.queue: queue.Queue[StateChanged | Resync | None] = queue.Queue(size)
+        # None: the end marker of a callback thread (never counted).
+        self._items: queue.SimpleQueue[StateChanged | Resync | None] = (
+            queue.SimpleQueue()
+        )
+        self._put = 0
+        self._taken = 0
+        self._room = threading.Condition()
+        self._waiting = False  # a handler waits for room: tell it on a take
         self.stopped = False
-        put_nowait = self.queue.put_nowait
+        items_put = self._items.put
 
         async def handler(event: StateChanged | Resync) -> int:
-            try:
-                put_nowait(event)
-            except queue.Full:
-                # Abandoned if cancelled (an unsubscribe): _put gives up once
-                # stopped.
-                await anyio.to_thread.run_sync(self._put, event, abandon_on_cancel=True)
+            if self._put - self._taken < size:
+                self._put += 1
+                items_put(event)
+            else:
+                # Abandoned if cancelled (an unsubscribe): _put_when_room
+                # gives up once stopped.
+                await anyio.to_thread.run_sync(
+                    self._put_when_room, event, size, abandon_on_cancel=True
+                )
             return RAS.SUCCESS
 
         # The state actor names an unnamed subscriber after its handler.
         handler.__qualname__ = name
         self.handler = handler
 
-    def _put(self, event: StateChanged | Resync) -> None:
-        while not self.stopped:
-            with contextlib.suppress(queue.Full):
-                self.queue.put(event, timeout=0.05)
-                return
+    def _put_when_room(self, event: StateChanged | Resync, size: int) -> None:
+        with self._room:
+            while not self.stopped:
+                if self._put - self._taken < size:
+                    self._put += 1
+                    self._items.put(event)
+                    return
+                self._waiting = True
+                self._room.wait(0.05)  # (a take that missed the flag: 50 ms)
+
+    def get(self, timeout: float | None = None) -> StateChanged | Resync | None:
+        """Take the next event, or the end marker (None), in the consumer's thread.
+
+        Raises:
+            queue.Empty: Nothing came within *timeout* seconds.
+        """
+        item = self._items.get(timeout=timeout)
+        if item is not None:
+            self._taken += 1
+            if self._waiting:
+                with self._room:
+                    self._waiting = False
+                    self._room.notify()
+        return item
+
+    def end(self) -> None:
+        """Queue the end marker, behind every event handed over (never blocks)."""
+        self._items.put(None)
 
 
 class _CallbackThread:
@@ -288,8 +326,8 @@ class _CallbackThread:
         self._thread.start()
 
     def _run(self) -> None:
-        events = self._events
-        while (event := events.queue.get()) is not None:
+        take = self._events.get
+        while (event := take()) is not None:
             try:
                 self._callback(event)
             except Exception:
@@ -298,8 +336,6 @@ class _CallbackThread:
                     self._callback,
                     getattr(event, "revision", None),
                 )
-            if events.stopped and events.queue.empty():
-                return  # stopped from the callback, the queue full then
 
     def stop(self, timeout: float = 5.0) -> None:
         """Let the callback finish what is queued (up to *timeout* s), then end.
@@ -307,11 +343,10 @@ class _CallbackThread:
         From the callback itself (it unsubscribed), the thread ends once the
         events already queued are handled.
         """
-        own = threading.current_thread() is self._thread
-        # Full: behind a callback that does not return (left to itself), or
-        # stopped from the callback (it ends once the queue is empty).
-        with contextlib.suppress(queue.Full):
-            self._events.queue.put(None, block=not own, timeout=timeout)
+        # A handler still waiting for room gives up first: nothing is queued
+        # behind the end marker. Behind a callback that does not return, the
+        # thread is left to itself after *timeout*.
         self._events.stopped = True
-        if not own:
+        self._events.end()
+        if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
