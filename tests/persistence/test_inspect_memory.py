@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-LEAVES = 20_000
+LEAVES = 10_000
 
 
 def _peak(fn: Callable[[], object]) -> int:
@@ -42,6 +42,7 @@ def test_inspection_holds_one_snapshots_tree_and_the_records_after_it(
             state_dir=tmp_path,
             snapshot_every=500,
             keep_snapshots=5,
+            durability="none",
         ) as state:
             for i in range(2_600):  # five snapshots of the whole tree, and more
                 await state.send(Set(f"leaves.{i % LEAVES}", -i))
