@@ -1,4 +1,4 @@
-"""The state actor's insides: its requests, its loop and routing.
+"""The state actor's insides: its loop, its step, and how it stops.
 
 One :class:`_Core` per running :class:`~stateward.StateActor`, shared by the
 actor's task (which runs :meth:`_Core.loop`) and its
@@ -19,13 +19,12 @@ from .._errors import (
     StatewardError,
 )
 from ..messages.actions import Action, Set
-from ..messages.events import StateChanged, _state_changed
-from ..paths import format_path
-from ..tree import Tree, unchanged_below
-from ._ack import Receipt, new_receipt
-from ._derive import Derivation, Derivations
-from ._mailbox import Mailbox, Signal, current_backend
+from ._ack import new_receipt
+from ._derive import Derivations
+from ._mailbox import Mailbox, current_backend
 from ._persister import Commit, Persister
+from ._requests import _cancellable, _Register, _Replayed, _Request
+from ._routing import Routes
 from ._track import Reactions
 from .persistence import FeedEntry, encode_changes, encode_record
 from .subscriber import Outbox, Subscriber, _Delivery, deliver, deliver_nowait
@@ -35,57 +34,13 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from .._json import JSON
-    from ..paths import PatternTrie
-    from ..tree import Change
+    from ..tree import Tree
     from ._history import History
     from ._log import ActionLog
 
 __all__: list[str] = []  # internal: StateActor and StateHandle use _Core
 
 _BATCH: Final = 256  # most actions applied between two deliveries to subscribers
-
-
-class _Replayed:
-    """The identity of an action rebuilt from the journal (for routing)."""
-
-    __slots__ = ("id", "payload", "source")
-
-    def __init__(self, action_id: str, source: str | None, payload: JSON) -> None:
-        self.id = action_id
-        self.source = source
-        self.payload = payload
-
-
-class _Register:
-    """An internal message: add a derivation, or remove the one of *dest*."""
-
-    __slots__ = ("derivation", "dest", "id")
-
-    def __init__(self, derivation: Derivation | None, dest: str = "") -> None:
-        self.derivation = derivation
-        self.dest = dest
-        self.id = "derive"
-
-
-class _Request:
-    """One action in the mailbox, and the slot its sender waits on."""
-
-    __slots__ = ("action", "done", "error", "receipt", "wait")
-
-    def __init__(
-        self, action: Action | _Register | None, done: Signal, wait: int = 0
-    ) -> None:
-        self.action = action  # None: the stop marker
-        self.done = done  # set once answered: receipt or error
-        self.error: BaseException | None = None
-        self.receipt: Receipt | None = None
-        self.wait = wait  # with persistence: 0 none, 1 written, 2 fsynced
-
-
-def _cancellable(request: _Request) -> bool:
-    """Whether *request*'s sender is a task, which may be cancelled while it waits."""
-    return not request.done.by_thread
 
 
 class _Core:
@@ -99,8 +54,6 @@ class _Core:
         history: History,
         log: ActionLog,
     ) -> None:
-        from ..paths import PatternTrie
-
         backend = current_backend()
         self.new_event = backend.new_event
         self.new_signal = backend.new_signal
@@ -115,9 +68,8 @@ class _Core:
         self.released = tree.revision  # every delivery up to it is in a mailbox
         self.taps: list[Callable[[], None]] = []  # told when released advances
         self.tg = tg
-        self.trie: PatternTrie[Subscriber] = PatternTrie()
-        self.subscribers: dict[str, Subscriber] = {}
-        self.stoppers = 0  # subscribers with stop_bubbling
+        self.routes = Routes()
+        self.subscribers = self.routes.subscribers  # by name (the same dict)
         self.outbox: Outbox = []
         self.batch: list[_Request] = []  # taken from the mailbox, maybe not answered
         self.closed = False
@@ -135,7 +87,6 @@ class _Core:
         self.crashed: BaseException | None = None  # raised in apply_now
         self.applied = 0
         self.rejected = 0
-        self.unnamed = 0
 
     async def loop(self) -> None:
         mailbox = self.mailbox
@@ -333,7 +284,9 @@ class _Core:
             payload = encode_changes(changes, action)
             synced = self.persister.synced_revision
             self.records.append(encode_record(revision, payload, synced))
-        routed = self.route(action, revision, changes) if self.subscribers else None
+        routed = (
+            self.routes.route(action, revision, changes) if self.subscribers else None
+        )
         if not routed:
             request.receipt = new_receipt(revision, True, action.id, (), None, errors)
             return
@@ -366,54 +319,6 @@ class _Core:
             request.error = ActionRejectedError(d.dest, reason)
             return None
         return Set(d.dest, value, source="derive")
-
-    def route(
-        self,
-        action: Action,
-        revision: int,
-        changes: list[Change],
-        only: Subscriber | None = None,
-    ) -> dict[Subscriber, list[StateChanged]]:
-        routed: dict[Subscriber, list[StateChanged]] = {}
-        match = self.trie.match
-        for change in changes:
-            matches = match(change.path)
-            if not matches:
-                continue
-            stop_depth = -1
-            if self.stoppers:
-                # A stopper that got this change from below (depth < len(path))
-                # hides it from every subscriber above itself.
-                n = len(change.path)
-                for sub, (depth, below) in matches.items():
-                    if sub.stop_bubbling and not below and stop_depth < depth < n:
-                        stop_depth = depth
-            event: StateChanged | None = None
-            for sub, (depth, below) in matches.items():
-                if only is not None and sub is not only:
-                    continue
-                if below:
-                    if sub.literal and unchanged_below(change, sub.segments):
-                        continue
-                elif depth < stop_depth:
-                    continue
-                if event is None:
-                    event = _state_changed(
-                        revision,
-                        format_path(change.path),
-                        change.kind,
-                        change.old,
-                        change.new,
-                        action.id,
-                        action.source,
-                        action.payload,
-                    )
-                events = routed.get(sub)
-                if events is None:
-                    routed[sub] = [event]
-                else:
-                    events.append(event)
-        return routed
 
     def request_exit(self, exc: BaseException) -> None:
         """A handler raised KeyboardInterrupt or SystemExit: stop, then raise it."""
@@ -485,7 +390,9 @@ class _Core:
         backlog: list[_Delivery] = []
         for old in older or ():  # rebuilt from the files: all committed
             meta = _Replayed(old.action_id, old.source, old.payload)
-            routed = self.route(cast("Action", meta), old.revision, old.changes, sub)
+            routed = self.routes.route(
+                cast("Action", meta), old.revision, old.changes, sub
+            )
             events = routed.get(sub)
             if events:
                 receipt = new_receipt(
@@ -501,9 +408,9 @@ class _Core:
             since = older[-1].revision
         j = 0
         for entry in self.history.since(since):
-            events = self.route(entry.action, entry.revision, entry.changes, sub).get(
-                sub
-            )
+            events = self.routes.route(
+                entry.action, entry.revision, entry.changes, sub
+            ).get(sub)
             if not events:
                 continue
             receipt = new_receipt(
@@ -523,28 +430,12 @@ class _Core:
                 pending[j].outbox.append((sub, delivery))
         sub.replay(backlog)
 
-    def unique_name(self, base: str) -> str:
-        """*base*, or ``base#N`` when a subscriber holds it already."""
-        self.unnamed += 1
-        name = base if base not in self.subscribers else f"{base}#{self.unnamed}"
-        while name in self.subscribers:
-            self.unnamed += 1
-            name = f"{base}#{self.unnamed}"
-        return name
-
     def add_subscriber(self, sub: Subscriber) -> None:
-        self.subscribers[sub.name] = sub
-        self.trie.add(sub.segments, sub)
-        if sub.stop_bubbling:
-            self.stoppers += 1
+        self.routes.add(sub)
         self.tg.start_soon(sub.run, name=f"stateward subscriber {sub.name!r}")
 
     def remove_subscriber(self, sub: Subscriber) -> None:
-        if self.subscribers.get(sub.name) is sub:
-            del self.subscribers[sub.name]
-            self.trie.remove(sub.segments, sub)
-            if sub.stop_bubbling:
-                self.stoppers -= 1
+        self.routes.remove(sub)
         for delivery in [d for s, d in self.outbox if s is sub]:
             delivery.receipt._give_up(sub.name)
         self.outbox = [(s, d) for s, d in self.outbox if s is not sub]

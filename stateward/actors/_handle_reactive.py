@@ -13,8 +13,8 @@ import anyio
 
 from .._errors import InvalidActionError
 from ..paths import PathLike, format_path, parse_path
-from ._core import _Register, _Request
 from ._derive import Derivation
+from ._requests import _Register, _Request
 from ._track import Reaction, Reader, first_run
 
 if TYPE_CHECKING:

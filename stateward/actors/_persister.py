@@ -25,7 +25,8 @@ from .subscriber import deliver, deliver_nowait
 
 if TYPE_CHECKING:
     from ..tree import Tree
-    from ._core import _Core, _Request
+    from ._core import _Core
+    from ._requests import _Request
     from .persistence import Journal, PersistenceConfig
     from .subscriber import Outbox
 

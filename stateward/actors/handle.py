@@ -25,13 +25,14 @@ from .._json import JSON, copy_json
 from ..messages.actions import Action, Set, Transaction
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 from ..tree import MISSING
-from ._core import _Core, _Request
 from ._handle_feed import HandleFeed, _check_from_revision
+from ._handle_inspect import HandleInspection
 from ._handle_reactive import HandleReactive
 from ._persister import WAIT_FOR
+from ._requests import _Request
 from ._subscription import StateStatistics, Subscription
 from ._util import NoPublicConstructor
-from .subscriber import Handler, Overflow, Subscriber, SubscriberStatistics
+from .subscriber import Handler, Overflow, Subscriber
 
 if TYPE_CHECKING:
     from collections.abc import (
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     )
 
     from ._ack import Receipt
-    from ._log import LoggedAction
+    from ._core import _Core
     from ._mailbox import Signal
     from .persistence import FeedEntry
 
@@ -48,7 +49,9 @@ __all__ = ["StateHandle", "StateStatistics", "Subscription"]
 
 
 @final
-class StateHandle(HandleFeed, HandleReactive, metaclass=NoPublicConstructor):
+class StateHandle(
+    HandleFeed, HandleReactive, HandleInspection, metaclass=NoPublicConstructor
+):
     """What a running :class:`StateActor` gives you: send, read, subscribe, stop.
 
     Every method may be called from any task on the actor's event loop (not
@@ -426,7 +429,7 @@ class StateHandle(HandleFeed, HandleReactive, metaclass=NoPublicConstructor):
         # From here on, no await: the replay meets the live feed exactly.
         if name is None:
             base: str = getattr(handler, "__qualname__", type(handler).__name__)
-            name = core.unique_name(base)
+            name = core.routes.unique_name(base)
         elif type(name) is not str or not name:
             reason = f"must be a non-empty str (got {name!r})"
             raise InvalidActionError("name", reason)
@@ -449,39 +452,6 @@ class StateHandle(HandleFeed, HandleReactive, metaclass=NoPublicConstructor):
         if from_revision is not None:
             core.replay(sub, from_revision, older)
         return Subscription._create(core, sub, core.tree.revision)
-
-    def action_log(self) -> list[LoggedAction]:
-        """The last actions (``action_log`` of them), oldest first (never blocks).
-
-        Each with its revision, id, type, source, result (applied, unchanged
-        or rejected and why), the paths it changed with their new values, and
-        the derivations that raised. Values under a ``redact`` pattern show as
-        ``"<redacted>"``.
-        """
-        return self._core.log.entries()
-
-    def statistics(self) -> StateStatistics:
-        """Return a snapshot of the actor's counters (never blocks)."""
-        core = self._core
-        mailbox = core.mailbox
-        p = core.persister
-        return StateStatistics(
-            revision=core.tree.revision,
-            subscribers=len(core.subscribers),
-            mailbox_used=len(mailbox),
-            mailbox_size=mailbox.size,
-            senders_waiting=mailbox.parked,
-            applied=core.applied,
-            rejected=core.rejected,
-            durable_revision=None if p is None else p.durable_revision,
-            journal_commits=0 if p is None else p.commits,
-            journal_fsyncs=0 if p is None else p.fsyncs,
-            snapshots=0 if p is None else p.snapshots,
-        )
-
-    def subscriber_statistics(self) -> dict[str, SubscriberStatistics]:
-        """Return every subscriber's counters, by name (never blocks)."""
-        return {n: s.statistics() for n, s in self._core.subscribers.items()}
 
     async def stop(self, *, timeout: float | None = 5.0) -> None:
         """Apply what was sent before, refuse what comes after, and stop.
