@@ -41,7 +41,6 @@ from .._errors import (
 )
 from .._json import JSON, own_json
 from ..messages.actions import Action, Delete, Set, Transaction
-from ..tree import Tree
 from ._files import Files, open_regular
 from ._handoff import LoopCaller, ThreadSignal
 from ._store_events import StoreCheckpoints, StoreEvents
@@ -52,6 +51,7 @@ from ._store_files import (
     file_identity,
     remove_stale_temps,
 )
+from ._store_txn import Fetched, Scratch, copy_small, fetch_at
 from .state import StateHandle, open_state
 
 if TYPE_CHECKING:
@@ -59,7 +59,8 @@ if TYPE_CHECKING:
 
     from anyio.from_thread import BlockingPortal
 
-    from ..paths import PathLike
+    from ..paths import PathLike, Segments
+    from ..tree import _Missing
     from .persistence import Durability
 
 __all__ = [
@@ -76,13 +77,13 @@ logger = logging.getLogger(__name__)
 _TXN: Final = threading.local()
 
 
-def _pending() -> dict[int, tuple[Tree, list[Action]]]:
-    """This thread's open transactions, by Store: (scratch tree, actions).
+def _pending() -> dict[int, tuple[Scratch, list[Action]]]:
+    """This thread's open transactions, by Store: (scratch, actions).
 
-    The scratch tree's revision is the state's revision when the
-    transaction began (its ``if_revision``).
+    The scratch's revision is the state's revision when the transaction
+    began (its ``if_revision``).
     """
-    pending: dict[int, tuple[Tree, list[Action]]] = _TXN.__dict__.setdefault(
+    pending: dict[int, tuple[Scratch, list[Action]]] = _TXN.__dict__.setdefault(
         "pending", {}
     )
     return pending
@@ -219,6 +220,18 @@ class Store(StoreEvents):
         """The revision and the whole tree, read at one instant (on the loop)."""
         return self._state.revision, self._state.get_nowait("")
 
+    def _read_small(self) -> tuple[int, JSON | _Missing]:
+        """The revision, and the whole tree if it is small (on the loop)."""
+        tree = self._state._core.tree
+        return tree.revision, copy_small(tree.root)
+
+    def _fetch(self, revision: int, path: Segments) -> Fetched:
+        """A transaction's part of the tree at *revision* (see ``_store_txn``)."""
+        return cast("Fetched", self._on_loop(self._fetch_here, revision, path))
+
+    def _fetch_here(self, revision: int, path: Segments) -> Fetched:
+        return fetch_at(self._state._core.tree, revision, path)  # on the loop
+
     def _load(self, path: str, start: JSON) -> JSON:
         remove_stale_temps(path)
         try:
@@ -287,8 +300,9 @@ class Store(StoreEvents):
     def _write(self, action: Action) -> bool:
         scratch = self._scratch()
         if scratch is not None:
+            scratch.prepare_action(action)  # (a mismatch is raised, not a False)
             try:
-                scratch.apply(action)
+                scratch.tree.apply(action)
             except ActionRejectedError:
                 return False
             _pending()[id(self)][1].append(action)
@@ -311,6 +325,16 @@ class Store(StoreEvents):
         transactions join the outer one; only the outermost applies (and, with
         ``autosave``, saves) anything.
 
+        The block sees the state as it was when the transaction began, plus
+        its own writes. A small tree (up to 2,000 values) is copied whole at
+        the start; a larger one a path at a time, the first time the block
+        reads or writes there, so that a transaction costs what it touches,
+        not the size of the tree (and never holds up other writers for it).
+        If another write landed before such a first touch, the state the
+        transaction began from is gone: that read or write raises
+        :class:`~stateward.RevisionMismatchError` at once (the group could
+        not have been applied anyway).
+
         Isolation: transactions of one Store run one at a time (a second
         thread's ``transaction()`` waits for the first to end), so a
         read-modify-write inside one never loses another transaction's
@@ -323,7 +347,8 @@ class Store(StoreEvents):
 
         Raises:
             RevisionMismatchError: A write outside the transaction landed
-                since it began; nothing was applied.
+                since it began (raised at the exit, or in the block by the
+                first touch of a part of a large tree); nothing was applied.
             ActionRejectedError: The group cannot be applied; nothing was.
         """
         pending = _pending()
@@ -331,8 +356,9 @@ class Store(StoreEvents):
             yield self
             return
         with self._txn_lock:
-            revision, root = self._on_loop(self._read_all)
-            pending[id(self)] = (Tree(root, revision=revision), [])
+            revision, whole = self._on_loop(self._read_small)
+            fetch = functools.partial(self._fetch, revision)
+            pending[id(self)] = (Scratch(revision, whole, fetch), [])
             try:
                 yield self
             except BaseException:
@@ -369,7 +395,7 @@ class Store(StoreEvents):
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _scratch(self) -> Tree | None:
+    def _scratch(self) -> Scratch | None:
         entry = _pending().get(id(self))
         return None if entry is None else entry[0]
 
