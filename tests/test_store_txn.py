@@ -164,3 +164,17 @@ def test_transactions_from_threads_fetching_by_path_lose_no_increment(
         for t in threads:
             t.join(60)
         assert store.get("counts") == {str(i): 100 for i in range(4)}
+
+
+def test_only_a_tree_of_at_most_whole_below_values_is_copied_whole() -> None:
+    from stateward.actors._store_txn import WHOLE_BELOW, copy_small
+
+    small = {"items": [{"n": i} for i in range((WHOLE_BELOW - 2) // 2)]}
+    copied = copy_small(small)  # root + list + (dict + int) per item
+    assert copied == small
+    assert copied is not small
+    assert copied["items"][0] is not small["items"][0]  # type: ignore[index]
+    small["items"].append(0)  # one value more
+    assert copy_small(small) is MISSING
+    assert copy_small(list(range(10 * WHOLE_BELOW))) is MISSING
+    assert copy_small(None) is None

@@ -59,33 +59,24 @@ Fetched = tuple[int, Any]
 and the value there (a private copy) or :data:`~stateward.tree.MISSING`."""
 
 
-class _TooBig(Exception):
-    pass
-
-
 def copy_small(root: JSON) -> JSON | _Missing:
     """A private copy of *root*, or MISSING if it has over :data:`WHOLE_BELOW` nodes.
 
-    On the loop: stops as soon as the budget is spent, so a large tree
-    costs no more than a small one.
+    On the loop: the count stops as soon as the budget is spent (a dict or
+    list too long for it is not even walked), so a large tree costs no more
+    than a small one.
     """
-    left = [WHOLE_BELOW]
-
-    def copy(value: Any) -> Any:
-        left[0] -= 1
-        if left[0] < 0:
-            raise _TooBig
+    left = WHOLE_BELOW
+    stack: list[Any] = [root]
+    while stack:
+        value = stack.pop()
+        left -= 1
         t = type(value)
-        if t is dict:
-            return {k: copy(v) for k, v in value.items()}
-        if t is list:
-            return [copy(v) for v in value]
-        return value
-
-    try:
-        return cast("JSON", copy(root))
-    except _TooBig:
-        return MISSING
+        if t is dict or t is list:
+            if len(value) > left:
+                return MISSING
+            stack.extend(value.values() if t is dict else value)
+    return cast("JSON", copy_json(root))
 
 
 def fetch_at(tree: Tree, revision: int, path: Segments) -> Fetched:
