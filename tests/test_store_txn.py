@@ -178,3 +178,20 @@ def test_only_a_tree_of_at_most_whole_below_values_is_copied_whole() -> None:
     assert copy_small(small) is MISSING
     assert copy_small(list(range(10 * WHOLE_BELOW))) is MISSING
     assert copy_small(None) is None
+
+
+@pytest.mark.parametrize("whole_below", [0, 2_000])
+def test_a_transaction_on_a_state_whose_journal_failed_raises_its_error(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, whole_below: int
+) -> None:
+    from stateward import DurabilityError
+
+    monkeypatch.setattr(_store_txn, "WHOLE_BELOW", whole_below)
+    with Store({"n": 0}, state_dir=tmp_path / "state") as store:
+        with store.transaction():
+            assert store.get("n") == 0
+        failed = DurabilityError("the journal could not be written (simulated)")
+        store._state._core.failed = failed  # as a failed fsync leaves it
+        with pytest.raises(DurabilityError), store.transaction():
+            store.get("n")
+        store._state._core.failed = None  # (so that it closes cleanly)

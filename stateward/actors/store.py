@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
     from ..paths import PathLike, Segments
-    from ..tree import _Missing
+    from ..tree import Tree, _Missing
     from .persistence import Durability
 
 __all__ = [
@@ -220,9 +220,20 @@ class Store(StoreEvents):
         """The revision and the whole tree, read at one instant (on the loop)."""
         return self._state.revision, self._state.get_nowait("")
 
+    def _live_tree(self) -> Tree:
+        """The state's tree, to read on the loop (as ``get_nowait`` reads it).
+
+        Raises:
+            DurabilityError: The journal failed; the state must be reopened.
+        """
+        core = self._state._core
+        if core.failed is not None:
+            raise core.failed
+        return core.tree
+
     def _read_small(self) -> tuple[int, JSON | _Missing]:
         """The revision, and the whole tree if it is small (on the loop)."""
-        tree = self._state._core.tree
+        tree = self._live_tree()
         return tree.revision, copy_small(tree.root)
 
     def _fetch(self, revision: int, path: Segments) -> Fetched:
@@ -230,7 +241,7 @@ class Store(StoreEvents):
         return cast("Fetched", self._on_loop(self._fetch_here, revision, path))
 
     def _fetch_here(self, revision: int, path: Segments) -> Fetched:
-        return fetch_at(self._state._core.tree, revision, path)  # on the loop
+        return fetch_at(self._live_tree(), revision, path)  # on the loop
 
     def _load(self, path: str, start: JSON) -> JSON:
         remove_stale_temps(path)
