@@ -91,13 +91,19 @@ def test_watch_of_a_revision_too_old_is_a_compacted_error(backend):
 def test_a_tracked_reaction_reruns_when_what_it_read_changes(backend):
     with Store({"limit": 1, "used": 0}, backend=backend) as store:
         over = []
+        saw_three = threading.Event()
 
         def check(reader) -> None:
             if reader.get("used") > reader.get("limit"):
                 over.append(reader.get("used"))
+            if reader.get("used") == 3:
+                saw_three.set()
 
         reaction = store.track(check)
         _threads(lambda i: store.set("used", i + 1), 3)
+        # Changes fold into the reaction's next run: it sees the last of the
+        # three, not necessarily the others; wait for it before moving on.
+        assert saw_three.wait(10)
         store.set("limit", 10)
         store.untrack(reaction)
         store.set("used", 50)  # no longer tracked

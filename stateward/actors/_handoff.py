@@ -147,11 +147,16 @@ class LoopCaller:
             raise StateClosedError("the Store was closed") from None
 
     def _drain(self) -> None:
-        # Cleared before taking: a call added after this line wakes the loop
-        # again, or is taken below; either way it runs.
+        # Cleared before counting: a call added after this line schedules a
+        # drain of its own, or is counted below; either way it runs.
         self._scheduled = False
         pending = self._pending
-        while pending:
+        # Only the calls here now. One that arrives meanwhile waits for its
+        # own drain, behind whatever these calls made ready (a reaction, a
+        # subscriber, the persister): a Store call may apply its action right
+        # here (_Core.apply_now), and threads calling without pause must not
+        # keep every other task of the loop waiting.
+        for _ in range(len(pending)):
             pending.popleft()()
 
     def call(self, fn: Callable[..., Any], *args: object) -> Any:

@@ -14,7 +14,12 @@ import logging
 import os
 import pickle
 import re
+import time
+import warnings
 from typing import TYPE_CHECKING, Protocol, final
+
+from .._json import own_json
+from ._files import open_regular
 
 if TYPE_CHECKING:
     from .._json import JSON
@@ -24,6 +29,7 @@ __all__ = [
     "PickleSerializer",
     "Serializer",
     "file_identity",
+    "load_state_file",
     "remove_stale_temps",
 ]
 
@@ -119,3 +125,41 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True  # exists, owned by someone else
     return True
+
+
+def load_state_file(
+    path: str, serializer: Serializer, start: JSON
+) -> tuple[JSON, tuple[int, int, int] | None]:
+    """The tree in the ``state_file`` at *path*, and the file's identity.
+
+    Missing: *start* (and no identity). Malformed: *start*, with a warning,
+    the bad file renamed aside (never overwritten). Stale temp files of a
+    killed save are removed first. Blocking; any thread.
+
+    Raises:
+        CorruptStateError: *path* is not a regular file (a FIFO, a directory).
+    """
+    remove_stale_temps(path)
+    try:
+        # A FIFO or a directory is refused (CorruptStateError), never read.
+        with os.fdopen(open_regular(path, follow=True), "rb") as f:
+            seen = file_identity(os.fstat(f.fileno()))
+            data = f.read()
+    except FileNotFoundError:
+        return start, None
+    try:
+        return own_json(serializer.loads(data), "state file"), seen
+    except Exception as exc:  # noqa: BLE001 - any decoder error means "malformed"
+        base = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+        aside, n = base, 1
+        while os.path.exists(aside):
+            n += 1
+            aside = f"{base}.{n}"
+        os.replace(path, aside)
+        warnings.warn(
+            f"{path} is not a valid state file ({exc}); starting from the "
+            f"default, the bad file is kept as {aside}",
+            RuntimeWarning,
+            stacklevel=3,  # the Store(...) call
+        )
+        return start, seen

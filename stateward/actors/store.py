@@ -26,7 +26,6 @@ import random
 import sys
 import threading
 import time
-import warnings
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
 from anyio.from_thread import start_blocking_portal
@@ -41,7 +40,7 @@ from .._errors import (
 )
 from .._json import JSON, own_json
 from ..messages.actions import Action, Delete, Set, Transaction
-from ._files import Files, open_regular
+from ._files import Files
 from ._handoff import LoopCaller, ThreadSignal
 from ._store_events import StoreCheckpoints, StoreEvents
 from ._store_files import (
@@ -49,7 +48,7 @@ from ._store_files import (
     PickleSerializer,
     Serializer,
     file_identity,
-    remove_stale_temps,
+    load_state_file,
 )
 from ._store_txn import Fetched, Scratch, copy_small, fetch_at
 from .state import StateHandle, open_state
@@ -156,7 +155,7 @@ class Store(StoreEvents):
         self._saved_revision = 0  # the revision the file holds (loaded or saved)
         self._seen: tuple[int, int, int] | None = None  # the file as we left it
         if self._file is not None:
-            start = self._load(self._file, start)
+            start, self._seen = load_state_file(self._file, self._serializer, start)
         self._portal_cm = start_blocking_portal(backend)
         self._portal: BlockingPortal = self._portal_cm.__enter__()
         try:
@@ -242,32 +241,6 @@ class Store(StoreEvents):
 
     def _fetch_here(self, revision: int, path: Segments) -> Fetched:
         return fetch_at(self._live_tree(), revision, path)  # on the loop
-
-    def _load(self, path: str, start: JSON) -> JSON:
-        remove_stale_temps(path)
-        try:
-            # A FIFO or a directory is refused (CorruptStateError), never read.
-            with os.fdopen(open_regular(path, follow=True), "rb") as f:
-                self._seen = file_identity(os.fstat(f.fileno()))
-                data = f.read()
-        except FileNotFoundError:
-            return start
-        try:
-            return own_json(self._serializer.loads(data), "state file")
-        except Exception as exc:  # noqa: BLE001 - any decoder error means "malformed"
-            base = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
-            aside, n = base, 1
-            while os.path.exists(aside):
-                n += 1
-                aside = f"{base}.{n}"
-            os.replace(path, aside)
-            warnings.warn(
-                f"{path} is not a valid state file ({exc}); starting from the "
-                f"default, the bad file is kept as {aside}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return start
 
     # -- reading ------------------------------------------------------------
 

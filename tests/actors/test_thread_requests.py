@@ -131,3 +131,57 @@ async def test_a_crash_while_applying_a_threads_request_breaks_the_state(
     assert state.closed
     with pytest.raises(StateBrokenError):
         await state.send(Set("after", 1))
+
+
+async def test_a_call_arriving_during_a_drain_waits_behind_the_tasks_made_ready(
+    anyio_backend_name: str,
+) -> None:
+    """Threads calling without pause never keep the loop's other tasks waiting.
+
+    A call that arrives while the loop runs the calls before it (another
+    thread was quicker than the loop) gets a drain of its own, scheduled
+    behind the tasks those calls woke (a reaction woken by a write, say).
+    """
+    import threading
+
+    from stateward.actors._handoff import LoopCaller
+
+    order: list[str] = []
+
+    class Counting(LoopCaller):
+        __slots__ = ("drains",)
+
+        def _drain(self) -> None:
+            self.drains = getattr(self, "drains", 0) + 1
+            order.append(f"drain {self.drains}")
+            super()._drain()
+
+    caller = Counting.here()
+    woken = anyio.Event()
+
+    async def task() -> None:
+        await woken.wait()
+        order.append("task")
+
+    def second() -> None:
+        order.append("second call")
+
+    def first() -> None:
+        order.append("first call")
+        woken.set()  # a task is ready now
+        # Another thread's call lands while this drain is still running.
+        late = threading.Thread(target=caller.submit, args=(second,))
+        late.start()
+        late.join()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(task)
+            await anyio.lowlevel.checkpoint()  # the task waits
+            threading.Thread(target=caller.submit, args=(first,)).start()
+            while len(order) < 5:
+                await anyio.lowlevel.checkpoint()
+    assert order[:2] == ["drain 1", "first call"]
+    assert order.index("drain 2") + 1 == order.index("second call")  # its own
+    if anyio_backend_name == "asyncio":  # (trio shuffles ready tasks on purpose)
+        assert order == ["drain 1", "first call", "task", "drain 2", "second call"]
