@@ -116,15 +116,7 @@ class _Core:
             stop_at, ready, waiting = self.apply_batch(batch)
             persister = self.persister
             if persister is None:
-                # Events first, then the senders: the subscribers run before
-                # the senders send again, so a batch's deliveries are handled
-                # (and freed) while they are young. What must wait for room
-                # (a full BLOCK mailbox) waits after the senders are answered:
-                # a slow subscriber delays the next actions, never a receipt.
-                outbox, self.outbox = self.outbox, []
-                blocked = deliver_nowait(outbox)
-                self.answer(ready)
-                await deliver(blocked)
+                await deliver(self.hand_over(ready))
                 self.release()
             else:
                 self.answer(ready)
@@ -163,16 +155,14 @@ class _Core:
             return False
         self.batch = [request]
         try:
-            self.process(request)
+            _, ready, _ = self.apply_batch(self.batch)
         except BaseException as exc:  # noqa: BLE001 - raised by the actor
             # As a crash in the actor's own step: the actor raises it.
             self.crashed = exc
             self.idle = False
             mailbox.wake()
             return True
-        outbox, self.outbox = self.outbox, []
-        blocked = deliver_nowait(outbox)
-        request.done.set()
+        blocked = self.hand_over(ready)
         self.batch = []
         if blocked:
             # Waiting for room is the actor's (it may await): wake it, and
@@ -217,6 +207,21 @@ class _Core:
             else:
                 ready.append(request)
         return -1, ready, waiting
+
+    def hand_over(self, ready: list[_Request]) -> Outbox:
+        """Put the batch's events in the subscribers' mailboxes, then answer *ready*.
+
+        Events first, then the senders: the subscribers run before the
+        senders send again, so a batch's deliveries are handled (and freed)
+        while they are young. Returns what must wait for room (a full BLOCK
+        mailbox), to be delivered after the senders are answered: a slow
+        subscriber delays the next actions, never a receipt. (Not persisted
+        states: their persister hands events over after the commit.)
+        """
+        outbox, self.outbox = self.outbox, []
+        blocked = deliver_nowait(outbox)
+        self.answer(ready)
+        return blocked
 
     @staticmethod
     def answer(ready: list[_Request]) -> None:

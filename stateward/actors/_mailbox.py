@@ -194,10 +194,7 @@ class Mailbox(Generic[_T]):
         if len(self._queue) >= self.size or self._parked:
             return False
         self._queue.append(item)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter.set()
+        self.wake()
         return True
 
     def put(self, item: _T) -> None:
@@ -253,7 +250,7 @@ class Mailbox(Generic[_T]):
             await waiter.wait()
 
     def wake(self) -> None:
-        """Wake the receiver's :meth:`wait` though the mailbox is empty."""
+        """Wake the receiver's :meth:`wait` (also when the mailbox is empty)."""
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
