@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from .._errors import RevisionMismatchError
 from .._json import copy_json
-from ..messages.actions import Delete, Set
+from ..messages.actions import Set
 from ..paths import parse_path
 from ..tree import MISSING, Tree
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._json import JSON
-    from ..messages.actions import Action
+    from ..messages.actions import Delete
     from ..paths import PathLike, Segments
     from ..tree import _Missing
 
@@ -127,16 +127,13 @@ class Scratch:
         self.prepare(segments)
         return self.tree.read(segments, default)
 
-    def prepare_action(self, action: Action) -> None:
-        """Fetch what applying *action* to :attr:`tree` looks at.
+    def prepare_action(self, action: Set | Delete) -> None:
+        """Fetch what applying *action* (the Store's writes) to :attr:`tree` looks at.
 
         Raises:
             RevisionMismatchError: The state moved since the transaction began.
         """
-        if type(action) is Set or type(action) is Delete:
-            self.prepare(parse_path(action.path))
-        else:  # (the Store writes only those two; anything else sees it all)
-            self.prepare(())
+        self.prepare(parse_path(action.path))
 
     def prepare(self, path: Segments) -> None:
         """Make the scratch know *path*: the nodes on the way and the value there."""

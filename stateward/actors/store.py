@@ -236,11 +236,8 @@ class Store(StoreEvents):
         return tree.revision, copy_small(tree.root)
 
     def _fetch(self, revision: int, path: Segments) -> Fetched:
-        """A transaction's part of the tree at *revision* (see ``_store_txn``)."""
-        return cast("Fetched", self._on_loop(self._fetch_here, revision, path))
-
-    def _fetch_here(self, revision: int, path: Segments) -> Fetched:
-        return fetch_at(self._live_tree(), revision, path)  # on the loop
+        """A transaction's part of the tree at *revision* (on the loop)."""
+        return fetch_at(self._live_tree(), revision, path)
 
     # -- reading ------------------------------------------------------------
 
@@ -281,7 +278,7 @@ class Store(StoreEvents):
         """Remove *path*; False when it was not there (or cannot be removed)."""
         return self._write(Delete(path, missing_ok=False))
 
-    def _write(self, action: Action) -> bool:
+    def _write(self, action: Set | Delete) -> bool:
         scratch = self._scratch()
         if scratch is not None:
             scratch.prepare_action(action)  # (a mismatch is raised, not a False)
@@ -341,7 +338,7 @@ class Store(StoreEvents):
             return
         with self._txn_lock:
             revision, whole = self._on_loop(self._read_small)
-            fetch = functools.partial(self._fetch, revision)
+            fetch = functools.partial(self._on_loop, self._fetch, revision)
             pending[id(self)] = (Scratch(revision, whole, fetch), [])
             try:
                 yield self
