@@ -31,15 +31,13 @@ parallel do.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import queue
 import shutil
-import sys
 import tempfile
 import threading
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from stateward import Store
 
@@ -141,15 +139,11 @@ def loop_round_trip(calls: int, backend: str) -> float:
     """
     import anyio.from_thread
 
-    def schedule_here() -> Callable[[Callable[[], object]], object]:
-        trio = sys.modules.get("trio")
-        if trio is not None and trio.lowlevel.in_trio_task():
-            return cast("Any", trio.lowlevel.current_trio_token().run_sync_soon)
-        return asyncio.get_running_loop().call_soon_threadsafe
+    from stateward.actors._handoff import current_scheduler
 
     async def find_schedule() -> Callable[[Callable[[], object]], object]:
         _pin(ANSWERER)
-        return schedule_here()
+        return current_scheduler()
 
     with anyio.from_thread.start_blocking_portal(backend) as portal:
         schedule = portal.call(find_schedule)

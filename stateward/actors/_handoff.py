@@ -36,7 +36,7 @@ from .._errors import StateClosedError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["LoopCaller", "ThreadSignal"]
+__all__ = ["LoopCaller", "ThreadSignal", "current_scheduler"]
 
 _POLL: Final = 1.0  # seconds between checks that the loop is still running
 
@@ -90,6 +90,20 @@ class ThreadSignal:
                 raise StateClosedError("the Store was closed")
 
 
+def current_scheduler() -> Callable[[Callable[[], object]], object]:
+    """The running loop's "run this soon", callable from any thread.
+
+    asyncio's ``call_soon_threadsafe`` or trio's ``run_sync_soon``; call it
+    in a task of that loop.
+    """
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_task():
+        schedule: Callable[[Callable[[], object]], object]
+        schedule = trio.lowlevel.current_trio_token().run_sync_soon
+        return schedule
+    return asyncio.get_running_loop().call_soon_threadsafe
+
+
 class LoopCaller:
     """Run plain functions on one event loop's thread, from other threads.
 
@@ -117,12 +131,7 @@ class LoopCaller:
     @classmethod
     def here(cls) -> LoopCaller:
         """The caller for the loop running this task (asyncio or trio)."""
-        trio = sys.modules.get("trio")
-        if trio is not None and trio.lowlevel.in_trio_task():
-            schedule = trio.lowlevel.current_trio_token().run_sync_soon
-        else:
-            schedule = asyncio.get_running_loop().call_soon_threadsafe
-        return cls(schedule, threading.current_thread())
+        return cls(current_scheduler(), threading.current_thread())
 
     def submit(self, fn: Callable[[], object]) -> None:
         """Schedule *fn()* on the loop and return at once.
