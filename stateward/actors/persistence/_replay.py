@@ -188,9 +188,10 @@ def inspect_directory(
         status = "ok" if segment.torn is None else f"torn tail: {segment.torn}"
         segments.append((name, first, len(segment.records), status))
         for sequence, payload in segment.records:
-            newest = max(newest, sequence)
             if after < sequence <= limit:
                 records[sequence] = (payload, name)
+        if segment.records:  # (in sequence: the last is the newest)
+            newest = max(newest, segment.records[-1][0])
         del segment
     if not valid:
         raise CorruptStateError(directory, "no snapshot reads back whole")
@@ -199,8 +200,7 @@ def inspect_directory(
         reason = f"revision {target} is not on disk (it holds {min(valid)}..{newest})"
         raise CorruptStateError(directory, reason)
     tree = Tree.adopt(base.root, revision=base.revision)
-    total = sum(len(records[r][0]) for r in range(tree.revision + 1, target + 1)
-                if r in records)  # fmt: skip
+    total = sum(len(payload) for payload, _ in records.values())  # (base, target]
     done = replayed = 0
     while tree.revision < target:
         found = records.get(tree.revision + 1)
