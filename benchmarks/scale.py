@@ -24,14 +24,24 @@ while it sends, and their pauses (target with ``gc.freeze()``: none over
 (f) recovery of a journal of one-Set records (200,000, or 20,000 with
     --quick), in records/s (target >= 500,000/s), and how many progress
     reports it gave.
+
+Then, per backend, the synchronous Store of the same N leaves:
+
+(g) ``Store.get("")`` and ``Store.save()`` while another thread calls
+    ``Store.set`` without pause: how long each took, the longest ``set``
+    meanwhile and the sets/s, against the same read with the tree copied
+    on the state's loop (as it was before the forked child; also the way
+    where fork is missing) and the longest ``set`` with nothing else going.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import statistics
 import tempfile
+import threading
 import time
 import tracemalloc
 from typing import TYPE_CHECKING
@@ -39,13 +49,13 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
-from stateward import Set, StateActor, open_state
-from stateward.actors.persistence import PersistenceConfig
+from stateward import Set, StateActor, Store, open_state
+from stateward.actors.persistence import PersistenceConfig, _fork
 
 from .persistence import recovery
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from stateward.actors.persistence import RecoveryProgress
 
@@ -133,6 +143,74 @@ def memory_per_leaf(n: int, backend: str = "asyncio") -> tuple[float, float]:
     return plain_bytes / n, used / n
 
 
+@contextlib.contextmanager
+def _copied_on_the_loop() -> Iterator[None]:
+    """Whole-tree reads as without fork: a copy on the state's loop."""
+    real = _fork.start
+    _fork.start = lambda root, dumps=None: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        _fork.start = real
+
+
+def whole_reads(n: int, backend: str) -> Iterator[str]:
+    """Rows (g): the Store's whole-tree reads beside a writer thread."""
+    with tempfile.TemporaryDirectory(dir=os.environ.get("STATEWARD_BENCH_DIR")) as d:
+        initial = {"jobs": {f"k{i}": {"n": i} for i in range(n)}}
+        path = os.path.join(d, "state.json")
+        with Store(initial, state_file=path, backend=backend) as store:
+            del initial
+            sets: list[tuple[float, float]] = []  # (start, end) of each
+            stop = threading.Event()
+
+            def writer() -> None:
+                i = 0
+                while not stop.is_set():
+                    start = time.perf_counter()
+                    store.set("x", i)
+                    sets.append((start, time.perf_counter()))
+                    i += 1
+
+            def measure(call: Callable[[], object]) -> tuple[float, float, float]:
+                """How long *call* took, the longest set beside it, sets/s."""
+                start = time.perf_counter()
+                call()
+                end = time.perf_counter()
+                # Each set that overlapped the call (one may have begun before).
+                stop_at = len(sets)
+                while True:
+                    time.sleep(0.01)  # the set under way when it ended, too
+                    if len(sets) > stop_at:
+                        break
+                during = [(a, b) for a, b in sets if b > start and a < end]
+                worst = max((b - a for a, b in during), default=end - start)
+                return end - start, worst, len(during) / (end - start)
+
+            thread = threading.Thread(target=writer)
+            thread.start()
+            try:
+                _, alone, _ = measure(lambda: time.sleep(0.5))
+                for label, call in (
+                    ('Store.get("")', lambda: store.get("")),
+                    ("Store.save()", store.save),
+                ):
+                    took, worst, rate = measure(call)
+                    with _copied_on_the_loop():
+                        took_c, worst_c, rate_c = measure(call)
+                    yield (
+                        f"| {backend} | (g) {label}, {n:,} leaves, a writer thread "
+                        f"beside it | took {took * 1e3:,.0f} ms, longest set "
+                        f"{worst * 1e3:.1f} ms, {rate:,.0f} sets/s; copied on the "
+                        f"loop: took {took_c * 1e3:,.0f} ms, longest set "
+                        f"{worst_c * 1e3:,.1f} ms, {rate_c:,.0f} sets/s; longest set "
+                        f"alone {alone * 1e3:.1f} ms |"
+                    )
+            finally:
+                stop.set()
+                thread.join()
+
+
 def run(backends: list[str], quick: bool) -> Iterator[str]:
     """Yield the report's rows, one figure at a time."""
     n = 100_000 if quick else 1_000_000
@@ -178,6 +256,7 @@ def run(backends: list[str], quick: bool) -> Iterator[str]:
             f"{'meets' if ok else 'MISSES'}); sends/s {rate / base_rate:.2f}x "
             f"(target >= 0.8x: {'meets' if fast else 'MISSES'}) |"
         )
+        yield from whole_reads(n, backend)
     plain, running = memory_per_leaf(n)
     verdict = "meets" if running <= 1.2 * plain else "MISSES"
     yield (

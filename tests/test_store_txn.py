@@ -88,7 +88,7 @@ def test_a_transaction_on_a_large_tree_copies_only_what_it_touches(
         copied.append(len(str(value)))
         return depth, value
 
-    monkeypatch.setattr("stateward.actors.store.fetch_at", counting)
+    monkeypatch.setattr("stateward.actors._store_txn.fetch_at", counting)
     jobs = {str(i): {"n": i, "tags": ["a", "b"]} for i in range(20_000)}
     with Store({"jobs": jobs}) as store:
         with store.transaction():

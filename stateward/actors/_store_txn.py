@@ -1,4 +1,4 @@
-"""A Store transaction's private view of the tree, copied a path at a time.
+"""Store transactions: :class:`StoreTransactions`, and their private view of the tree.
 
 A :meth:`~stateward.Store.transaction` checks its writes against a private
 copy of the tree, so that a write that cannot be applied returns False at
@@ -32,19 +32,26 @@ once, and so the block never sees a mix of two revisions.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, cast
+import contextlib
+import functools
+import random
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Final, Self, cast
 
-from .._errors import RevisionMismatchError
+from .._checks import check_int
+from .._errors import ActionRejectedError, RevisionMismatchError
 from .._json import copy_json
-from ..messages.actions import Set
+from ..messages.actions import Set, Transaction
 from ..paths import parse_path
 from ..tree import MISSING, Tree
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    import os
+    from collections.abc import Callable, Iterator
 
     from .._json import JSON
-    from ..messages.actions import Delete
+    from ..messages.actions import Action, Delete
     from ..paths import PathLike, Segments
     from ..tree import _Missing
 
@@ -192,3 +199,150 @@ def _tree_of(root: JSON, revision: int) -> Tree:
         tree.apply(Set("", None))
         tree.revision = revision
     return tree
+
+
+# -- the Store's side -------------------------------------------------------------
+
+
+_TXN: Final = threading.local()
+
+
+def _pending() -> dict[int, tuple[Scratch, list[Action]]]:
+    """This thread's open transactions, by Store: (scratch, actions).
+
+    The scratch's revision is the state's revision when the transaction
+    began (its ``if_revision``).
+    """
+    pending: dict[int, tuple[Scratch, list[Action]]] = _TXN.__dict__.setdefault(
+        "pending", {}
+    )
+    return pending
+
+
+class StoreTransactions:
+    """``transaction()`` and ``update()``, as blocking calls.
+
+    A base of :class:`~stateward.Store` (not used alone): a transaction
+    belongs to the thread that opened it; transactions of one Store run one
+    at a time.
+    """
+
+    _autosave: bool
+    _txn_lock: threading.Lock
+
+    def _on_loop(self, fn: Callable[..., Any], *args: object) -> Any:
+        raise NotImplementedError  # pragma: no cover - the Store's
+
+    def _live_tree(self) -> Tree:
+        raise NotImplementedError  # pragma: no cover - the Store's
+
+    def _send(self, action: Action) -> None:
+        raise NotImplementedError  # pragma: no cover - the Store's
+
+    def save(
+        self, path: str | os.PathLike[str] | None = None, *, force: bool = False
+    ) -> str:
+        raise NotImplementedError  # pragma: no cover - the Store's
+
+    def _read_small(self) -> tuple[int, JSON | _Missing]:
+        """The revision, and the whole tree if it is small (on the loop)."""
+        tree = self._live_tree()
+        return tree.revision, copy_small(tree.root)
+
+    def _fetch(self, revision: int, path: Segments) -> Fetched:
+        """A transaction's part of the tree at *revision* (on the loop)."""
+        return fetch_at(self._live_tree(), revision, path)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Self]:
+        """Group writes: all applied at the exit, as one action, or none.
+
+        Writes inside are checked against a private copy of the tree and
+        visible to :meth:`get` in this thread only. An exception in the block
+        discards them: the tree and the file stay as they were. Nested
+        transactions join the outer one; only the outermost applies (and, with
+        ``autosave``, saves) anything.
+
+        The block sees the state as it was when the transaction began, plus
+        its own writes. A small tree (up to 2,000 values) is copied whole at
+        the start; a larger one a path at a time, the first time the block
+        reads or writes there, so that a transaction costs what it touches,
+        not the size of the tree (and never holds up other writers for it).
+        If another write landed before such a first touch, the state the
+        transaction began from is gone: that read or write raises
+        :class:`~stateward.RevisionMismatchError` at once (the group could
+        not have been applied anyway).
+
+        Isolation: transactions of one Store run one at a time (a second
+        thread's ``transaction()`` waits for the first to end), so a
+        read-modify-write inside one never loses another transaction's
+        update. A plain :meth:`set` or :meth:`delete` from another thread
+        may still land in between: then the group is applied only if the
+        state is still at the revision the transaction read
+        (``Transaction(..., if_revision=...)``), and otherwise nothing is
+        applied and :class:`~stateward.RevisionMismatchError` is raised. Use
+        :meth:`update` to retry such a group automatically.
+
+        Raises:
+            RevisionMismatchError: A write outside the transaction landed
+                since it began (raised at the exit, or in the block by the
+                first touch of a part of a large tree); nothing was applied.
+            ActionRejectedError: The group cannot be applied; nothing was.
+        """
+        pending = _pending()
+        if id(self) in pending:
+            yield self
+            return
+        with self._txn_lock:
+            revision, whole = self._on_loop(self._read_small)
+            fetch = functools.partial(self._on_loop, self._fetch, revision)
+            pending[id(self)] = (Scratch(revision, whole, fetch), [])
+            try:
+                yield self
+            except BaseException:
+                del pending[id(self)]
+                raise
+            _, actions = pending.pop(id(self))
+            if actions:
+                self._send(Transaction(actions, if_revision=revision))
+                if self._autosave:
+                    self.save()
+
+    def update(self, fn: Callable[[Self], object], *, attempts: int = 10) -> object:
+        """Run *fn(store)* in a :meth:`transaction`, again on a conflict.
+
+        For read-modify-write code: ``store.update(lambda s: s.set("n",
+        s.get("n") + 1))``. *fn* may run more than once, so it should only
+        read and write this Store. Returns what *fn* returned. Between tries
+        it sleeps a random moment that doubles each time (up to 64 ms), so
+        that busy writers cannot keep it from ever applying. Blocks.
+
+        Raises:
+            RevisionMismatchError: Still conflicting after *attempts* tries.
+        """
+        check_int("attempts", attempts, 1)
+        for attempt in range(attempts):
+            try:
+                with self.transaction():
+                    result = fn(self)
+            except RevisionMismatchError:
+                if attempt + 1 == attempts:
+                    raise
+                time.sleep(random.uniform(0, 0.001 * 2 ** min(attempt, 6)))
+                continue
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _scratch(self) -> Scratch | None:
+        entry = _pending().get(id(self))
+        return None if entry is None else entry[0]
+
+    def _stage(self, scratch: Scratch, action: Set | Delete) -> bool:
+        """A write inside this thread's transaction: checked, kept for the exit."""
+        scratch.prepare_action(action)  # (a mismatch is raised, not a False)
+        try:
+            scratch.tree.apply(action)
+        except ActionRejectedError:
+            return False
+        _pending()[id(self)][1].append(action)
+        return True

@@ -18,28 +18,25 @@ Two ways to keep it on disk:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
-import random
 import sys
 import threading
-import time
-from typing import TYPE_CHECKING, Any, Final, cast, final
+from typing import TYPE_CHECKING, Any, cast, final
 
 from anyio.from_thread import start_blocking_portal
 
-from .._checks import check_int
 from .._errors import (
     ActionRejectedError,
     InvalidActionError,
-    RevisionMismatchError,
     StateClosedError,
     StateFileChangedError,
 )
-from .._json import JSON, own_json
-from ..messages.actions import Action, Delete, Set, Transaction
+from .._json import JSON, copy_json, own_json
+from ..messages.actions import Action, Delete, Set
+from ..paths import parse_path
+from ..tree import MISSING
 from ._files import Files
 from ._handoff import LoopCaller, ThreadSignal
 from ._store_events import StoreCheckpoints, StoreEvents
@@ -50,16 +47,18 @@ from ._store_files import (
     file_identity,
     load_state_file,
 )
-from ._store_txn import Fetched, Scratch, copy_small, fetch_at
+from ._store_txn import StoreTransactions, copy_small
+from ._store_whole import Rebuild, encode_frames
+from .persistence import _fork
 from .state import StateHandle, open_state
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from anyio.from_thread import BlockingPortal
 
-    from ..paths import PathLike, Segments
-    from ..tree import Tree, _Missing
+    from ..paths import PathLike
+    from ..tree import Tree
     from .persistence import Durability
 
 __all__ = [
@@ -73,23 +72,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-_TXN: Final = threading.local()
-
-
-def _pending() -> dict[int, tuple[Scratch, list[Action]]]:
-    """This thread's open transactions, by Store: (scratch, actions).
-
-    The scratch's revision is the state's revision when the transaction
-    began (its ``if_revision``).
-    """
-    pending: dict[int, tuple[Scratch, list[Action]]] = _TXN.__dict__.setdefault(
-        "pending", {}
-    )
-    return pending
-
-
 @final
-class Store(StoreEvents):
+class Store(StoreEvents, StoreTransactions):
     """A state tree for synchronous code: get, set, delete, subscribe, save.
 
     Args:
@@ -215,9 +199,29 @@ class Store(StoreEvents):
         self._check_open()
         return self._caller.call(fn, *args)
 
-    def _read_all(self) -> tuple[int, JSON]:
-        """The revision and the whole tree, read at one instant (on the loop)."""
-        return self._state.revision, self._state.get_nowait("")
+    def _read_whole(
+        self, in_child: Callable[[JSON], bytes] | None
+    ) -> tuple[int, JSON | _fork.ForkedBody]:
+        """The revision and the whole tree, read at one instant (on the loop).
+
+        A tree of more than ``WHOLE_BELOW`` values, given *in_child*, is not
+        copied here, which would stop the actor for as long as the copy takes
+        (about a second for a million leaves): a forked child encodes it with
+        *in_child* while the actor goes on (as snapshots are taken, see
+        ``_fork``). Where fork is missing, a copy.
+
+        Raises:
+            DurabilityError: The journal failed; the state must be reopened.
+        """
+        tree = self._live_tree()
+        small = copy_small(tree.root)
+        if small is not MISSING:
+            return tree.revision, cast("JSON", small)
+        if in_child is not None:
+            child = _fork.start(tree.root, in_child)
+            if child is not None:
+                return tree.revision, child
+        return tree.revision, copy_json(tree.root)
 
     def _live_tree(self) -> Tree:
         """The state's tree, to read on the loop (as ``get_nowait`` reads it).
@@ -230,15 +234,6 @@ class Store(StoreEvents):
             raise core.failed
         return core.tree
 
-    def _read_small(self) -> tuple[int, JSON | _Missing]:
-        """The revision, and the whole tree if it is small (on the loop)."""
-        tree = self._live_tree()
-        return tree.revision, copy_small(tree.root)
-
-    def _fetch(self, revision: int, path: Segments) -> Fetched:
-        """A transaction's part of the tree at *revision* (on the loop)."""
-        return fetch_at(self._live_tree(), revision, path)
-
     # -- reading ------------------------------------------------------------
 
     def get(self, path: PathLike = "", default: JSON = None) -> JSON:
@@ -250,10 +245,38 @@ class Store(StoreEvents):
         scratch = self._scratch()
         if scratch is not None:
             return scratch.read(path, default)
+        if not parse_path(path):
+            return self._get_whole()
         committed, value = self._on_loop(self._state._get_committed, path, default)
         if not committed:  # a persisted write in flight: wait for its commit
             value = self._call(self._state.get, path, default)
         return cast("JSON", value)
+
+    def _get_whole(self) -> JSON:
+        """A private copy of the whole tree, which never stops the actor for long.
+
+        A large tree is encoded by a forked child (``_store_whole``) and
+        rebuilt here, one frame at a time, each on the loop: a frame holds
+        the loop about a millisecond, and this thread waits meanwhile, so
+        the GIL is never fought over (rebuilt in this thread, the loop would
+        wait up to a switch interval, 5 ms, at each turn).
+        """
+        revision, got = self._on_loop(self._read_whole, encode_frames)
+        if isinstance(got, _fork.ForkedBody):
+            try:
+                data = got.read(_fork.CHILD_TIMEOUT)
+            except OSError as exc:
+                logger.warning("%s; copying the tree on the loop instead", exc)
+                revision, got = self._on_loop(self._read_whole, None)
+            else:
+                rebuild = Rebuild()
+                for frame in rebuild.frames(data):
+                    self._on_loop(rebuild.feed, frame)
+                got = rebuild.root
+        if self._state._core.persister is not None:
+            # As get(): never return what a crash could undo.
+            self._call(self._state.wait_durable, revision)
+        return cast("JSON", got)
 
     def get_state(self) -> JSON:
         """Return a deep copy of the whole tree."""
@@ -281,13 +304,7 @@ class Store(StoreEvents):
     def _write(self, action: Set | Delete) -> bool:
         scratch = self._scratch()
         if scratch is not None:
-            scratch.prepare_action(action)  # (a mismatch is raised, not a False)
-            try:
-                scratch.tree.apply(action)
-            except ActionRejectedError:
-                return False
-            _pending()[id(self)][1].append(action)
-            return True
+            return self._stage(scratch, action)
         try:
             self._send(action)
         except ActionRejectedError:
@@ -295,90 +312,6 @@ class Store(StoreEvents):
         if self._autosave:
             self.save()
         return True
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Store]:
-        """Group writes: all applied at the exit, as one action, or none.
-
-        Writes inside are checked against a private copy of the tree and
-        visible to :meth:`get` in this thread only. An exception in the block
-        discards them: the tree and the file stay as they were. Nested
-        transactions join the outer one; only the outermost applies (and, with
-        ``autosave``, saves) anything.
-
-        The block sees the state as it was when the transaction began, plus
-        its own writes. A small tree (up to 2,000 values) is copied whole at
-        the start; a larger one a path at a time, the first time the block
-        reads or writes there, so that a transaction costs what it touches,
-        not the size of the tree (and never holds up other writers for it).
-        If another write landed before such a first touch, the state the
-        transaction began from is gone: that read or write raises
-        :class:`~stateward.RevisionMismatchError` at once (the group could
-        not have been applied anyway).
-
-        Isolation: transactions of one Store run one at a time (a second
-        thread's ``transaction()`` waits for the first to end), so a
-        read-modify-write inside one never loses another transaction's
-        update. A plain :meth:`set` or :meth:`delete` from another thread
-        may still land in between: then the group is applied only if the
-        state is still at the revision the transaction read
-        (``Transaction(..., if_revision=...)``), and otherwise nothing is
-        applied and :class:`~stateward.RevisionMismatchError` is raised. Use
-        :meth:`update` to retry such a group automatically.
-
-        Raises:
-            RevisionMismatchError: A write outside the transaction landed
-                since it began (raised at the exit, or in the block by the
-                first touch of a part of a large tree); nothing was applied.
-            ActionRejectedError: The group cannot be applied; nothing was.
-        """
-        pending = _pending()
-        if id(self) in pending:
-            yield self
-            return
-        with self._txn_lock:
-            revision, whole = self._on_loop(self._read_small)
-            fetch = functools.partial(self._on_loop, self._fetch, revision)
-            pending[id(self)] = (Scratch(revision, whole, fetch), [])
-            try:
-                yield self
-            except BaseException:
-                del pending[id(self)]
-                raise
-            _, actions = pending.pop(id(self))
-            if actions:
-                self._send(Transaction(actions, if_revision=revision))
-                if self._autosave:
-                    self.save()
-
-    def update(self, fn: Callable[[Store], object], *, attempts: int = 10) -> object:
-        """Run *fn(store)* in a :meth:`transaction`, again on a conflict.
-
-        For read-modify-write code: ``store.update(lambda s: s.set("n",
-        s.get("n") + 1))``. *fn* may run more than once, so it should only
-        read and write this Store. Returns what *fn* returned. Between tries
-        it sleeps a random moment that doubles each time (up to 64 ms), so
-        that busy writers cannot keep it from ever applying. Blocks.
-
-        Raises:
-            RevisionMismatchError: Still conflicting after *attempts* tries.
-        """
-        check_int("attempts", attempts, 1)
-        for attempt in range(attempts):
-            try:
-                with self.transaction():
-                    result = fn(self)
-            except RevisionMismatchError:
-                if attempt + 1 == attempts:
-                    raise
-                time.sleep(random.uniform(0, 0.001 * 2 ** min(attempt, 6)))
-                continue
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _scratch(self) -> Scratch | None:
-        entry = _pending().get(id(self))
-        return None if entry is None else entry[0]
 
     def save(
         self, path: str | os.PathLike[str] | None = None, *, force: bool = False
@@ -407,12 +340,32 @@ class Store(StoreEvents):
         # Read under the lock: saves reach the file in revision order, so an
         # older tree is never written over a newer one.
         with self._save_lock:
-            revision, root = self._on_loop(self._read_all)
-            if own and revision < self._saved_revision:
-                return target  # a newer tree is already there
-            if own and not force:
-                self._check_unchanged(target)
-            data = self._serializer.dumps(root)
+            dumps = self._serializer.dumps
+            # The built-in serializers run only their own code: safe in a
+            # forked child. Another one might take a lock held at the fork.
+            fork_safe = type(self._serializer) in (JsonSerializer, PickleSerializer)
+            revision, got = self._on_loop(
+                self._read_whole, dumps if fork_safe else None
+            )
+            try:
+                if own and revision < self._saved_revision:
+                    return target  # a newer tree is already there
+                if own and not force:
+                    self._check_unchanged(target)
+                if isinstance(got, _fork.ForkedBody):
+                    try:
+                        data = got.read(_fork.CHILD_TIMEOUT)
+                    except OSError as exc:
+                        # The tree of *revision* is gone from here: the one of
+                        # now, copied on the loop as it was before forks.
+                        logger.warning("%s; encoding the tree here instead", exc)
+                        revision, got = self._on_loop(self._read_whole, None)
+                        data = dumps(got)
+                else:
+                    data = dumps(got)
+            finally:
+                if isinstance(got, _fork.ForkedBody):
+                    got.abandon()  # (nothing to do once read)
             Files().write_atomic(target, data)
             if own:
                 self._saved_revision = revision

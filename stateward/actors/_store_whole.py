@@ -1,0 +1,158 @@
+"""The whole tree of a large state, read without stopping the state actor.
+
+Copying a tree of a million leaves takes about a second, and it must be
+done at one instant: on the state's loop, every writer waits that long.
+Instead, the tree is taken as snapshots are (``persistence._fork``): a
+forked child holds it exactly as it is at the fork, and encodes it while
+the actor goes on. What the child encodes depends on what the caller wants:
+
+* bytes for a file (:meth:`~stateward.Store.save`): the serializer's own,
+  read from the pipe by the calling thread, which waits with the GIL free;
+* a private copy (:meth:`~stateward.Store.get` of the root): a stream of
+  *frames* of about :data:`FRAME_VALUES` values each, which
+  :class:`Rebuild` turns back into a tree one frame at a time. A frame
+  decodes in about a millisecond, so whoever decodes it (see the Store)
+  never holds the GIL, or the loop, for longer than that.
+
+The frames are ``marshal`` data written by our own forked child and read
+back by the process that forked it: never anything received from outside.
+"""
+
+from __future__ import annotations
+
+import marshal
+import struct
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from .._json import JSON
+
+__all__ = ["FRAME_VALUES", "Rebuild", "encode_frames"]
+
+FRAME_VALUES: Final = 2_000
+"""Values (containers and scalars) per frame: each decodes in about 1 ms."""
+
+_LENGTH: Final = struct.Struct("<I")
+
+# A frame is a list of groups, each ``(path, chunk)``: the container at
+# *path* (keys and list indexes from the root) takes *chunk*'s items, a dict
+# by ``update`` or a list by ``extend``. A container too large for one frame
+# arrives empty in its parent's chunk, then filled by the groups that follow
+# (in order: a dict's keys keep their order, a list's items their places).
+# The first group of the first frame has the path None: its chunk is the
+# root itself (whole, or empty to be filled).
+_Group = tuple["tuple[str | int, ...] | None", Any]
+
+
+def _size(value: Any, cap: int) -> int:
+    """The number of values in *value*, counted up to just over *cap*."""
+    count = 0
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > cap:
+            return count
+        t = type(node)
+        if t is dict:
+            stack.extend(node.values())
+        elif t is list:
+            stack.extend(node)
+    return count
+
+
+class _Encoder:
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.frame: list[_Group] = []
+        self.left = FRAME_VALUES
+
+    def group(self, path: tuple[str | int, ...] | None, chunk: Any, size: int) -> None:
+        self.frame.append((path, chunk))
+        self.left -= size
+        if self.left <= 0:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.frame:
+            data = marshal.dumps(self.frame)
+            self.out += (_LENGTH.pack(len(data)), data)
+            self.frame = []
+            self.left = FRAME_VALUES
+
+    def walk(self, path: tuple[str | int, ...], node: Any) -> None:
+        """Emit the items of the large container *node* (already sent empty)."""
+        is_dict = type(node) is dict
+        chunk: Any = {} if is_dict else []
+        used = 0
+        items = node.items() if is_dict else enumerate(node)
+        for key, value in items:
+            size = _size(value, FRAME_VALUES)
+            large = size > FRAME_VALUES
+            if used and (large or used + size > self.left):
+                self.group(path, chunk, used)
+                chunk, used = ({} if is_dict else []), 0
+            t = type(value)
+            empty: Any = {} if t is dict else []
+            if is_dict:
+                chunk[key] = empty if large else value
+            else:
+                chunk.append(empty if large else value)
+            used += 1 if large else size
+            if large:
+                self.group(path, chunk, used)
+                chunk, used = ({} if is_dict else []), 0
+                self.walk((*path, key), value)
+        if used:
+            self.group(path, chunk, used)
+
+
+def encode_frames(root: JSON) -> bytes:
+    """Encode *root* as length-prefixed frames for :class:`Rebuild` (in the child)."""
+    encoder = _Encoder()
+    if _size(root, FRAME_VALUES) <= FRAME_VALUES or type(root) not in (dict, list):
+        encoder.group(None, root, 1)
+    else:
+        encoder.group(None, {} if type(root) is dict else [], 1)
+        encoder.walk((), root)
+    encoder.flush()
+    return b"".join(encoder.out)
+
+
+class Rebuild:
+    """Turns the frames of :func:`encode_frames` back into a tree, one at a time.
+
+    Not thread-safe: one caller feeds it, in order. :meth:`frames` splits
+    the child's bytes without decoding anything.
+    """
+
+    __slots__ = ("root",)
+
+    def __init__(self) -> None:
+        self.root: Any = None
+
+    @staticmethod
+    def frames(data: bytes) -> list[memoryview]:
+        """Split *data* into its frames (views: nothing is copied)."""
+        view = memoryview(data)
+        frames: list[memoryview] = []
+        offset, end, head = 0, len(data), _LENGTH.size
+        while offset < end:
+            (length,) = _LENGTH.unpack_from(view, offset)
+            frames.append(view[offset + head : offset + head + length])
+            offset += head + length
+        return frames
+
+    def feed(self, frame: memoryview) -> None:
+        """Decode one frame and put its values in place."""
+        for path, chunk in marshal.loads(frame):
+            if path is None:
+                self.root = chunk
+                continue
+            node = self.root
+            for seg in path:
+                node = node[seg]
+            if type(node) is dict:
+                node.update(chunk)
+            else:
+                node.extend(chunk)

@@ -1,0 +1,275 @@
+"""The whole tree of a large Store, read (get, save) without stopping its actor."""
+
+from __future__ import annotations
+
+import json
+import logging
+import marshal
+import os
+import random
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from stateward import JsonSerializer, Store
+from stateward.actors._store_txn import WHOLE_BELOW
+from stateward.actors._store_whole import FRAME_VALUES, Rebuild, encode_frames
+from stateward.actors.persistence import _fork
+from stateward.actors.persistence._fork import ForkedBody
+
+from .forks import assert_reaped
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param  # type: ignore[no-any-return]
+
+
+def _large(n: int = 3 * WHOLE_BELOW) -> dict[str, Any]:
+    return {"jobs": {f"k{i}": {"n": i} for i in range(n)}, "x": 0}
+
+
+# -- the frames -----------------------------------------------------------------
+
+
+def _random(rng: random.Random, depth: int, budget: list[int]) -> Any:
+    budget[0] -= 1
+    roll = rng.random()
+    if depth > 4 or roll < 0.3 or budget[0] <= 0:
+        return rng.choice([1, 1.0, True, False, None, "s", "", -7, 2**70, "é\n"])
+    size = rng.choice([0, 1, 3, 50, 700, 2 * FRAME_VALUES + 1])
+    if roll < 0.65:
+        keys = [f"k{rng.randrange(10**6)}" for _ in range(size)]
+        return {k: _random(rng, depth + 1, budget) for k in keys}
+    return [_random(rng, depth + 1, budget) for _ in range(size)]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON is: types (True is not 1, 1.0 is not 1) and key order too."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if type(a) is list:
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+def _count(value: Any) -> int:
+    if type(value) is dict:
+        return 1 + sum(_count(v) for v in value.values())
+    if type(value) is list:
+        return 1 + sum(_count(v) for v in value)
+    return 1
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_frames_rebuild_any_tree_exactly_and_stay_small(seed: int) -> None:
+    rng = random.Random(seed)
+    tree = _random(rng, 0, [30_000])
+    rebuild = Rebuild()
+    frames = rebuild.frames(encode_frames(tree))
+    for frame in frames:
+        # Each frame is small, whatever the shape: it bounds a decode's pause.
+        values = sum(_count(chunk) for _, chunk in marshal.loads(frame))
+        assert values <= 2 * FRAME_VALUES + len(marshal.loads(frame))
+        rebuild.feed(frame)
+    assert _same(rebuild.root, tree)
+
+
+def test_a_large_flat_dict_is_split_into_many_frames() -> None:
+    tree = _large(10 * FRAME_VALUES)
+    rebuild = Rebuild()
+    frames = rebuild.frames(encode_frames(tree))
+    assert len(frames) >= 10
+    for frame in frames:
+        rebuild.feed(frame)
+    assert _same(rebuild.root, tree)
+
+
+# -- the Store ------------------------------------------------------------------
+
+
+class _Held:
+    """Replaces ``_fork.start``: the real child, whose read waits for a release."""
+
+    def __init__(self) -> None:
+        self.forked = threading.Event()
+        self.release = threading.Event()
+        self.children: list[ForkedBody] = []
+        self.real = _fork.start
+
+    def __call__(
+        self, root: Any, dumps: Callable[[Any], bytes] | None = None
+    ) -> ForkedBody:
+        child = self.real(root, dumps)
+        assert child is not None, "this platform forks"
+        release = self.release
+
+        class Held(ForkedBody):
+            def read(self, timeout: float | None = None) -> bytes:
+                release.wait(30)
+                return super().read(timeout)
+
+        held = Held(child.pid, child.fd)
+        self.children.append(held)
+        self.forked.set()
+        return held
+
+
+def _while_held(
+    monkeypatch: pytest.MonkeyPatch, store: Store, read: Callable[[], Any]
+) -> tuple[Any, int, _Held]:
+    """Run *read* in a thread; while its child is held, write 200 times.
+
+    Returns what *read* returned, and the revision the child was forked at.
+    """
+    held = _Held()
+    monkeypatch.setattr(_fork, "start", held)
+    result: list[Any] = []
+    reader = threading.Thread(target=lambda: result.append(read()))
+    reader.start()
+    try:
+        assert held.forked.wait(30), "the whole tree was not read by a child"
+        forked_at = store.revision
+        for i in range(200):  # with the old design, stuck behind the copy
+            store.set("x", i + 1)
+        assert store.revision == forked_at + 200
+    finally:
+        held.release.set()
+        reader.join(30)
+    assert not reader.is_alive()
+    (child,) = held.children
+    assert_reaped(child)
+    return result[0], forked_at, held
+
+
+def test_get_of_a_large_tree_never_stops_the_writers(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store(_large(), backend=backend) as store:
+        store.set("x", 0)
+        got, _, _ = _while_held(monkeypatch, store, lambda: store.get(""))
+        # Exactly the tree at the fork: none of the writes made meanwhile.
+        assert _same(got, _large())
+        assert store.get("x") == 200
+        got["jobs"]["k0"]["n"] = -1  # a private copy
+        assert store.get("jobs.k0.n") == 0
+
+
+def test_save_of_a_large_tree_never_stops_the_writers(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.json"
+    with Store(_large(), state_file=path, backend=backend) as store:
+        _while_held(monkeypatch, store, store.save)
+        assert _same(json.loads(path.read_bytes()), _large())
+        monkeypatch.undo()
+    # At the close, the newer tree (the writes made during the save).
+    assert json.loads(path.read_bytes())["x"] == 200
+
+
+def test_a_small_tree_is_copied_without_a_child(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("forked for a small tree")
+
+    monkeypatch.setattr(_fork, "start", refuse)
+    small = {"a": [1, 2, {"b": True}]}
+    with Store(small, state_file=tmp_path / "s.json", backend=backend) as store:
+        assert store.get("") == small
+        store.save()
+    assert json.loads((tmp_path / "s.json").read_bytes()) == small
+
+
+def test_without_fork_the_tree_is_copied(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_fork, "start", lambda root, dumps=None: None)
+    path = tmp_path / "s.json"
+    with Store(_large(), state_file=path, backend=backend) as store:
+        assert _same(store.get(""), _large())
+        store.save()
+        assert _same(json.loads(path.read_bytes()), _large())
+
+
+@pytest.mark.parametrize("what", ["get", "save"])
+def test_a_failed_child_falls_back_to_a_copy(
+    what: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real = _fork.start
+
+    def failing(root: Any, dumps: Any = None) -> ForkedBody | None:
+        # A child that dies before it writes anything.
+        return real(root, lambda value: os._exit(3))
+
+    monkeypatch.setattr(_fork, "start", failing)
+    path = tmp_path / "s.json"
+    with Store(_large(), state_file=path) as store, caplog.at_level(logging.WARNING):
+        if what == "get":
+            assert _same(store.get(""), _large())
+        else:
+            store.save()
+            assert _same(json.loads(path.read_bytes()), _large())
+    assert "failed (status" in caplog.text
+    assert "instead" in caplog.text
+
+
+def test_a_serializer_of_the_users_is_never_run_in_a_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It might take a lock that another thread held at the fork.
+    class Mine:
+        def dumps(self, value: Any) -> bytes:
+            return json.dumps(value).encode()
+
+        def loads(self, data: bytes) -> object:
+            return json.loads(data)
+
+    def refuse(root: Any, dumps: Any = None) -> None:
+        assert dumps is not Mine.dumps, "the user's serializer ran in a child"
+        raise AssertionError("forked to save with the user's serializer")
+
+    path = tmp_path / "s.json"
+    with Store(_large(), state_file=path, serializer=Mine()) as store:
+        monkeypatch.setattr(_fork, "start", refuse)
+        store.save()
+        monkeypatch.undo()
+    assert _same(json.loads(path.read_bytes()), _large())
+
+
+def test_the_built_in_serializers_run_in_the_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+    real = _fork.start
+
+    def spy(root: Any, dumps: Any = None) -> ForkedBody | None:
+        seen.append(dumps)
+        return real(root, dumps)
+
+    path = tmp_path / "s.json"
+    serializer = JsonSerializer(indent=None)
+    with Store(_large(), state_file=path, serializer=serializer) as store:
+        monkeypatch.setattr(_fork, "start", spy)
+        store.save()
+        monkeypatch.undo()
+    assert seen == [serializer.dumps]
+    assert path.read_bytes() == serializer.dumps(_large())
+
+
+def test_get_of_a_large_persisted_tree(backend: str, tmp_path: Path) -> None:
+    with Store(_large(), state_dir=tmp_path / "d", backend=backend) as store:
+        store.set("x", 5)
+        whole = store.get("")
+        assert whole["x"] == 5
+        assert whole["jobs"] == _large()["jobs"]
