@@ -240,7 +240,10 @@ class Store(StoreEvents, StoreTransactions):
         """Return a copy of the value at *path*, or *default* when missing.
 
         Inside a :meth:`transaction` of this thread, it sees that
-        transaction's own writes.
+        transaction's own writes. The whole tree (``path=""``) of more than
+        2,000 values is encoded by a forked child and rebuilt a frame at a
+        time, so that other threads' writes go on meanwhile; the copy is
+        the tree at one instant (``docs/persistence.md``).
         """
         scratch = self._scratch()
         if scratch is not None:
@@ -279,7 +282,7 @@ class Store(StoreEvents, StoreTransactions):
         return cast("JSON", got)
 
     def get_state(self) -> JSON:
-        """Return a deep copy of the whole tree."""
+        """Return a deep copy of the whole tree (as ``get("")``: see :meth:`get`)."""
         return self.get("")
 
     @property
@@ -320,7 +323,10 @@ class Store(StoreEvents, StoreTransactions):
 
         Temp file in the same directory, fsync, ``os.replace``, fsync of the
         directory: after a crash the file is the old or the new one, whole.
-        Returns the path written.
+        Returns the path written. The file holds the tree at one instant; a
+        tree of more than 2,000 values is encoded by a forked child (with
+        the built-in serializers), so that other threads' writes go on
+        meanwhile. Saves of one Store run one at a time.
 
         The ``state_file`` is never overwritten behind another writer's back:
         if it changed since this Store loaded or last saved it (another Store
