@@ -168,6 +168,8 @@ _ONE_WRITE_CASES = [
     b'[["s",["j"],1],["a","i",null,null]]',  # out of the usual order
     b'[["a","i",null,null],["x",["j"],1]]',
     b'[["a","i",null,null],["s",["j"],1,2]]',
+    b'[["a","i",null,null],["s",["j"],1]] ',  # whitespace after it
+    b'[["a","i",null,null],["s",["j"],1]]]',  # something after it
 ]
 
 
