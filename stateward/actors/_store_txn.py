@@ -66,24 +66,41 @@ Fetched = tuple[int, Any]
 and the value there (a private copy) or :data:`~stateward.tree.MISSING`."""
 
 
-def copy_small(root: JSON) -> JSON | _Missing:
-    """A private copy of *root*, or MISSING if it has over :data:`WHOLE_BELOW` nodes.
+def copy_small(root: JSON, limit: int | None = None) -> JSON | _Missing:
+    """A private copy of *root*, or MISSING if it holds over *limit* values.
 
-    On the loop: the count stops as soon as the budget is spent (a dict or
-    list too long for it is not even walked), so a large tree costs no more
-    than a small one.
+    *limit* is :data:`WHOLE_BELOW` unless given. On the loop: one walk that
+    copies as it counts, and stops as soon as the budget is spent (a dict
+    or list too long for what is left is not even walked), so a large tree
+    costs no more than a copy of *limit* values.
     """
-    left = WHOLE_BELOW
-    stack: list[Any] = [root]
-    while stack:
-        value = stack.pop()
-        left -= 1
-        t = type(value)
-        if t is dict or t is list:
-            if len(value) > left:
-                return MISSING
-            stack.extend(value.values() if t is dict else value)
-    return cast("JSON", copy_json(root))
+    if type(root) not in _CONTAINERS:
+        return root
+    left = [(WHOLE_BELOW if limit is None else limit) - 1]  # (the root is one)
+    try:
+        return cast("JSON", _copy_within(root, left))
+    except _TooLarge:
+        return MISSING
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _copy_within(value: Any, left: list[int]) -> Any:
+    # (Scalars are taken in the comprehensions, without a call each.)
+    left[0] -= len(value)
+    if left[0] < 0:
+        raise _TooLarge
+    if type(value) is dict:
+        return {
+            k: _copy_within(v, left) if type(v) in _CONTAINERS else v
+            for k, v in value.items()
+        }
+    return [_copy_within(v, left) if type(v) in _CONTAINERS else v for v in value]
+
+
+_CONTAINERS: Final = (dict, list)
 
 
 def fetch_at(tree: Tree, revision: int, path: Segments) -> Fetched:

@@ -1,10 +1,14 @@
-"""The whole tree of a large state, read without stopping the state actor.
+"""Large values of a Store's state, read without stopping the state actor.
 
 Copying a tree of a million leaves takes about a second, and it must be
 done at one instant: on the state's loop, every writer waits that long.
-Instead, the tree is taken as snapshots are (``persistence._fork``): a
-forked child holds it exactly as it is at the fork, and encodes it while
-the actor goes on. What the child encodes depends on what the caller wants:
+Instead, a large value (the whole tree, or any part of it) is taken as
+snapshots are (``persistence._fork``): a forked child holds it exactly as
+it is at the fork, and encodes it while the actor goes on. A fork stops the
+loop too, for a time that grows with the process's memory, whatever the
+value (about 1 ms for a small process, tens of ms for gigabytes), so only a
+value whose copy would take longer than the latest fork did is forked for
+(:func:`read_at`). What the child encodes depends on what the caller wants:
 
 * bytes for a file (:meth:`~stateward.Store.save`): the serializer's own,
   read from the pipe by the calling thread, which waits with the GIL free;
@@ -22,12 +26,21 @@ from __future__ import annotations
 
 import marshal
 import struct
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from .._json import copy_json
+from ..tree import _Missing
+from ._store_txn import WHOLE_BELOW, copy_small
+from .persistence import _fork
 
 if TYPE_CHECKING:
-    from .._json import JSON
+    from collections.abc import Callable
 
-__all__ = ["FRAME_VALUES", "Rebuild", "encode_frames"]
+    from .._json import JSON
+    from ..paths import Segments
+    from ..tree import Tree
+
+__all__ = ["FRAME_VALUES", "Rebuild", "encode_frames", "read_at"]
 
 FRAME_VALUES: Final = 2_000
 """Values (containers and scalars) per frame: each decodes in about 1 ms."""
@@ -42,6 +55,35 @@ _LENGTH: Final = struct.Struct("<I")
 # The first group of the first frame has the path None: its chunk is the
 # root itself (whole, or empty to be filled).
 _Group = tuple["tuple[str | int, ...] | None", Any]
+
+
+def read_at(
+    tree: Tree,
+    path: Segments,
+    default: JSON,
+    in_child: Callable[[JSON], bytes] | None,
+) -> JSON | _fork.ForkedBody:
+    """The value at *path* (or *default*): a private copy, or a child encoding it.
+
+    On the loop, at one instant. A value whose copy would stop the loop
+    longer than the latest fork did (and at least :data:`WHOLE_BELOW`
+    values), given *in_child*, is encoded by a forked child with
+    *in_child*; the count stops there, so it costs a third of the copy it
+    spares. Where fork is missing, a copy.
+    """
+    found = tree.lookup(path)
+    if isinstance(found, _Missing):
+        return default
+    t = type(found)
+    if t is not dict and t is not list:
+        return found  # (immutable)
+    if in_child is None:
+        return cast("JSON", copy_json(found))
+    small = copy_small(found, max(WHOLE_BELOW, _fork.copy_budget))
+    if not isinstance(small, _Missing):
+        return small
+    child = _fork.start(found, in_child)
+    return cast("JSON", copy_json(found)) if child is None else child
 
 
 def _size(value: Any, cap: int) -> int:

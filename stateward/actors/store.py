@@ -33,10 +33,9 @@ from .._errors import (
     StateClosedError,
     StateFileChangedError,
 )
-from .._json import JSON, copy_json, own_json
+from .._json import JSON, own_json
 from ..messages.actions import Action, Delete, Set
 from ..paths import parse_path
-from ..tree import MISSING
 from ._files import Files
 from ._handoff import LoopCaller, ThreadSignal
 from ._store_events import StoreCheckpoints, StoreEvents
@@ -47,8 +46,8 @@ from ._store_files import (
     file_identity,
     load_state_file,
 )
-from ._store_txn import StoreTransactions, copy_small
-from ._store_whole import Rebuild, encode_frames
+from ._store_txn import StoreTransactions
+from ._store_whole import Rebuild, encode_frames, read_at
 from .persistence import _fork
 from .state import StateHandle, open_state
 
@@ -57,7 +56,7 @@ if TYPE_CHECKING:
 
     from anyio.from_thread import BlockingPortal
 
-    from ..paths import PathLike
+    from ..paths import PathLike, Segments
     from ..tree import Tree
     from .persistence import Durability
 
@@ -199,29 +198,24 @@ class Store(StoreEvents, StoreTransactions):
         self._check_open()
         return self._caller.call(fn, *args)
 
-    def _read_whole(
-        self, in_child: Callable[[JSON], bytes] | None
-    ) -> tuple[int, JSON | _fork.ForkedBody]:
-        """The revision and the whole tree, read at one instant (on the loop).
+    def _read_at(
+        self,
+        path: Segments,
+        default: JSON,
+        in_child: Callable[[JSON], bytes] | None,
+    ) -> tuple[int, bool, JSON | _fork.ForkedBody]:
+        """The revision, whether it is committed, and the value at *path* (on the loop).
 
-        A tree of more than ``WHOLE_BELOW`` values, given *in_child*, is not
-        copied here, which would stop the actor for as long as the copy takes
-        (about a second for a million leaves): a forked child encodes it with
-        *in_child* while the actor goes on (as snapshots are taken, see
-        ``_fork``). Where fork is missing, a copy.
+        The value is a private copy, or a forked child that encodes it with
+        *in_child* (a large value: see ``_store_whole.read_at``).
 
         Raises:
             DurabilityError: The journal failed; the state must be reopened.
         """
         tree = self._live_tree()
-        small = copy_small(tree.root)
-        if small is not MISSING:
-            return tree.revision, cast("JSON", small)
-        if in_child is not None:
-            child = _fork.start(tree.root, in_child)
-            if child is not None:
-                return tree.revision, child
-        return tree.revision, copy_json(tree.root)
+        persister = self._state._core.persister
+        committed = persister is None or persister.durable_revision >= tree.revision
+        return tree.revision, committed, read_at(tree, path, default, in_child)
 
     def _live_tree(self) -> Tree:
         """The state's tree, to read on the loop (as ``get_nowait`` reads it).
@@ -240,44 +234,38 @@ class Store(StoreEvents, StoreTransactions):
         """Return a copy of the value at *path*, or *default* when missing.
 
         Inside a :meth:`transaction` of this thread, it sees that
-        transaction's own writes. The whole tree (``path=""``) of more than
-        2,000 values is encoded by a forked child and rebuilt a frame at a
-        time, so that other threads' writes go on meanwhile; the copy is
-        the tree at one instant (``docs/persistence.md``).
+        transaction's own writes. A large value (the whole tree, ``""``, or
+        any part of it) whose copy would stop the state longer than a fork
+        of the process does is encoded by a forked child and rebuilt a frame
+        at a time, so that other threads' writes go on meanwhile; the copy
+        is the value at one instant (``docs/persistence.md``). On a
+        persisted Store it returns once what it read is committed.
         """
         scratch = self._scratch()
         if scratch is not None:
             return scratch.read(path, default)
-        if not parse_path(path):
-            return self._get_whole()
-        committed, value = self._on_loop(self._state._get_committed, path, default)
-        if not committed:  # a persisted write in flight: wait for its commit
-            value = self._call(self._state.get, path, default)
-        return cast("JSON", value)
-
-    def _get_whole(self) -> JSON:
-        """A private copy of the whole tree, which never stops the actor for long.
-
-        A large tree is encoded by a forked child (``_store_whole``) and
-        rebuilt here, one frame at a time, each on the loop: a frame holds
-        the loop about a millisecond, and this thread waits meanwhile, so
-        the GIL is never fought over (rebuilt in this thread, the loop would
-        wait up to a switch interval, 5 ms, at each turn).
-        """
-        revision, got = self._on_loop(self._read_whole, encode_frames)
+        at = parse_path(path)
+        revision, committed, got = self._on_loop(
+            self._read_at, at, default, encode_frames
+        )
         if isinstance(got, _fork.ForkedBody):
             try:
                 data = got.read(_fork.CHILD_TIMEOUT)
             except OSError as exc:
-                logger.warning("%s; copying the tree on the loop instead", exc)
-                revision, got = self._on_loop(self._read_whole, None)
+                logger.warning("%s; copying the value on the loop instead", exc)
+                revision, committed, got = self._on_loop(
+                    self._read_at, at, default, None
+                )
             else:
+                # One frame per turn of the loop (about 1 ms each), this thread
+                # waiting meanwhile: rebuilt here instead, the two threads would
+                # fight for the GIL, and each turn of the loop could wait up to a
+                # switch interval (5 ms) for it.
                 rebuild = Rebuild()
                 for frame in rebuild.frames(data):
                     self._on_loop(rebuild.feed, frame)
                 got = rebuild.root
-        if self._state._core.persister is not None:
-            # As get(): never return what a crash could undo.
+        if not committed:  # a persisted write in flight: wait for its commit
             self._call(self._state.wait_durable, revision)
         return cast("JSON", got)
 
@@ -350,8 +338,8 @@ class Store(StoreEvents, StoreTransactions):
             # The built-in serializers run only their own code: safe in a
             # forked child. Another one might take a lock held at the fork.
             fork_safe = type(self._serializer) in (JsonSerializer, PickleSerializer)
-            revision, got = self._on_loop(
-                self._read_whole, dumps if fork_safe else None
+            revision, _, got = self._on_loop(
+                self._read_at, (), None, dumps if fork_safe else None
             )
             try:
                 if own and revision < self._saved_revision:
@@ -365,7 +353,7 @@ class Store(StoreEvents, StoreTransactions):
                         # The tree of *revision* is gone from here: the one of
                         # now, copied on the loop as it was before forks.
                         logger.warning("%s; encoding the tree here instead", exc)
-                        revision, got = self._on_loop(self._read_whole, None)
+                        revision, _, got = self._on_loop(self._read_at, (), None, None)
                         data = dumps(got)
                 else:
                     data = dumps(got)

@@ -30,6 +30,14 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param  # type: ignore[no-any-return]
 
 
+@pytest.fixture(autouse=True)
+def _forks_are_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A value is forked for when its copy would take longer than the latest
+    # fork did: at the start of each test, as if that took no time (the
+    # budget is then WHOLE_BELOW values).
+    monkeypatch.setattr(_fork, "copy_budget", 0)
+
+
 def _large(n: int = 3 * WHOLE_BELOW) -> dict[str, Any]:
     return {"jobs": {f"k{i}": {"n": i} for i in range(n)}, "x": 0}
 
@@ -56,7 +64,7 @@ def _same(a: Any, b: Any) -> bool:
     if type(a) is dict:
         return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
     if type(a) is list:
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -160,6 +168,39 @@ def test_get_of_a_large_tree_never_stops_the_writers(
         assert store.get("x") == 200
         got["jobs"]["k0"]["n"] = -1  # a private copy
         assert store.get("jobs.k0.n") == 0
+
+
+def test_get_of_a_large_part_never_stops_the_writers(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store(_large(), backend=backend) as store:
+        got, _, _ = _while_held(monkeypatch, store, lambda: store.get("jobs"))
+        assert _same(got, _large()["jobs"])
+
+
+def test_a_value_is_copied_when_that_is_quicker_than_a_fork(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forks: list[Any] = []
+    real = _fork.start
+
+    def spy(root: Any, dumps: Any = None) -> ForkedBody | None:
+        forks.append(root)
+        return real(root, dumps)
+
+    with Store(_large()) as store:
+        monkeypatch.setattr(_fork, "start", spy)
+        # A fork that took a second: a copy of 12,000 values is quicker.
+        monkeypatch.setattr(_fork, "copy_budget", 2_500_000)
+        assert _same(store.get(""), _large())
+        assert forks == []
+        # A fork that took 1 ms: the same copy would stop the state longer.
+        monkeypatch.setattr(_fork, "copy_budget", 2_500)
+        assert _same(store.get(""), _large())
+        assert len(forks) == 1
+        # That fork's own pause, measured, sets the next budget.
+        assert 0 < _fork.last_pause < 1.0
+        assert _fork.copy_budget == int(_fork.last_pause / _fork.COPY_SECONDS)
 
 
 def test_save_of_a_large_tree_never_stops_the_writers(

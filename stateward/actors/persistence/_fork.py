@@ -53,6 +53,18 @@ only a child that hangs (a lock held by another thread at the fork, in a
 library's at-fork handler) reaches it."""
 
 
+last_pause: float = 0.001
+"""Seconds the latest fork of this process stopped its caller (1 ms until
+one is measured): it grows with the process's memory (its page tables),
+whatever the tree. Readers of a tree weigh a copy against it."""
+
+COPY_SECONDS: Final = 0.4e-6
+"""What a copy of the tree costs per value (``copy_json``, measured)."""
+
+copy_budget: int = int(last_pause / COPY_SECONDS)
+"""The values whose copy takes as long as the latest fork did."""
+
+
 class ForkedBody:
     """A child serialising one tree; :meth:`read` collects its bytes.
 
@@ -195,6 +207,7 @@ def start(
         # below uses no lock that another thread may hold.
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
+            began = time.perf_counter()
             pid = os.fork()
         except OSError:
             os.close(read_fd)
@@ -202,6 +215,9 @@ def start(
             return None
     if pid == 0:  # pragma: no cover - runs in the child, which never returns
         _child(root, dumps or _encode, read_fd, write_fd)
+    global last_pause, copy_budget
+    last_pause = time.perf_counter() - began
+    copy_budget = int(last_pause / COPY_SECONDS)
     os.close(write_fd)
     return ForkedBody(pid, read_fd)
 
