@@ -19,6 +19,7 @@ __all__ = [
     "MAX_VALUE_DEPTH",
     "check_json",
     "copy_json",
+    "copy_within",
     "json_equal",
     "json_size",
     "own_json",
@@ -234,6 +235,47 @@ def copy_json(value: Any) -> Any:
     if t is list:
         return [copy_json(v) for v in value]
     return value
+
+
+def copy_within(value: Any, limit: int) -> Any:
+    """Deep-copy the dict or list *value*; None if it holds over *limit* values.
+
+    Counts as it copies (the container itself is one value, and each item
+    one more), and stops as soon as the budget is spent: a container too
+    long for what is left is not even walked, so a large value costs no
+    more than a copy of *limit* values.
+    """
+    if len(value) < limit:
+        for item in value.values() if type(value) is dict else value:
+            if type(item) in _CONTAINERS:
+                break
+        else:
+            return value.copy()  # flat: its items are immutable
+    left = [limit - 1]
+    try:
+        return _copy_within(value, left)
+    except _TooLarge:
+        return None
+
+
+class _TooLarge(Exception):
+    pass
+
+
+_CONTAINERS: Final = (dict, list)
+
+
+def _copy_within(value: Any, left: list[int]) -> Any:
+    # (Scalars are taken in the comprehensions, without a call each.)
+    left[0] -= len(value)
+    if left[0] < 0:
+        raise _TooLarge
+    if type(value) is dict:
+        return {
+            k: _copy_within(v, left) if type(v) in _CONTAINERS else v
+            for k, v in value.items()
+        }
+    return [_copy_within(v, left) if type(v) in _CONTAINERS else v for v in value]
 
 
 def json_equal(a: Any, b: Any) -> bool:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 from .._checks import check_int
 from .._errors import ActionRejectedError, RevisionMismatchError
-from .._json import copy_json
+from .._json import copy_json, copy_within
 from ..messages.actions import Set, Transaction
 from ..paths import parse_path
 from ..tree import MISSING, Tree
@@ -69,38 +69,13 @@ and the value there (a private copy) or :data:`~stateward.tree.MISSING`."""
 def copy_small(root: JSON, limit: int | None = None) -> JSON | _Missing:
     """A private copy of *root*, or MISSING if it holds over *limit* values.
 
-    *limit* is :data:`WHOLE_BELOW` unless given. On the loop: one walk that
-    copies as it counts, and stops as soon as the budget is spent (a dict
-    or list too long for what is left is not even walked), so a large tree
-    costs no more than a copy of *limit* values.
+    *limit* is :data:`WHOLE_BELOW` unless given. On the loop: a large tree
+    costs no more than a copy of *limit* values (see ``copy_within``).
     """
-    if type(root) not in _CONTAINERS:
+    if type(root) is not dict and type(root) is not list:
         return root
-    left = [(WHOLE_BELOW if limit is None else limit) - 1]  # (the root is one)
-    try:
-        return cast("JSON", _copy_within(root, left))
-    except _TooLarge:
-        return MISSING
-
-
-class _TooLarge(Exception):
-    pass
-
-
-def _copy_within(value: Any, left: list[int]) -> Any:
-    # (Scalars are taken in the comprehensions, without a call each.)
-    left[0] -= len(value)
-    if left[0] < 0:
-        raise _TooLarge
-    if type(value) is dict:
-        return {
-            k: _copy_within(v, left) if type(v) in _CONTAINERS else v
-            for k, v in value.items()
-        }
-    return [_copy_within(v, left) if type(v) in _CONTAINERS else v for v in value]
-
-
-_CONTAINERS: Final = (dict, list)
+    copied = copy_within(root, WHOLE_BELOW if limit is None else limit)
+    return MISSING if copied is None else cast("JSON", copied)
 
 
 def fetch_at(tree: Tree, revision: int, path: Segments) -> Fetched:

@@ -28,10 +28,12 @@ from ..tree import MISSING
 from ._handle_feed import HandleFeed, _check_from_revision
 from ._handle_inspect import HandleInspection
 from ._handle_reactive import HandleReactive
+from ._large_reads import collect_value, encode_frames, read_at
 from ._persister import WAIT_FOR
 from ._requests import _Request
 from ._subscription import StateStatistics, Subscription
 from ._util import NoPublicConstructor
+from .persistence._fork import ForkedBody
 from .subscriber import Handler, Overflow, Subscriber
 
 if TYPE_CHECKING:
@@ -280,6 +282,11 @@ class StateHandle(
         A checkpoint; see :meth:`get_nowait` for the synchronous form. On a
         persisted state, it returns only once the revision it read is
         committed to the journal: a read never returns what a crash could undo.
+        A large value (the whole tree of a big state, say), whose copy would
+        stop the state actor longer than a fork of the process does, is
+        encoded by a forked child and rebuilt here in slices of about a
+        millisecond, so that the actor goes on meanwhile; it is the value
+        at one instant all the same (``docs/persistence.md``).
 
         With *write_default*, a missing value is first written as *default*
         (one ``Set``, its events and acks as usual), unless another writer got
@@ -292,10 +299,16 @@ class StateHandle(
         if write_default:
             return await self._get_or_write(path, default)
         await anyio.lowlevel.checkpoint()
-        value = self.get_nowait(path, default)
-        persister = self._core.persister
-        if persister is not None:
-            await persister.wait_durable(self._core.tree.revision)
+        core = self._core
+        if core.failed is not None:
+            raise core.failed
+        tree, at = core.tree, parse_path(path)
+        revision = tree.revision
+        value = read_at(tree, at, default, encode_frames)
+        if isinstance(value, ForkedBody):  # a large value
+            revision, value = await collect_value(tree, revision, at, default, value)
+        if core.persister is not None:
+            await core.persister.wait_durable(revision)
         return value
 
     async def _get_or_write(self, path: PathLike, default: JSON) -> JSON:

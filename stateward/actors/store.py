@@ -38,6 +38,7 @@ from ..messages.actions import Action, Delete, Set
 from ..paths import parse_path
 from ._files import Files
 from ._handoff import LoopCaller, ThreadSignal
+from ._large_reads import collect_value, encode_frames, read_at
 from ._store_events import StoreCheckpoints, StoreEvents
 from ._store_files import (
     JsonSerializer,
@@ -47,7 +48,6 @@ from ._store_files import (
     load_state_file,
 )
 from ._store_txn import StoreTransactions
-from ._store_whole import Rebuild, encode_frames, read_at
 from .persistence import _fork
 from .state import StateHandle, open_state
 
@@ -207,7 +207,7 @@ class Store(StoreEvents, StoreTransactions):
         """The revision, whether it is committed, and the value at *path* (on the loop).
 
         The value is a private copy, or a forked child that encodes it with
-        *in_child* (a large value: see ``_store_whole.read_at``).
+        *in_child* (a large value: see ``_large_reads.read_at``).
 
         Raises:
             DurabilityError: The journal failed; the state must be reopened.
@@ -248,23 +248,10 @@ class Store(StoreEvents, StoreTransactions):
         revision, committed, got = self._on_loop(
             self._read_at, at, default, encode_frames
         )
-        if isinstance(got, _fork.ForkedBody):
-            try:
-                data = got.read(_fork.CHILD_TIMEOUT)
-            except OSError as exc:
-                logger.warning("%s; copying the value on the loop instead", exc)
-                revision, committed, got = self._on_loop(
-                    self._read_at, at, default, None
-                )
-            else:
-                # One frame per turn of the loop (about 1 ms each), this thread
-                # waiting meanwhile: rebuilt here instead, the two threads would
-                # fight for the GIL, and each turn of the loop could wait up to a
-                # switch interval (5 ms) for it.
-                rebuild = Rebuild()
-                for frame in rebuild.frames(data):
-                    self._on_loop(rebuild.feed, frame)
-                got = rebuild.root
+        if isinstance(got, _fork.ForkedBody):  # a large value
+            tree = self._state._core.tree
+            revision, got = self._call(collect_value, tree, revision, at, default, got)
+            committed = self._state._core.persister is None
         if not committed:  # a persisted write in flight: wait for its commit
             self._call(self._state.wait_durable, revision)
         return cast("JSON", got)

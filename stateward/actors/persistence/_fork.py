@@ -61,8 +61,12 @@ whatever the tree. Readers of a tree weigh a copy against it."""
 COPY_SECONDS: Final = 0.4e-6
 """What a copy of the tree costs per value (``copy_json``, measured)."""
 
-copy_budget: int = int(last_pause / COPY_SECONDS)
-"""The values whose copy takes as long as the latest fork did."""
+COPY_AT_LEAST: Final = 2_000
+"""Values always copied, however quick the latest fork was (tens of us)."""
+
+copy_budget: int = max(COPY_AT_LEAST, int(last_pause / COPY_SECONDS))
+"""The values whose copy takes as long as the latest fork did (at least
+:data:`COPY_AT_LEAST`)."""
 
 
 class ForkedBody:
@@ -217,7 +221,7 @@ def start(
         _child(root, dumps or _encode, read_fd, write_fd)
     global last_pause, copy_budget
     last_pause = time.perf_counter() - began
-    copy_budget = int(last_pause / COPY_SECONDS)
+    copy_budget = max(COPY_AT_LEAST, int(last_pause / COPY_SECONDS))
     os.close(write_fd)
     return ForkedBody(pid, read_fd)
 

@@ -10,11 +10,11 @@ import random
 import threading
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
 
-from stateward import JsonSerializer, Store
-from stateward.actors._store_txn import WHOLE_BELOW
-from stateward.actors._store_whole import FRAME_VALUES, Rebuild, encode_frames
+from stateward import JsonSerializer, Set, Store, open_state
+from stateward.actors._large_reads import FRAME_VALUES, Rebuild, encode_frames
 from stateward.actors.persistence import _fork
 from stateward.actors.persistence._fork import ForkedBody
 
@@ -34,11 +34,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 def _forks_are_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
     # A value is forked for when its copy would take longer than the latest
     # fork did: at the start of each test, as if that took no time (the
-    # budget is then WHOLE_BELOW values).
-    monkeypatch.setattr(_fork, "copy_budget", 0)
+    # budget is then COPY_AT_LEAST values).
+    monkeypatch.setattr(_fork, "copy_budget", _fork.COPY_AT_LEAST)
 
 
-def _large(n: int = 3 * WHOLE_BELOW) -> dict[str, Any]:
+def _large(n: int = 3 * _fork.COPY_AT_LEAST) -> dict[str, Any]:
     return {"jobs": {f"k{i}": {"n": i} for i in range(n)}, "x": 0}
 
 
@@ -109,6 +109,8 @@ class _Held:
     def __init__(self) -> None:
         self.forked = threading.Event()
         self.release = threading.Event()
+        self.read_began = threading.Event()
+        self.read_done = threading.Event()
         self.children: list[ForkedBody] = []
         self.real = _fork.start
 
@@ -119,10 +121,16 @@ class _Held:
         assert child is not None, "this platform forks"
         release = self.release
 
+        read_began, read_done = self.read_began, self.read_done
+
         class Held(ForkedBody):
             def read(self, timeout: float | None = None) -> bytes:
-                release.wait(30)
-                return super().read(timeout)
+                read_began.set()
+                try:
+                    release.wait(30)
+                    return super().read(timeout)
+                finally:
+                    read_done.set()
 
         held = Held(child.pid, child.fd)
         self.children.append(held)
@@ -200,7 +208,8 @@ def test_a_value_is_copied_when_that_is_quicker_than_a_fork(
         assert len(forks) == 1
         # That fork's own pause, measured, sets the next budget.
         assert 0 < _fork.last_pause < 1.0
-        assert _fork.copy_budget == int(_fork.last_pause / _fork.COPY_SECONDS)
+        budget = int(_fork.last_pause / _fork.COPY_SECONDS)
+        assert _fork.copy_budget == max(_fork.COPY_AT_LEAST, budget)
 
 
 def test_save_of_a_large_tree_never_stops_the_writers(
@@ -314,3 +323,74 @@ def test_get_of_a_large_persisted_tree(backend: str, tmp_path: Path) -> None:
         whole = store.get("")
         assert whole["x"] == 5
         assert whole["jobs"] == _large()["jobs"]
+
+
+# -- the async handle -------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_an_async_get_of_a_large_value_never_stops_the_actor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    held = _Held()
+    monkeypatch.setattr(_fork, "start", held)
+    got: list[Any] = []
+    with anyio.fail_after(60):
+        async with open_state(_large()) as state, anyio.create_task_group() as tg:
+
+            async def read() -> None:
+                got.append(await state.get(""))
+
+            tg.start_soon(read)
+            assert await anyio.to_thread.run_sync(held.forked.wait, 30)
+            for i in range(200):  # with a copy on the loop, after it
+                await state.send(Set("x", i + 1))
+            assert not got  # still held: the sends did not wait for it
+            held.release.set()
+    assert _same(got[0], _large())  # the tree at the fork, exactly
+    (child,) = held.children
+    assert_reaped(child)
+
+
+@pytest.mark.anyio
+async def test_an_async_get_falls_back_to_a_copy_when_the_child_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = _fork.start
+    monkeypatch.setattr(
+        _fork, "start", lambda root, dumps=None: real(root, lambda v: os._exit(3))
+    )
+    async with open_state(_large()) as state:
+        assert _same(await state.get("jobs"), _large()["jobs"])
+
+
+@pytest.mark.anyio
+async def test_an_async_get_of_a_large_persisted_value(tmp_path: Path) -> None:
+    async with open_state(_large(), state_dir=tmp_path / "d") as state:
+        await state.send(Set("x", 7))
+        whole = await state.get("")
+        assert whole["x"] == 7
+        assert _same(whole["jobs"], _large()["jobs"])
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_async_get_leaves_no_child(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    held = _Held()
+    monkeypatch.setattr(_fork, "start", held)
+    with anyio.fail_after(60):
+        async with open_state(_large()) as state:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(state.get, "")
+                assert await anyio.to_thread.run_sync(held.forked.wait, 30)
+                tg.cancel_scope.cancel()
+            # Cancelled before its worker thread began to read, the child was
+            # killed and reaped at once; after, that read goes on once
+            # released, and reaps it there.
+            held.release.set()
+            if held.read_began.is_set():
+                assert await anyio.to_thread.run_sync(held.read_done.wait, 30)
+            assert await state.get("x") == 0
+    (child,) = held.children
+    assert_reaped(child)

@@ -1,4 +1,4 @@
-"""Large values of a Store's state, read without stopping the state actor.
+"""Large values of a state, read without stopping the state actor.
 
 Copying a tree of a million leaves takes about a second, and it must be
 done at one instant: on the state's loop, every writer waits that long.
@@ -12,11 +12,11 @@ value whose copy would take longer than the latest fork did is forked for
 
 * bytes for a file (:meth:`~stateward.Store.save`): the serializer's own,
   read from the pipe by the calling thread, which waits with the GIL free;
-* a private copy (:meth:`~stateward.Store.get` of the root): a stream of
-  *frames* of about :data:`FRAME_VALUES` values each, which
+* a private copy (``get`` of the Store and of the async handle): a stream
+  of *frames* of about :data:`FRAME_VALUES` values each, which
   :class:`Rebuild` turns back into a tree one frame at a time. A frame
-  decodes in about a millisecond, so whoever decodes it (see the Store)
-  never holds the GIL, or the loop, for longer than that.
+  decodes in about a millisecond, and each is decoded in a turn of the
+  loop of its own, so the loop is never held longer than that.
 
 The frames are ``marshal`` data written by our own forked child and read
 back by the process that forked it: never anything received from outside.
@@ -24,13 +24,15 @@ back by the process that forked it: never anything received from outside.
 
 from __future__ import annotations
 
+import logging
 import marshal
 import struct
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from .._json import copy_json
-from ..tree import _Missing
-from ._store_txn import WHOLE_BELOW, copy_small
+import anyio
+
+from .._json import copy_json, copy_within
+from ..tree import MISSING
 from .persistence import _fork
 
 if TYPE_CHECKING:
@@ -40,12 +42,21 @@ if TYPE_CHECKING:
     from ..paths import Segments
     from ..tree import Tree
 
-__all__ = ["FRAME_VALUES", "Rebuild", "encode_frames", "read_at"]
+__all__ = [
+    "FRAME_VALUES",
+    "Rebuild",
+    "collect_value",
+    "encode_frames",
+    "read_at",
+    "read_value",
+]
+
 
 FRAME_VALUES: Final = 2_000
 """Values (containers and scalars) per frame: each decodes in about 1 ms."""
 
 _LENGTH: Final = struct.Struct("<I")
+logger = logging.getLogger(__name__)
 
 # A frame is a list of groups, each ``(path, chunk)``: the container at
 # *path* (keys and list indexes from the root) takes *chunk*'s items, a dict
@@ -65,25 +76,59 @@ def read_at(
 ) -> JSON | _fork.ForkedBody:
     """The value at *path* (or *default*): a private copy, or a child encoding it.
 
-    On the loop, at one instant. A value whose copy would stop the loop
-    longer than the latest fork did (and at least :data:`WHOLE_BELOW`
-    values), given *in_child*, is encoded by a forked child with
-    *in_child*; the count stops there, so it costs a third of the copy it
-    spares. Where fork is missing, a copy.
+    On the loop, at one instant. Given *in_child*, a value whose copy would
+    stop the loop longer than the latest fork did (and more than
+    ``_fork.COPY_AT_LEAST`` values) is encoded by a forked child with
+    *in_child*; the copy begun to find that out stops there. Where fork is
+    missing, a copy.
     """
-    found = tree.lookup(path)
-    if isinstance(found, _Missing):
+    found: Any = tree.lookup(path)
+    if found is MISSING:
         return default
-    t = type(found)
-    if t is not dict and t is not list:
-        return found  # (immutable)
+    if type(found) is not dict and type(found) is not list:
+        return cast("JSON", found)  # (immutable)
     if in_child is None:
         return cast("JSON", copy_json(found))
-    small = copy_small(found, max(WHOLE_BELOW, _fork.copy_budget))
-    if not isinstance(small, _Missing):
-        return small
+    small = copy_within(found, _fork.copy_budget)
+    if small is not None:
+        return cast("JSON", small)
     child = _fork.start(found, in_child)
     return cast("JSON", copy_json(found)) if child is None else child
+
+
+async def read_value(tree: Tree, path: Segments, default: JSON) -> tuple[int, JSON]:
+    """The revision, and a private copy of the value at *path*, in a task.
+
+    As :func:`read_at` for a copy, at one instant, large values included
+    (:func:`collect_value`).
+    """
+    revision = tree.revision
+    got = read_at(tree, path, default, encode_frames)
+    if isinstance(got, _fork.ForkedBody):
+        return await collect_value(tree, revision, path, default, got)
+    return revision, got
+
+
+async def collect_value(
+    tree: Tree, revision: int, path: Segments, default: JSON, child: _fork.ForkedBody
+) -> tuple[int, JSON]:
+    """The value *child* encodes (:func:`read_at` at *revision*), and that revision.
+
+    In a task of the state's loop: the child is read in a worker thread,
+    and its frames are rebuilt one per turn of the loop. A child that fails
+    is logged and the value copied instead, at the revision of then.
+    Cancelled, the child is killed.
+    """
+    try:
+        data = await child.collect(timeout=_fork.CHILD_TIMEOUT)
+    except OSError as exc:
+        logger.warning("%s; copying the value on the loop instead", exc)
+        return tree.revision, cast("JSON", read_at(tree, path, default, None))
+    rebuild = Rebuild()
+    for frame in rebuild.frames(data):
+        await anyio.lowlevel.checkpoint()
+        rebuild.feed(frame)
+    return revision, cast("JSON", rebuild.root)
 
 
 def _size(value: Any, cap: int) -> int:
