@@ -17,6 +17,7 @@ from .._errors import CompactedError, CorruptStateError, InvalidActionError
 from ..messages.events import Progress, Resync, StateChanged
 from ..paths import PathLike, format_path, parse_pattern
 from ._history import undo
+from ._large_reads import read_value
 from .persistence import FeedEntry, oldest_snapshot, replay_files
 
 if TYPE_CHECKING:
@@ -207,7 +208,13 @@ class HandleFeed:
             reason = f"must be an int in 0..{current} (got {revision!r})"
             raise InvalidActionError("revision", reason)
         if revision >= core.history.oldest(current):
-            return undo(core.tree, core.history.newest_first(revision))
+            # The tree now (a large one read without stopping the actor), then
+            # the entries after *revision* undone, from the newest it holds.
+            now, root = await read_value(core.tree, (), None)
+            if revision >= core.history.oldest(core.tree.revision):
+                newer = core.history.newest_first(revision)
+                return undo(root, (e for e in newer if e.revision <= now))
+            # (the writes made during a long read pushed it out of the ring)
         config = None if core.persister is None else core.persister.config
         if config is None:
             raise CompactedError(revision, core.history.oldest(current))

@@ -18,7 +18,7 @@ from ..messages.events import ChangeKind
 from ..tree import Tree
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from .._json import JSON
     from ..messages.actions import Action
@@ -84,9 +84,9 @@ class History:
             yield entry
 
 
-def undo(tree: Tree, newer: Iterator[Entry]) -> JSON:
-    """Return a copy of *tree* with the entries *newer* (newest first) undone."""
-    scratch = Tree(tree.root)  # a private copy
+def undo(root: JSON, newer: Iterable[Entry]) -> JSON:
+    """Undo the entries *newer* (newest first) on *root*, a private copy; return it."""
+    scratch = Tree.adopt(root)
     for entry in newer:
         for change in reversed(entry.changes):
             kind = change.kind

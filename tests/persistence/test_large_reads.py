@@ -394,3 +394,30 @@ async def test_a_cancelled_async_get_leaves_no_child(
             assert await state.get("x") == 0
     (child,) = held.children
     assert_reaped(child)
+
+
+@pytest.mark.anyio
+async def test_at_revision_of_a_large_tree_never_stops_the_actor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    held = _Held()
+    monkeypatch.setattr(_fork, "start", held)
+    got: list[Any] = []
+    with anyio.fail_after(60):
+        async with open_state(_large()) as state, anyio.create_task_group() as tg:
+            for i in range(3):
+                await state.send(Set("x", i + 1))  # revisions 1, 2, 3
+            wanted = state.revision - 1  # x == 2 there
+
+            async def read() -> None:
+                got.append(await state.at_revision(wanted))
+
+            tg.start_soon(read)
+            assert await anyio.to_thread.run_sync(held.forked.wait, 30)
+            for i in range(50):  # newer than the tree the child holds
+                await state.send(Set("y", i))
+            assert not got
+            held.release.set()
+    expected = _large()
+    expected["x"] = 2
+    assert _same(got[0], expected)
