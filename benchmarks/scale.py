@@ -31,7 +31,8 @@ Then, per backend, the synchronous Store of the same N leaves:
     ``Store.set`` without pause: how long each took, the longest ``set``
     meanwhile and the sets/s, against the same read with the tree copied
     on the state's loop (as it was before the forked child; also the way
-    where fork is missing) and the longest ``set`` with nothing else going.
+    where fork is missing) and the longest ``set`` with nothing else going;
+    and ``await state.get("")`` beside a task sending without pause.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def memory_per_leaf(n: int, backend: str = "asyncio") -> tuple[float, float]:
 def _copied_on_the_loop() -> Iterator[None]:
     """Whole-tree reads as without fork: a copy on the state's loop."""
     real = _fork.start
-    _fork.start = lambda root, dumps=None: None  # type: ignore[assignment]
+    _fork.start = lambda root, dumps=None: None
     try:
         yield
     finally:
@@ -211,6 +212,49 @@ def whole_reads(n: int, backend: str) -> Iterator[str]:
                 thread.join()
 
 
+async def _async_whole_read(n: int) -> tuple[float, float, int]:
+    """``await state.get("")`` beside a task sending without pause.
+
+    Returns how long the read took, the longest send beside it, and the
+    sends made meanwhile.
+    """
+    async with open_state({"jobs": {f"k{i}": {"n": i} for i in range(n)}}) as state:
+        longest = 0.0
+        sends = 0
+        reading = True
+
+        async def sender() -> None:
+            nonlocal longest, sends
+            while reading:
+                start = time.perf_counter()
+                await state.send(Set("x", sends))
+                longest = max(longest, time.perf_counter() - start)
+                sends += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sender)
+            await state.send(Set("x", -1))
+            start = time.perf_counter()
+            await state.get("")
+            took = time.perf_counter() - start
+            reading = False
+        return took, longest, sends
+
+
+def async_whole_read(n: int, backend: str) -> str:
+    """Row (g) of the async handle: ``await state.get("")`` beside a sender task."""
+    took, longest, sends = anyio.run(_async_whole_read, n, backend=backend)
+    with _copied_on_the_loop():
+        took_c, longest_c, sends_c = anyio.run(_async_whole_read, n, backend=backend)
+    return (
+        f'| {backend} | (g) await state.get(""), {n:,} leaves, a sender task '
+        f"beside it | took {took * 1e3:,.0f} ms, longest send {longest * 1e3:.1f} "
+        f"ms, {sends / took:,.0f} sends/s; copied on the loop: took "
+        f"{took_c * 1e3:,.0f} ms, longest send {longest_c * 1e3:,.1f} ms, "
+        f"{sends_c / took_c:,.0f} sends/s |"
+    )
+
+
 def run(backends: list[str], quick: bool) -> Iterator[str]:
     """Yield the report's rows, one figure at a time."""
     n = 100_000 if quick else 1_000_000
@@ -257,6 +301,7 @@ def run(backends: list[str], quick: bool) -> Iterator[str]:
             f"(target >= 0.8x: {'meets' if fast else 'MISSES'}) |"
         )
         yield from whole_reads(n, backend)
+        yield async_whole_read(n, backend)
     plain, running = memory_per_leaf(n)
     verdict = "meets" if running <= 1.2 * plain else "MISSES"
     yield (
