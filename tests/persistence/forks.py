@@ -24,10 +24,12 @@ if TYPE_CHECKING:
     from stateward.actors.persistence._fork import ForkedBody
 
 
-def spy_forks(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> list[ForkedBody]:
-    """Record each child that *module*'s ``fork_serialise`` starts."""
+def spy_forks(
+    monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str = "fork_serialise"
+) -> list[ForkedBody]:
+    """Record each child that *module*'s ``fork_serialise`` (or *name*) starts."""
     children: list[ForkedBody] = []
-    real_start = module.fork_serialise
+    real_start = getattr(module, name)
 
     def spy_start(*args: Any) -> ForkedBody:
         forked = real_start(*args)
@@ -35,7 +37,7 @@ def spy_forks(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> list[Forke
         children.append(forked)
         return forked
 
-    monkeypatch.setattr(module, "fork_serialise", spy_start)
+    monkeypatch.setattr(module, name, spy_start)
     return children
 
 

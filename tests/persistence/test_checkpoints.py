@@ -453,9 +453,10 @@ async def test_a_cancelled_save_leaves_no_child_behind(
     # The save is cancelled while it waits for a worker thread (the
     # application holds them all): the forked child that serialises the tree
     # (more than a pipe holds) is killed and reaped, not left blocked.
-    from stateward.actors import checkpoints as module
+    from stateward.actors.persistence import _fork
 
-    children = spy_forks(monkeypatch, module)
+    children = spy_forks(monkeypatch, _fork, "start")
+    monkeypatch.setattr(_fork, "copy_budget", _fork.COPY_AT_LEAST)  # a fork is cheap
     big = {f"k{i}": "x" * 100 for i in range(2_000)}
     async with open_state(big) as state:
         checkpoints = Checkpoints(state, tmp_path / "checkpoints")
@@ -478,20 +479,21 @@ async def test_a_save_whose_child_hangs_fails_and_leaves_nothing(
     # waiting forever, no checkpoint is left half-written, the next works.
     import signal
 
-    from stateward.actors import checkpoints as module
     from stateward.actors.persistence import _fork
 
-    real = module.fork_serialise
+    real = _fork.start
 
     def hanging(root: object, dumps: object) -> object:
         return real(root, lambda value: signal.pause())  # only SIGKILL ends it
 
     monkeypatch.setattr(_fork, "CHILD_TIMEOUT", 0.2)
-    async with open_state({"k": 1}) as state:
+    big = {f"k{i}": i for i in range(3_000)}  # more than is always copied
+    async with open_state(big) as state:
         checkpoints = Checkpoints(state, tmp_path / "checkpoints")
         with monkeypatch.context() as patch:
-            patch.setattr(module, "fork_serialise", hanging)
-            children = spy_forks(patch, module)
+            patch.setattr(_fork, "copy_budget", _fork.COPY_AT_LEAST)  # a fork is cheap
+            patch.setattr(_fork, "start", hanging)
+            children = spy_forks(patch, _fork, "start")
             with anyio.fail_after(20), pytest.raises(CheckpointError, match="killed"):
                 await checkpoints.save(name="hung")
         (child,) = children
@@ -500,3 +502,22 @@ async def test_a_save_whose_child_hangs_fails_and_leaves_nothing(
         info = await checkpoints.save(name="after")
         assert [c.path for c in checkpoints.list()] == [info.path]
         assert info.path.name == "after"
+
+
+async def test_a_small_tree_is_checkpointed_without_a_fork(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fork stops the process for a time that grows with its memory: a tree
+    # whose copy is quicker than the latest fork is copied instead.
+    from stateward.actors.persistence import _fork
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("forked for a small tree")
+
+    monkeypatch.setattr(_fork, "start", refuse)
+    async with open_state({"k": [1, 2, {"x": None}]}) as state:
+        checkpoints = Checkpoints(state, tmp_path / "checkpoints")
+        info = await checkpoints.save(name="small")
+        await state.send(Set("k", 0))
+        await checkpoints.load(info.path)
+        assert await state.get("") == {"k": [1, 2, {"x": None}]}
