@@ -225,19 +225,6 @@ class StateHandle(
             request.error = self._closed_error()
             request.done.set()
 
-    def _get_committed(self, path: PathLike, default: JSON) -> tuple[bool, JSON]:
-        """:meth:`get_nowait`, and whether what it read is committed (never blocks).
-
-        For the Store's reads: when it is not committed yet, they wait as
-        :meth:`get` does.
-        """
-        value = self.get_nowait(path, default)
-        persister = self._core.persister
-        committed = (
-            persister is None or persister.durable_revision >= self._core.tree.revision
-        )
-        return committed, value
-
     def _wait_for(self, durable: bool | None) -> int:
         """What the sender waits for: 0 applied, 1 written, 2 fsynced."""
         persister = self._core.persister

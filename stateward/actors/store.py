@@ -265,7 +265,7 @@ class Store(StoreEvents, StoreTransactions):
         one after another in a task of the loop, or in this thread, the two
         threads fight for the GIL, and the other threads' calls wait up to a
         switch interval (5 ms) at every hand-off (300-400 ms for one ``set``
-        beside a ``get("")`` of a million leaves, against 80-90 ms here).
+        beside a ``get("")`` of a million leaves, against 57-86 ms here).
         """
         try:
             data = child.read(_fork.CHILD_TIMEOUT)
