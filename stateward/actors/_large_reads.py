@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FRAME_VALUES",
+    "READ_TIMEOUT",
     "Rebuild",
+    "child_failed",
     "collect_value",
     "encode_frames",
     "read_at",
@@ -57,6 +59,28 @@ FRAME_VALUES: Final = 2_000
 
 _LENGTH: Final = struct.Struct("<I")
 logger = logging.getLogger(__name__)
+
+READ_TIMEOUT: Final = 120.0
+"""Seconds a child may take to encode a value before it is killed: a
+million leaves take about a second; only a child that hangs (a lock held by
+another thread at the fork) comes near it."""
+
+forking = True
+"""False once a child failed a read (logged): from then on large values are
+copied, so that a process whose forks hang costs one timeout, not one each
+read."""
+
+
+def child_failed(exc: OSError) -> None:
+    """A child failed to encode a value: log it, and copy from now on."""
+    global forking
+    forking = False
+    logger.warning(
+        "%s; large values of this process's states are copied from now on "
+        "(the writers wait for each copy)",
+        exc,
+    )
+
 
 # A frame is a list of groups, each ``(path, chunk)``: the container at
 # *path* (keys and list indexes from the root) takes *chunk*'s items, a dict
@@ -87,7 +111,7 @@ def read_at(
         return default
     if type(found) is not dict and type(found) is not list:
         return cast("JSON", found)  # (immutable)
-    if in_child is None:
+    if in_child is None or not forking:
         return cast("JSON", copy_json(found))
     small = copy_within(found, _fork.copy_budget)
     if small is not None:
@@ -116,13 +140,14 @@ async def collect_value(
 
     In a task of the state's loop: the child is read in a worker thread,
     and its frames are rebuilt one per turn of the loop. A child that fails
-    is logged and the value copied instead, at the revision of then.
-    Cancelled, the child is killed.
+    (or takes over :data:`READ_TIMEOUT`) is logged and the value copied
+    instead, at the revision of then (see :func:`child_failed`). Cancelled,
+    the child is killed.
     """
     try:
-        data = await child.collect(timeout=_fork.CHILD_TIMEOUT)
+        data = await child.collect(timeout=READ_TIMEOUT)
     except OSError as exc:
-        logger.warning("%s; copying the value on the loop instead", exc)
+        child_failed(exc)
         return tree.revision, cast("JSON", read_at(tree, path, default, None))
     rebuild = Rebuild()
     for frame in rebuild.frames(data):

@@ -36,6 +36,7 @@ from .._errors import (
 from .._json import JSON, own_json
 from ..messages.actions import Action, Delete, Set
 from ..paths import parse_path
+from . import _large_reads
 from ._files import Files
 from ._handoff import LoopCaller, ThreadSignal
 from ._large_reads import Rebuild, encode_frames, read_at
@@ -268,9 +269,9 @@ class Store(StoreEvents, StoreTransactions):
         beside a ``get("")`` of a million leaves, against 57-86 ms here).
         """
         try:
-            data = child.read(_fork.CHILD_TIMEOUT)
+            data = child.read(_large_reads.READ_TIMEOUT)
         except OSError as exc:
-            logger.warning("%s; copying the value on the loop instead", exc)
+            _large_reads.child_failed(exc)
             revision, _, value = self._on_loop(self._read_at, at, default, None)
             return revision, cast("JSON", value)
         rebuild = Rebuild()
@@ -357,11 +358,11 @@ class Store(StoreEvents, StoreTransactions):
                     self._check_unchanged(target)
                 if isinstance(got, _fork.ForkedBody):
                     try:
-                        data = got.read(_fork.CHILD_TIMEOUT)
+                        data = got.read(_large_reads.READ_TIMEOUT)
                     except OSError as exc:
                         # The tree of *revision* is gone from here: the one of
                         # now, copied on the loop as it was before forks.
-                        logger.warning("%s; encoding the tree here instead", exc)
+                        _large_reads.child_failed(exc)
                         revision, _, got = self._on_loop(self._read_at, (), None, None)
                         data = dumps(got)
                 else:

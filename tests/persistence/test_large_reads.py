@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from stateward import JsonSerializer, Set, Store, open_state
+from stateward.actors import _large_reads
 from stateward.actors._large_reads import FRAME_VALUES, Rebuild, encode_frames
 from stateward.actors.persistence import _fork
 from stateward.actors.persistence._fork import ForkedBody
@@ -36,6 +37,7 @@ def _forks_are_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
     # fork did: at the start of each test, as if that took no time (the
     # budget is then COPY_AT_LEAST values).
     monkeypatch.setattr(_fork, "copy_budget", _fork.COPY_AT_LEAST)
+    monkeypatch.setattr(_large_reads, "forking", True)  # (a failed child stops it)
 
 
 def _large(n: int = 3 * _fork.COPY_AT_LEAST) -> dict[str, Any]:
@@ -257,9 +259,11 @@ def test_a_failed_child_falls_back_to_a_copy(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     real = _fork.start
+    forks: list[Any] = []
 
     def failing(root: Any, dumps: Any = None) -> ForkedBody | None:
         # A child that dies before it writes anything.
+        forks.append(root)
         return real(root, lambda value: os._exit(3))
 
     monkeypatch.setattr(_fork, "start", failing)
@@ -270,8 +274,35 @@ def test_a_failed_child_falls_back_to_a_copy(
         else:
             store.save()
             assert _same(json.loads(path.read_bytes()), _large())
-    assert "failed (status" in caplog.text
-    assert "instead" in caplog.text
+        assert "failed (status" in caplog.text
+        assert "copied from now on" in caplog.text
+        # A process whose children fail (or hang: each would cost a timeout)
+        # copies from now on.
+        assert _same(store.get("jobs"), _large()["jobs"])
+        store.save()
+    assert len(forks) == 1
+
+
+def test_a_hung_child_is_killed_and_the_value_copied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import signal
+
+    real = _fork.start
+    hung: list[ForkedBody] = []
+
+    def hanging(root: Any, dumps: Any = None) -> ForkedBody | None:
+        child = real(root, lambda value: signal.pause())  # only SIGKILL ends it
+        assert child is not None
+        hung.append(child)
+        return child
+
+    monkeypatch.setattr(_fork, "start", hanging)
+    monkeypatch.setattr(_large_reads, "READ_TIMEOUT", 0.2)
+    with Store(_large()) as store:
+        assert _same(store.get(""), _large())
+    (child,) = hung
+    assert_reaped(child)
 
 
 def test_a_serializer_of_the_users_is_never_run_in_a_child(
