@@ -22,7 +22,7 @@ from stateward.actors.persistence._fork import ForkedBody
 from .forks import assert_reaped
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
 
@@ -188,18 +188,24 @@ def test_get_of_a_large_part_never_stops_the_writers(
         assert _same(got, _large()["jobs"])
 
 
-def test_a_value_is_copied_when_that_is_quicker_than_a_fork(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    forks: list[Any] = []
+def _spy_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
+    """Record each ``_fork.start(root, dumps)`` from now on (and start it)."""
+    calls: list[tuple[Any, Any]] = []
     real = _fork.start
 
     def spy(root: Any, dumps: Any = None) -> ForkedBody | None:
-        forks.append(root)
+        calls.append((root, dumps))
         return real(root, dumps)
 
+    monkeypatch.setattr(_fork, "start", spy)
+    return calls
+
+
+def test_a_value_is_copied_when_that_is_quicker_than_a_fork(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     with Store(_large()) as store:
-        monkeypatch.setattr(_fork, "start", spy)
+        forks = _spy_calls(monkeypatch)
         # A fork that took a second: a copy of 12,000 values is quicker.
         monkeypatch.setattr(_fork, "copy_budget", 2_500_000)
         assert _same(store.get(""), _large())
@@ -331,20 +337,13 @@ def test_a_serializer_of_the_users_is_never_run_in_a_child(
 def test_the_built_in_serializers_run_in_the_child(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[Any] = []
-    real = _fork.start
-
-    def spy(root: Any, dumps: Any = None) -> ForkedBody | None:
-        seen.append(dumps)
-        return real(root, dumps)
-
     path = tmp_path / "s.json"
     serializer = JsonSerializer(indent=None)
     with Store(_large(), state_file=path, serializer=serializer) as store:
-        monkeypatch.setattr(_fork, "start", spy)
+        forks = _spy_calls(monkeypatch)
         store.save()
         monkeypatch.undo()
-    assert seen == [serializer.dumps]
+    assert [dumps for _, dumps in forks] == [serializer.dumps]
     assert path.read_bytes() == serializer.dumps(_large())
 
 
@@ -359,28 +358,38 @@ def test_get_of_a_large_persisted_tree(backend: str, tmp_path: Path) -> None:
 # -- the async handle -------------------------------------------------------------
 
 
+async def _async_while_held(
+    monkeypatch: pytest.MonkeyPatch, state: Any, read: Callable[[], Awaitable[Any]]
+) -> Any:
+    """Run *read()* in a task; while its child is held, send 100 times."""
+    held = _Held()
+    monkeypatch.setattr(_fork, "start", held)
+    got: list[Any] = []
+
+    async def run() -> None:
+        got.append(await read())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        assert await anyio.to_thread.run_sync(held.forked.wait, 30)
+        for i in range(100):  # with a copy on the loop, after it
+            await state.send(Set("y", i))
+        assert not got  # still held: the sends did not wait for it
+        held.release.set()
+    (child,) = held.children
+    assert_reaped(child)
+    return got[0]
+
+
 @pytest.mark.anyio
 async def test_an_async_get_of_a_large_value_never_stops_the_actor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    held = _Held()
-    monkeypatch.setattr(_fork, "start", held)
-    got: list[Any] = []
     with anyio.fail_after(60):
-        async with open_state(_large()) as state, anyio.create_task_group() as tg:
-
-            async def read() -> None:
-                got.append(await state.get(""))
-
-            tg.start_soon(read)
-            assert await anyio.to_thread.run_sync(held.forked.wait, 30)
-            for i in range(200):  # with a copy on the loop, after it
-                await state.send(Set("x", i + 1))
-            assert not got  # still held: the sends did not wait for it
-            held.release.set()
-    assert _same(got[0], _large())  # the tree at the fork, exactly
-    (child,) = held.children
-    assert_reaped(child)
+        async with open_state(_large()) as state:
+            got = await _async_while_held(monkeypatch, state, lambda: state.get(""))
+            assert await state.get("y") == 99
+    assert _same(got, _large())  # the tree at the fork, exactly
 
 
 @pytest.mark.anyio
@@ -431,24 +440,14 @@ async def test_a_cancelled_async_get_leaves_no_child(
 async def test_at_revision_of_a_large_tree_never_stops_the_actor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    held = _Held()
-    monkeypatch.setattr(_fork, "start", held)
-    got: list[Any] = []
     with anyio.fail_after(60):
-        async with open_state(_large()) as state, anyio.create_task_group() as tg:
+        async with open_state(_large()) as state:
             for i in range(3):
                 await state.send(Set("x", i + 1))  # revisions 1, 2, 3
             wanted = state.revision - 1  # x == 2 there
-
-            async def read() -> None:
-                got.append(await state.at_revision(wanted))
-
-            tg.start_soon(read)
-            assert await anyio.to_thread.run_sync(held.forked.wait, 30)
-            for i in range(50):  # newer than the tree the child holds
-                await state.send(Set("y", i))
-            assert not got
-            held.release.set()
+            got = await _async_while_held(
+                monkeypatch, state, lambda: state.at_revision(wanted)
+            )
     expected = _large()
     expected["x"] = 2
-    assert _same(got[0], expected)
+    assert _same(got, expected)
