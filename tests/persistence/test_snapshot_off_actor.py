@@ -44,6 +44,8 @@ async def test_each_snapshot_is_exactly_the_tree_at_its_revision(tmp_path):
             await state.send(Set(f"jobs.{key}", value), durable=False)
             model["jobs"][key] = value
             at[state.revision] = copy.deepcopy(model)
+        with anyio.fail_after(30):  # the latest child's snapshot is written
+            await state._core.persister._snapshot_idle.wait()
         assert state.statistics().snapshots >= 1
     found = _snapshots(tmp_path)
     assert len(found) >= 3

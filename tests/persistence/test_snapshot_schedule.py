@@ -166,6 +166,8 @@ async def test_freeze_gc_false_leaves_the_collector_alone(
     ) as state:
         for i in range(3 * FLOOR):  # past the floor, through snapshots
             await state.send(Set("n", i))
+        with anyio.fail_after(30):  # the child's snapshot is written meanwhile
+            await state._core.persister._snapshot_idle.wait()
         assert state.statistics().snapshots >= 1
     with Store(state_dir=tmp_path / "b", snapshot_every=5, freeze_gc=freeze_gc) as s:
         for i in range(3 * FLOOR):
