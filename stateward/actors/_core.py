@@ -21,8 +21,8 @@ from .._errors import (
 from ..messages.actions import Action, Set
 from ._ack import new_receipt
 from ._derive import Derivations
+from ._journal_writer import Commit
 from ._mailbox import Mailbox, current_backend
-from ._persister import Commit, Persister
 from ._requests import _cancellable, _Register, _Replayed, _Request
 from ._routing import Routes
 from ._track import Reactions
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ..tree import Tree
     from ._history import History
     from ._log import ActionLog
+    from ._persister import Persister
 
 __all__: list[str] = []  # internal: StateActor and StateHandle use _Core
 
@@ -140,22 +141,29 @@ class _Core:
         """Apply a thread's *request* here and now, if the actor is idle.
 
         A Store call reaches the loop in a callback; when the actor is parked
-        on an empty mailbox with nothing in flight (and no persister to hand
-        records to), running the actor's step here, synchronously, is what
-        the actor would do next anyway, one turn of the loop later. Returns
-        False (nothing done) when it is not idle: then the request goes
-        through the mailbox.
+        on an empty mailbox with nothing in flight, running the actor's step
+        here, synchronously, is what the actor would do next anyway, one turn
+        of the loop later. A persisted state's commit goes to the persister
+        as from the actor (when its queue has room); a snapshot then due is
+        left to the actor, woken for it. Returns False (nothing done) when it
+        is not idle: then the request goes through the mailbox.
         """
         mailbox = self.mailbox
         # Idle, and not woken yet: a request put before this one (a task's
         # send) would still be in the mailbox, and must go first.
         if not self.idle or len(mailbox) or mailbox.parked or mailbox.closed:
             return False
-        if self.persister is not None:
+        persister = self.persister
+        if persister is not None and not persister.has_room():
             return False
         self.batch = [request]
         try:
-            _, ready, _ = self.apply_batch(self.batch)
+            _, ready, waiting = self.apply_batch(self.batch)
+            if persister is not None:
+                self.answer(ready)
+                self.commit_now(persister, waiting)
+                self.batch = []
+                return True
         except BaseException as exc:  # noqa: BLE001 - raised by the actor
             # As a crash in the actor's own step: the actor raises it.
             self.crashed = exc
@@ -241,6 +249,23 @@ class _Core:
             await persister.submit(Commit(records, waiting, outbox, self.tree.revision))
         if persister.snapshot_due(self.tree.revision):
             await persister.submit_snapshot(self.tree)
+        else:
+            persister.freeze_gc(self.tree.revision)
+
+    def commit_now(self, persister: Persister, waiting: list[_Request]) -> None:
+        """:meth:`commit`, from :meth:`apply_now` (the persister has room).
+
+        A snapshot then due is left to the actor, woken for it: it may fork,
+        and it waits for room in the persister's queue.
+        """
+        if self.records or waiting or self.outbox:
+            records, self.records = self.records, []
+            outbox, self.outbox = self.outbox, []
+            revision = self.tree.revision
+            persister.submit_nowait(Commit(records, waiting, outbox, revision))
+        if persister.snapshot_due(self.tree.revision):
+            self.idle = False
+            self.mailbox.wake()
         else:
             persister.freeze_gc(self.tree.revision)
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ..messages.actions import Action
     from ._ack import Receipt
     from ._derive import Derivation
+    from ._journal_writer import Commit
     from ._mailbox import Signal
 
 __all__: list[str] = []  # internal
@@ -43,7 +44,7 @@ class _Register:
 class _Request:
     """One action in the mailbox, and the slot its sender waits on."""
 
-    __slots__ = ("action", "done", "error", "receipt", "wait")
+    __slots__ = ("action", "commit", "done", "error", "receipt", "wait")
 
     def __init__(
         self, action: Action | _Register | None, done: Signal, wait: int = 0
@@ -53,6 +54,9 @@ class _Request:
         self.error: BaseException | None = None
         self.receipt: Receipt | None = None
         self.wait = wait  # with persistence: 0 none, 1 written, 2 fsynced
+        # A thread's request waiting for the disk: the commit it may write
+        # itself (see _journal_writer), handed over with its signal set.
+        self.commit: Commit | None = None
 
 
 def _cancellable(request: _Request) -> bool:

@@ -27,6 +27,7 @@ from stateward import (
     Set,
     StateActor,
     StateDirectoryError,
+    Store,
     open_state,
 )
 from stateward.actors.persistence import parse_snapshot
@@ -184,3 +185,43 @@ async def test_opening_on_a_full_disk_fails_typed_and_loses_nothing(
         assert await state.get("", {}) == acked
         await state.send(Set("after", 1), durable=True)
         await state.stop()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_store_writing_its_own_records_on_a_full_disk_loses_nothing(
+    small_disk: Path, backend: str
+) -> None:
+    # A durable Store call writes its record in its own thread: the write
+    # that hits ENOSPC fails typed there, the state fail-stops, and every
+    # call that returned is on disk.
+    rng = random.Random(7)
+    state_dir = small_disk / "state"
+    acked: dict[str, str] = {}
+    for round_ in range(5):
+        with Store(
+            state_dir=state_dir, snapshot_every=5, keep_snapshots=2, backend=backend
+        ) as store:
+            got = store.get("", {})
+            assert isinstance(got, dict)
+            assert {k: got.get(k) for k in acked} == acked, f"round {round_}: lost"
+            acked = dict(got)
+            _fill(small_disk, leave=rng.randrange(4096, 64 * 1024))
+            for i in range(2000):
+                key, value = f"r{round_}k{i}", "x" * rng.randrange(200, 4000)
+                try:
+                    store.set(key, value)
+                except DurabilityError as exc:
+                    cause = exc.__cause__
+                    break
+                acked[key] = value
+            else:
+                pytest.fail(f"round {round_}: the disk never filled")
+            assert isinstance(cause, OSError)
+            assert cause.errno == errno.ENOSPC
+            with pytest.raises(DurabilityError):  # fail-stop until reopened
+                store.set("after", 1)
+        (small_disk / "filler").unlink()
+    with Store(state_dir=state_dir, backend=backend) as store:
+        got = store.get("", {})
+        assert isinstance(got, dict)
+        assert {k: got.get(k) for k in acked} == acked
