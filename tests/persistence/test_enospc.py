@@ -66,6 +66,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", mount_point], check=False, timeout=30)
 
 
+def _sizes(disk: Path) -> dict[str, int]:
+    return {
+        str(path.relative_to(disk)): path.stat().st_size
+        for path in disk.rglob("*")
+        if path.is_file()
+    }
+
+
 def _fill(disk: Path, leave: int) -> None:
     """Take all the free space of *disk* but about *leave* bytes."""
     stat = os.statvfs(disk)
@@ -99,7 +107,15 @@ async def test_enospc_is_never_acknowledged_and_loses_nothing(
             str(state_dir), snapshot_every=rng.choice([3, 5, 8]), keep_snapshots=2
         )
         async with anyio.create_task_group() as tg:
-            state = await tg.start(StateActor(persistence=config).run)
+            try:
+                state = await tg.start(StateActor(persistence=config).run)
+            except StateDirectoryError:  # (the filler is gone: say what is not)
+                free = os.statvfs(small_disk)
+                pytest.fail(
+                    f"round {round_}: reopening failed with "
+                    f"{free.f_bavail * free.f_frsize} bytes free; on the disk: "
+                    f"{_sizes(small_disk)}"
+                )
             # Reopened after a full disk: every acknowledged write is there,
             # and the refused one at most in addition (it was never acked).
             got = await state.get("", {})
