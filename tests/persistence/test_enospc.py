@@ -66,6 +66,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", mount_point], check=False, timeout=30)
 
 
+def _assert_enospc(cause: BaseException | None) -> None:
+    """The refused write's DurabilityError was caused by the full disk."""
+    assert isinstance(cause, OSError)
+    assert cause.errno == errno.ENOSPC
+
+
 def _sizes(disk: Path) -> dict[str, int]:
     return {
         str(path.relative_to(disk)): path.stat().st_size
@@ -144,8 +150,7 @@ async def test_enospc_is_never_acknowledged_and_loses_nothing(
                 acked[key] = value
             else:
                 pytest.fail(f"round {round_}: the disk never filled")
-            assert isinstance(cause, OSError)
-            assert cause.errno == errno.ENOSPC
+            _assert_enospc(cause)
             refused += 1
             with pytest.raises(DurabilityError):  # fail-stop until reopened
                 await state.send(Set("after", 1), durable=True)
@@ -232,8 +237,7 @@ def test_a_store_writing_its_own_records_on_a_full_disk_loses_nothing(
                 acked[key] = value
             else:
                 pytest.fail(f"round {round_}: the disk never filled")
-            assert isinstance(cause, OSError)
-            assert cause.errno == errno.ENOSPC
+            _assert_enospc(cause)
             with pytest.raises(DurabilityError):  # fail-stop until reopened
                 store.set("after", 1)
         (small_disk / "filler").unlink()
