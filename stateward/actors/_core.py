@@ -21,9 +21,8 @@ from .._errors import (
 from ..messages.actions import Action, Set
 from ._ack import new_receipt
 from ._derive import Derivations
-from ._journal_writer import Commit
 from ._mailbox import Mailbox, current_backend
-from ._requests import _cancellable, _Register, _Replayed, _Request
+from ._requests import Commit, _cancellable, _Register, _Replayed, _Request
 from ._routing import Routes
 from ._track import Reactions
 from .persistence import FeedEntry, encode_changes, encode_record

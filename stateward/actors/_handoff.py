@@ -11,8 +11,9 @@ this instead for its reads and writes:
   signal, and setting it releases a lock the thread is blocked on. A Store
   write is a request in the actor's mailbox like any other; only who waits
   for the answer differs.
-  A durable write's signal is set as soon as its record is queued for the
-  journal: the thread then writes it itself (see ``_journal_writer``).
+  A durable write's signal is set by the persister's worker thread as
+  soon as its record is on disk, without a trip through the loop (see
+  ``Persister._write``).
 * :class:`LoopCaller` schedules a plain function on the loop (asyncio's
   ``call_soon_threadsafe``, trio's ``run_sync_soon``) and blocks the calling
   thread until it ran: no task, no future.

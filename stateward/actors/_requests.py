@@ -1,7 +1,8 @@
-"""What the state actor's mailbox holds: requests, and the identities of replays.
+"""What the state actor's mailbox holds (requests), and what it commits.
 
 Shared by the actor (:mod:`._core`), its handle, and the persister, which
-answers the requests that wait for the disk.
+writes each batch's :class:`Commit` and answers the requests that wait for
+the disk.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ if TYPE_CHECKING:
     from ..messages.actions import Action
     from ._ack import Receipt
     from ._derive import Derivation
-    from ._journal_writer import Commit
     from ._mailbox import Signal
+    from .subscriber import Outbox
 
 __all__: list[str] = []  # internal
 
@@ -44,7 +45,7 @@ class _Register:
 class _Request:
     """One action in the mailbox, and the slot its sender waits on."""
 
-    __slots__ = ("action", "commit", "done", "error", "receipt", "wait")
+    __slots__ = ("action", "done", "error", "receipt", "wait")
 
     def __init__(
         self, action: Action | _Register | None, done: Signal, wait: int = 0
@@ -54,11 +55,36 @@ class _Request:
         self.error: BaseException | None = None
         self.receipt: Receipt | None = None
         self.wait = wait  # with persistence: 0 none, 1 written, 2 fsynced
-        # A thread's request waiting for the disk: the commit it may write
-        # itself (see _journal_writer), handed over with its signal set.
-        self.commit: Commit | None = None
 
 
 def _cancellable(request: _Request) -> bool:
     """Whether *request*'s sender is a task, which may be cancelled while it waits."""
     return not request.done.by_thread
+
+
+class Commit:
+    """One batch of the state actor: its records, waiting senders and events."""
+
+    __slots__ = ("blob", "fsync", "outbox", "requests", "revision")
+
+    def __init__(
+        self,
+        records: list[bytes],
+        requests: list[_Request],
+        outbox: Outbox,
+        revision: int,
+    ) -> None:
+        self.blob = b"".join(records)
+        self.fsync = any(r.wait == 2 for r in requests)
+        self.requests = requests
+        self.outbox = outbox
+        self.revision = revision
+
+    def refuse(self, error: Exception) -> None:
+        """Answer every sender still waiting with *error*; give up the events."""
+        for request in self.requests:
+            if not request.done.is_set():
+                request.error = error
+                request.done.set()
+        for sub, delivery in self.outbox:
+            delivery.receipt._give_up(sub.name)

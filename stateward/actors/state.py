@@ -183,7 +183,7 @@ class StateActor:
                     tg.cancel_scope.cancel()
         finally:
             if persister is not None:
-                persister.writer.close()  # after a Store call's write in progress
+                persister.journal.close()
             if lock is not None:
                 unlock_directory(lock)
             if finished is not None:

@@ -184,27 +184,14 @@ class Store(StoreEvents, StoreTransactions):
 
         The request enters the actor's mailbox like an async sender's, with a
         signal this thread blocks on (see ``_handoff``): one hand-off to the
-        loop and one back, no task per call. A write that waits for the
-        disk is written to the journal by this thread (``_journal_writer``).
+        loop and one back, no task per call.
         """
         self._check_open()
         state = self._state
         signal = ThreadSignal()
         request = state._request(action, None, signal)
-        running = self._caller.running
         self._caller.submit(functools.partial(state._put_from_thread, request))
-        signal.block(running)
-        commit = request.commit
-        if commit is not None:
-            # Applied, and its record queued for the journal: this thread
-            # writes it (with whatever is queued with it), unless another
-            # writer did. If it cannot, the persister answers on the loop.
-            persister = state._core.persister
-            assert persister is not None
-            if not persister.writer.write_through(commit):
-                answer = request.done
-                assert isinstance(answer, ThreadSignal)
-                answer.block(running)
+        signal.block(self._caller.running)
         state._answer(request)
 
     def _on_loop(self, fn: Callable[..., Any], *args: object) -> Any:

@@ -246,10 +246,9 @@ def _check_identity(op: list[Any]) -> None:
 class Journal:
     """Appends records and writes snapshots; every method blocks (worker thread).
 
-    One thread calls :meth:`commit` and :meth:`open_segment` at a time (the
-    one whose turn it is in the state's ``JournalWriter``);
-    :meth:`write_snapshot` and :meth:`retain` may run in another thread at
-    the same time: they touch other files.
+    One task calls :meth:`commit` and :meth:`open_segment` at a time (the
+    persistence task); :meth:`write_snapshot` and :meth:`retain` may run in
+    another thread at the same time: they touch other files.
     """
 
     def __init__(
