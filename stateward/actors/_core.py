@@ -242,14 +242,21 @@ class _Core:
         Senders that wait for the disk are answered by the persister after
         their group commit; so are the events of the whole batch (R2).
         """
-        if self.records or waiting or self.outbox:
-            records, self.records = self.records, []
-            outbox, self.outbox = self.outbox, []
-            await persister.submit(Commit(records, waiting, outbox, self.tree.revision))
+        commit = self.take_commit(waiting)
+        if commit is not None:
+            await persister.submit(commit)
         if persister.snapshot_due(self.tree.revision):
             await persister.submit_snapshot(self.tree)
         else:
             persister.freeze_gc(self.tree.revision)
+
+    def take_commit(self, waiting: list[_Request]) -> Commit | None:
+        """The batch's records, *waiting* senders and events as one commit (if any)."""
+        if not (self.records or waiting or self.outbox):
+            return None
+        records, self.records = self.records, []
+        outbox, self.outbox = self.outbox, []
+        return Commit(records, waiting, outbox, self.tree.revision)
 
     def commit_now(self, persister: Persister, waiting: list[_Request]) -> None:
         """:meth:`commit`, from :meth:`apply_now` (the persister has room).
@@ -257,11 +264,9 @@ class _Core:
         A snapshot then due is left to the actor, woken for it: it may fork,
         and it waits for room in the persister's queue.
         """
-        if self.records or waiting or self.outbox:
-            records, self.records = self.records, []
-            outbox, self.outbox = self.outbox, []
-            revision = self.tree.revision
-            persister.submit_nowait(Commit(records, waiting, outbox, revision))
+        commit = self.take_commit(waiting)
+        if commit is not None:
+            persister.submit_nowait(commit)
         if persister.snapshot_due(self.tree.revision):
             self.idle = False
             self.mailbox.wake()

@@ -99,7 +99,6 @@ class Persister:
         self._snapshot_idle = anyio.Event()
         self._snapshot_idle.set()
         self.finished = anyio.Event()
-        self.closed = False  # nothing more may be queued
         self.commits = 0
         self.fsyncs = 0
         self.snapshots = 0
@@ -108,16 +107,16 @@ class Persister:
 
     async def submit(self, commit: Commit) -> None:
         """Queue *commit* for the journal; wait only while the queue is full."""
+        if self.has_room():
+            self.submit_nowait(commit)  # (send() would take a turn of the loop)
+            return
         self.inflight.append(commit)
-        try:
-            self.tx.send_nowait(commit)  # (send() would take a turn of the loop)
-        except (anyio.WouldBlock, anyio.ClosedResourceError):
-            await self.tx.send(commit)  # (cancelled, or closed: raises as it did)
+        await self.tx.send(commit)  # (full: waits; ended: raises as it did)
 
     def has_room(self) -> bool:
-        """Whether :meth:`submit_nowait` may be called now."""
+        """Whether :meth:`submit_nowait` may be called now (this task still runs)."""
         # The stream holds at most the commits in flight and one snapshot order.
-        return not self.closed and len(self.inflight) + 2 <= _QUEUE
+        return not self.finished.is_set() and len(self.inflight) + 2 <= _QUEUE
 
     def submit_nowait(self, commit: Commit) -> None:
         """:meth:`submit`, where :meth:`has_room` said so (not awaiting)."""
@@ -186,7 +185,6 @@ class Persister:
 
     async def finish(self) -> None:
         """Drain every commit, wait for a snapshot in progress, write a last one."""
-        self.closed = True
         self.tx.close()
         await self.finished.wait()
         await self._snapshot_idle.wait()
@@ -196,7 +194,6 @@ class Persister:
 
     def abandon(self, error: Exception) -> None:
         """The actor ends abnormally: refuse every sender still waiting."""
-        self.closed = True
         for commit in self.inflight:
             commit.refuse(error)
         self.inflight.clear()
@@ -218,18 +215,10 @@ class Persister:
         try:
             carry: Commit | _SnapshotOrder | None = None
             while True:
-                if carry is not None:
-                    item, carry = carry, None
-                else:
-                    try:
-                        item = self.rx.receive_nowait()
-                    except anyio.WouldBlock:
-                        try:
-                            item = await self.rx.receive()
-                        except anyio.EndOfStream:
-                            return
-                    except anyio.EndOfStream:
-                        return
+                item = carry if carry is not None else await self._take()
+                carry = None
+                if item is None:
+                    return
                 if isinstance(item, _SnapshotOrder):
                     await self._rotate(item)
                     continue
@@ -245,10 +234,22 @@ class Persister:
                     group.append(more)
                 await self._commit(group)
         finally:
-            self.closed = True
             self.rx.close()
             self.tx.close()
             self.finished.set()
+
+    async def _take(self) -> Commit | _SnapshotOrder | None:
+        """The next item, without a turn of the loop when one is queued; None: ended."""
+        try:
+            return self.rx.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            return None
+        try:
+            return await self.rx.receive()
+        except anyio.EndOfStream:
+            return None
 
     async def _commit(self, group: list[Commit]) -> None:
         if self.core.failed is None:
