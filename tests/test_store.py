@@ -24,11 +24,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param  # type: ignore[no-any-return]
-
-
 def test_every_call_from_plain_code(tmp_path: Path, backend: str) -> None:
     path = tmp_path / "state.json"
     with Store(state_file=path, backend=backend) as store:

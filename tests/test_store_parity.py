@@ -14,11 +14,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def backend(request):
-    return request.param
-
-
 def _threads(target, n):
     threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
     for t in threads:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 import pytest
+from parked import parked
 
 from stateward import Set, StateActor, StateBrokenError, open_state
 from stateward.actors._handoff import ThreadSignal
@@ -27,12 +28,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.anyio
 
 
-async def _parked(state: StateHandle) -> None:
-    """Wait until the actor is parked on its empty mailbox."""
-    while not state._core.idle:
-        await anyio.lowlevel.checkpoint()
-
-
 def _from_thread(state: StateHandle, path: str, value: int) -> _Request:
     """Hand *state* a request as the Store's loop callback does; return it."""
     request = state._request(Set(path, value), None, ThreadSignal())
@@ -43,7 +38,7 @@ def _from_thread(state: StateHandle, path: str, value: int) -> _Request:
 async def test_an_idle_actor_applies_a_threads_request_in_the_callback() -> None:
     with anyio.fail_after(5):
         async with open_state({"n": 0}) as state:
-            await _parked(state)
+            await parked(state)
             request = _from_thread(state, "n", 1)
             # No checkpoint in between: applied and answered in the callback.
             assert request.done.is_set()
@@ -55,7 +50,7 @@ async def test_an_idle_actor_applies_a_threads_request_in_the_callback() -> None
 async def test_a_threads_request_never_overtakes_a_task_send_already_queued() -> None:
     with anyio.fail_after(5):
         async with open_state({"x": 0}) as state:
-            await _parked(state)
+            await parked(state)
             # A task's send enters the mailbox and wakes the actor; before the
             # actor runs, a thread's request arrives in a loop callback.
             first = state._request(Set("x", 1), None)
@@ -84,9 +79,9 @@ async def test_a_delivery_that_waits_for_room_keeps_every_event_in_order() -> No
             await state.subscribe(
                 "n", slow, name="slow", mailbox_size=1, block_timeout=10
             )
-            await _parked(state)
+            await parked(state)
             first = _from_thread(state, "n", 1)  # the handler takes it, waits
-            await _parked(state)
+            await parked(state)
             while state.subscriber_statistics()["slow"].queued:
                 await anyio.lowlevel.checkpoint()
             second = _from_thread(state, "n", 2)  # fills the mailbox
@@ -122,7 +117,7 @@ async def test_a_crash_while_applying_a_threads_request_breaks_the_state(
     with anyio.fail_after(5), pytest.raises(BaseExceptionGroup) as info:  # noqa: PT012
         async with anyio.create_task_group() as tg:
             state = await tg.start(StateActor().run)
-            await _parked(state)
+            await parked(state)
             request = _from_thread(state, "crash", 1)
             await anyio.sleep_forever()  # the actor raises the crash
     assert info.group_contains(ZeroDivisionError)

@@ -26,11 +26,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param  # type: ignore[no-any-return]
-
-
 @pytest.fixture(autouse=True)
 def _forks_are_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
     # A value is forked for when its copy would take longer than the latest
