@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 import pytest
+from parked import parked
 
 from stateward import Set, Store, open_state
 from stateward.actors._handoff import ThreadSignal
@@ -30,8 +31,7 @@ async def test_an_idle_persisted_state_applies_a_threads_write_in_the_callback(
 ) -> None:
     async with open_state({"n": 0}, state_dir=tmp_path) as state:
         with anyio.fail_after(5):
-            while not state._core.idle:
-                await anyio.lowlevel.checkpoint()
+            await parked(state)
         request = state._request(Set("n", 1), None, ThreadSignal())
         state._put_from_thread(request)  # as the Store's loop callback does
         # No checkpoint in between: applied and queued for the journal, not
@@ -49,9 +49,48 @@ async def test_an_idle_persisted_state_applies_a_threads_write_in_the_callback(
         assert state.get_nowait("n") == 2
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param  # type: ignore[no-any-return]
+@pytest.mark.anyio
+async def test_with_the_journals_queue_full_a_threads_write_waits_for_the_actor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_state({"n": 0}, state_dir=tmp_path) as state:
+        persister = state._core.persister
+        assert persister is not None
+        monkeypatch.setattr(persister, "has_room", lambda: False)
+        with anyio.fail_after(5):
+            await parked(state)
+        request = state._request(Set("n", 1), None, ThreadSignal())
+        state._put_from_thread(request)
+        assert request.receipt is None  # in the mailbox: the actor takes it
+        answer = request.done
+        assert isinstance(answer, ThreadSignal)
+        with anyio.fail_after(10):
+            await anyio.to_thread.run_sync(answer.block, lambda: True)
+        assert request.receipt is not None
+        assert persister.durable_revision == 1
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_due_after_a_write_in_the_callback_is_taken(
+    tmp_path: Path,
+) -> None:
+    # Every write applied in the callback, none by the actor's own step: the
+    # snapshot they make due is still taken (the actor is woken for it).
+    async with open_state({"n": 0}, state_dir=tmp_path, snapshot_every=2) as state:
+        persister = state._core.persister
+        assert persister is not None
+        with anyio.fail_after(10):
+            for i in range(1, 3):
+                await parked(state)
+                request = state._request(Set("n", i), None, ThreadSignal())
+                state._put_from_thread(request)
+                assert request.receipt is not None  # applied in the callback
+                answer = request.done
+                assert isinstance(answer, ThreadSignal)
+                await anyio.to_thread.run_sync(answer.block, lambda: True)
+            while persister.snapshots < 1:  # the child's file, written in a thread
+                await anyio.lowlevel.checkpoint()
+        assert persister.last_snapshot == 2
 
 
 def test_store_threads_through_snapshots_lose_nothing(
