@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .persistence import Journal, PersistenceConfig
     from .subscriber import Outbox
 
-__all__ = ["WAIT_FOR", "Commit", "Persister"]
+__all__ = ["WAIT_FOR", "Persister"]
 
 logger = logging.getLogger(__name__)
 
