@@ -156,6 +156,51 @@ def test_a_slow_callback_pushes_back_instead_of_queueing_without_bound(
     assert isinstance(handled[-1], Resync)
 
 
+def test_callback_events_keep_their_order_through_a_full_queue(backend: str) -> None:
+    # The state hands events straight to the callback's thread while its
+    # queue has room, and through the subscriber's mailbox once it has none:
+    # the two ways never reorder or lose an event.
+    release = threading.Event()
+    seen: list[tuple[int, str]] = []
+    done = threading.Event()
+
+    def callback(event: object) -> None:
+        release.wait(10)
+        assert isinstance(event, StateChanged)
+        seen.append((event.revision, event.path))
+        if event.revision == 151:
+            done.set()
+
+    with Store({"n": 0}, backend=backend) as store:
+        store.subscribe(callback)
+        for i in range(1, 101):  # 64 in the callback's queue, the rest waiting
+            store.set("n", i)
+        stats = next(iter(store._state.subscriber_statistics().values()))
+        release.set()
+        with store.transaction():  # one delivery of two events
+            store.set("a", 1)
+            store.set("b", 2)
+        for i in range(102, 152):
+            store.set("n", i)
+        assert done.wait(10)
+    assert stats.peak > 0  # the mailbox was used
+    expected = [(r, "n") for r in range(1, 101)] + [(101, "a"), (101, "b")]
+    assert seen == expected + [(r, "n") for r in range(102, 152)]
+
+
+def test_a_callback_that_keeps_up_costs_no_mailbox_turn(backend: str) -> None:
+    seen: list[int] = []
+    with Store({"n": 0}, backend=backend) as store:
+        store.subscribe(lambda event: seen.append(event.revision), "n")  # type: ignore[union-attr]
+        for i in range(1, 51):  # fewer than the callback's queue holds
+            store.set("n", i)
+        stats = next(iter(store._state.subscriber_statistics().values()))
+    # Every event went straight to the callback's thread: never queued in
+    # the subscriber's mailbox, yet acked and counted.
+    assert (stats.delivered, stats.acks_ok, stats.peak) == (50, 50, 0)
+    assert seen == list(range(1, 51))
+
+
 def test_transaction_is_all_or_nothing(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     with Store({"job": {"bins": 10, "sorted": 3}}, state_file=path) as store:

@@ -20,6 +20,7 @@ from .._errors import StateClosedError
 from ..messages.acks import RAS
 from ..paths import format_path, parse_pattern
 from .checkpoints import Checkpoints
+from .subscriber import Handover
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -226,53 +227,69 @@ class StoreCheckpoints:
         return self._inner.list()
 
 
-class _EventQueue:
-    """Events a subscriber's :attr:`handler` hands to one thread, in order.
+class _EventQueue(Handover):
+    """Events a subscriber hands to one thread, in order; itself the handler.
 
-    The handler queues the event and returns (no hop to a worker thread
-    per event, which would cost the state's loop, and so every writer,
-    about as much as a write): its Ack means the event was handed over. A
-    full queue (*size* events handed over and not yet taken) makes the
-    handler wait for room in a worker thread, so a slow consumer still
-    pushes back as any slow subscriber does (the state waits, then drops
-    and sends a ``Resync``). Once :attr:`stopped`, a wait for room gives up.
+    The state actor hands a delivery over with :meth:`offer` (no turn of
+    the subscriber's task, no hop to a worker thread), and the Ack means
+    the events were handed over. When the queue has no room (*size* events
+    handed over and not yet taken), the delivery goes through the
+    subscriber's mailbox, and the subscriber awaits this handler, which
+    waits for room in a worker thread: a slow consumer pushes back as any
+    slow subscriber does (the state waits, then drops and sends a
+    ``Resync``). Once :attr:`stopped`, a wait for room gives up.
 
     A ``SimpleQueue`` (C, no lock of ours per event) and two counters make
-    the bound: each counter is written by one thread only (``_put`` by the
-    handler, on the loop or in the worker it waits for; ``_taken`` by the
-    consumer), so neither loses an update, and their difference can only
-    overstate what is queued, never understate it.
+    the bound: each counter is written by one thread only (``_put`` on the
+    loop, by :meth:`offer` or the handler, or in the worker the handler
+    waits for, never two at once: the subscriber offers nothing while its
+    handler runs; ``_taken`` by the consumer), so neither loses an update,
+    and their difference can only overstate what is queued, never
+    understate it.
     """
 
-    __slots__ = ("_items", "_put", "_room", "_taken", "_waiting", "handler", "stopped")
+    __slots__ = ("_items", "_put", "_room", "_size", "_taken", "_waiting", "stopped")
 
     def __init__(self, size: int, name: str) -> None:
+        super().__init__(name)  # an unnamed subscriber's name
         # None: the end marker of a callback thread (never counted).
         self._items: queue.SimpleQueue[StateChanged | Resync | None] = (
             queue.SimpleQueue()
         )
+        self._size = size
         self._put = 0
         self._taken = 0
         self._room = threading.Condition()
         self._waiting = False  # a handler waits for room: tell it on a take
         self.stopped = False
-        items_put = self._items.put
 
-        async def handler(event: StateChanged | Resync) -> int:
-            if self._put - self._taken < size:
-                self._put += 1
-                items_put(event)
-            else:
-                # Abandoned if cancelled (an unsubscribe): _put_when_room
-                # gives up once stopped.
-                await anyio.to_thread.run_sync(
-                    self._put_when_room, event, size, abandon_on_cancel=True
-                )
-            return RAS.SUCCESS
+    @property
+    def handler(self) -> _EventQueue:
+        """The subscriber's handler: this queue."""
+        return self
 
-        # The state actor names an unnamed subscriber after its handler.
-        handler.__qualname__ = name
-        self.handler = handler
+    def offer(self, events: tuple[StateChanged, ...]) -> bool:
+        """Queue all of *events* if there is room for them, else none (False)."""
+        if self._put - self._taken + len(events) > self._size:
+            return False
+        self._put += len(events)
+        put = self._items.put
+        for event in events:
+            put(event)
+        return True
+
+    async def __call__(self, event: StateChanged | Resync) -> int:
+        """Queue *event*, waiting for room in a worker thread if there is none."""
+        if self._put - self._taken < self._size:
+            self._put += 1
+            self._items.put(event)
+        else:
+            # Abandoned if cancelled (an unsubscribe): _put_when_room gives
+            # up once stopped.
+            await anyio.to_thread.run_sync(
+                self._put_when_room, event, self._size, abandon_on_cancel=True
+            )
+        return RAS.SUCCESS
 
     def _put_when_room(self, event: StateChanged | Resync, size: int) -> None:
         with self._room:
