@@ -64,72 +64,105 @@ def own_json(
     ):
         return value
     budget = [_UNLIMITED if max_bytes is None else max_bytes]
-    owned: JSON = _own(value, what, 0, budget)
+    try:
+        owned: JSON = _own(value, 0, budget)
+    except _Invalid as exc:
+        # Where it is, built only now: one string per value walked, made
+        # whether or not anything was wrong, cost a third of the walk.
+        raise InvalidValueError(
+            what + "".join(reversed(exc.below)), exc.reason
+        ) from None
     return owned
 
 
-def _own(value: Any, where: str, depth: int, budget: list[int]) -> Any:
+class _Invalid(Exception):
+    """A rule broken inside :func:`_own`; each level adds its key on the way up."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.below: list[str] = []  # "[key]" of each level, innermost first
+
+
+def _own(value: Any, depth: int, budget: list[int]) -> Any:
     # *value* is untrusted: typed Any here, checked by type() at run time.
     # *budget* holds the bytes still allowed (json_size's estimate).
     t = type(value)
     if t is str:
-        if not value.isascii():
-            _check_text(value, where)
-        _spend(budget, len(value) + 2, where)
+        if not value.isascii() and not _valid_text(value):
+            raise _Invalid("lone surrogate in a string")
+        _spend(budget, len(value) + 2)
         return value
     if t is int:
         if not _INT_MIN <= value <= _INT_MAX:
-            raise InvalidValueError(
-                where, "integer outside the signed/unsigned 64-bit range"
-            )
-        _spend(budget, _NUMBER_SIZE, where)
+            raise _Invalid("integer outside the signed/unsigned 64-bit range")
+        _spend(budget, _NUMBER_SIZE)
         return value
     if t is bool or value is None:
-        _spend(budget, 5, where)
+        _spend(budget, 5)
         return value
     if t is float:
         if not math.isfinite(value):
-            raise InvalidValueError(where, f"{value!r} is not a finite number")
-        _spend(budget, _NUMBER_SIZE, where)
+            msg = f"{value!r} is not a finite number"
+            raise _Invalid(msg)
+        _spend(budget, _NUMBER_SIZE)
         return value
     if t is dict or t is list or t is tuple:
         if depth >= MAX_VALUE_DEPTH:
-            raise InvalidValueError(
-                where, f"nested deeper than {MAX_VALUE_DEPTH} levels"
-            )
-        _spend(budget, 2 + len(value), where)
+            msg = f"nested deeper than {MAX_VALUE_DEPTH} levels"
+            raise _Invalid(msg)
+        _spend(budget, 2 + len(value))
+        depth += 1
         if t is dict:
             out: dict[str, JSON] = {}
             for key, item in value.items():
                 if type(key) is not str:
                     reason = f"dict key {key!r} is {_a(type(key).__name__)}, not a str"
-                    raise InvalidValueError(where, reason)
-                if not key.isascii():
-                    _check_text(key, where)
-                _spend(budget, len(key) + 3, where)
-                out[key] = _own(item, f"{where}[{key!r}]", depth + 1, budget)
+                    raise _Invalid(reason)
+                if not key.isascii() and not _valid_text(key):
+                    raise _Invalid("lone surrogate in a string")
+                _spend(budget, len(key) + 3)
+                try:
+                    out[key] = _own(item, depth, budget)
+                except _Invalid as exc:
+                    exc.below.append(f"[{key!r}]")
+                    raise
             return out
-        return [
-            _own(item, f"{where}[{i}]", depth + 1, budget)
-            for i, item in enumerate(value)
-        ]
+        copy: list[JSON] = []
+        for i, item in enumerate(value):
+            try:
+                copy.append(_own(item, depth, budget))
+            except _Invalid as exc:
+                exc.below.append(f"[{i}]")
+                raise
+        return copy
     # Plain base types for subclasses such as IntEnum and StrEnum members,
     # converted by the base type's own method: a subclass's __int__ or
     # __float__ (which may raise anything) is never called.
     if isinstance(value, int):
-        return _own(int.__int__(value), where, depth, budget)
+        return _own(int.__int__(value), depth, budget)
     if isinstance(value, float):
-        return _own(float.__float__(value), where, depth, budget)
+        return _own(float.__float__(value), depth, budget)
     if isinstance(value, str):
-        return _own(str.__str__(value), where, depth, budget)
-    raise InvalidValueError(where, f"{_a(t.__name__)} is not JSON ({_short(value)})")
+        return _own(str.__str__(value), depth, budget)
+    msg = f"{_a(t.__name__)} is not JSON ({_short(value)})"
+    raise _Invalid(msg)
 
 
-def _spend(budget: list[int], size: int, where: str) -> None:
+def _spend(budget: list[int], size: int) -> None:
     budget[0] -= size
     if budget[0] < 0:
-        reason = "larger than the size limit of one action (see stateward.limits())"
-        raise InvalidValueError(where, reason)
+        raise _Invalid(
+            "larger than the size limit of one action (see stateward.limits())"
+        )
+
+
+def _valid_text(text: str) -> bool:
+    """Whether *text* is valid Unicode text (no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _a(noun: str) -> str:
@@ -184,42 +217,48 @@ def check_json(
     t = type(value)  # the common scalars first, in place
     if (t is int and _INT_MIN <= value <= _INT_MAX) or (t is str and value.isascii()):
         return
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        t = type(item)
-        if t is str:
-            if not item.isascii():
-                _check_text(item, where)
-        elif t is int:
-            if not _INT_MIN <= item <= _INT_MAX:
-                reason = "integer outside the signed/unsigned 64-bit range"
-                raise InvalidValueError(where, reason)
-        elif t is float:
-            if not math.isfinite(item):
-                raise InvalidValueError(where, f"{item!r} is not a finite number")
-        elif t is dict or t is list:
-            if depth >= max_depth:
-                reason = f"nested deeper than {max_depth} levels"
-                raise InvalidValueError(where, reason)
-            if t is dict:
-                for key, child in item.items():
-                    if type(key) is not str:
-                        raise InvalidValueError(where, "a dict key is not a str")
-                    if not key.isascii():
-                        _check_text(key, where)
-                    stack.append((child, depth + 1))
-            else:
-                stack.extend((child, depth + 1) for child in item)
-        elif not (t is bool or item is None):
-            raise InvalidValueError(where, f"{_a(t.__name__)} is not JSON")
+    # Level by level: each level's depth is known, so nothing is allocated
+    # per value (a stack of (value, depth) tuples made a million tuples for
+    # a million-leaf tree, and the garbage collector walked them again and
+    # again: 0.90 s instead of 0.35 s).
+    level: list[Any] = [value]
+    depth = 0
+    while level:
+        below: list[Any] = []
+        for item in level:
+            t = type(item)
+            if t is str:
+                if not item.isascii():
+                    _check_text(item, where)
+            elif t is int:
+                if not _INT_MIN <= item <= _INT_MAX:
+                    reason = "integer outside the signed/unsigned 64-bit range"
+                    raise InvalidValueError(where, reason)
+            elif t is float:
+                if not math.isfinite(item):
+                    raise InvalidValueError(where, f"{item!r} is not a finite number")
+            elif t is dict or t is list:
+                if depth >= max_depth:
+                    reason = f"nested deeper than {max_depth} levels"
+                    raise InvalidValueError(where, reason)
+                if t is dict:
+                    for key in item:
+                        if type(key) is not str:
+                            raise InvalidValueError(where, "a dict key is not a str")
+                        if not key.isascii():
+                            _check_text(key, where)
+                    below.extend(item.values())
+                else:
+                    below.extend(item)
+            elif not (t is bool or item is None):
+                raise InvalidValueError(where, f"{_a(t.__name__)} is not JSON")
+        level = below
+        depth += 1
 
 
 def _check_text(text: str, where: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidValueError(where, "lone surrogate in a string") from None
+    if not _valid_text(text):
+        raise InvalidValueError(where, "lone surrogate in a string")
 
 
 def _short(value: object) -> str:
