@@ -2,8 +2,8 @@
 
 A state of N leaves (``jobs.<k>.n``; 1,000,000, or 100,000 with --quick),
 persisted with ``durability="none"`` so that the disk does not hide the
-actor, and sequential sends through several snapshots. Three runs, the same
-workload each, ratios within the run:
+actor, and sequential sends through several snapshots. Runs of the same
+workload, ratios within the run:
 
 (a) snapshots off (``snapshot_every`` past the run): the baseline;
 (b) the default: snapshots serialised by a forked child, ``gc.freeze()``
@@ -13,11 +13,15 @@ workload each, ratios within the run:
     journal since the last one is as large as it, so a big tree with small
     writes is snapshotted far less often (here: not within the run, which
     is what the row shows).
+(h) a state in memory of the same tree, each send writing a new small dict,
+    with the default ``freeze_gc`` (a tree this large is frozen out of the
+    garbage collector's full collections); (i) the same with
+    ``freeze_gc=False``.
 
 Targets for (b): the longest send <= 20 ms and <= 2x the longest of (a);
 sends/s >= 0.8x (a). Each run also counts the full garbage collections
-while it sends, and their pauses (target with ``gc.freeze()``: none over
-10 ms). Then, without a backend:
+while it sends, and their pauses (target with ``gc.freeze()``, (b) and
+(h): none over 10 ms). Then, without a backend:
 
 (e) memory per leaf of a running state against the same data in a plain
     dict (tracemalloc; target <= 1.2x);
@@ -69,8 +73,18 @@ class _Result:
 
 
 async def _run(
-    n: int, sends: int, snapshot_every: int | None, in_child: bool
+    n: int,
+    sends: int,
+    snapshot_every: int | None,
+    in_child: bool,
+    memory: bool | None = None,
 ) -> _Result:
+    """Sequential sends to a persisted state of *n* leaves, timed one by one.
+
+    With *memory*, a state in memory instead (True: the default
+    ``freeze_gc``; False: ``freeze_gc=False``), each send writing a new
+    small dict (objects that stay, as in a cache or a job table).
+    """
     initial = {"jobs": {f"k{i}": {"n": i} for i in range(n)}}
     disk = os.environ.get("STATEWARD_BENCH_DIR")
     pauses: list[float] = []
@@ -93,14 +107,19 @@ async def _run(
         )
         times: list[float] = []
         async with anyio.create_task_group() as tg:
-            actor = StateActor(initial=initial, persistence=config)
+            if memory is None:
+                actor = StateActor(initial=initial, persistence=config)
+            else:
+                # (the default, None, freezes a tree this large)
+                actor = StateActor(initial=initial, freeze_gc=None if memory else False)
             del initial
             state = await tg.start(actor.run)
             gc.callbacks.append(timer)  # once the state is loaded
             try:
                 for i in range(sends):
+                    value: object = -i if memory is None else {"v": -i}
                     start = time.perf_counter()
-                    await state.send(Set(f"jobs.k{(i * 7919) % n}.n", -i))
+                    await state.send(Set(f"jobs.k{(i * 7919) % n}.n", value))
                     times.append(time.perf_counter() - start)
             finally:
                 gc.callbacks.remove(timer)
@@ -262,14 +281,16 @@ def run(backends: list[str], quick: bool) -> Iterator[str]:
     every = sends // 4
     for backend in backends:
         results = {}
-        for label, snapshot_every, in_child in (
-            ("(a) snapshots off", sends * 10, True),
-            ("(b) forked child + gc.freeze", every, True),
-            ("(c) on the actor, no freeze", every, False),
-            ("(d) the default schedule", None, True),
+        for label, snapshot_every, in_child, memory in (
+            ("(a) snapshots off", sends * 10, True, None),
+            ("(b) forked child + gc.freeze", every, True, None),
+            ("(c) on the actor, no freeze", every, False, None),
+            ("(d) the default schedule", None, True, None),
+            ("(h) in memory, new dicts written (default: frozen)", None, True, True),
+            ("(i) the same with freeze_gc=False", None, False, False),
         ):
             result = anyio.run(
-                _run, n, sends, snapshot_every, in_child, backend=backend
+                _run, n, sends, snapshot_every, in_child, memory, backend=backend
             )
             times = result.times
             total = sum(times)

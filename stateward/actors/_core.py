@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ..tree import Tree
+    from ._gc_freeze import Freezer
     from ._history import History
     from ._log import ActionLog
     from ._persister import Persister
@@ -53,6 +54,7 @@ class _Core:
         mailbox_size: int,
         history: History,
         log: ActionLog,
+        freezer: Freezer,
     ) -> None:
         backend = current_backend()
         self.new_event = backend.new_event
@@ -65,6 +67,7 @@ class _Core:
         self.derivations = Derivations()
         self.reactions = Reactions()
         self.log = log
+        self.freezer = freezer
         self.released = tree.revision  # every delivery up to it is in a mailbox
         self.taps: list[Callable[[], None]] = []  # told when released advances
         self.tg = tg
@@ -118,6 +121,7 @@ class _Core:
             if persister is None:
                 await deliver(self.hand_over(ready))
                 self.release()
+                self.freezer.advance(self.tree.revision)
             else:
                 self.answer(ready)
                 await self.commit(persister, waiting)
@@ -179,6 +183,7 @@ class _Core:
             mailbox.wake()
         else:
             self.release()
+        self.freezer.advance(self.tree.revision)
         return True
 
     def tap(self) -> None:
@@ -248,7 +253,7 @@ class _Core:
         if persister.snapshot_due(self.tree.revision):
             await persister.submit_snapshot(self.tree)
         else:
-            persister.freeze_gc(self.tree.revision)
+            self.freezer.advance(self.tree.revision)
 
     def take_commit(self, waiting: list[_Request]) -> Commit | None:
         """The batch's records, *waiting* senders and events as one commit (if any)."""
@@ -271,7 +276,7 @@ class _Core:
             self.idle = False
             self.mailbox.wake()
         else:
-            persister.freeze_gc(self.tree.revision)
+            self.freezer.advance(self.tree.revision)
 
     def process(self, request: _Request) -> None:
         # The hot path: it runs once per action, so it reads plain attributes

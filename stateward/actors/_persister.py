@@ -11,7 +11,6 @@ revisions in order and no event describes a change a crash could undo.
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Final
@@ -95,7 +94,6 @@ class Persister:
         self.last_snapshot = journal.snapshot_revision
         self.last_snapshot_time = anyio.current_time()
         self.snapshot_busy = False
-        self.last_freeze = core.tree.revision  # the loaded tree was frozen
         self._snapshot_idle = anyio.Event()
         self._snapshot_idle.set()
         self.finished = anyio.Event()
@@ -145,21 +143,6 @@ class Persister:
             and anyio.current_time() - self.last_snapshot_time >= interval
         )
 
-    def freeze_gc(self, revision: int, *, now: bool = False) -> None:
-        """Freeze what was allocated since the last freeze (``freeze_gc``).
-
-        At each snapshot (*now*), and at least every
-        ``ADAPTIVE_SNAPSHOT_EVERY`` revisions: the default schedule may take
-        a snapshot far less often, and the objects written meanwhile would
-        otherwise grow into full collections of tens of milliseconds.
-        ``gc.freeze()`` moves lists, it does not walk them: it costs the
-        same for any size.
-        """
-        every = 0 if now else ADAPTIVE_SNAPSHOT_EVERY
-        if self.config.freeze_gc and revision - self.last_freeze >= every:
-            self.last_freeze = revision
-            gc.freeze()
-
     async def submit_snapshot(self, tree: Tree) -> None:
         # Taken here, between two batches, so that it is exactly this
         # revision. A forked child serialises it (the actor goes on at once);
@@ -169,7 +152,7 @@ class Persister:
         self.last_snapshot_time = anyio.current_time()
         self._snapshot_idle = anyio.Event()
         child = fork_serialise(tree.root) if self.config.snapshot_in_child else None
-        self.freeze_gc(tree.revision, now=True)
+        self.core.freezer.advance(tree.revision, now=True)
         if child is None:
             order = _SnapshotOrder(tree.revision, _snapshot_body(tree))
         else:

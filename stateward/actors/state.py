@@ -18,7 +18,6 @@ every subscriber sees changes in revision order.
 
 from __future__ import annotations
 
-import gc
 import os
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, final
@@ -33,6 +32,7 @@ from ..paths import format_path, parse_pattern
 from ..tree import Tree
 from ._ack import Receipt
 from ._core import _Core
+from ._gc_freeze import Freezer, freezes_in_memory
 from ._history import History
 from ._log import ActionLog, Redactor
 from ._persister import Persister
@@ -63,6 +63,14 @@ __all__ = [
 ]
 
 
+def _bool_or_none(
+    _: object, attribute: attrs.Attribute[bool | None], value: object
+) -> None:
+    if value is not None and type(value) is not bool:
+        reason = f"must be True, False or None (got {value!r})"
+        raise InvalidActionError(attribute.name, reason)
+
+
 def _to_patterns(value: Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         reason = f"must be a list of patterns, not one str (got {value!r})"
@@ -91,6 +99,13 @@ class StateActor:
         action_log: How many actions :meth:`StateHandle.action_log` keeps.
         redact: Patterns of paths whose values never appear in the action log
             (``"users.*.password"``, ``"secrets.**"``).
+        freeze_gc: For a state in memory: move the tree out of the garbage
+            collector's full collections (:func:`gc.freeze`, process-wide)
+            once it is loaded and every 10,000 revisions. None (default):
+            only if the initial tree is large (about 100,000 leaves or
+            more), where a full collection would stop everything for tens of
+            milliseconds. A persisted state follows its
+            ``PersistenceConfig.freeze_gc`` instead.
     """
 
     initial: JSON = attrs.field(default=None, kw_only=True, converter=own_json)
@@ -106,6 +121,9 @@ class StateActor:
     )
     redact: tuple[str, ...] = attrs.field(
         default=(), kw_only=True, converter=_to_patterns
+    )
+    freeze_gc: bool | None = attrs.field(
+        default=None, kw_only=True, validator=_bool_or_none
     )
     # open_state raises a handler's KeyboardInterrupt/SystemExit in its own
     # task instead of this one (see Subscriber.run).
@@ -140,6 +158,8 @@ class StateActor:
         initial, self.initial = self.initial, None
         if config is None:
             tree = Tree.adopt(initial)
+            freeze = freezes_in_memory(self.freeze_gc, initial)
+            del initial  # the tree holds the only copy
         else:
             try:
                 lock = await anyio.to_thread.run_sync(
@@ -154,15 +174,20 @@ class StateActor:
             except OSError as exc:  # a full disk, a permission
                 raise StateDirectoryError(config.state_dir, exc) from exc
             tree = recovered.tree
-            if config.freeze_gc:
-                gc.freeze()  # the loaded tree: never scanned by full collections
+            freeze = config.freeze_gc
+        freezer = Freezer(freeze, tree.revision)  # (freezes the loaded tree)
         finished: anyio.Event | None = None
         try:
             with _unwrap_exit():
                 async with anyio.create_task_group() as tg:
                     log = ActionLog(self.action_log, Redactor(self.redact))
                     core = _Core(
-                        tree, tg, self.mailbox_size, History(self.history), log
+                        tree,
+                        tg,
+                        self.mailbox_size,
+                        History(self.history),
+                        log,
+                        freezer,
                     )
                     if config is not None:
                         persister = Persister(core, recovered.journal, config)
@@ -236,7 +261,7 @@ async def open_state(
     action_log: int = 100,
     redact: Iterable[str] = (),
     on_recovery_progress: Callable[[RecoveryProgress], object] | None = None,
-    freeze_gc: bool = True,
+    freeze_gc: bool | None = None,
 ) -> AsyncIterator[StateHandle]:
     """Run a state actor for the duration of the ``async with`` block.
 
@@ -259,10 +284,11 @@ async def open_state(
     patterns masked. *on_recovery_progress* is called during a long
     recovery (from its worker thread) with a
     :class:`~stateward.actors.persistence.RecoveryProgress`. *freeze_gc*
-    (with *state_dir*) has the loaded tree and what is written later frozen
-    out of the garbage collector's full collections (:func:`gc.freeze`, which
-    is process-wide; see :class:`~stateward.PersistenceConfig`); False leaves
-    the collector alone.
+    has the loaded tree and what is written later frozen out of the garbage
+    collector's full collections (:func:`gc.freeze`, which is process-wide;
+    see :class:`~stateward.PersistenceConfig`); False leaves the collector
+    alone. None (default): True with *state_dir*; in memory, only if
+    *initial* is large (about 100,000 leaves or more).
 
     On a normal exit it stops gracefully (:meth:`StateHandle.stop`); on an
     exception the actor and its subscribers are cancelled and the exception
@@ -278,7 +304,7 @@ async def open_state(
             keep_snapshots,
             snapshot_interval,
             on_progress=on_recovery_progress,
-            freeze_gc=freeze_gc,
+            freeze_gc=freeze_gc is not False,
         )
     )
     actor = StateActor(
@@ -288,6 +314,7 @@ async def open_state(
         history=history,
         action_log=action_log,
         redact=_to_patterns(redact),
+        freeze_gc=freeze_gc if persistence is None else None,
     )
     del initial  # the actor has its own copy: do not keep the caller's alive
     error: BaseException | None = None

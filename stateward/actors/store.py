@@ -90,8 +90,11 @@ class Store(StoreEvents, StoreTransactions):
             :func:`~stateward.open_state`); exclusive with *state_file*.
         durability: With *state_dir*: ``"fsync"`` (default), ``"flush"``,
             ``"none"``.
-        snapshot_every, keep_snapshots, snapshot_interval, freeze_gc: With
-            *state_dir*: see :func:`~stateward.open_state`.
+        snapshot_every, keep_snapshots, snapshot_interval: With *state_dir*:
+            see :func:`~stateward.open_state`.
+        freeze_gc: Keep the tree out of the garbage collector's full
+            collections (see :func:`~stateward.open_state`): by default with
+            *state_dir*, or when the initial tree is large.
         backend: The event loop the background thread runs: ``"asyncio"``
             (default) or ``"trio"``.
 
@@ -113,7 +116,7 @@ class Store(StoreEvents, StoreTransactions):
         snapshot_every: int | None = None,
         keep_snapshots: int = 3,
         snapshot_interval: float | None = None,
-        freeze_gc: bool = True,
+        freeze_gc: bool | None = None,
         backend: str = "asyncio",
     ) -> None:
         if state_file is not None and state_dir is not None:

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from stateward import PersistenceConfig, Set, StateActor, open_state
-from stateward.actors import _persister
+from stateward.actors import _gc_freeze, _persister
 from stateward.actors.persistence._format import _SEGMENT_HEAD
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ PAD = "x" * 4000  # a snapshot of about 4 kB; a record is about 80 bytes
 @pytest.fixture(autouse=True)
 def _low_floor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_persister, "ADAPTIVE_SNAPSHOT_EVERY", FLOOR)
+    monkeypatch.setattr(_gc_freeze, "FREEZE_EVERY", FLOOR)
 
 
 def _snapshot_revisions(directory: Path) -> list[int]:
@@ -139,7 +140,7 @@ async def test_the_gc_is_frozen_every_floor_revisions_between_snapshots(
     ) as state:
         with monkeypatch.context() as patch:
             spy = lambda: frozen.append(state.revision)  # noqa: E731
-            patch.setattr(_persister.gc, "freeze", spy)
+            patch.setattr(_gc_freeze.gc, "freeze", spy)
             for i in range(3 * FLOOR):
                 await state.send(Set("n", i))
             assert _snapshot_revisions(tmp_path) == [0]  # none taken meanwhile

@@ -1,0 +1,76 @@
+"""When a state moves what it holds out of the garbage collector's full collections.
+
+A full collection of Python's cyclic garbage collector scans every object:
+in a million-leaf tree that stops the whole process for 70-170 ms, about
+once per million allocations. ``gc.freeze()`` moves every object that
+exists to a generation the collector never scans; it moves lists and costs
+the same for any size. A state that freezes does it once loaded, at each
+snapshot, and at least every :data:`FREEZE_EVERY` revisions, so that what
+is written meanwhile never grows into a long collection either.
+
+It is process-wide: cyclic garbage among objects that existed at a freeze
+(the application's too) is not collected until ``gc.unfreeze()``. A JSON
+tree has no cycles, and reference counting frees it as usual. Hence the
+choice (docs/persistence.md, *Garbage-collection pauses*): a persisted state
+freezes unless told not to (``freeze_gc=False``); a state in memory does
+when told to, or, by default, when its initial tree is large
+(:data:`LARGE`): small states, the many of a test suite among them, leave
+the collector alone.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import TYPE_CHECKING, Final
+
+from .._json import json_size
+from .persistence import ADAPTIVE_SNAPSHOT_EVERY
+
+if TYPE_CHECKING:
+    from .._json import JSON
+
+__all__ = ["FREEZE_EVERY", "LARGE", "Freezer", "freezes_in_memory"]
+
+FREEZE_EVERY: Final = ADAPTIVE_SNAPSHOT_EVERY
+"""Revisions between two freezes, at most (a snapshot freezes too)."""
+
+LARGE: Final = 2_000_000
+"""The size (``json_size``, about the bytes of its JSON) from which the initial
+tree of a state in memory makes it freeze by default: about 100,000 leaves,
+where a full collection starts to last more than 10 ms."""
+
+
+class Freezer:
+    """Freezes one state's objects: now, then at least every :data:`FREEZE_EVERY`.
+
+    Made when the state is loaded; used on the state's loop only.
+    """
+
+    __slots__ = ("_at",)
+
+    def __init__(self, on: bool, revision: int) -> None:
+        self._at = revision if on else None  # the revision of the last freeze
+        if on:
+            gc.freeze()  # the loaded tree: never scanned by full collections
+
+    @property
+    def on(self) -> bool:
+        """Whether this state freezes at all."""
+        return self._at is not None
+
+    def advance(self, revision: int, *, now: bool = False) -> None:
+        """The tree reached *revision*: freeze if it is time (or *now*, a snapshot)."""
+        at = self._at
+        if at is not None and (now or revision - at >= FREEZE_EVERY):
+            self._at = revision
+            gc.freeze()
+
+
+def freezes_in_memory(choice: bool | None, tree: JSON) -> bool:
+    """Whether a state in memory freezes: *choice*, or (None) whether *tree* is large.
+
+    Counting stops at :data:`LARGE`: a big tree costs no more than that to judge.
+    """
+    if choice is not None:
+        return choice
+    return json_size(tree, LARGE) >= LARGE

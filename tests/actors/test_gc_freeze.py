@@ -1,0 +1,79 @@
+"""A state in memory and the garbage collector: frozen when large, or when told."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from stateward import InvalidActionError, Set, StateActor, Store, open_state
+from stateward.actors import _gc_freeze
+
+BIG = {"jobs": {f"k{i}": {"n": i} for i in range(200)}}  # past LARGE below
+
+
+@pytest.fixture
+def freezes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    frozen: list[str] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append("freeze"))
+    monkeypatch.setattr(_gc_freeze, "FREEZE_EVERY", 10)
+    monkeypatch.setattr(_gc_freeze, "LARGE", 2_000)
+    return frozen
+
+
+@pytest.mark.anyio
+async def test_a_large_state_in_memory_freezes_once_loaded_and_as_it_is_written(
+    freezes: list[str],
+) -> None:
+    async with open_state(BIG) as state:
+        assert freezes == ["freeze"]  # the loaded tree
+        for i in range(35):
+            await state.send(Set("n", i))
+    assert len(freezes) == 4  # and at revisions 10, 20 and 30
+
+
+@pytest.mark.anyio
+async def test_a_small_state_in_memory_leaves_the_collector_alone(
+    freezes: list[str],
+) -> None:
+    async with open_state({"n": 0}) as state:
+        for i in range(35):
+            await state.send(Set("n", i))
+    assert freezes == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("choice", "tree", "expected"), [(False, BIG, 0), (True, {}, 4), (None, {}, 0)]
+)
+async def test_freeze_gc_decides_for_a_state_in_memory(
+    freezes: list[str], choice: bool | None, tree: object, expected: int
+) -> None:
+    async with open_state(tree, freeze_gc=choice) as state:
+        for i in range(35):
+            await state.send(Set("n", i))
+    assert len(freezes) == expected
+
+
+def test_a_store_in_memory_follows_the_same_rule(
+    freezes: list[str], backend: str
+) -> None:
+    # Its writes are applied in the loop's callback when the actor is idle:
+    # they count towards the next freeze all the same.
+    with Store(BIG, backend=backend) as store:
+        for i in range(15):
+            store.set("n", i)
+        store._on_loop(lambda: None)  # the last write's step has ended
+        assert len(freezes) == 2  # loaded, and at revision 10
+    with Store({"n": 0}, backend=backend) as store:
+        for i in range(15):
+            store.set("n", i)
+    assert len(freezes) == 2
+    with Store(BIG, freeze_gc=False, backend=backend) as store:
+        store.set("n", 1)
+    assert len(freezes) == 2
+
+
+def test_freeze_gc_must_be_a_bool_or_none() -> None:
+    with pytest.raises(InvalidActionError, match="freeze_gc"):
+        StateActor(freeze_gc="yes")  # type: ignore[arg-type]
