@@ -421,3 +421,29 @@ def test_unnamed_callbacks_are_named_uniquely_and_names_are_checked() -> None:
         store.set("a", 1)
         both.wait(5)
     assert len(got) == 2
+
+
+def test_the_initial_tree_is_checked_and_copied_once(
+    monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    # The Store checks and copies its tree before it starts its thread; the
+    # actor takes that copy as it is (a second copy cost a second at a
+    # million leaves).
+    from stateward import StateActor
+    from stateward.actors import state as state_module
+
+    calls: list[object] = []
+    real = state_module.own_json
+
+    def counting(value: object, *args: Any, **kwargs: Any) -> Any:
+        calls.append(value)
+        return real(value, *args, **kwargs)
+
+    monkeypatch.setattr(state_module, "own_json", counting)
+    tree = {"a": {"b": 1}}
+    with Store(tree, backend=backend) as store:
+        tree["a"]["b"] = 2  # the caller's object: not the Store's
+        assert store.get("a.b") == 1
+    assert calls == []
+    StateActor(initial={"x": 1})  # given anything else, the actor copies it
+    assert calls == [{"x": 1}]

@@ -71,6 +71,30 @@ def _bool_or_none(
         raise InvalidActionError(attribute.name, reason)
 
 
+@final
+class Owned:
+    """An initial tree already checked and copied (by ``own_json``): taken as it is.
+
+    The :class:`~stateward.Store` checks its initial tree before it starts a
+    thread, and loads a ``state_file`` the same way; wrapped in this, the
+    tree is not copied a second time by the actor (a second at a million
+    leaves). Internal: nothing else may hold the value.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: JSON) -> None:
+        self.value = value
+
+
+def _own_initial(value: object) -> JSON:
+    if value is None:  # (also what run() sets once the tree holds the value)
+        return None
+    if type(value) is Owned:
+        return value.value
+    return own_json(value)
+
+
 def _to_patterns(value: Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         reason = f"must be a list of patterns, not one str (got {value!r})"
@@ -108,7 +132,7 @@ class StateActor:
             ``PersistenceConfig.freeze_gc`` instead.
     """
 
-    initial: JSON = attrs.field(default=None, kw_only=True, converter=own_json)
+    initial: JSON = attrs.field(default=None, kw_only=True, converter=_own_initial)
     mailbox_size: int = attrs.field(
         default=64, kw_only=True, validator=int_validator(1, MAX_MAILBOX)
     )

@@ -50,7 +50,7 @@ from ._store_files import (
 )
 from ._store_txn import StoreTransactions
 from .persistence import _fork
-from .state import StateHandle, open_state
+from .state import Owned, StateHandle, open_state
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -148,7 +148,7 @@ class Store(StoreEvents, StoreTransactions):
         try:
             self._state_cm = self._portal.wrap_async_context_manager(
                 open_state(
-                    start,
+                    Owned(start),  # checked and copied above: not copied again
                     state_dir=state_dir,
                     durability=durability,
                     snapshot_every=snapshot_every,
