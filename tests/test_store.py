@@ -447,3 +447,33 @@ def test_the_initial_tree_is_checked_and_copied_once(
     assert calls == []
     StateActor(initial={"x": 1})  # given anything else, the actor copies it
     assert calls == [{"x": 1}]
+
+
+def test_a_json_state_file_is_checked_in_place_and_a_bad_one_names_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stateward.actors import _store_files
+
+    copies: list[object] = []
+    real = _store_files.own_json
+
+    def counting(value: object, *args: Any, **kwargs: Any) -> Any:
+        copies.append(value)
+        return real(value, *args, **kwargs)
+
+    monkeypatch.setattr(_store_files, "own_json", counting)
+    good = tmp_path / "good.json"
+    good.write_text('{"jobs": {"a": [1, 2.5, "x"]}}')
+    with Store(state_file=good) as store:
+        assert store.get("jobs.a") == [1, 2.5, "x"]
+    assert copies == []  # decoded JSON is private already: not copied
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"jobs": {"a": [1, 18446744073709551616]}}')  # 2**64
+    with (
+        pytest.warns(RuntimeWarning) as caught,
+        Store(state_file=bad, default={"fresh": True}) as store,
+    ):
+        assert store.get("") == {"fresh": True}
+    message = str(caught[0].message)
+    assert "at state file['jobs']['a'][1]" in message
+    assert "64-bit" in message

@@ -16,9 +16,10 @@ import pickle
 import re
 import time
 import warnings
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, Protocol, cast, final
 
-from .._json import own_json
+from .._errors import InvalidValueError
+from .._json import check_json, own_json
 from ._files import open_regular
 
 if TYPE_CHECKING:
@@ -148,7 +149,18 @@ def load_state_file(
     except FileNotFoundError:
         return start, None
     try:
-        return own_json(serializer.loads(data), "state file"), seen
+        value = serializer.loads(data)
+        if type(serializer) is JsonSerializer:
+            # Decoded JSON is private, plain and unshared already: checked in
+            # place, not copied (a second at a million leaves).
+            try:
+                check_json(value, "state file")
+            except InvalidValueError:
+                own_json(value, "state file")  # the same rules, naming where
+                raise
+            return cast("JSON", value), seen
+        # Anything else (pickle: shared or non-JSON objects) is converted.
+        return own_json(value, "state file"), seen
     except Exception as exc:  # noqa: BLE001 - any decoder error means "malformed"
         base = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
         aside, n = base, 1
