@@ -10,7 +10,7 @@ within 64 bits, finite ``float``, ``bool`` and ``None``; nesting at most
 from __future__ import annotations
 
 import math
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, cast
 
 from ._errors import InvalidValueError
 
@@ -254,6 +254,25 @@ def check_json(
                 raise InvalidValueError(where, f"{_a(t.__name__)} is not JSON")
         level = below
         depth += 1
+
+
+def check_decoded(value: object, what: str) -> JSON:
+    """Check, in place, a whole value decoded from a JSON file; return it.
+
+    What the decoder made is private and shares nothing, so it needs no
+    copy: :func:`check_json`'s walk (no size limit, the depth of a value),
+    and only when that fails, :func:`own_json`'s, whose error names the keys
+    and indices down to the bad value.
+
+    Raises:
+        InvalidValueError: The first rule broken.
+    """
+    try:
+        check_json(value, what)
+    except InvalidValueError:
+        own_json(value, what)  # the same rules: raises, naming where
+        raise
+    return cast("JSON", value)
 
 
 def _check_text(text: str, where: str) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final, final
 import attrs
 
 from .._errors import CheckpointError, InvalidActionError
-from .._json import own_json
+from .._json import check_decoded
 from ._files import Files, open_regular
 from ._store_files import JsonSerializer
 
@@ -149,7 +149,8 @@ def _read_checkpoint(where: Path) -> tuple[CheckpointInfo, JSON]:
         raise FileNotFoundError(errno.ENOENT, "no such checkpoint", str(where))
     info = _read_manifest(where)
     try:
-        tree = own_json(_STRICT.loads((where / TREE).read_bytes()), TREE)
+        # Checked in place: the Set that loads it copies it (once).
+        tree = check_decoded(_STRICT.loads((where / TREE).read_bytes()), TREE)
     except (OSError, ValueError, RecursionError) as exc:
         raise CheckpointError(str(where), f"{TREE} cannot be read: {exc}") from None
     for obj_name in info.objects:

@@ -16,10 +16,9 @@ import pickle
 import re
 import time
 import warnings
-from typing import TYPE_CHECKING, Protocol, cast, final
+from typing import TYPE_CHECKING, Protocol, final
 
-from .._errors import InvalidValueError
-from .._json import check_json, own_json
+from .._json import check_decoded, own_json
 from ._files import open_regular
 
 if TYPE_CHECKING:
@@ -153,12 +152,7 @@ def load_state_file(
         if type(serializer) is JsonSerializer:
             # Decoded JSON is private, plain and unshared already: checked in
             # place, not copied (a second at a million leaves).
-            try:
-                check_json(value, "state file")
-            except InvalidValueError:
-                own_json(value, "state file")  # the same rules, naming where
-                raise
-            return cast("JSON", value), seen
+            return check_decoded(value, "state file"), seen
         # Anything else (pickle: shared or non-JSON objects) is converted.
         return own_json(value, "state file"), seen
     except Exception as exc:  # noqa: BLE001 - any decoder error means "malformed"

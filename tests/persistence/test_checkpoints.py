@@ -191,6 +191,10 @@ async def test_load_checks_everything_before_changing_anything(tmp_path: Path) -
         (info.path / "state.json").write_text('{"v": NaN}')
         with pytest.raises(CheckpointError, match=r"state\.json"):
             await cp.load(info.path.name)
+        # Valid JSON, not a valid tree: refused, naming where.
+        (info.path / "state.json").write_text('{"v": [1, 18446744073709551616]}')
+        with pytest.raises(CheckpointError, match=r"state\.json\['v'\]\[1\]"):
+            await cp.load(info.path.name)
         (info.path / "MANIFEST.json").write_text("[]")
         with pytest.raises(CheckpointError, match="manifest"):
             await cp.load(info.path.name)
