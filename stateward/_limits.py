@@ -8,12 +8,17 @@ set them once, at start-up, before building actions.
 
 from __future__ import annotations
 
-from typing import Final, final
+import contextlib
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Final, final
 
 import attrs
 
 from ._checks import check_int
 from ._errors import InvalidActionError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["MAX_TRANSACTION_DEPTH_CEILING", "Limits", "limits", "set_limits"]
 
@@ -36,6 +41,28 @@ class Limits:
 
 
 _current = Limits()
+_unbounded: ContextVar[bool] = ContextVar("stateward_unbounded", default=False)
+
+
+def value_bytes() -> int | None:
+    """The size limit of a ``Set`` value built here: None inside :func:`unbounded`."""
+    return None if _unbounded.get() else _current.max_action_bytes
+
+
+@contextlib.contextmanager
+def unbounded() -> Iterator[None]:
+    """Build ``Set`` values of any size, in this context only (internal).
+
+    For a state's own files read back whole (a checkpoint's tree, set with
+    one action): they hold what the state held, which no limit on one
+    message was meant to refuse. Every other action, in every other task
+    and thread, keeps the limits.
+    """
+    token = _unbounded.set(True)
+    try:
+        yield
+    finally:
+        _unbounded.reset(token)
 
 
 def limits() -> Limits:

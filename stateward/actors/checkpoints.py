@@ -40,7 +40,9 @@ from .._errors import (
     CorruptStateError,
     DuplicateNameError,
     InvalidActionError,
+    InvalidValueError,
 )
+from .._limits import unbounded
 from ..messages.actions import Set
 from ._checkpoint_files import (
     _DELETING,
@@ -264,7 +266,7 @@ class Checkpoints:
                 if not where.is_absolute() and not where.exists():
                     where = self._directory / where
             objects = dict(self._objects)
-            info, tree = await anyio.to_thread.run_sync(_read_checkpoint, where)
+            info, action = await anyio.to_thread.run_sync(_read_to_load, where)
             missing = [n for n in objects if n not in info.objects]
             if missing:
                 reason = f"holds no state for {', '.join(map(repr, missing))}"
@@ -283,7 +285,7 @@ class Checkpoints:
                         str(where), reason, restored=tuple(restored)
                     ) from exc
                 restored.append(obj_name)
-            await self._state.send(Set("", tree))
+            await self._state.send(action)
             return info
 
     async def run(
@@ -426,3 +428,18 @@ class Checkpoints:
         for entry in self._directory.iterdir():
             if entry.name.startswith((_PARTIAL, _DELETING)) and entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def _read_to_load(where: Path) -> tuple[CheckpointInfo, Set]:
+    """Read a checkpoint, and make the action that sets its tree (a worker thread).
+
+    The action checks and copies the tree, a second at a million leaves:
+    here, off the event loop, and before anything changes. The size limit
+    of one action does not apply: the tree is what the state held.
+    """
+    info, tree = _read_checkpoint(where)
+    try:
+        with unbounded():
+            return info, Set("", tree)
+    except InvalidValueError as exc:
+        raise CheckpointError(str(where), f"{TREE} cannot be loaded: {exc}") from None

@@ -71,7 +71,7 @@ def _own_value(value: object) -> JSON:
             return value
     elif type(value) is str and len(value) <= 62 and value.isascii():
         return value
-    return own_json(value, "value", max_bytes=_limits._current.max_action_bytes)
+    return own_json(value, "value", max_bytes=_limits.value_bytes())
 
 
 def _check_bool(_inst: object, attr: attrs.Attribute[bool], value: object) -> None:

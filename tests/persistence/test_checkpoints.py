@@ -525,3 +525,29 @@ async def test_a_small_tree_is_checkpointed_without_a_fork(
         await state.send(Set("k", 0))
         await checkpoints.load(info.path)
         assert await state.get("") == {"k": [1, 2, {"x": None}]}
+
+
+async def test_a_tree_larger_than_one_action_is_loaded_whole(tmp_path: Path) -> None:
+    # The size limit of one action guards what is sent; a checkpoint's tree
+    # is what the state held, and loads whole, as it was saved.
+    from stateward import InvalidValueError, set_limits
+
+    previous = set_limits(max_action_bytes=4096)
+    try:
+        tree = {"jobs": {f"k{i}": {"n": i} for i in range(1_000)}}  # about 25 kB
+        with pytest.raises(InvalidValueError):
+            Set("", tree)
+        async with open_state(tree) as state:
+            cp = Checkpoints(state, tmp_path)
+            model = Counter(5)
+            cp.register("model", model)
+            info = await cp.save()
+            await state.send(Set("jobs.k1.n", -1))
+            model.value = 6
+            await cp.load(info.path)
+            assert await state.get("") == tree
+            assert model.value == 5
+        with pytest.raises(InvalidValueError):  # every other action: limited
+            Set("", tree)
+    finally:
+        set_limits(max_action_bytes=previous.max_action_bytes)
