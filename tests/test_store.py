@@ -423,6 +423,19 @@ def test_unnamed_callbacks_are_named_uniquely_and_names_are_checked() -> None:
     assert len(got) == 2
 
 
+def _own_json_calls(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[object]:
+    """The values *module* hands to own_json (checked and copied) from now on."""
+    calls: list[object] = []
+    real = module.own_json
+
+    def counting(value: object, *args: Any, **kwargs: Any) -> Any:
+        calls.append(value)
+        return real(value, *args, **kwargs)
+
+    monkeypatch.setattr(module, "own_json", counting)
+    return calls
+
+
 def test_the_initial_tree_is_checked_and_copied_once(
     monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
@@ -432,14 +445,7 @@ def test_the_initial_tree_is_checked_and_copied_once(
     from stateward import StateActor
     from stateward.actors import state as state_module
 
-    calls: list[object] = []
-    real = state_module.own_json
-
-    def counting(value: object, *args: Any, **kwargs: Any) -> Any:
-        calls.append(value)
-        return real(value, *args, **kwargs)
-
-    monkeypatch.setattr(state_module, "own_json", counting)
+    calls = _own_json_calls(monkeypatch, state_module)
     tree = {"a": {"b": 1}}
     with Store(tree, backend=backend) as store:
         tree["a"]["b"] = 2  # the caller's object: not the Store's
@@ -454,14 +460,7 @@ def test_a_json_state_file_is_checked_in_place_and_a_bad_one_names_where(
 ) -> None:
     from stateward.actors import _store_files
 
-    copies: list[object] = []
-    real = _store_files.own_json
-
-    def counting(value: object, *args: Any, **kwargs: Any) -> Any:
-        copies.append(value)
-        return real(value, *args, **kwargs)
-
-    monkeypatch.setattr(_store_files, "own_json", counting)
+    copies = _own_json_calls(monkeypatch, _store_files)
     good = tmp_path / "good.json"
     good.write_text('{"jobs": {"a": [1, 2.5, "x"]}}')
     with Store(state_file=good) as store:
