@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_MAILBOX",
+    "bool_validator",
+    "check_bool",
     "check_int",
     "check_seconds",
     "int_validator",
@@ -45,6 +47,13 @@ def check_int(
         raise InvalidActionError(field, reason)
 
 
+def check_bool(field: str, value: object, *, optional: bool = False) -> None:
+    """*value* must be True or False (or None, when *optional*)."""
+    if type(value) is not bool and not (optional and value is None):
+        none = " or None" if optional else ""
+        raise InvalidActionError(field, f"must be a bool{none} (got {value!r})")
+
+
 def check_seconds(
     field: str, value: object, *, positive: bool = False, optional: bool = False
 ) -> None:
@@ -65,6 +74,15 @@ def check_seconds(
 MAX_MAILBOX: Final = 1 << 20
 """The largest mailbox (and history, action log) size accepted: memory stays
 bounded by what a user can mean."""
+
+
+def bool_validator(*, optional: bool = False) -> Callable[[Any, Any, object], None]:
+    """An attrs validator: :func:`check_bool` on the field."""
+
+    def validate(_inst: Any, attr: Any, value: object) -> None:
+        check_bool(attr.name, value, optional=optional)
+
+    return validate
 
 
 def int_validator(

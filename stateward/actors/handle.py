@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast, final, overload
 
 import anyio
 
-from .._checks import MAX_MAILBOX, check_int, check_seconds
+from .._checks import MAX_MAILBOX, check_bool, check_int, check_seconds
 from .._errors import (
     ActionRejectedError,
     DuplicateNameError,
@@ -235,10 +235,7 @@ class StateHandle(
             return 0
         if durable is None:
             return WAIT_FOR[persister.config.durability]
-        if type(durable) is not bool:
-            raise InvalidActionError(
-                "durable", f"must be a bool or None (got {durable!r})"
-            )
+        check_bool("durable", durable, optional=True)  # (None: handled above)
         return 2 if durable else 0
 
     def _answer(self, request: _Request) -> Receipt:

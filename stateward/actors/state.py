@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, final
 import anyio
 import attrs
 
-from .._checks import MAX_MAILBOX, int_validator
+from .._checks import MAX_MAILBOX, bool_validator, int_validator
 from .._errors import InvalidActionError, StateDirectoryError
 from .._json import JSON, own_json
 from ..paths import format_path, parse_pattern
@@ -61,14 +61,6 @@ __all__ = [
     "Subscription",
     "open_state",
 ]
-
-
-def _bool_or_none(
-    _: object, attribute: attrs.Attribute[bool | None], value: object
-) -> None:
-    if value is not None and type(value) is not bool:
-        reason = f"must be True, False or None (got {value!r})"
-        raise InvalidActionError(attribute.name, reason)
 
 
 @final
@@ -147,7 +139,7 @@ class StateActor:
         default=(), kw_only=True, converter=_to_patterns
     )
     freeze_gc: bool | None = attrs.field(
-        default=None, kw_only=True, validator=_bool_or_none
+        default=None, kw_only=True, validator=bool_validator(optional=True)
     )
     # open_state raises a handler's KeyboardInterrupt/SystemExit in its own
     # task instead of this one (see Subscriber.run).

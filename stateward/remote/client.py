@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import anyio
 
-from .._checks import check_seconds
+from .._checks import check_bool, check_seconds
 from .._errors import (
     ActionRejectedError,
     CompactedError,
@@ -175,10 +175,7 @@ class RemoteState(metaclass=NoPublicConstructor):
         if not isinstance(cast("object", action), Action) or type(action) is Action:
             reason = f"expected an action such as Set or Delete, got {action!r}"
             raise InvalidActionError("action", reason)
-        if durable is not None and type(durable) is not bool:
-            raise InvalidActionError(
-                "durable", f"must be a bool or None (got {durable!r})"
-            )
+        check_bool("durable", durable, optional=True)
         message = {
             "v": protocol.PROTOCOL_VERSION,
             "op": "send",
