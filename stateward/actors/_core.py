@@ -250,10 +250,8 @@ class _Core:
         commit = self.take_commit(waiting)
         if commit is not None:
             await persister.submit(commit)
-        if persister.snapshot_due(self.tree.revision):
+        if self.snapshot_due(persister):
             await persister.submit_snapshot(self.tree)
-        else:
-            self.freezer.advance(self.tree.revision)
 
     def take_commit(self, waiting: list[_Request]) -> Commit | None:
         """The batch's records, *waiting* senders and events as one commit (if any)."""
@@ -272,11 +270,20 @@ class _Core:
         commit = self.take_commit(waiting)
         if commit is not None:
             persister.submit_nowait(commit)
-        if persister.snapshot_due(self.tree.revision):
+        if self.snapshot_due(persister):
             self.idle = False
             self.mailbox.wake()
-        else:
-            self.freezer.advance(self.tree.revision)
+
+    def snapshot_due(self, persister: Persister) -> bool:
+        """Whether a snapshot of the tree is due; if not, the GC may be frozen.
+
+        A snapshot freezes anyway (:meth:`Persister.submit_snapshot`).
+        """
+        revision = self.tree.revision
+        if persister.snapshot_due(revision):
+            return True
+        self.freezer.advance(revision)
+        return False
 
     def process(self, request: _Request) -> None:
         # The hot path: it runs once per action, so it reads plain attributes

@@ -53,11 +53,6 @@ class Freezer:
         if on:
             gc.freeze()  # the loaded tree: never scanned by full collections
 
-    @property
-    def on(self) -> bool:
-        """Whether this state freezes at all."""
-        return self._at is not None
-
     def advance(self, revision: int, *, now: bool = False) -> None:
         """The tree reached *revision*: freeze if it is time (or *now*, a snapshot)."""
         at = self._at
