@@ -126,7 +126,7 @@ class StoreEvents:
             functools.partial(
                 self._state.subscribe,
                 pattern,
-                handoff.handler,
+                handoff,
                 mailbox_size=mailbox_size,
                 from_revision=from_revision,
             )
@@ -263,12 +263,7 @@ class _EventQueue(Handover):
         self._waiting = False  # a handler waits for room: tell it on a take
         self.stopped = False
 
-    @property
-    def handler(self) -> _EventQueue:
-        """The subscriber's handler: this queue."""
-        return self
-
-    def offer(self, events: tuple[StateChanged, ...]) -> bool:
+    def offer(self, events: tuple[StateChanged | Resync, ...]) -> bool:
         """Queue all of *events* if there is room for them, else none (False)."""
         if self._put - self._taken + len(events) > self._size:
             return False
@@ -280,21 +275,18 @@ class _EventQueue(Handover):
 
     async def __call__(self, event: StateChanged | Resync) -> int:
         """Queue *event*, waiting for room in a worker thread if there is none."""
-        if self._put - self._taken < self._size:
-            self._put += 1
-            self._items.put(event)
-        else:
+        if not self.offer((event,)):
             # Abandoned if cancelled (an unsubscribe): _put_when_room gives
             # up once stopped.
             await anyio.to_thread.run_sync(
-                self._put_when_room, event, self._size, abandon_on_cancel=True
+                self._put_when_room, event, abandon_on_cancel=True
             )
         return RAS.SUCCESS
 
-    def _put_when_room(self, event: StateChanged | Resync, size: int) -> None:
+    def _put_when_room(self, event: StateChanged | Resync) -> None:
         with self._room:
             while not self.stopped:
-                if self._put - self._taken < size:
+                if self._put - self._taken < self._size:
                     self._put += 1
                     self._items.put(event)
                     return
@@ -336,7 +328,7 @@ class _CallbackThread:
         self._callback = callback
         name = getattr(callback, "__qualname__", "callback")
         self._events = _EventQueue(size, name)
-        self.handler = self._events.handler
+        self.handler = self._events
         self._thread = threading.Thread(
             target=self._run, name=f"stateward callback {name}", daemon=True
         )
