@@ -20,15 +20,12 @@ from typing import TYPE_CHECKING, Final, final
 import attrs
 
 from .._errors import CheckpointError, InvalidActionError
-from .._json import check_decoded
 from ._files import Files, open_regular
 from ._store_files import JsonSerializer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
-
-    from .._json import JSON
 
 __all__ = ["CheckpointInfo"]
 
@@ -144,13 +141,17 @@ def _read_manifest(where: Path) -> CheckpointInfo:
     )
 
 
-def _read_checkpoint(where: Path) -> tuple[CheckpointInfo, JSON]:
+def _read_checkpoint(where: Path) -> tuple[CheckpointInfo, object]:
+    """The manifest and the decoded tree of the checkpoint at *where*.
+
+    The tree is strict JSON, not yet checked as a value: the ``Set`` that
+    loads it checks and copies it, once.
+    """
     if not where.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such checkpoint", str(where))
     info = _read_manifest(where)
     try:
-        # Checked in place: the Set that loads it copies it (once).
-        tree = check_decoded(_STRICT.loads((where / TREE).read_bytes()), TREE)
+        tree = _STRICT.loads((where / TREE).read_bytes())
     except (OSError, ValueError, RecursionError) as exc:
         raise CheckpointError(str(where), f"{TREE} cannot be read: {exc}") from None
     for obj_name in info.objects:

@@ -442,4 +442,6 @@ def _read_to_load(where: Path) -> tuple[CheckpointInfo, Set]:
         with unbounded():
             return info, Set("", tree)
     except InvalidValueError as exc:
-        raise CheckpointError(str(where), f"{TREE} cannot be loaded: {exc}") from None
+        # Named after the file: state.json['v'][1], not the Set's value[...].
+        bad = InvalidValueError(TREE + exc.where.removeprefix("value"), exc.reason)
+        raise CheckpointError(str(where), f"{TREE} cannot be read: {bad}") from None
