@@ -27,6 +27,8 @@ from .messages.events import ChangeKind
 from .paths import PathLike, Segments, format_path, is_index, parse_path
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .messages.actions import EqualityOption
 
 __all__ = ["MISSING", "Change", "Tree", "unchanged_below"]
@@ -223,7 +225,7 @@ class Tree:
             changes is None
             and len(ops) == 1
             and ops[0][0] == "s"
-            and self._restore(ops[0][1], ops[0][2])
+            and self.restore(ops[0][1], ops[0][2])
         ):
             return
         out: list[Change] = [] if changes is None else changes
@@ -244,13 +246,14 @@ class Tree:
             del out[mark:]
             raise
 
-    def _restore(self, path: Segments, value: JSON) -> bool:
+    def restore(self, path: Sequence[str], value: JSON) -> bool:
         """Write *value*, taken as it is, at *path*, through dicts only.
 
         The missing dicts are created. Returns False, having changed
         nothing, for anything else (the root, a list or a scalar on the way,
         or an action history recording the dicts it creates): the caller
-        then takes the general way.
+        then takes the general way. *value* must be private and valid JSON
+        (decoded from the journal); the revision is not changed.
         """
         if not path or self.created is not None:
             return False

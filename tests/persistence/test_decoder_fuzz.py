@@ -20,6 +20,7 @@ from stateward.actors.persistence import (
     encode_record,
     parse_snapshot,
     read_segment,
+    replay_records,
 )
 from stateward.actors.persistence._format import _segment_header, _snapshot_header
 from stateward.tree import Tree
@@ -174,22 +175,28 @@ _ONE_WRITE_CASES = [
 
 
 def _replay_both_ways(payload: bytes) -> None:
-    # Recovery (no changes wanted) takes a faster way for one-write records;
-    # it must accept, refuse and build exactly what the general way does.
-    fast, general = Tree(_VALID_TREE, revision=3), Tree(_VALID_TREE, revision=3)
+    # Recovery (no changes wanted) takes faster ways for one-write records
+    # (replay_records' inline one, and the tree's); they must accept, refuse
+    # and build exactly what the general way does.
+    trees = [Tree(_VALID_TREE, revision=3) for _ in range(3)]
     outcomes = []
-    for tree, changes in ((fast, None), (general, [])):
+    for tree, changes in ((trees[0], None), (trees[1], [])):
         try:
             identity = apply_record(tree, 4, payload, "fuzz.wal", changes)
         except CorruptStateError as exc:
             outcomes.append(("refused", exc.reason))
         else:
             outcomes.append(("applied", identity))
-    assert outcomes[0] == outcomes[1], payload
-    assert fast.revision == general.revision
-    assert json.dumps(fast.root, sort_keys=True) == json.dumps(
-        general.root, sort_keys=True
-    )
+    try:
+        size = replay_records(trees[2], [(3, b"skipped"), (4, payload)], "fuzz.wal")
+    except CorruptStateError as exc:
+        outcomes.append(("refused", exc.reason))
+    else:
+        assert size == len(payload)
+        outcomes.append(("applied", outcomes[1][1]))  # (it returns no identity)
+    assert outcomes[0] == outcomes[1] == outcomes[2], payload
+    dumped = [(t.revision, json.dumps(t.root, sort_keys=True)) for t in trees]
+    assert dumped[0] == dumped[1] == dumped[2], payload
 
 
 @pytest.mark.parametrize(
@@ -220,6 +227,33 @@ def test_the_fast_way_is_taken_for_one_write(monkeypatch):
     apply_record(tree, 4, _ONE_WRITE_CASES[1], "fuzz.wal")
     assert tree.read("new.deep.er") == {"v": [1, "\u00e9"]}
     assert tree.revision == 4
+
+
+@pytest.mark.parametrize("payload", _ONE_WRITE_CASES[:2])
+def test_replay_records_writes_one_write_records_itself(monkeypatch, payload):
+    # Recovery's loop decodes, checks and writes its common record without
+    # apply_record or the tree's general write.
+    from stateward.actors.persistence import _journal
+
+    def general_way(*args: object) -> None:
+        raise AssertionError("the general way")
+
+    monkeypatch.setattr(_journal, "apply_record", general_way)
+    monkeypatch.setattr(Tree, "_set", general_way)
+    tree = Tree(_VALID_TREE, revision=3)
+    assert replay_records(tree, [(4, payload)], "fuzz.wal") == len(payload)
+    assert tree.revision == 4
+    assert tree.read(json.loads(payload)[1][1]) == json.loads(payload)[1][2]
+
+
+def test_replay_records_refuses_a_gap():
+    tree = Tree(_VALID_TREE, revision=3)
+    record = _ONE_WRITE_CASES[0]
+    with pytest.raises(
+        CorruptStateError, match=r"revision 5 is missing \(next found: 6\)"
+    ):
+        replay_records(tree, [(4, record), (6, record)], "fuzz.wal")
+    assert tree.revision == 4  # (the records before the gap stay replayed)
 
 
 def test_segment_decoder_fuzz():

@@ -73,7 +73,7 @@ from ._format import (
     segment_name,
     snapshot_name,
 )
-from ._journal import Journal, Segment, apply_record, read_segment
+from ._journal import Journal, Segment, apply_record, read_segment, replay_records
 from ._recovery import Recovered, RecoveryProgress, recover
 from ._replay import (
     FeedEntry,
@@ -111,6 +111,7 @@ __all__ = [
     "read_segment",
     "recover",
     "replay_files",
+    "replay_records",
     "segment_name",
     "snapshot_name",
     "unlock_directory",

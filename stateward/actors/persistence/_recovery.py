@@ -16,7 +16,7 @@ from ...tree import Tree
 from .._files import crash_point
 from ._directory import _list, _quarantine
 from ._format import _RECORD_HEAD, _dumps, segment_name, snapshot_name
-from ._journal import Journal, apply_record, read_segment
+from ._journal import Journal, read_segment, replay_records
 from ._snapshot import Snapshot, read_snapshot
 
 if TYPE_CHECKING:
@@ -156,18 +156,14 @@ def recover(
             # may have written it without an fsync ("flush"), and the records
             # appended from now on will say that it is synced.
             files.truncate(path, segment.valid_size)
-        for sequence, payload in segment.records:
-            if sequence <= tree.revision:
-                continue
-            if sequence != tree.revision + 1:
-                reason = (
-                    f"revision {tree.revision + 1} is missing (next found: {sequence})"
-                )
-                raise CorruptStateError(name, reason)
-            apply_record(tree, sequence, payload, name)
-            replayed += 1
-            carried += len(payload)
-            if report is not None and replayed % PROGRESS_EVERY == 0:
+        # In slices, to report progress between them (and after the segment).
+        records = segment.records
+        for start in range(0, len(records), PROGRESS_EVERY):
+            before = tree.revision
+            chunk = records[start : start + PROGRESS_EVERY]
+            carried += replay_records(tree, chunk, name)
+            replayed += tree.revision - before
+            if report is not None and start + PROGRESS_EVERY < len(records):
                 report(
                     RecoveryProgress(done_bytes, total_bytes, replayed, tree.revision)
                 )
