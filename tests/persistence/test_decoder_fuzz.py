@@ -188,7 +188,7 @@ def _replay_both_ways(payload: bytes) -> None:
         else:
             outcomes.append(("applied", identity))
     try:
-        size = replay_records(trees[2], [(3, b"skipped"), (4, payload)], "fuzz.wal")
+        size = replay_records(trees[2], 3, [b"skipped", payload], "fuzz.wal")
     except CorruptStateError as exc:
         outcomes.append(("refused", exc.reason))
     else:
@@ -241,19 +241,25 @@ def test_replay_records_writes_one_write_records_itself(monkeypatch, payload):
     monkeypatch.setattr(_journal, "apply_record", general_way)
     monkeypatch.setattr(Tree, "_set", general_way)
     tree = Tree(_VALID_TREE, revision=3)
-    assert replay_records(tree, [(4, payload)], "fuzz.wal") == len(payload)
+    assert replay_records(tree, 4, [payload], "fuzz.wal") == len(payload)
     assert tree.revision == 4
     assert tree.read(json.loads(payload)[1][1]) == json.loads(payload)[1][2]
 
 
-def test_replay_records_refuses_a_gap():
+def test_replay_records_skips_what_the_tree_holds_and_refuses_a_gap():
+    def record(n: int) -> bytes:
+        return _dumps([["a", f"i{n}", None, None], ["s", ["jobs", "a", "n"], n]])
+
     tree = Tree(_VALID_TREE, revision=3)
-    record = _ONE_WRITE_CASES[0]
-    with pytest.raises(
-        CorruptStateError, match=r"revision 5 is missing \(next found: 6\)"
-    ):
-        replay_records(tree, [(4, record), (6, record)], "fuzz.wal")
-    assert tree.revision == 4  # (the records before the gap stay replayed)
+    # Revisions 2 and 3 are in the tree already (a snapshot's, say).
+    size = replay_records(tree, 2, [record(2), record(3), record(4)], "f")
+    assert size == len(record(4))
+    assert (tree.revision, tree.read("jobs.a.n")) == (4, 4)
+    assert replay_records(tree, 1, [record(1)], "f") == 0  # all behind it
+    missing = r"revision 5 is missing \(next found: 6\)"
+    with pytest.raises(CorruptStateError, match=missing):
+        replay_records(tree, 6, [record(6)], "f")
+    assert (tree.revision, tree.read("jobs.a.n")) == (4, 4)
 
 
 def test_segment_decoder_fuzz():

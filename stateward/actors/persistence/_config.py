@@ -103,5 +103,5 @@ class PersistenceConfig:
         default=None, eq=False, repr=False
     )
     """Called during recovery, from the recovery's worker thread, after each
-    journal segment and every 50,000 records (see :class:`RecoveryProgress`)."""
+    journal segment and every 50,000 of its records (see :class:`RecoveryProgress`)."""
     files: Files = attrs.field(factory=Files, eq=False, repr=False)

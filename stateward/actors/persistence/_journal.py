@@ -31,8 +31,6 @@ from ._format import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from ...tree import Change, Tree
     from ._config import PersistenceConfig
 
@@ -47,9 +45,14 @@ class Segment:
 
     store_id: bytes
     first: int
-    records: list[tuple[int, bytes]]  # (sequence, payload)
+    payloads: list[bytes]  # the valid records', of revisions first, first + 1, ...
     valid_size: int  # bytes up to the end of the last valid record
     torn: str | None  # why the tail after valid_size is unusable, if it is
+
+    @property
+    def records(self) -> list[tuple[int, bytes]]:
+        """``(revision, payload)`` of each valid record, in order (a new list)."""
+        return list(enumerate(self.payloads, self.first))
 
 
 def read_segment(data: bytes, name: str) -> Segment:
@@ -75,7 +78,7 @@ def read_segment(data: bytes, name: str) -> Segment:
             # (records are appended only once the header is synced).
             return Segment(b"", -1, [], 0, "header is torn (damaged, no records)")
         raise CorruptStateError(name, "journal segment header is damaged")
-    records: list[tuple[int, bytes]] = []
+    payloads: list[bytes] = []  # (a tuple each with its revision cost a fifth)
     offset = head
     expected = first
     end = len(data)
@@ -98,7 +101,7 @@ def read_segment(data: bytes, name: str) -> Segment:
                 and len(payload) == length <= _MAX_RECORD
                 and crc32(payload, crc32(pack(length, sequence, synced))) == crc
             ):
-                records.append((sequence, payload))
+                payloads.append(payload)
                 expected += 1
                 offset = start + length
                 continue
@@ -110,7 +113,7 @@ def read_segment(data: bytes, name: str) -> Segment:
                     f"expected {expected}"
                 )
                 raise CorruptStateError(name, reason)
-            records.append((sequence, payload))
+            payloads.append(payload)
             expected += 1
             offset = after
             continue
@@ -125,8 +128,8 @@ def read_segment(data: bytes, name: str) -> Segment:
                 )
                 raise CorruptStateError(name, reason)
             problem = f"a hole (zeros) up to unsynced records at byte {at}"
-        return Segment(store_id, first, records, offset, f"{problem} at byte {offset}")
-    return Segment(store_id, first, records, offset, None)
+        return Segment(store_id, first, payloads, offset, f"{problem} at byte {offset}")
+    return Segment(store_id, first, payloads, offset, None)
 
 
 def _record_at(data: bytes, offset: int) -> tuple[str | None, int, int, bytes, int]:
@@ -212,29 +215,29 @@ def apply_record(
     return identity
 
 
-def replay_records(tree: Tree, records: Iterable[tuple[int, bytes]], name: str) -> int:
-    """Replay *records* of segment *name* on *tree*, as recovery does.
+def replay_records(tree: Tree, first: int, payloads: list[bytes], name: str) -> int:
+    """Replay records *first*, *first* + 1, ... of segment *name* on *tree*.
 
-    Records at or before the tree's revision are skipped; the others must
-    follow it one by one. No changes are kept. Returns how many payload
-    bytes were replayed. The common record, one ``Set``, is checked and
-    written in this loop, without :func:`apply_record`'s calls, lists and
-    tuples (a fifth of recovery's time); anything else goes through it.
+    As recovery does: records at or before the tree's revision are skipped,
+    and no changes are kept. Returns how many payload bytes were replayed.
+    The common record, one ``Set``, is checked and written in this loop,
+    without :func:`apply_record`'s calls, lists and tuples (a fifth of
+    recovery's time); anything else goes through it.
 
     Raises:
-        CorruptStateError: A revision is missing, or a record cannot be
-            replayed (the tree then holds the records before it).
+        CorruptStateError: A revision is missing before *first*, or a record
+            cannot be replayed (the tree then holds the records before it).
     """
+    revision = tree.revision
+    skip = revision + 1 - first
+    if skip < 0 and payloads:
+        reason = f"revision {revision + 1} is missing (next found: {first})"
+        raise CorruptStateError(name, reason)
     scan, check, restore = _SCAN, check_json, tree.restore
     depth = MAX_PATH_DEPTH + 1
-    revision = tree.revision
     size = 0
-    for sequence, payload in records:
-        if sequence <= revision:
-            continue
-        if sequence != revision + 1:
-            reason = f"revision {revision + 1} is missing (next found: {sequence})"
-            raise CorruptStateError(name, reason)
+    for payload in payloads[skip:] if skip > 0 else payloads:
+        revision += 1
         # Exactly [["a", id, source or None, payload], ["s", path, value]], with
         # an ASCII path through dicts; anything else takes the general way,
         # which decides (and names any error).
@@ -264,10 +267,9 @@ def replay_records(tree: Tree, records: Iterable[tuple[int, bytes]], name: str) 
         except (ValueError, RecursionError, StopIteration, TypeError, StatewardError):
             pass
         if done:
-            tree.revision = sequence
+            tree.revision = revision
         else:
-            apply_record(tree, sequence, payload, name)
-        revision = sequence
+            apply_record(tree, revision, payload, name)
         size += len(payload)
     return size
 

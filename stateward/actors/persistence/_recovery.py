@@ -157,13 +157,13 @@ def recover(
             # appended from now on will say that it is synced.
             files.truncate(path, segment.valid_size)
         # In slices, to report progress between them (and after the segment).
-        records = segment.records
-        for start in range(0, len(records), PROGRESS_EVERY):
+        payloads = segment.payloads
+        for start in range(0, len(payloads), PROGRESS_EVERY):
             before = tree.revision
-            chunk = records[start : start + PROGRESS_EVERY]
-            carried += replay_records(tree, chunk, name)
+            chunk = payloads[start : start + PROGRESS_EVERY]
+            carried += replay_records(tree, segment.first + start, chunk, name)
             replayed += tree.revision - before
-            if report is not None and start + PROGRESS_EVERY < len(records):
+            if report is not None and start + PROGRESS_EVERY < len(payloads):
                 report(
                     RecoveryProgress(done_bytes, total_bytes, replayed, tree.revision)
                 )

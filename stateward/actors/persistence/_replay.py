@@ -186,12 +186,12 @@ def inspect_directory(
             segments.append((name, first, 0, exc.reason))
             continue
         status = "ok" if segment.torn is None else f"torn tail: {segment.torn}"
-        segments.append((name, first, len(segment.records), status))
+        segments.append((name, first, len(segment.payloads), status))
         for sequence, payload in segment.records:
             if after < sequence <= limit:
                 records[sequence] = (payload, name)
-        if segment.records:  # (in sequence: the last is the newest)
-            newest = max(newest, segment.records[-1][0])
+        if segment.payloads:  # (in sequence: the last is the newest)
+            newest = max(newest, segment.first + len(segment.payloads) - 1)
         del segment
     if not valid:
         raise CorruptStateError(directory, "no snapshot reads back whole")
