@@ -16,7 +16,7 @@ from ...tree import Tree
 from .._files import Files
 from ._directory import _list
 from ._format import segment_name, snapshot_name
-from ._journal import apply_record, read_segment
+from ._journal import apply_record, read_segment, replay_records
 from ._recovery import PROGRESS_EVERY, RecoveryProgress
 from ._snapshot import Snapshot, read_snapshot
 
@@ -176,7 +176,7 @@ def inspect_directory(
     # Only the records the replay needs are kept: those after the base.
     after = -1 if base is None else base.revision
     segments: list[tuple[str, int, int, str]] = []
-    records: dict[int, tuple[bytes, str]] = {}
+    kept: list[tuple[str, int, list[bytes]]] = []  # name, first revision, payloads
     newest = max(valid, default=-1)
     for first in segment_firsts:
         name = segment_name(first)
@@ -187,9 +187,12 @@ def inspect_directory(
             continue
         status = "ok" if segment.torn is None else f"torn tail: {segment.torn}"
         segments.append((name, first, len(segment.payloads), status))
-        for sequence, payload in segment.records:
-            if after < sequence <= limit:
-                records[sequence] = (payload, name)
+        # The payloads of revisions after + 1 .. limit.
+        at, payloads = segment.first, segment.payloads
+        start = max(0, after + 1 - at)
+        stop = len(payloads) if revision is None else revision - at + 1
+        if start < stop:
+            kept.append((name, at + start, payloads[start:stop]))
         if segment.payloads:  # (in sequence: the last is the newest)
             newest = max(newest, segment.first + len(segment.payloads) - 1)
         del segment
@@ -200,22 +203,22 @@ def inspect_directory(
         reason = f"revision {target} is not on disk (it holds {min(valid)}..{newest})"
         raise CorruptStateError(directory, reason)
     tree = Tree.adopt(base.root, revision=base.revision)
-    total = sum(len(payload) for payload, _ in records.values())  # (base, target]
-    done = replayed = 0
-    while tree.revision < target:
-        found = records.get(tree.revision + 1)
-        if found is None:
-            reason = f"revision {tree.revision + 1} is missing from the journal"
-            raise CorruptStateError(directory, reason)
-        apply_record(tree, tree.revision + 1, found[0], found[1])
-        done += len(found[0])
-        replayed += 1
-        if (
-            on_progress is not None
-            and replayed % PROGRESS_EVERY == 0
-            and tree.revision < target  # (the last one is reported below)
-        ):
-            on_progress(RecoveryProgress(done, total, replayed, tree.revision))
+    total = sum(len(payload) for _, _, payloads in kept for payload in payloads)
+    done = 0
+    # In slices, to report progress between them.
+    for name, at, payloads in kept:
+        for start in range(0, len(payloads), PROGRESS_EVERY):
+            if at + start > tree.revision + 1:
+                break  # (a gap, named below)
+            chunk = payloads[start : start + PROGRESS_EVERY]
+            done += replay_records(tree, at + start, chunk, name)
+            if on_progress is not None and tree.revision < target:
+                replayed = tree.revision - base.revision
+                on_progress(RecoveryProgress(done, total, replayed, tree.revision))
+    if tree.revision < target:
+        reason = f"revision {tree.revision + 1} is missing from the journal"
+        raise CorruptStateError(directory, reason)
+    replayed = tree.revision - base.revision
     if on_progress is not None:
         on_progress(RecoveryProgress(done, total, replayed, tree.revision))
     return Inspection(snapshots, segments, min(valid), newest, tree.revision, tree.root)
