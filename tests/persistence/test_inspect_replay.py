@@ -1,4 +1,4 @@
-"""`inspect_directory` rebuilds any revision across segments, and names a gap."""
+"""Replaying across journal segments: inspection, its gaps, recovery's progress."""
 
 from __future__ import annotations
 
@@ -57,3 +57,33 @@ def test_inspection_names_a_revision_missing_between_segments(tmp_path: Path) ->
     assert inspect_directory(str(tmp_path), 40).tree == trees[40]
     with pytest.raises(CorruptStateError, match="revision 41 is missing from the"):
         inspect_directory(str(tmp_path), 90)
+
+
+def test_recovery_across_segments_reports_each_and_every_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stateward.actors.persistence import _recovery
+
+    trees = _fill(tmp_path)
+    for revision in (40, 80, 100):  # recovery replays all three segments
+        (tmp_path / snapshot_name(revision)).unlink()
+    monkeypatch.setattr(_recovery, "PROGRESS_EVERY", 30)  # (50,000 by default)
+    seen = []
+
+    async def reopen() -> None:
+        async with open_state(
+            {}, state_dir=tmp_path, on_recovery_progress=seen.append
+        ) as state:
+            assert await state.get("") == trees[100]
+
+    anyio.run(reopen)
+    # Every 30 records of a segment (1-40, 41-80, 81-100), and each one's end.
+    assert [(p.records, p.revision) for p in seen] == [
+        (30, 30),
+        (40, 40),
+        (70, 70),
+        (80, 80),
+        (100, 100),
+    ]
+    assert [p.bytes_done for p in seen] == sorted(p.bytes_done for p in seen)
+    assert seen[-1].bytes_done == seen[-1].bytes_total > 0
