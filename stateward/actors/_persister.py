@@ -19,7 +19,7 @@ import anyio
 
 from .._errors import DurabilityError
 from ._requests import Commit
-from .persistence import ADAPTIVE_SNAPSHOT_EVERY, _dumps
+from .persistence import ADAPTIVE_SNAPSHOT_EVERY, dumps_bytes
 from .persistence._fork import ForkedBody, start as fork_serialise
 from .subscriber import deliver, deliver_nowait
 
@@ -369,4 +369,4 @@ class Persister:
 
 def _snapshot_body(tree: Tree) -> bytes:
     # Serialized between two batches, so that it is exactly this revision.
-    return _dumps(tree.root).encode()
+    return dumps_bytes(tree.root)

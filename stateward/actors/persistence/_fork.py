@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from ._format import _dumps
+from ._format import dumps_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -227,7 +227,7 @@ def start(
 
 
 def _encode(root: JSON) -> bytes:
-    return _dumps(root).encode()
+    return dumps_bytes(root)
 
 
 def _child(  # pragma: no cover - runs in the child

@@ -15,7 +15,7 @@ from ..._errors import (
 from ...tree import Tree
 from .._files import crash_point
 from ._directory import _list, _quarantine
-from ._format import _RECORD_HEAD, _dumps, segment_name, snapshot_name
+from ._format import _RECORD_HEAD, dumps_bytes, segment_name, snapshot_name
 from ._journal import Journal, read_segment, replay_records
 from ._snapshot import Snapshot, read_snapshot
 
@@ -89,7 +89,7 @@ def recover(
             raise CorruptStateError(directory, "journal segments but no snapshot")
         store_id = uuid.uuid4().bytes
         journal = Journal(config, store_id, 0)
-        journal.write_snapshot(0, _dumps(initial).encode())  # (sets snapshot_bytes)
+        journal.write_snapshot(0, dumps_bytes(initial))  # (sets snapshot_bytes)
         journal.open_segment(1)
         # *initial* is the actor's private, validated copy: adopted, not copied.
         return Recovered(Tree.adopt(initial), journal, 0, 0, ())
