@@ -23,6 +23,7 @@ from typing import Any, TypeAlias, cast, final
 import attrs
 
 from .. import _limits
+from .._checks import bool_validator
 from .._errors import InvalidActionError
 from .._json import _INT_MAX, _INT_MIN, JSON, json_size, own_json
 from ..paths import PathLike, format_path, parse_path
@@ -72,11 +73,6 @@ def _own_value(value: object) -> JSON:
     elif type(value) is str and len(value) <= 62 and value.isascii():
         return value
     return own_json(value, "value", max_bytes=_limits.value_bytes())
-
-
-def _check_bool(_inst: object, attr: attrs.Attribute[bool], value: object) -> None:
-    if type(value) is not bool:
-        raise InvalidActionError(attr.name, f"must be True or False (got {value!r})")
 
 
 def _check_source(
@@ -143,7 +139,9 @@ class Delete(Action):
 
     path: str = attrs.field(converter=_canonical)
     """The canonical path."""
-    missing_ok: bool = attrs.field(default=True, kw_only=True, validator=_check_bool)
+    missing_ok: bool = attrs.field(
+        default=True, kw_only=True, validator=bool_validator()
+    )
     """Whether deleting a missing path is a quiet no-op."""
 
 
