@@ -265,7 +265,7 @@ class Subscriber:
             and not (self._busy or self._queue or self._backlog)
             and self._offer(delivery.events)
         ):
-            self._handed_over(delivery)
+            self._answered(delivery, 1, "")  # taken at once: its Ack now
         elif len(self._queue) < self.mailbox_size:
             delivery.queued_at = time.monotonic()
             self._queue.append(delivery)
@@ -306,14 +306,6 @@ class Subscriber:
         for delivery in deliveries:
             delivery.queued_at = now
         self._backlog.extend(deliveries)
-
-    def _handed_over(self, delivery: _Delivery) -> None:
-        """Count and answer *delivery*, which a :class:`Handover` took at once."""
-        self._delivered += 1
-        self._acks_ok += 1
-        codes = self._codes
-        codes[1] = codes.get(1, 0) + 1
-        delivery.receipt._post(self.name, 1, "")
 
     def _drop(self, delivery: _Delivery) -> None:
         self._dropped += 1
@@ -493,26 +485,33 @@ class Subscriber:
                 code, text = await self._call(event)
             if code != 1 and ras == 1:
                 ras, message = code, text
-        self._delivered += 1
-        codes = self._codes
-        codes[ras] = codes.get(ras, 0) + 1
         self._handled_at = now = time.monotonic()  # also the time slice's clock
         latency = now - delivery.queued_at
         self._latency_total += latency
         if latency > self._latency_max:
             self._latency_max = latency
+        self._answered(delivery, ras, message)
+        self._current = None
+
+    def _answered(self, delivery: _Delivery, ras: int, message: str) -> None:
+        """Count *delivery* as handled and post its Ack (*ras*, *message*).
+
+        From :meth:`_handle`, or at once for a delivery a :class:`Handover`
+        took (its latency: none).
+        """
+        self._delivered += 1
+        codes = self._codes
+        codes[ras] = codes.get(ras, 0) + 1
         if ras == _NO_ANSWER_CODE:
             # A proxy whose remote subscriber did not answer: missing, as a
             # local subscriber that never answers is.
             delivery.receipt._give_up(self.name)
-            self._current = None
             return
         if ras == 1:
             self._acks_ok += 1
         else:
             self._acks_failed += 1
         delivery.receipt._post(self.name, ras, message)
-        self._current = None
 
     async def _handle_resync(self, resync: Resync) -> None:
         self._resyncs += 1
