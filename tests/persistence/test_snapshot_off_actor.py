@@ -177,14 +177,14 @@ async def test_a_snapshot_child_that_hangs_is_killed_and_snapshots_go_on(
         monkeypatch.delattr(os, "waitid")
 
     hang = [True]  # read in the child as it was at the fork
-    real_encode = _fork._encode
+    real_encode = _fork.dumps_bytes
 
     def encode(root):
         if hang[0]:
             signal.pause()  # never returns: only the SIGKILL ends it
         return real_encode(root)
 
-    monkeypatch.setattr(_fork, "_encode", encode)
+    monkeypatch.setattr(_fork, "dumps_bytes", encode)
     children = spy_forks(monkeypatch, _persister)
     config = PersistenceConfig(
         str(tmp_path), "fsync", snapshot_every=5, snapshot_timeout=0.2

@@ -218,16 +218,12 @@ def start(
             os.close(write_fd)
             return None
     if pid == 0:  # pragma: no cover - runs in the child, which never returns
-        _child(root, dumps or _encode, read_fd, write_fd)
+        _child(root, dumps or dumps_bytes, read_fd, write_fd)
     global last_pause, copy_budget
     last_pause = time.perf_counter() - began
     copy_budget = max(COPY_AT_LEAST, int(last_pause / COPY_SECONDS))
     os.close(write_fd)
     return ForkedBody(pid, read_fd)
-
-
-def _encode(root: JSON) -> bytes:
-    return dumps_bytes(root)
 
 
 def _child(  # pragma: no cover - runs in the child
