@@ -98,16 +98,16 @@ async def _run(
                 pauses.append(time.perf_counter() - began.pop())
 
     with tempfile.TemporaryDirectory(dir=disk) as directory:
-        config = PersistenceConfig(
-            directory,
-            "none",
-            snapshot_every=snapshot_every,
-            snapshot_in_child=in_child,
-            freeze_gc=in_child,
-        )
         times: list[float] = []
         async with anyio.create_task_group() as tg:
             if memory is None:
+                config = PersistenceConfig(
+                    directory,
+                    "none",
+                    snapshot_every=snapshot_every,
+                    snapshot_in_child=in_child,
+                    freeze_gc=in_child,
+                )
                 actor = StateActor(initial=initial, persistence=config)
             else:
                 # (the default, None, freezes a tree this large)
