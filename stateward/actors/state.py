@@ -121,7 +121,9 @@ class StateActor:
             only if the initial tree is large (about 100,000 leaves or
             more), where a full collection would stop everything for tens of
             milliseconds. A persisted state follows its
-            ``PersistenceConfig.freeze_gc`` instead.
+            ``PersistenceConfig.freeze_gc`` instead. The last state that
+            froze calls :func:`gc.unfreeze` when it closes, so that what
+            closed states leave is freed.
     """
 
     initial: JSON = attrs.field(default=None, kw_only=True, converter=_own_initial)
@@ -227,6 +229,7 @@ class StateActor:
                 persister.journal.close()
             if lock is not None:
                 unlock_directory(lock)
+            freezer.close()  # (what the stopped state leaves is not kept frozen)
             if finished is not None:
                 finished.set()
         if core.exit is not None:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import gc
+import weakref
+from typing import TYPE_CHECKING
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from stateward import InvalidActionError, Set, StateActor, Store, open_state
 from stateward.actors import _gc_freeze
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 BIG = {"jobs": {f"k{i}": {"n": i} for i in range(200)}}  # past LARGE below
 
@@ -77,3 +84,26 @@ def test_a_store_in_memory_follows_the_same_rule(
 def test_freeze_gc_must_be_a_bool_or_none() -> None:
     with pytest.raises(InvalidActionError, match="freeze_gc"):
         StateActor(freeze_gc="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_a_closed_state_leaves_nothing_frozen(tmp_path: Path) -> None:
+    # The state's own objects form cycles (the actor and its persister point
+    # at each other, and at the tree). Frozen while it ran (here at its
+    # snapshots), they would keep the closed state's tree alive for good: the
+    # last state that froze unfreezes when it closes.
+    async with open_state({"n": 0}, state_dir=tmp_path, snapshot_every=5) as state:
+        async with open_state(BIG, freeze_gc=True) as other:
+            for i in range(12):
+                await state.send(Set("n", i))
+        # (the other state closed first: this one still runs frozen)
+        assert gc.get_freeze_count() > 0
+        await state.send(Set("n", 99))
+        core = weakref.ref(state._core)
+    assert gc.get_freeze_count() == 0
+    assert await state.get("n") == 99  # a closed state still reads
+    del state, other
+    with anyio.fail_after(10):  # (a callback of the loop may hold it a turn)
+        while core() is not None:  # the actor, and the tree it held, go
+            gc.collect()
+            await anyio.lowlevel.checkpoint()

@@ -95,10 +95,11 @@ class PersistenceConfig:
     garbage collector stops scanning the tree (a full collection of a
     million-leaf tree pauses everything for about 0.1 s). It is
     process-wide: cyclic garbage among objects that existed at a freeze (in
-    your code too) is not collected until ``gc.unfreeze()`` (a JSON tree has
-    no cycles, and reference counting frees it as usual). A program that
-    makes long-lived reference cycles and drops them later should pass
-    False, and may call :func:`gc.freeze` itself once its state is loaded."""
+    your code too) is not collected until ``gc.unfreeze()``, which the last
+    state that froze calls when it closes (so that closed states' objects
+    are freed; it undoes a freeze of your own too). A program that makes
+    long-lived reference cycles and drops them later should pass False, and
+    may call :func:`gc.freeze` itself once its state is loaded."""
     on_progress: Callable[[RecoveryProgress], object] | None = attrs.field(
         default=None, eq=False, repr=False
     )
