@@ -37,6 +37,11 @@ Then, per backend, the synchronous Store of the same N leaves:
     on the state's loop (as it was before the forked child; also the way
     where fork is missing) and the longest ``set`` with nothing else going;
     and ``await state.get("")`` beside a task sending without pause.
+
+(j) ``Checkpoints.load()`` of the persisted N-leaf tree: how long it took
+    and the longest stop of the event loop meanwhile, against the same load
+    made as before (the tree decoded by one call, then compared, copied
+    and encoded for the journal on the state's loop).
 """
 
 from __future__ import annotations
@@ -54,8 +59,10 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
-from stateward import Set, StateActor, Store, open_state
+from stateward import Checkpoints, Set, StateActor, Store, open_state
+from stateward.actors import _checkpoint_files, checkpoints
 from stateward.actors.persistence import PersistenceConfig, _fork
+from stateward.tree import Tree
 
 from .persistence import recovery
 
@@ -274,6 +281,81 @@ def async_whole_read(n: int, backend: str) -> str:
     )
 
 
+@contextlib.contextmanager
+def _loaded_on_the_loop() -> Iterator[None]:
+    """Checkpoint loads as before: one decode call, and on the state's loop
+    the tree compared with the state's, copied and encoded for the journal."""
+    saved = (
+        _checkpoint_files.loads_in_slices,
+        checkpoints.Set,
+        checkpoints.dumps_in_slices,
+        Tree.offer,
+    )
+    _checkpoint_files.loads_in_slices = _checkpoint_files._STRICT.loads
+    checkpoints.Set = lambda path, value, eq=True: Set(path, value)
+    checkpoints.dumps_in_slices = lambda value, dumps: None
+    Tree.offer = lambda self, value, copy: None
+    try:
+        yield
+    finally:
+        (
+            _checkpoint_files.loads_in_slices,
+            checkpoints.Set,
+            checkpoints.dumps_in_slices,
+            Tree.offer,
+        ) = saved
+
+
+async def _checkpoint_load(n: int) -> tuple[float, float]:
+    """``Checkpoints.load()`` of a persisted state of *n* leaves.
+
+    Returns how long it took and the longest stop of the event loop
+    meanwhile, as a task sleeping 1 ms at a time saw it.
+    """
+    initial = {"jobs": {f"k{i}": {"n": i} for i in range(n)}}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("STATEWARD_BENCH_DIR")) as d:
+        state_dir = os.path.join(d, "state")
+        async with open_state(initial, state_dir=state_dir, durability="none") as state:
+            del initial
+            saved = Checkpoints(state, os.path.join(d, "checkpoints"))
+            info = await saved.save()
+            await state.send(Set("jobs.k1.n", -1))
+            longest = 0.0
+            loading = True
+
+            async def tick() -> None:
+                nonlocal longest
+                last = time.perf_counter()
+                while loading:
+                    await anyio.sleep(0.001)
+                    now = time.perf_counter()
+                    longest = max(longest, now - last - 0.001)
+                    last = now
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(tick)
+                await anyio.sleep(0.01)
+                start = time.perf_counter()
+                await saved.load(info.path)
+                took = time.perf_counter() - start
+                loading = False
+            assert await state.get("jobs.k1.n") == 1
+    return took, longest
+
+
+def checkpoint_load(n: int, backend: str) -> str:
+    """Row (j): the event loop during a checkpoint load, now and as before."""
+    took, longest = anyio.run(_checkpoint_load, n, backend=backend)
+    with _loaded_on_the_loop():
+        took_b, longest_b = anyio.run(_checkpoint_load, n, backend=backend)
+    return (
+        f"| {backend} | (j) Checkpoints.load(), {n:,} leaves, persisted | took "
+        f"{took:.2f} s, the loop's longest stop {longest * 1e3:,.0f} ms; as before "
+        f"(one decode call; compared, copied and encoded on the loop): took "
+        f"{took_b:.2f} s, longest stop {longest_b * 1e3:,.0f} ms |"
+    )
+
+
 def run(backends: list[str], quick: bool) -> Iterator[str]:
     """Yield the report's rows, one figure at a time."""
     n = 100_000 if quick else 1_000_000
@@ -323,6 +405,7 @@ def run(backends: list[str], quick: bool) -> Iterator[str]:
         )
         yield from whole_reads(n, backend)
         yield async_whole_read(n, backend)
+        yield checkpoint_load(n, backend)
     plain, running = memory_per_leaf(n)
     verdict = "meets" if running <= 1.2 * plain else "MISSES"
     yield (

@@ -79,7 +79,7 @@ class Tree:
     atomic for every other task.
     """
 
-    __slots__ = ("_box", "created", "revision")
+    __slots__ = ("_box", "_offered", "created", "revision")
 
     def __init__(self, root: JSON | None = None, *, revision: int = 0) -> None:
         """Create a tree holding a private copy of *root* (``{}`` when None)."""
@@ -93,6 +93,7 @@ class Tree:
         previous one may be kept."""
         self.revision = revision
         """The revision of the last action that changed something."""
+        self._offered: tuple[JSON, JSON] | None = None  # see offer()
 
     @classmethod
     def adopt(cls, root: JSON, *, revision: int = 0) -> Tree:
@@ -105,6 +106,21 @@ class Tree:
         if root is not None:  # None means {}, as for the constructor
             tree._box[0] = root
         return tree
+
+    def offer(self, value: JSON, copy: JSON) -> None:
+        """Let the next write of the very object *value* at the root store *copy*.
+
+        *copy* must be a valid deep copy of *value* that nothing else holds
+        or changes (a checkpoint's tree, decoded and checked in a worker
+        thread): a whole tree is then set without a copy on the event loop.
+        Any other write copies as usual. Taken once; :meth:`withdraw` drops
+        an offer that was not taken (the action was refused).
+        """
+        self._offered = (value, copy)
+
+    def withdraw(self) -> None:
+        """Drop the offer of :meth:`offer`, taken or not."""
+        self._offered = None
 
     @property
     def root(self) -> JSON:
@@ -348,7 +364,8 @@ class Tree:
         container: _Node
         key: Any
         old: _Node
-        if not path:
+        whole = not path
+        if whole:
             container, key, old = self._box, 0, self._box[0]
         else:
             container = self._parent(path, create=True, undo=undo)
@@ -363,7 +380,12 @@ class Tree:
                 old = container[key] if key < len(container) else MISSING
         if old is not MISSING and _equal(eq, old, value):
             return
-        stored = copy_json(value)
+        offered = self._offered if whole else None
+        if offered is not None and offered[0] is value:
+            stored = offered[1]
+            self._offered = None
+        else:
+            stored = copy_json(value)
         if old is MISSING and type(container) is list:
             container.append(stored)
             if undo is not None:

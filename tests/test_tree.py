@@ -369,3 +369,27 @@ def test_tree_matches_plain_dict_model(initial, sequence):
         else:
             assert snapshot(tree) == before
         assert tree.revision == revision
+
+
+def test_an_offered_copy_is_taken_once_by_a_write_of_that_very_value_at_the_root():
+    load = Set("", {"jobs": {"a": [1]}}, eq=False)
+    value = load.value  # (the action holds its own copy of what it was given)
+    copy_ = {"jobs": {"a": [1]}}
+    tree = Tree({"old": 1})
+    tree.offer(value, copy_)
+    tree.apply(Set("", {"jobs": {"a": [1]}}))  # an equal value, another object
+    assert tree.root == value
+    assert tree.root is not copy_
+    tree.apply(Transaction([Delete("jobs"), Set("", {"other": 2})]))
+    assert tree.root is not copy_
+    tree.apply(load)
+    assert tree.root is copy_  # taken as it is
+    tree.apply(Set("", {}))
+    tree.apply(load)
+    assert tree.root is not copy_
+    assert tree.root == value
+    tree.offer(value, copy_)
+    tree.withdraw()
+    tree.apply(Set("", {}))
+    tree.apply(load)
+    assert tree.root is not copy_

@@ -21,6 +21,7 @@ import attrs
 
 from .._errors import CheckpointError, InvalidActionError
 from ._files import Files, open_regular
+from ._sliced_json import loads_in_slices
 from ._store_files import JsonSerializer
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ def _read_checkpoint(where: Path) -> tuple[CheckpointInfo, object]:
         raise FileNotFoundError(errno.ENOENT, "no such checkpoint", str(where))
     info = _read_manifest(where)
     try:
-        tree = _STRICT.loads((where / TREE).read_bytes())
+        tree = loads_in_slices((where / TREE).read_bytes())
     except (OSError, ValueError, RecursionError) as exc:
         raise CheckpointError(str(where), f"{TREE} cannot be read: {exc}") from None
     for obj_name in info.objects:

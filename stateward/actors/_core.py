@@ -22,6 +22,7 @@ from ..messages.actions import Action, Set
 from ._ack import new_receipt
 from ._derive import Derivations
 from ._mailbox import Mailbox, current_backend
+from ._reaper import Reaper
 from ._requests import Commit, _cancellable, _Register, _Replayed, _Request
 from ._routing import Routes
 from ._track import Reactions
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
+    from .._json import JSON
     from ..tree import Tree
     from ._gc_freeze import Freezer
     from ._history import History
@@ -81,6 +83,8 @@ class _Core:
         self.persister: Persister | None = None
         self.failed: DurabilityError | None = None  # fail-stop after a disk error
         self.records: list[bytes] = []  # journal records of the current batch
+        self.whole: tuple[JSON, bytes] | None = None  # see encode_changes()
+        self.reaper = Reaper(tg)  # frees large values let go of, in slices
         self.stop_timeout: float | None = 5.0
         self.finished = anyio.Event()
         # Parked on an empty mailbox with nothing in flight: a thread's
@@ -117,6 +121,8 @@ class _Core:
                 await settle()
             self.batch = batch = mailbox.take(_BATCH)
             stop_at, ready, waiting = self.apply_batch(batch)
+            if self.reaper.held:
+                self.reaper.poke()
             persister = self.persister
             if persister is None:
                 await deliver(self.hand_over(ready))
@@ -162,6 +168,8 @@ class _Core:
         self.batch = [request]
         try:
             _, ready, waiting = self.apply_batch(self.batch)
+            if self.reaper.held:
+                self.reaper.poke()
             if persister is not None:
                 self.answer(ready)
                 self.commit_now(persister, waiting)
@@ -327,7 +335,7 @@ class _Core:
         if history.size:  # (the tree starts a new created list next time)
             history.record((revision, action, changes, tree.created or ()))
         if self.persister is not None:
-            payload = encode_changes(changes, action)
+            payload = encode_changes(changes, action, self.whole)
             synced = self.persister.synced_revision
             self.records.append(encode_record(revision, payload, synced))
         routed = (

@@ -64,7 +64,8 @@ from ._checkpoint_files import (
 )
 from ._files import Files
 from ._large_reads import read_at
-from .persistence import _fork
+from ._sliced_json import dumps_in_slices
+from .persistence import _fork, dumps_bytes
 from .retention import KeepNewest
 
 if TYPE_CHECKING:
@@ -243,9 +244,17 @@ class Checkpoints:
         before anything changes (the manifest, the tree, an entry for every
         registered object); then each object's ``load_state`` runs, in
         registration order, and last the tree is set whole with one action
-        (its events reach your subscribers). Objects in the checkpoint that
-        are not registered are ignored. An object that wrote nothing when it
-        was saved gets a path that does not exist.
+        (its events reach your subscribers), even if it equals the state's:
+        the revision goes up by one. Objects in the checkpoint that are not
+        registered are ignored. An object that wrote nothing when it was
+        saved gets a path that does not exist.
+
+        The tree is read, checked and (persisted) encoded in a worker thread
+        in short calls, and the state takes it without a copy: the event
+        loop goes on meanwhile (docs/persistence.md). Concurrency: one load
+        or save at a time per :class:`Checkpoints`; other tasks may send
+        throughout, and an action sent during the load applies before or
+        after the whole tree, never inside it.
 
         Raises:
             FileNotFoundError: No such checkpoint (or none at all).
@@ -266,7 +275,11 @@ class Checkpoints:
                 if not where.is_absolute() and not where.exists():
                     where = self._directory / where
             objects = dict(self._objects)
-            info, action = await anyio.to_thread.run_sync(_read_to_load, where)
+            core = self._state._core
+            persisted = core.persister is not None
+            info, action, copy, encoded = await anyio.to_thread.run_sync(
+                _read_to_load, where, persisted
+            )
             missing = [n for n in objects if n not in info.objects]
             if missing:
                 reason = f"holds no state for {', '.join(map(repr, missing))}"
@@ -285,7 +298,22 @@ class Checkpoints:
                         str(where), reason, restored=tuple(restored)
                     ) from exc
                 restored.append(obj_name)
-            await self._state.send(action)
+            # The tree takes the checked copy as it is, and the journal its
+            # encoding: the event loop does neither (docs/persistence.md).
+            core.tree.offer(action.value, copy)
+            core.whole = None if encoded is None else (action.value, encoded)
+            replaced = core.tree.root
+            try:
+                await self._state.send(action)
+            finally:
+                core.tree.withdraw()
+                core.whole = None
+                # Out of full collections, as a freshly loaded state is.
+                core.freezer.advance(core.tree.revision, now=True)
+            # The tree it replaced, and the copy its event carried (kept by
+            # the history): freed in slices once nothing else holds them.
+            core.reaper.hold(replaced)
+            core.reaper.hold(action.value)
             return info
 
     async def run(
@@ -430,18 +458,26 @@ class Checkpoints:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def _read_to_load(where: Path) -> tuple[CheckpointInfo, Set]:
-    """Read a checkpoint, and make the action that sets its tree (a worker thread).
+def _read_to_load(
+    where: Path, persisted: bool
+) -> tuple[CheckpointInfo, Set, JSON, bytes | None]:
+    """Read a checkpoint, and make what sets its tree (a worker thread).
 
-    The action checks and copies the tree, a second at a million leaves:
-    here, off the event loop, and before anything changes. The size limit
-    of one action does not apply: the tree is what the state held.
+    Returns the action, the decoded tree (checked by the action, private:
+    the state's tree takes it as it is) and, for a persisted state, the
+    JSON of the action's value for its journal record. All of it here,
+    before anything changes, in short calls that let the event loop run
+    (:mod:`._sliced_json`). The action writes even an equal tree
+    (``eq=False``): comparing a large tree would stop the loop. The size
+    limit of one action does not apply: the tree is what the state held.
     """
     info, tree = _read_checkpoint(where)
     try:
         with unbounded():
-            return info, Set("", tree)
+            action = Set("", tree, eq=False)
     except InvalidValueError as exc:
         # Named after the file: state.json['v'][1], not the Set's value[...].
         bad = InvalidValueError(TREE + exc.where.removeprefix("value"), exc.reason)
         raise CheckpointError(str(where), f"{TREE} cannot be read: {bad}") from None
+    encoded = dumps_in_slices(action.value, dumps_bytes) if persisted else None
+    return info, action, cast("JSON", tree), encoded

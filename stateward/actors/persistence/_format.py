@@ -167,14 +167,25 @@ def loads_strict(data: bytes | str, name: str, what: str) -> Any:
         raise CorruptStateError(name, reason[:300]) from None
 
 
-def encode_changes(changes: list[Change], action: Any) -> bytes:
+def encode_changes(
+    changes: list[Change], action: Any, whole: tuple[Any, bytes] | None = None
+) -> bytes:
     """Encode the effect of one action.
 
     ``[["a", id, source, payload], then per change ["s", path, value] |
     ["d", path] | ["p", path]]``: the action's identity (for the events a
     feed rebuilds from the journal), its writes, deletions and pings.
+
+    *whole* is a value and its encoding made in advance (a checkpoint's
+    tree, encoded by a worker thread): when the action's one change writes
+    that very object at the root, the record takes those bytes as they are.
     """
     ops: list[list[Any]] = [["a", action.id, action.source, action.payload]]
+    if whole is not None and len(changes) == 1:
+        change = changes[0]
+        if change.new is whole[0] and not change.path:
+            ops.append(["s", []])  # '...,["s",[]]]' becomes '...,["s",[],<value>]]'
+            return b"".join((dumps_bytes(ops)[:-2], b",", whole[1], b"]]"))
     for change in changes:
         kind = change.kind
         if kind is ChangeKind.DELETED:

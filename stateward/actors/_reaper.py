@@ -1,0 +1,130 @@
+"""Large values a state lets go of, freed a slice at a time on its loop.
+
+When the last reference to a tree goes, CPython frees every object in it
+at once: 0.3 s for the two million-leaf trees a checkpoint load leaves
+behind (the tree it replaced, and the copy its event carried), in whichever
+step drops them last (the history's, 1,000 revisions later by default).
+
+The :class:`Reaper` keeps a reference to such a value. Once it holds the
+only one (``sys.getrefcount``), nothing else can reach the value, and it
+takes it apart a slice at a time between the actor's steps, so that no
+single step pays for all of it. A container inside that something else
+still holds (an event's old value, say) is only let go, never changed.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from .._json import JSON
+
+__all__ = ["Reaper"]
+
+SLICE: Final = 2_000
+"""Members taken out per slice (about 1 ms)."""
+
+PAUSE: Final = 0.001
+"""Seconds between two slices."""
+
+_FEW: Final = 64
+"""A container of at most this many scalars is freed at once."""
+
+_ALONE: Final = 2
+"""``sys.getrefcount`` of a value held by one reference only: that one and
+the call's own argument."""
+
+_counts = getattr(sys, "getrefcount", None)  # (CPython: the Reaper needs it)
+
+
+class Reaper:
+    """Frees what it was given once it alone holds it, a slice at a time.
+
+    Used on the state's loop only: :meth:`hold` a value the state is letting
+    go of (the first one starts :meth:`run` as a task of the state), and
+    :meth:`poke` it after steps (it then looks whether it may start). What
+    it still holds when the state stops is dropped with it.
+    """
+
+    __slots__ = ("_running", "_tg", "_wake", "held")
+
+    def __init__(self, tg: TaskGroup) -> None:
+        self.held: list[Any] = []  # containers, each to take apart
+        self._wake = anyio.Event()
+        self._tg = tg  # the state's: :meth:`run` starts there when first needed
+        self._running = False
+
+    def hold(self, value: JSON) -> None:
+        """Keep *value* until it may be taken apart (now, or when others let go)."""
+        t = type(value)
+        if _counts is None or (t is not dict and t is not list):
+            return  # (a scalar costs nothing to free)
+        if any(v is value for v in self.held):
+            return  # (held twice, it would never be held by one alone)
+        self.held.append(value)
+        self._wake.set()
+        if not self._running:
+            self._running = True
+            self._tg.start_soon(self.run, name="stateward reaper")
+
+    def poke(self) -> None:
+        """Something may have let go of a held value: look again."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Take apart, a slice at a time, what is held by nothing else."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            going = bool(self.held) and self.slice()
+            while going:
+                # A rest, not just a turn: the loop's thread then waits in its
+                # selector, without the GIL, and the state's worker threads
+                # (the journal's) run. Slices back to back starved them: a
+                # persisted state's sends waited for the whole of it.
+                await anyio.sleep(PAUSE)
+                going = bool(self.held) and self.slice()
+
+    def slice(self, budget: int = SLICE) -> bool:
+        """Take out up to *budget* members; False if everything held is shared."""
+        held = self.held
+        done = 0
+        i = len(held) - 1
+        while i >= 0 and done < budget:
+            if _counts(held[i]) > _ALONE:  # type: ignore[misc]  # not None here
+                i -= 1  # still reachable from elsewhere: wait
+                continue
+            node = held[i]
+            while node and done < budget:
+                if type(node) is dict:
+                    _, child = node.popitem()
+                else:
+                    child = node.pop()
+                done += 1
+                t = type(child)
+                if (t is dict or t is list) and child:
+                    deep = len(child) > _FEW
+                    if not deep:
+                        for member in child.values() if t is dict else child:
+                            m = type(member)
+                            if m is dict or m is list:
+                                deep = True
+                                break
+                    # (the local variable and the argument: nothing else)
+                    if deep and _counts(child) <= _ALONE:  # type: ignore[misc]
+                        held.append(child)  # taken apart next
+                        del child
+                        break
+                # Anything else goes now: a scalar, a few scalars in a
+                # container, or what something else still holds (theirs).
+                del child
+            if not node:
+                del held[i]
+            del node
+            i = len(held) - 1
+        return done > 0

@@ -1,0 +1,130 @@
+"""Large values a state lets go of: freed a slice at a time, never while shared."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from stateward import RAS, Checkpoints, Set, open_state
+from stateward.actors import _reaper
+from stateward.actors._reaper import Reaper
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from stateward import StateChanged
+
+
+class _NoTasks:
+    """A task group stand-in: the tests below call slice() themselves."""
+
+    def start_soon(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def _big() -> dict[str, Any]:
+    return {
+        "jobs": {f"k{i}": {"n": i, "tags": ["a", {"b": [i]}]} for i in range(300)},
+        "wide": list(range(200)),
+        "deep": {"a": {"b": {"c": [[{"d": 1}]]}}},
+    }
+
+
+def test_a_value_held_by_the_reaper_alone_is_taken_apart_in_slices() -> None:
+    reaper = Reaper(_NoTasks())  # type: ignore[arg-type]
+    value = _big()
+    inner = value["jobs"]["k7"]["tags"][1]  # something else holds this one
+    before = copy.deepcopy(inner)
+    reaper.hold(value)
+    assert not reaper.slice(10)  # this test's variable holds it too: untouched
+    assert value == _big()
+    del value
+    slices = 0
+    while reaper.held:
+        assert reaper.slice(10)
+        slices += 1
+    assert slices > 50  # a slice at a time, not all at once
+    assert inner == before  # what something else held was let go, not changed
+
+
+def test_a_shared_value_waits_until_the_others_let_go() -> None:
+    reaper = Reaper(_NoTasks())  # type: ignore[arg-type]
+    shared = {"x": {"y": list(range(100))}}
+    holder = [shared]
+    reaper.hold(shared)
+    del shared
+    assert not reaper.slice()
+    assert holder[0] == {"x": {"y": list(range(100))}}
+    holder.clear()
+    while reaper.held:
+        assert reaper.slice(5)
+
+
+def test_only_containers_are_held() -> None:
+    reaper = Reaper(_NoTasks())  # type: ignore[arg-type]
+    for value in ("text", 1, None, 2.5, True):
+        reaper.hold(value)
+    assert reaper.held == []
+
+
+@pytest.mark.anyio
+async def test_a_loaded_checkpoint_frees_the_tree_it_replaced_in_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tree a load replaced, and the copy its event carried, stay in the
+    # history (and here with a subscriber) for a while: once nothing else
+    # holds them, the state takes them apart a slice at a time, and never
+    # changes what a subscriber still holds.
+    monkeypatch.setattr(_reaper, "PAUSE", 0)
+    sliced: list[int] = []
+    real = Reaper.slice
+
+    def counted(self: Reaper, budget: int = 40) -> bool:
+        done = real(self, budget)
+        sliced.append(done)
+        return done
+
+    monkeypatch.setattr(Reaper, "slice", counted)
+    heard: list[StateChanged] = []
+
+    def keep(event: StateChanged) -> RAS:
+        heard.append(event)
+        return RAS.SUCCESS
+
+    async with open_state({"small": 1}, history=2, action_log=2) as state:
+        cp = Checkpoints(state, tmp_path)
+        info = await cp.save()
+        await state.send(Set("", _big()))
+        await state.subscribe("", keep, name="keeper")
+        await cp.load(info.path)
+        core = state._core
+        assert len(core.reaper.held) == 2
+        for i in range(4):  # the history and the action log let go of the load
+            await (await state.send(Set("n", i))).acks()
+        (load, *_) = heard
+        assert load.old_value == _big()  # held by the subscriber: untouched
+        assert core.reaper.held
+        del load
+        heard.clear()  # the subscriber lets go too
+        with anyio.fail_after(10):
+            while core.reaper.held:
+                # Each step pokes it (a task may still hold the load's event
+                # for a turn or two: the reaper then waits for the next step).
+                await state.send(Set("n", 5))
+                await anyio.lowlevel.checkpoint()
+        assert sum(sliced) > 10  # in slices
+        assert await state.get("") == {"small": 1, "n": 5}
+
+
+def test_a_value_held_twice_is_held_once() -> None:
+    reaper = Reaper(_NoTasks())  # type: ignore[arg-type]
+    value = {"a": [1, 2, {"b": 3}]}
+    reaper.hold(value)
+    reaper.hold(value)
+    del value
+    while reaper.held:
+        assert reaper.slice(1)
