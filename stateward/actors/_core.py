@@ -65,6 +65,7 @@ class _Core:
         self.mailbox: Mailbox[_Request] = Mailbox(mailbox_size, backend.new_signal)
         self.tree = tree
         tree.created = [] if history.size else None
+        tree.dropped = []  # large containers let go of: for the reaper
         self.history = history
         self.derivations = Derivations()
         self.reactions = Reactions()
@@ -121,8 +122,7 @@ class _Core:
                 await settle()
             self.batch = batch = mailbox.take(_BATCH)
             stop_at, ready, waiting = self.apply_batch(batch)
-            if self.reaper.held:
-                self.reaper.poke()
+            self.reaper.after_step(self.tree.dropped)
             persister = self.persister
             if persister is None:
                 await deliver(self.hand_over(ready))
@@ -168,8 +168,7 @@ class _Core:
         self.batch = [request]
         try:
             _, ready, waiting = self.apply_batch(self.batch)
-            if self.reaper.held:
-                self.reaper.poke()
+            self.reaper.after_step(self.tree.dropped)
             if persister is not None:
                 self.answer(ready)
                 self.commit_now(persister, waiting)

@@ -1,9 +1,11 @@
 """Large values a state lets go of, freed a slice at a time on its loop.
 
 When the last reference to a tree goes, CPython frees every object in it
-at once: 0.3 s for the two million-leaf trees a checkpoint load leaves
-behind (the tree it replaced, and the copy its event carried), in whichever
-step drops them last (the history's, 1,000 revisions later by default).
+at once, in whichever step drops it last (the history's, 1,000 revisions
+later by default): 0.3 s for the two million-leaf trees a checkpoint load
+leaves behind (the tree it replaced, and the copy its event carried), 80 ms
+for a million-member table deleted (the tree hands over every large
+container a write replaces or deletes: ``Tree.dropped``).
 
 The :class:`Reaper` keeps a reference to such a value. Once it holds the
 only one (``sys.getrefcount``), nothing else can reach the value, and it
@@ -47,8 +49,8 @@ class Reaper:
 
     Used on the state's loop only: :meth:`hold` a value the state is letting
     go of (the first one starts :meth:`run` as a task of the state), and
-    :meth:`poke` it after steps (it then looks whether it may start). What
-    it still holds when the state stops is dropped with it.
+    call :meth:`after_step` after each step (it then looks whether it may
+    start). What it still holds when the state stops is dropped with it.
     """
 
     __slots__ = ("_running", "_tg", "_wake", "held")
@@ -72,9 +74,18 @@ class Reaper:
             self._running = True
             self._tg.start_soon(self.run, name="stateward reaper")
 
-    def poke(self) -> None:
-        """Something may have let go of a held value: look again."""
-        self._wake.set()
+    def after_step(self, dropped: list[JSON] | None) -> None:
+        """After the state's step: hold what it *dropped* (cleared), look again.
+
+        A step may have let go of a held value (the history's oldest
+        revision, say), and its tree may have dropped large containers.
+        """
+        if dropped:
+            for value in dropped:
+                self.hold(value)
+            dropped.clear()
+        if self.held:
+            self._wake.set()
 
     async def run(self) -> None:
         """Take apart, a slice at a time, what is held by nothing else."""

@@ -9,9 +9,10 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from stateward import RAS, Checkpoints, Set, open_state
+from stateward import RAS, Checkpoints, Delete, Set, open_state
 from stateward.actors import _reaper
 from stateward.actors._reaper import Reaper
+from stateward.tree import LARGE_NODE, Tree
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -128,3 +129,54 @@ def test_a_value_held_twice_is_held_once() -> None:
     del value
     while reaper.held:
         assert reaper.slice(1)
+
+
+def test_a_tree_hands_over_the_large_containers_it_lets_go_of() -> None:
+    big = {f"k{i}": i for i in range(LARGE_NODE + 1)}
+    small = {f"k{i}": i for i in range(LARGE_NODE)}
+    tree = Tree({"a": big, "b": small, "c": list(range(LARGE_NODE + 1)), "d": 1})
+    tree.apply(Set("a", 1))  # without a list to hand them to: nothing kept
+    assert tree.dropped is None
+    tree = Tree({"a": big, "b": small, "c": list(range(LARGE_NODE + 1)), "d": 1})
+    tree.dropped = []
+    tree.apply(Set("b", 2))  # small: freed as usual
+    tree.apply(Set("d", 3))
+    assert tree.dropped == []
+    big_a = tree.lookup(("a",))
+    tree.apply(Set("a", {}))  # replaced
+    big_c = tree.lookup(("c",))
+    tree.apply(Delete("c"))  # deleted
+    assert len(tree.dropped) == 2
+    assert tree.dropped[0] is big_a
+    assert tree.dropped[1] is big_c
+
+
+@pytest.mark.anyio
+async def test_a_deleted_table_is_freed_in_slices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_reaper, "PAUSE", 0)
+    sliced: list[int] = []
+    real = Reaper.slice
+
+    def counted(self: Reaper, budget: int = 500) -> bool:
+        done = real(self, budget)
+        sliced.append(done)
+        return done
+
+    monkeypatch.setattr(Reaper, "slice", counted)
+    table = {f"k{i}": {"n": i} for i in range(3 * LARGE_NODE)}
+    async with open_state({"jobs": table}, history=2, action_log=2) as state:
+        del table
+        await state.send(Delete("jobs"))
+        core = state._core
+        assert len(core.reaper.held) == 1  # the history holds it still
+        assert core.tree.dropped == []
+        n = 0
+        with anyio.fail_after(10):
+            while core.reaper.held:
+                n += 1
+                await state.send(Set("n", n))  # the history lets it go
+                await anyio.lowlevel.checkpoint()
+        assert sum(sliced) > 20  # in slices
+        assert await state.get("") == {"n": n}
