@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Final
 
+from .persistence._format import _refuse_constant
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -32,11 +34,6 @@ SLICE: Final = 4096
 
 WIDE: Final = 64
 """A container with more members than this is encoded a slice at a time."""
-
-
-def _refuse_constant(name: str) -> None:
-    msg = f"{name} is not JSON"
-    raise ValueError(msg)
 
 
 def _yield(obj: dict[str, Any]) -> dict[str, Any]:
