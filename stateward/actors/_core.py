@@ -122,7 +122,8 @@ class _Core:
                 await settle()
             self.batch = batch = mailbox.take(_BATCH)
             stop_at, ready, waiting = self.apply_batch(batch)
-            self.reaper.after_step(self.tree.dropped)
+            if self.tree.dropped or self.reaper.held:  # (rare: no call otherwise)
+                self.reaper.after_step(self.tree.dropped)
             persister = self.persister
             if persister is None:
                 await deliver(self.hand_over(ready))
@@ -168,7 +169,8 @@ class _Core:
         self.batch = [request]
         try:
             _, ready, waiting = self.apply_batch(self.batch)
-            self.reaper.after_step(self.tree.dropped)
+            if self.tree.dropped or self.reaper.held:
+                self.reaper.after_step(self.tree.dropped)
             if persister is not None:
                 self.answer(ready)
                 self.commit_now(persister, waiting)
