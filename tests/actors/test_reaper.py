@@ -72,24 +72,31 @@ def test_only_containers_are_held() -> None:
     assert reaper.held == []
 
 
+@pytest.fixture
+def sliced(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each slice of a state's reaper took something out (small
+    slices, no rest between them)."""
+    made: list[bool] = []
+    real = Reaper.slice
+
+    def counted(self: Reaper, budget: int = 200) -> bool:
+        done = real(self, budget)
+        made.append(done)
+        return done
+
+    monkeypatch.setattr(_reaper, "PAUSE", 0)
+    monkeypatch.setattr(Reaper, "slice", counted)
+    return made
+
+
 @pytest.mark.anyio
 async def test_a_loaded_checkpoint_frees_the_tree_it_replaced_in_slices(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sliced: list[bool]
 ) -> None:
     # The tree a load replaced, and the copy its event carried, stay in the
     # history (and here with a subscriber) for a while: once nothing else
     # holds them, the state takes them apart a slice at a time, and never
     # changes what a subscriber still holds.
-    monkeypatch.setattr(_reaper, "PAUSE", 0)
-    sliced: list[int] = []
-    real = Reaper.slice
-
-    def counted(self: Reaper, budget: int = 40) -> bool:
-        done = real(self, budget)
-        sliced.append(done)
-        return done
-
-    monkeypatch.setattr(Reaper, "slice", counted)
     heard: list[StateChanged] = []
 
     def keep(event: StateChanged) -> RAS:
@@ -152,19 +159,7 @@ def test_a_tree_hands_over_the_large_containers_it_lets_go_of() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_deleted_table_is_freed_in_slices(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(_reaper, "PAUSE", 0)
-    sliced: list[int] = []
-    real = Reaper.slice
-
-    def counted(self: Reaper, budget: int = 500) -> bool:
-        done = real(self, budget)
-        sliced.append(done)
-        return done
-
-    monkeypatch.setattr(Reaper, "slice", counted)
+async def test_a_deleted_table_is_freed_in_slices(sliced: list[bool]) -> None:
     table = {f"k{i}": {"n": i} for i in range(3 * LARGE_NODE)}
     async with open_state({"jobs": table}, history=2, action_log=2) as state:
         del table
