@@ -11,9 +11,10 @@ this instead for its reads and writes:
   signal, and setting it releases a lock the thread is blocked on. A Store
   write is a request in the actor's mailbox like any other; only who waits
   for the answer differs.
-  A durable write's signal is set by the persister's worker thread as
-  soon as its record is on disk, without a trip through the loop (see
-  ``Persister._write``).
+  A durable write's thread is woken once its action is applied, to write
+  and sync the journal record itself (:meth:`ThreadSignal.enlist`, and
+  ``Persister.help``): the thread was to be woken anyway, and the hop to
+  the persister's worker thread and back is saved.
 * :class:`LoopCaller` schedules a plain function on the loop (asyncio's
   ``call_soon_threadsafe``, trio's ``run_sync_soon``) and blocks the calling
   thread until it ran: no task, no future.
@@ -47,13 +48,18 @@ class ThreadSignal:
     Set on the event loop's thread, waited on by another: ``set`` releases a
     lock the waiter blocks on. A blocked thread cannot be cancelled, so it
     is never :meth:`abandoned`.
+
+    Before it is set, the signal may be woken to *help* (:meth:`enlist`):
+    the blocked thread runs a job for the state (writing its own journal
+    record) and goes back to waiting, in :meth:`block`.
     """
 
-    __slots__ = ("_flag", "_lock")
+    __slots__ = ("_flag", "_help", "_lock")
     by_thread: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._flag = False
+        self._help: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._lock.acquire()
 
@@ -75,19 +81,37 @@ class ThreadSignal:
             with contextlib.suppress(RuntimeError):  # released by the other side
                 self._lock.release()
 
+    def enlist(self, job: Callable[[], None]) -> None:
+        """Wake the waiting thread to run *job* (which must not raise), then wait on.
+
+        Called once, on the loop's thread, before :meth:`set`. Should the
+        signal be set before the thread wakes, the job is skipped: whoever
+        set it had no more need of it.
+        """
+        self._help = job
+        with contextlib.suppress(RuntimeError):  # released by a set() already
+            self._lock.release()
+
     async def wait(self) -> None:  # pragma: no cover - a thread waits, not a task
         raise RuntimeError("a ThreadSignal is waited on by a thread: block()")
 
     def block(self, running: Callable[[], bool]) -> None:
-        """Block this thread until set; raise if the loop stops first.
+        """Block this thread until set (running the job it is enlisted for).
 
         Raises:
             StateClosedError: *running()* turned False before the signal was
                 set (the loop's thread is gone).
         """
-        while not self._lock.acquire(timeout=_POLL):
-            if not running():
-                raise StateClosedError("the Store was closed")
+        while True:
+            if not self._lock.acquire(timeout=_POLL):
+                if not running():
+                    raise StateClosedError("the Store was closed")
+                continue
+            if self._flag:
+                return
+            job, self._help = self._help, None
+            if job is not None:
+                job()  # (it may set the signal: the next acquire returns)
 
 
 def current_scheduler() -> Callable[[Callable[[], object]], object]:

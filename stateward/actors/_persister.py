@@ -7,17 +7,32 @@ moment, writes their records with one ``write`` and (if any of them needs it)
 one ``fsync`` in a worker thread, and only then answers those senders and
 passes the deliveries on, commit by commit, so that subscribers still see
 revisions in order and no event describes a change a crash could undo.
+
+A thread blocked on a commit (a :class:`~stateward.Store` call) is woken
+when this task takes its group, to write the group itself
+(:meth:`Persister.help`): the thread was to be woken anyway, so a durable
+``Store`` call pays one wake-up of the loop and one of its own thread
+around the fsync, not the extra hops to a worker thread and back (and the
+worker no longer races the loop for the GIL as it releases the caller).
+Whoever writes holds :attr:`Persister.write_lock` and takes the unwritten
+commits in order, so each record is written once, in revision order; this
+task answers and delivers, commit by commit, once a commit is written by
+either.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import threading
 from collections import deque
 from typing import TYPE_CHECKING, Final
 
 import anyio
 
 from .._errors import DurabilityError
+from ._handoff import ThreadSignal, current_scheduler
 from ._requests import Commit
 from .persistence import ADAPTIVE_SNAPSHOT_EVERY, dumps_bytes
 from .persistence._fork import ForkedBody, start as fork_serialise
@@ -35,6 +50,10 @@ logger = logging.getLogger(__name__)
 
 WAIT_FOR: Final = {"none": 0, "flush": 1, "fsync": 2}
 _QUEUE: Final = 16  # commits in flight before the state actor waits
+# How long this task waits for a thread enlisted to write its own commit
+# before it writes the commit itself (the thread may have been interrupted
+# before it got there; either way the record is written exactly once).
+HELP_WAIT: Final = 0.05
 
 
 class _SnapshotOrder:
@@ -87,6 +106,14 @@ class Persister:
             _QUEUE
         )
         self.inflight: deque[Commit] = deque()
+        # Queued, not yet written (commits, and the snapshot order that ends
+        # a segment), in revision order: appended on the loop, taken by the
+        # writer that holds write_lock (a worker thread, or a helping one).
+        self.unwritten: deque[Commit | _SnapshotOrder] = deque()
+        self.write_lock = threading.Lock()
+        self.written = core.tree.revision  # every commit up to it is written
+        self.write_error: OSError | None = None  # a helping thread's failure
+        self._schedule = current_scheduler()
         self.durable_revision = core.tree.revision
         # Fsynced, not only written: each record carries it (see encode_record).
         self.synced_revision = core.tree.revision
@@ -109,6 +136,7 @@ class Persister:
             self.submit_nowait(commit)  # (send() would take a turn of the loop)
             return
         self.inflight.append(commit)
+        self.unwritten.append(commit)
         await self.tx.send(commit)  # (full: waits; ended: raises as it did)
 
     def has_room(self) -> bool:
@@ -119,6 +147,7 @@ class Persister:
     def submit_nowait(self, commit: Commit) -> None:
         """:meth:`submit`, where :meth:`has_room` said so (not awaiting)."""
         self.inflight.append(commit)
+        self.unwritten.append(commit)
         self.tx.send_nowait(commit)
 
     def snapshot_due(self, revision: int) -> bool:
@@ -157,6 +186,8 @@ class Persister:
             order = _SnapshotOrder(tree.revision, _snapshot_body(tree))
         else:
             order = _SnapshotOrder(tree.revision, None)
+        self.unwritten.append(order)
+        if child is not None:
             self.core.tg.start_soon(
                 order.collect,
                 child,
@@ -181,6 +212,16 @@ class Persister:
             commit.refuse(error)
         self.inflight.clear()
         self.tx.close()
+
+    def close(self) -> None:
+        """Close the journal once no thread writes to it (the state has stopped).
+
+        A thread enlisted to write its commit (:meth:`help`) may still hold
+        the journal: the segment's descriptor must not be closed (and its
+        number reused) under it. After this, a helping thread writes nothing.
+        """
+        with self.write_lock:
+            self.journal.close()
 
     async def wait_durable(self, revision: int) -> None:
         """Wait until every record up to *revision* is committed (or it failed)."""
@@ -236,24 +277,20 @@ class Persister:
 
     async def _commit(self, group: list[Commit]) -> None:
         if self.core.failed is None:
-            blob = b"".join(c.blob for c in group)
-            fsync = self.fsync_all or any(c.fsync for c in group)
-            if blob or fsync:
+            last = group[-1].revision
+            if self.written < last:
+                await self._let_a_thread_write(group)
+            if self.written < last and not self._write_here(group):
                 try:
                     await anyio.to_thread.run_sync(
-                        self._write, group, blob, fsync, limiter=self.journal_limiter
+                        self._write_through, last, limiter=self.journal_limiter
                     )
                 except OSError as exc:
                     self._fail(exc)
-                else:
-                    self.commits += 1
-                    self.fsyncs += fsync
-            else:
-                self._committed(group, fsync=False)  # nothing to write
-        failed = self.core.failed
+        failed = self.core.failed  # (this task's, or a helping thread's)
         blocked: Outbox = []
+        self._wake_readers()
         if failed is None:
-            self._wake_readers()
             # Events first, then the senders, then what waits for room: as the
             # state actor does (see _Core.loop).
             blocked = deliver_nowait([d for commit in group for d in commit.outbox])
@@ -272,28 +309,115 @@ class Persister:
         if self.core.taps:
             self.core.tap()
 
-    def _write(self, group: list[Commit], blob: bytes, fsync: bool) -> None:
-        """Write (and fsync) *group*'s records, then :meth:`_committed`.
+    async def _let_a_thread_write(self, group: list[Commit]) -> None:
+        """Have a thread blocked on *group*, if any, write it (:meth:`help`).
 
-        In the worker thread: the threads blocked on a write of the group
-        (:class:`~stateward.Store` calls) are released from there, and need
-        not wait for the event loop to hear that the worker is done, which
-        costs a wake-up of the loop and a step of this task (about a fifth
-        of a durable ``Store.set``).
+        The thread is woken here, as this task is about to wait, rather
+        than when the commit was queued: it then finds the GIL free instead
+        of waiting for the rest of the actor's step and of this task's. If
+        it has not reported back after :data:`HELP_WAIT`, this task writes
+        the group itself (whatever the thread has written is skipped).
         """
-        self.journal.commit(blob, fsync)
+        for commit in group:
+            for request in commit.requests:
+                done = request.done
+                if isinstance(done, ThreadSignal) and not done.is_set():
+                    helped = anyio.Event()
+                    done.enlist(
+                        functools.partial(self.help, group[-1].revision, helped)
+                    )
+                    with anyio.move_on_after(HELP_WAIT):
+                        await helped.wait()
+                    return
+
+    def _write_here(self, group: list[Commit]) -> bool:
+        """Commit *group* on the loop if it needs no file work and the lock is free."""
+        if (
+            self.fsync_all
+            or self.write_error is not None
+            or any(c.blob or c.fsync for c in group)
+        ):
+            return False
+        if not self.write_lock.acquire(blocking=False):
+            return False
+        try:
+            self._write_locked(group[-1].revision, helping=False)
+        finally:
+            self.write_lock.release()
+        return True
+
+    def help(self, revision: int, helped: anyio.Event) -> None:
+        """Write the unwritten commits up to *revision*, then set *helped*.
+
+        Run by a :class:`~stateward.Store` call's own thread, woken for it
+        (:meth:`_let_a_thread_write`); never raises. A failure is kept for
+        this task, which fails the state with it and refuses the commits;
+        a snapshot order on the way (the journal's next segment) is left to
+        this task too. Either way the thread then waits for its answer.
+        """
+        try:
+            self._write_through(revision, helping=True)
+        except OSError as exc:
+            self.write_error = exc
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop has stopped
+                self._schedule(helped.set)
+
+    def _write_through(self, revision: int, helping: bool = False) -> None:
+        """Write (and fsync) the unwritten commits up to *revision*, in order.
+
+        In a worker thread or a helping one, never on the loop: it holds
+        :attr:`write_lock` through the fsync. The threads blocked on a
+        written commit (:class:`~stateward.Store` calls) are released from
+        here and need not wait for the event loop to hear of it; the loop
+        answers everything else afterwards (:meth:`_commit`). A helping
+        thread stops at a snapshot order (this task rotates the segment),
+        and writes nothing once the state failed or closed.
+
+        Raises:
+            OSError: The write or the fsync failed (the segment was cut back
+                to what was accepted before); or a helping thread's did.
+        """
+        with self.write_lock:
+            self._write_locked(revision, helping)
+
+    def _write_locked(self, revision: int, helping: bool) -> None:
+        """:meth:`_write_through`'s work, with :attr:`write_lock` held."""
+        if self.write_error is not None:
+            raise self.write_error
+        if self.written >= revision:
+            return
+        if helping and (self.core.failed is not None or self.journal.fd is None):
+            return
+        unwritten = self.unwritten
+        group: list[Commit] = []
+        for i in range(len(unwritten)):  # (indexed: the loop may append meanwhile)
+            item = unwritten[i]
+            if isinstance(item, _SnapshotOrder) or item.revision > revision:
+                break
+            group.append(item)
+        if not group:
+            return
+        blob = b"".join(c.blob for c in group)
+        fsync = self.fsync_all or any(c.fsync for c in group)
+        if blob or fsync:
+            self.journal.commit(blob, fsync)
+            self.commits += 1
+            self.fsyncs += fsync
+        for _ in group:
+            self.unwritten.popleft()
         self._committed(group, fsync)
 
     def _committed(self, group: list[Commit], fsync: bool) -> None:
-        """Mark *group* committed and release its threads (any thread).
+        """Mark *group* written and release its threads (under write_lock).
 
-        The loop answers everything else afterwards (:meth:`_commit`);
-        setting a thread's signal twice is harmless. Async senders are
+        Setting a thread's signal twice is harmless. Async senders are
         answered on the loop, as their signals belong to it.
         """
         revision = group[-1].revision
-        # Plain assignments, monotonic (one commit at a time): a read on the
+        # Plain assignments, monotonic (one writer at a time): a read on the
         # loop may see the new revision before this task resumes, correctly.
+        self.written = revision
         self.durable_revision = revision
         if fsync:
             self.synced_revision = revision
@@ -323,9 +447,7 @@ class Persister:
             return
         try:
             await anyio.to_thread.run_sync(
-                self.journal.open_segment,
-                order.revision + 1,
-                limiter=self.journal_limiter,
+                self._open_segment, order, limiter=self.journal_limiter
             )
         except OSError as exc:
             self._fail(exc)
@@ -333,6 +455,15 @@ class Persister:
             return
         self.synced_revision = order.revision  # open_segment synced the old one
         self.core.tg.start_soon(self._snapshot_task, order, name="stateward snapshot")
+
+    def _open_segment(self, order: _SnapshotOrder) -> None:
+        """End the segment at *order*'s revision (every commit before it is written)."""
+        with self.write_lock:
+            if self.write_error is not None:
+                raise self.write_error
+            self.journal.open_segment(order.revision + 1)
+            if self.unwritten and self.unwritten[0] is order:
+                self.unwritten.popleft()
 
     async def _snapshot_task(self, order: _SnapshotOrder) -> None:
         try:

@@ -226,7 +226,7 @@ class StateActor:
                     tg.cancel_scope.cancel()
         finally:
             if persister is not None:
-                persister.journal.close()
+                persister.close()
             if lock is not None:
                 unlock_directory(lock)
             freezer.close()  # (what the stopped state leaves is not kept frozen)

@@ -1,0 +1,211 @@
+"""A durable Store call writes its own journal record, in its own thread.
+
+The thread blocked on a durable write is woken once its action is applied
+and the persister is about to wait for the disk: it writes (and syncs) the
+unwritten records up to its own under the persister's write lock, and the
+persister's task then only answers and delivers. These tests hold that
+shortcut to the journal's guarantees: the calling thread is the writer;
+records are written once and in order, whoever writes them, with async
+senders, Store threads and snapshots mixed; a thread that never helps
+delays its commit by a bounded wait, and a late one writes nothing twice;
+a helping thread's failed fsync fails the state as the persister's own
+would; nothing is written once the state is closed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from parked import parked
+
+from stateward import DurabilityError, Set, Store, open_state
+from stateward.actors import _persister
+from stateward.actors._files import Files
+from stateward.actors._handoff import ThreadSignal
+from stateward.actors._requests import Commit
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from stateward.actors._persister import Persister
+
+
+class _Syncs(Files):
+    """Records which thread made each fsync; fails them from *fail_at* on."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.fail_at = fail_at
+        self.threads: list[int] = []
+
+    def fsync(self, fd: int) -> None:
+        self.threads.append(threading.get_ident())
+        if self.fail_at is not None and len(self.threads) >= self.fail_at:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        super().fsync(fd)
+
+
+def _persister_of(store: Store) -> Persister:
+    persister = store._state._core.persister
+    assert persister is not None
+    return persister
+
+
+@pytest.fixture
+def patient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The persister waits for its helping threads for as long as they take.
+
+    So that which thread writes does not depend on how loaded the machine
+    is: with the default wait, a thread that takes longer than that to wake
+    leaves the write to the persister's worker (correctly, but then these
+    tests could not tell the two apart).
+    """
+    monkeypatch.setattr(_persister, "HELP_WAIT", 60.0)
+
+
+@pytest.mark.usefixtures("patient")
+def test_a_durable_store_set_is_written_and_synced_by_its_own_thread(
+    tmp_path: Path, backend: str
+) -> None:
+    with Store({"n": 0}, state_dir=tmp_path, backend=backend) as store:
+        persister = _persister_of(store)
+        syncs = persister.journal.files = _Syncs()
+        commits = persister.commits
+        for i in range(1, 21):
+            store.set("n", i)
+            assert persister.durable_revision == persister.synced_revision == i
+        assert syncs.threads == [threading.get_ident()] * 20
+        assert persister.commits == commits + 20
+    with Store(state_dir=tmp_path, backend=backend) as store:
+        assert store.get("n") == 20
+
+
+@pytest.mark.usefixtures("patient")
+def test_async_senders_store_threads_and_snapshots_mixed_lose_nothing(
+    tmp_path: Path, backend: str
+) -> None:
+    # Each record is written once and in revision order, whoever writes it:
+    # recovery refuses a journal whose records are out of order or doubled,
+    # and every value each writer was told is durable comes back.
+    with Store(
+        {"t": {}, "a": {}},
+        state_dir=tmp_path,
+        snapshot_every=9,
+        keep_snapshots=2,
+        backend=backend,
+    ) as store:
+        persister = _persister_of(store)
+        syncs = persister.journal.files = _Syncs()
+        state = store._state
+
+        async def async_sender() -> None:
+            for i in range(150):
+                await state.send(Set(f"a.{i % 10}", i), durable=True)
+
+        def caller(t: int) -> None:
+            for i in range(60):
+                store.set(f"t.{t}", i)
+
+        threads = [threading.Thread(target=caller, args=(t,)) for t in range(4)]
+        threads.append(threading.Thread(target=store._call, args=(async_sender,)))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        expected = {
+            "t": {str(t): 59 for t in range(4)},
+            "a": {str(k): 140 + k for k in range(10)},
+        }
+        assert store.get("") == expected
+        assert state.revision == 4 * 60 + 150
+        assert persister.durable_revision == state.revision
+        assert persister.snapshots >= 1
+        helpers = {t.ident for t in threads[:4]}
+        assert helpers & set(syncs.threads)  # the Store threads wrote some
+    with Store(state_dir=tmp_path, backend=backend) as store:
+        assert store.get("") == expected
+        assert store._state.revision == 4 * 60 + 150
+
+
+@pytest.mark.anyio
+async def test_a_thread_that_never_helps_delays_its_commit_only_for_the_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_persister, "HELP_WAIT", 0.01)
+    async with open_state({"n": 0}, state_dir=tmp_path) as state:
+        persister = state._core.persister
+        assert persister is not None
+        with anyio.fail_after(5):
+            await parked(state)
+        signal = ThreadSignal()
+        state._put_from_thread(state._request(Set("n", 1), None, signal))
+        # No thread blocks on the signal: its job is never run.
+        with anyio.fail_after(10):
+            assert await state.wait_durable() == 1
+        assert signal.is_set()
+        job = signal._help
+        assert job is not None  # it was enlisted
+        commits = persister.commits
+        await anyio.to_thread.run_sync(job)  # a late helper: nothing twice
+        assert persister.commits == commits
+        await state.send(Set("n", 2), durable=True)
+    async with open_state(state_dir=tmp_path) as state:
+        assert state.get_nowait("n") == 2
+        assert state.revision == 2
+
+
+@pytest.mark.usefixtures("patient")
+def test_a_helping_threads_failed_fsync_fails_the_state_and_loses_nothing(
+    tmp_path: Path, backend: str
+) -> None:
+    acked: list[int] = []
+    with Store({"k": {}}, state_dir=tmp_path, backend=backend) as store:
+        persister = _persister_of(store)
+        syncs = persister.journal.files = _Syncs(fail_at=6)
+
+        def set_until_refused() -> None:
+            for i in range(20):
+                store.set(f"k.{i}", i)
+                acked.append(i)
+
+        with pytest.raises(DurabilityError):
+            set_until_refused()
+        assert acked == [0, 1, 2, 3, 4]
+        assert syncs.threads == [threading.get_ident()] * 6  # it was the helper
+        with pytest.raises(DurabilityError):
+            store.set("after", 1)
+    with Store(state_dir=tmp_path, backend=backend) as store:
+        got = store.get("k")
+    assert got == {str(i): i for i in acked}
+
+
+def test_after_the_state_closed_a_helping_thread_writes_nothing(
+    tmp_path: Path, backend: str
+) -> None:
+    with Store({"n": 0}, state_dir=tmp_path, backend=backend) as store:
+        persister = _persister_of(store)
+        store.set("n", 1)
+    segment = persister.journal.config.state_dir
+    sizes = {
+        name: os.path.getsize(os.path.join(segment, name))
+        for name in os.listdir(segment)
+    }
+    late = Commit([b"not a record"], [], [], persister.written + 1)
+    persister.unwritten.append(late)
+
+    class _Set:
+        def set(self) -> None:
+            pass
+
+    persister.help(late.revision, _Set())  # type: ignore[arg-type]
+    assert persister.unwritten[-1] is late
+    assert persister.written == late.revision - 1
+    after = {
+        name: os.path.getsize(os.path.join(segment, name))
+        for name in os.listdir(segment)
+    }
+    assert after == sizes
