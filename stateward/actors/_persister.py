@@ -113,6 +113,7 @@ class Persister:
         self.write_lock = threading.Lock()
         self.written = core.tree.revision  # every commit up to it is written
         self.write_error: OSError | None = None  # a helping thread's failure
+        self.abandoned = False
         self._schedule = current_scheduler()
         self.durable_revision = core.tree.revision
         # Fsynced, not only written: each record carries it (see encode_record).
@@ -207,7 +208,11 @@ class Persister:
             await self._write_snapshot(tree.revision, _snapshot_body(tree))
 
     def abandon(self, error: Exception) -> None:
-        """The actor ends abnormally: refuse every sender still waiting."""
+        """The actor ends abnormally: refuse every sender still waiting.
+
+        A thread enlisted to write (:meth:`help`) writes nothing after this.
+        """
+        self.abandoned = True
         for commit in self.inflight:
             commit.refuse(error)
         self.inflight.clear()
@@ -387,7 +392,9 @@ class Persister:
             raise self.write_error
         if self.written >= revision:
             return
-        if helping and (self.core.failed is not None or self.journal.fd is None):
+        if helping and (
+            self.core.failed is not None or self.abandoned or self.journal.fd is None
+        ):
             return
         unwritten = self.unwritten
         group: list[Commit] = []

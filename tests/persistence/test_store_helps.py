@@ -209,3 +209,24 @@ def test_after_the_state_closed_a_helping_thread_writes_nothing(
         for name in os.listdir(segment)
     }
     assert after == sizes
+
+
+def test_the_journal_is_closed_under_the_writers_lock(
+    tmp_path: Path, backend: str
+) -> None:
+    # A helping thread may still be writing as the state stops: the segment's
+    # descriptor must not be closed (and its number reused) under it.
+    held: list[bool] = []
+    with Store({"n": 0}, state_dir=tmp_path, backend=backend) as store:
+        persister = _persister_of(store)
+        journal = persister.journal
+        close = journal.close
+
+        def closing() -> None:
+            held.append(persister.write_lock.locked())
+            close()
+
+        journal.close = closing  # type: ignore[method-assign]
+        store.set("n", 1)
+    assert held == [True]
+    assert journal.fd is None
