@@ -111,7 +111,6 @@ class Persister:
         # writer that holds write_lock (a worker thread, or a helping one).
         self.unwritten: deque[Commit | _SnapshotOrder] = deque()
         self.write_lock = threading.Lock()
-        self.written = core.tree.revision  # every commit up to it is written
         self.write_error: OSError | None = None  # a helping thread's failure
         self.abandoned = False
         self._schedule = current_scheduler()
@@ -282,10 +281,10 @@ class Persister:
 
     async def _commit(self, group: list[Commit]) -> None:
         if self.core.failed is None:
-            last = group[-1].revision
-            if self.written < last:
+            last = group[-1]
+            if not last.written:
                 await self._let_a_thread_write(group)
-            if self.written < last and not self._write_here(group):
+            if not last.written and not self._write_here(group):
                 try:
                     await anyio.to_thread.run_sync(
                         self._write_through, last, limiter=self.journal_limiter
@@ -328,9 +327,7 @@ class Persister:
                 done = request.done
                 if isinstance(done, ThreadSignal) and not done.is_set():
                     helped = anyio.Event()
-                    done.enlist(
-                        functools.partial(self.help, group[-1].revision, helped)
-                    )
+                    done.enlist(functools.partial(self.help, group[-1], helped))
                     with anyio.move_on_after(HELP_WAIT):
                         await helped.wait()
                     return
@@ -346,13 +343,13 @@ class Persister:
         if not self.write_lock.acquire(blocking=False):
             return False
         try:
-            self._write_locked(group[-1].revision, helping=False)
+            self._write_locked(group[-1], helping=False)
         finally:
             self.write_lock.release()
         return True
 
-    def help(self, revision: int, helped: anyio.Event) -> None:
-        """Write the unwritten commits up to *revision*, then set *helped*.
+    def help(self, last: Commit, helped: anyio.Event) -> None:
+        """Write the unwritten commits up to *last*, then set *helped*.
 
         Run by a :class:`~stateward.Store` call's own thread, woken for it
         (:meth:`_let_a_thread_write`); never raises. A failure is kept for
@@ -361,15 +358,15 @@ class Persister:
         this task too. Either way the thread then waits for its answer.
         """
         try:
-            self._write_through(revision, helping=True)
+            self._write_through(last, helping=True)
         except OSError as exc:
             self.write_error = exc
         finally:
             with contextlib.suppress(RuntimeError):  # the loop has stopped
                 self._schedule(helped.set)
 
-    def _write_through(self, revision: int, helping: bool = False) -> None:
-        """Write (and fsync) the unwritten commits up to *revision*, in order.
+    def _write_through(self, last: Commit, helping: bool = False) -> None:
+        """Write (and fsync) the unwritten commits up to *last*, in order.
 
         In a worker thread or a helping one, never on the loop: it holds
         :attr:`write_lock` through the fsync. The threads blocked on a
@@ -384,13 +381,19 @@ class Persister:
                 to what was accepted before); or a helping thread's did.
         """
         with self.write_lock:
-            self._write_locked(revision, helping)
+            self._write_locked(last, helping)
 
-    def _write_locked(self, revision: int, helping: bool) -> None:
-        """:meth:`_write_through`'s work, with :attr:`write_lock` held."""
+    def _write_locked(self, last: Commit, helping: bool) -> None:
+        """:meth:`_write_through`'s work, with :attr:`write_lock` held.
+
+        Raises:
+            RuntimeError: *last* (not written yet) is not in the queue before
+                the next snapshot order: the persistence task would answer
+                senders whose records were never written.
+        """
         if self.write_error is not None:
             raise self.write_error
-        if self.written >= revision:
+        if last.written:
             return
         if helping and (
             self.core.failed is not None or self.abandoned or self.journal.fd is None
@@ -400,11 +403,16 @@ class Persister:
         group: list[Commit] = []
         for i in range(len(unwritten)):  # (indexed: the loop may append meanwhile)
             item = unwritten[i]
-            if isinstance(item, _SnapshotOrder) or item.revision > revision:
+            if isinstance(item, _SnapshotOrder):
                 break
             group.append(item)
-        if not group:
-            return
+            if item is last:
+                break
+        if not group or group[-1] is not last:
+            if helping:
+                return  # a snapshot order first: the persistence task's
+            msg = "the journal's queue does not hold the commit to write"
+            raise RuntimeError(msg)
         blob = b"".join(c.blob for c in group)
         fsync = self.fsync_all or any(c.fsync for c in group)
         if blob or fsync:
@@ -424,11 +432,11 @@ class Persister:
         revision = group[-1].revision
         # Plain assignments, monotonic (one writer at a time): a read on the
         # loop may see the new revision before this task resumes, correctly.
-        self.written = revision
         self.durable_revision = revision
         if fsync:
             self.synced_revision = revision
         for commit in group:
+            commit.written = True
             for request in commit.requests:
                 if request.done.by_thread:
                     request.done.set()
@@ -468,9 +476,11 @@ class Persister:
         with self.write_lock:
             if self.write_error is not None:
                 raise self.write_error
+            if not self.unwritten or self.unwritten[0] is not order:
+                msg = "the journal's queue holds unwritten commits before a snapshot"
+                raise RuntimeError(msg)
             self.journal.open_segment(order.revision + 1)
-            if self.unwritten and self.unwritten[0] is order:
-                self.unwritten.popleft()
+            self.unwritten.popleft()
 
     async def _snapshot_task(self, order: _SnapshotOrder) -> None:
         try:

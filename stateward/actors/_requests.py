@@ -65,7 +65,7 @@ def _cancellable(request: _Request) -> bool:
 class Commit:
     """One batch of the state actor: its records, waiting senders and events."""
 
-    __slots__ = ("blob", "fsync", "outbox", "requests", "revision")
+    __slots__ = ("blob", "fsync", "outbox", "requests", "revision", "written")
 
     def __init__(
         self,
@@ -79,6 +79,10 @@ class Commit:
         self.requests = requests
         self.outbox = outbox
         self.revision = revision
+        # Set (under the persister's write_lock) once its records are written
+        # as asked. Several commits may share a revision (one without
+        # records), so a commit is known by itself, not by its revision.
+        self.written = False
 
     def refuse(self, error: Exception) -> None:
         """Answer every sender still waiting with *error*; give up the events."""

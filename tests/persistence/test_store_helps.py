@@ -194,16 +194,17 @@ def test_after_the_state_closed_a_helping_thread_writes_nothing(
         name: os.path.getsize(os.path.join(segment, name))
         for name in os.listdir(segment)
     }
-    late = Commit([b"not a record"], [], [], persister.written + 1)
+    late = Commit([b"not a record"], [], [], persister.durable_revision + 1)
     persister.unwritten.append(late)
 
     class _Set:
         def set(self) -> None:
             pass
 
-    persister.help(late.revision, _Set())  # type: ignore[arg-type]
+    persister.help(late, _Set())  # type: ignore[arg-type]
     assert persister.unwritten[-1] is late
-    assert persister.written == late.revision - 1
+    assert not late.written
+    assert persister.durable_revision == late.revision - 1
     after = {
         name: os.path.getsize(os.path.join(segment, name))
         for name in os.listdir(segment)
@@ -230,3 +231,32 @@ def test_the_journal_is_closed_under_the_writers_lock(
         store.set("n", 1)
     assert held == [True]
     assert journal.fd is None
+
+
+@pytest.mark.anyio
+async def test_a_commit_without_records_before_a_snapshot_leaves_nothing_unwritten(
+    tmp_path: Path,
+) -> None:
+    # A commit may have no records and the revision of the one before it (a
+    # durable send that changed nothing). Found by the state machine: the
+    # writers knew commits by revision, so such a commit stayed queued, the
+    # snapshot order behind it was never taken off the queue, and from then
+    # on every write stopped there: senders were answered with nothing
+    # written, and a read waiting for the journal waited forever.
+    async with open_state({"a": 0}, state_dir=tmp_path) as state:
+        persister = state._core.persister
+        assert persister is not None
+        with anyio.fail_after(10):
+            await state.send(Set("a", 1), durable=True)
+            await state.send(Set("a", 1), durable=True)  # changes nothing
+            await parked(state)
+            # As the actor queues them: a commit without records, at the
+            # revision of the one before it, then a snapshot of that revision.
+            persister.submit_nowait(Commit([], [], [], state.revision))
+            await persister.submit_snapshot(state._core.tree)
+            await state.send(Set("a", 2), durable=True)
+            assert await state.get("a") == 2  # (waits for the journal)
+            assert persister.durable_revision == state.revision == 2
+    async with open_state(state_dir=tmp_path) as state:
+        assert state.get_nowait("a") == 2
+        assert state.revision == 2
