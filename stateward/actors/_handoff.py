@@ -11,8 +11,8 @@ this instead for its reads and writes:
   signal, and setting it releases a lock the thread is blocked on. A Store
   write is a request in the actor's mailbox like any other; only who waits
   for the answer differs.
-  A durable write's thread is woken once its action is applied, to write
-  and sync the journal record itself (:meth:`ThreadSignal.enlist`, and
+  A durable write's thread is woken once the persister takes its commit,
+  to write and sync the journal record itself (:meth:`ThreadSignal.enlist`, and
   ``Persister.help``): the thread was to be woken anyway, and the hop to
   the persister's worker thread and back is saved.
 * :class:`LoopCaller` schedules a plain function on the loop (asyncio's
