@@ -100,7 +100,11 @@ class Store(StoreEvents, StoreTransactions):
 
     Concurrency: every method may be called from any thread, including from
     a subscriber callback; calls are serialized by the state actor. A
-    :meth:`transaction` belongs to the thread that opened it.
+    :meth:`transaction` belongs to the thread that opened it. With
+    *state_dir*, a write that waits for the disk is written and synced by
+    the calling thread itself, under the journal's lock, once the actor has
+    applied it (with the records queued before it): the call blocks for
+    that write, as it would for a worker thread's (``docs/concurrency.md``).
     """
 
     def __init__(

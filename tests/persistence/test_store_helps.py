@@ -183,6 +183,65 @@ def test_a_helping_threads_failed_fsync_fails_the_state_and_loses_nothing(
     assert got == {str(i): i for i in acked}
 
 
+class _InterruptedOnce(Files):
+    """Raises KeyboardInterrupt from its first fsync (after the write)."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+
+    def fsync(self, fd: int) -> None:
+        if not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        super().fsync(fd)
+
+
+@pytest.mark.usefixtures("patient")
+def test_a_helping_thread_interrupted_mid_write_loses_nothing(
+    tmp_path: Path, backend: str
+) -> None:
+    # The interrupt reaches the caller; the partial write is cut back and the
+    # persistence task writes the record itself: applied, then durable.
+    with Store({"n": 0}, state_dir=tmp_path, backend=backend) as store:
+        persister = _persister_of(store)
+        files = persister.journal.files = _InterruptedOnce()
+        with pytest.raises(KeyboardInterrupt):
+            store.set("n", 1)
+        assert files.interrupted
+        assert store.get("n") == 1  # (returns once its record is committed)
+        assert persister.durable_revision == persister.synced_revision == 1
+        store.set("n", 2)
+    with Store(state_dir=tmp_path, backend=backend) as store:
+        assert store.get("n") == 2
+        assert store._state.revision == 2
+
+
+class _NotCutBack(_InterruptedOnce):
+    """As _InterruptedOnce, and the segment cannot be cut back after it."""
+
+    def truncate(self, path: str, size: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+@pytest.mark.usefixtures("patient")
+def test_an_interrupted_write_that_cannot_be_cut_back_fails_the_state(
+    tmp_path: Path, backend: str
+) -> None:
+    # What follows a tail that may hold half a record would be unreadable:
+    # nothing more is written, the state fails, and what was acknowledged
+    # before comes back.
+    with Store({"n": 0}, state_dir=tmp_path, backend=backend) as store:
+        store.set("n", 1)
+        _persister_of(store).journal.files = _NotCutBack()
+        with pytest.raises(KeyboardInterrupt):
+            store.set("n", 2)
+        with pytest.raises(DurabilityError):
+            store.set("n", 3)
+    with Store(state_dir=tmp_path, backend=backend) as store:
+        assert store.get("n") in (1, 2)  # (2: its record was whole on disk)
+        assert store._state.revision == store.get("n")
+
+
 def test_after_the_state_closed_a_helping_thread_writes_nothing(
     tmp_path: Path, backend: str
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import zlib
@@ -328,6 +329,8 @@ class Journal:
         self.fd: int | None = None
         self.segment_first = 0
         self.size = 0  # bytes written and accepted in the current segment
+        # A failed write whose tail could not be cut back: nothing may follow.
+        self.damaged = False
         # For the adaptive snapshot schedule (read by the state actor, written
         # here in a worker thread: plain ints, a stale read only delays it).
         self.snapshot_bytes = 0  # the body of the newest snapshot
@@ -349,10 +352,15 @@ class Journal:
             files.write(fd, header)
             files.fsync(fd)
             files.fsync_dir(self.directory)
+            # Records are appended: after a write cut back (see commit), the
+            # next one lands where the segment now ends, not past a hole.
+            created, fd = fd, files.open_append(path)
+            files.close(created)
         except BaseException:
             files.close(fd)
             raise
         self.fd = fd
+        self.damaged = False
         self.segment_first = first
         self.size = len(header)
         self.carried = 0
@@ -361,11 +369,18 @@ class Journal:
         """Append *blob* (whole records) and, if asked, fsync it.
 
         On any error the segment is cut back (best effort) to what was
-        accepted before, and the error propagates: the caller must fail-stop.
+        accepted before, and the error propagates: after an OSError the
+        caller must fail-stop. After another exception (a KeyboardInterrupt
+        in a Store call's thread, which writes its own records) the same
+        records may be committed again, once the cut back succeeded; if it
+        did not, every later commit raises OSError.
         """
         files = self.files
         fd = self.fd
         assert fd is not None
+        if self.damaged:
+            msg = "an earlier write to the journal could not be cut back"
+            raise OSError(errno.EIO, msg)
         try:
             if blob:
                 files.write(fd, blob)
@@ -374,9 +389,11 @@ class Journal:
                 files.fsync(fd)
                 crash_point("journal-synced")
         except BaseException:
+            self.damaged = True
             with contextlib.suppress(OSError):
                 path = os.path.join(self.directory, segment_name(self.segment_first))
                 files.truncate(path, self.size)
+                self.damaged = False
             raise
         self.size += len(blob)
 
