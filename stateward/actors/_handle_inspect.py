@@ -53,8 +53,8 @@ class HandleInspection:
             applied=core.applied,
             rejected=core.rejected,
             durable_revision=None if p is None else p.durable_revision,
-            journal_commits=0 if p is None else p.commits,
-            journal_fsyncs=0 if p is None else p.fsyncs,
+            journal_commits=0 if p is None else p.writer.commits,
+            journal_fsyncs=0 if p is None else p.writer.fsyncs,
             snapshots=0 if p is None else p.snapshots,
         )
 

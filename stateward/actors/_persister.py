@@ -14,10 +14,9 @@ when this task takes its group, to write the group itself
 ``Store`` call pays one wake-up of the loop and one of its own thread
 around the fsync, not the extra hops to a worker thread and back (and the
 worker no longer races the loop for the GIL as it releases the caller).
-Whoever writes holds :attr:`Persister.write_lock` and takes the unwritten
-commits in order, so each record is written once, in revision order; this
-task answers and delivers, commit by commit, once a commit is written by
-either.
+Either way the :class:`~._journal_writer.JournalWriter` writes each record
+once and in order; this task answers and delivers, commit by commit, once
+a commit is written.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import threading
 from collections import deque
 from typing import TYPE_CHECKING, Final
 
@@ -33,6 +31,7 @@ import anyio
 
 from .._errors import DurabilityError
 from ._handoff import ThreadSignal, current_scheduler
+from ._journal_writer import JournalWriter
 from ._requests import Commit
 from .persistence import ADAPTIVE_SNAPSHOT_EVERY, dumps_bytes
 from .persistence._fork import ForkedBody, start as fork_serialise
@@ -106,13 +105,7 @@ class Persister:
             _QUEUE
         )
         self.inflight: deque[Commit] = deque()
-        # Queued, not yet written (commits, and the snapshot order that ends
-        # a segment), in revision order: appended on the loop, taken by the
-        # writer that holds write_lock (a worker thread, or a helping one).
-        self.unwritten: deque[Commit | _SnapshotOrder] = deque()
-        self.write_lock = threading.Lock()
-        self.write_error: OSError | None = None  # a helping thread's failure
-        self.abandoned = False
+        self.writer = JournalWriter(journal, self.fsync_all, self._committed)
         self._schedule = current_scheduler()
         self.durable_revision = core.tree.revision
         # Fsynced, not only written: each record carries it (see encode_record).
@@ -124,8 +117,6 @@ class Persister:
         self._snapshot_idle = anyio.Event()
         self._snapshot_idle.set()
         self.finished = anyio.Event()
-        self.commits = 0
-        self.fsyncs = 0
         self.snapshots = 0
 
     # -- the state actor's side ---------------------------------------------
@@ -136,7 +127,7 @@ class Persister:
             self.submit_nowait(commit)  # (send() would take a turn of the loop)
             return
         self.inflight.append(commit)
-        self.unwritten.append(commit)
+        self.writer.queue(commit)
         await self.tx.send(commit)  # (full: waits; ended: raises as it did)
 
     def has_room(self) -> bool:
@@ -147,7 +138,7 @@ class Persister:
     def submit_nowait(self, commit: Commit) -> None:
         """:meth:`submit`, where :meth:`has_room` said so (not awaiting)."""
         self.inflight.append(commit)
-        self.unwritten.append(commit)
+        self.writer.queue(commit)
         self.tx.send_nowait(commit)
 
     def snapshot_due(self, revision: int) -> bool:
@@ -186,7 +177,7 @@ class Persister:
             order = _SnapshotOrder(tree.revision, _snapshot_body(tree))
         else:
             order = _SnapshotOrder(tree.revision, None)
-        self.unwritten.append(order)
+        self.writer.queue(order)
         if child is not None:
             self.core.tg.start_soon(
                 order.collect,
@@ -211,21 +202,15 @@ class Persister:
 
         A thread enlisted to write (:meth:`help`) writes nothing after this.
         """
-        self.abandoned = True
+        self.writer.stopped = True
         for commit in self.inflight:
             commit.refuse(error)
         self.inflight.clear()
         self.tx.close()
 
     def close(self) -> None:
-        """Close the journal once no thread writes to it (the state has stopped).
-
-        A thread enlisted to write its commit (:meth:`help`) may still hold
-        the journal: the segment's descriptor must not be closed (and its
-        number reused) under it. After this, a helping thread writes nothing.
-        """
-        with self.write_lock:
-            self.journal.close()
+        """Close the journal once no thread writes to it (the state has stopped)."""
+        self.writer.close()
 
     async def wait_durable(self, revision: int) -> None:
         """Wait until every record up to *revision* is committed (or it failed)."""
@@ -284,10 +269,10 @@ class Persister:
             last = group[-1]
             if not last.written:
                 await self._let_a_thread_write(group)
-            if not last.written and not self._write_here(group):
+            if not last.written and not self.writer.write_here(group):
                 try:
                     await anyio.to_thread.run_sync(
-                        self._write_through, last, limiter=self.journal_limiter
+                        self.writer.write_through, last, limiter=self.journal_limiter
                     )
                 except OSError as exc:
                     self._fail(exc)
@@ -332,22 +317,6 @@ class Persister:
                         await helped.wait()
                     return
 
-    def _write_here(self, group: list[Commit]) -> bool:
-        """Commit *group* on the loop if it needs no file work and the lock is free."""
-        if (
-            self.fsync_all
-            or self.write_error is not None
-            or any(c.blob or c.fsync for c in group)
-        ):
-            return False
-        if not self.write_lock.acquire(blocking=False):
-            return False
-        try:
-            self._write_locked(group[-1], helping=False)
-        finally:
-            self.write_lock.release()
-        return True
-
     def help(self, last: Commit, helped: anyio.Event) -> None:
         """Write the unwritten commits up to *last*, then set *helped*.
 
@@ -358,73 +327,15 @@ class Persister:
         this task too. Either way the thread then waits for its answer.
         """
         try:
-            self._write_through(last, helping=True)
+            self.writer.write_through(last, helping=True)
         except OSError as exc:
-            self.write_error = exc
+            self.writer.error = exc
         finally:
             with contextlib.suppress(RuntimeError):  # the loop has stopped
                 self._schedule(helped.set)
 
-    def _write_through(self, last: Commit, helping: bool = False) -> None:
-        """Write (and fsync) the unwritten commits up to *last*, in order.
-
-        In a worker thread or a helping one, never on the loop: it holds
-        :attr:`write_lock` through the fsync. The threads blocked on a
-        written commit (:class:`~stateward.Store` calls) are released from
-        here and need not wait for the event loop to hear of it; the loop
-        answers everything else afterwards (:meth:`_commit`). A helping
-        thread stops at a snapshot order (this task rotates the segment),
-        and writes nothing once the state failed or closed.
-
-        Raises:
-            OSError: The write or the fsync failed (the segment was cut back
-                to what was accepted before); or a helping thread's did.
-        """
-        with self.write_lock:
-            self._write_locked(last, helping)
-
-    def _write_locked(self, last: Commit, helping: bool) -> None:
-        """:meth:`_write_through`'s work, with :attr:`write_lock` held.
-
-        Raises:
-            RuntimeError: *last* (not written yet) is not in the queue before
-                the next snapshot order: the persistence task would answer
-                senders whose records were never written.
-        """
-        if self.write_error is not None:
-            raise self.write_error
-        if last.written:
-            return
-        if helping and (
-            self.core.failed is not None or self.abandoned or self.journal.fd is None
-        ):
-            return
-        unwritten = self.unwritten
-        group: list[Commit] = []
-        for i in range(len(unwritten)):  # (indexed: the loop may append meanwhile)
-            item = unwritten[i]
-            if isinstance(item, _SnapshotOrder):
-                break
-            group.append(item)
-            if item is last:
-                break
-        if not group or group[-1] is not last:
-            if helping:
-                return  # a snapshot order first: the persistence task's
-            msg = "the journal's queue does not hold the commit to write"
-            raise RuntimeError(msg)
-        blob = b"".join(c.blob for c in group)
-        fsync = self.fsync_all or any(c.fsync for c in group)
-        if blob or fsync:
-            self.journal.commit(blob, fsync)
-            self.commits += 1
-            self.fsyncs += fsync
-        for _ in group:
-            self.unwritten.popleft()
-        self._committed(group, fsync)
-
     def _committed(self, group: list[Commit], fsync: bool) -> None:
-        """Mark *group* written and release its threads (under write_lock).
+        """*group* is written: say so, and release its threads (writer's lock held).
 
         Setting a thread's signal twice is harmless. Async senders are
         answered on the loop, as their signals belong to it.
@@ -436,7 +347,6 @@ class Persister:
         if fsync:
             self.synced_revision = revision
         for commit in group:
-            commit.written = True
             for request in commit.requests:
                 if request.done.by_thread:
                     request.done.set()
@@ -452,6 +362,7 @@ class Persister:
             f"({exc}); nothing more is accepted until the state is opened again"
         )
         logger.error("%s", message)
+        self.writer.stopped = True
         self.core.failed = DurabilityError(message)
         self.core.failed.__cause__ = exc
         self._wake_readers()
@@ -462,7 +373,7 @@ class Persister:
             return
         try:
             await anyio.to_thread.run_sync(
-                self._open_segment, order, limiter=self.journal_limiter
+                self.writer.end_segment, order, limiter=self.journal_limiter
             )
         except OSError as exc:
             self._fail(exc)
@@ -470,17 +381,6 @@ class Persister:
             return
         self.synced_revision = order.revision  # open_segment synced the old one
         self.core.tg.start_soon(self._snapshot_task, order, name="stateward snapshot")
-
-    def _open_segment(self, order: _SnapshotOrder) -> None:
-        """End the segment at *order*'s revision (every commit before it is written)."""
-        with self.write_lock:
-            if self.write_error is not None:
-                raise self.write_error
-            if not self.unwritten or self.unwritten[0] is not order:
-                msg = "the journal's queue holds unwritten commits before a snapshot"
-                raise RuntimeError(msg)
-            self.journal.open_segment(order.revision + 1)
-            self.unwritten.popleft()
 
     async def _snapshot_task(self, order: _SnapshotOrder) -> None:
         try:

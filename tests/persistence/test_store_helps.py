@@ -74,12 +74,12 @@ def test_a_durable_store_set_is_written_and_synced_by_its_own_thread(
     with Store({"n": 0}, state_dir=tmp_path, backend=backend) as store:
         persister = _persister_of(store)
         syncs = persister.journal.files = _Syncs()
-        commits = persister.commits
+        commits = persister.writer.commits
         for i in range(1, 21):
             store.set("n", i)
             assert persister.durable_revision == persister.synced_revision == i
         assert syncs.threads == [threading.get_ident()] * 20
-        assert persister.commits == commits + 20
+        assert persister.writer.commits == commits + 20
     with Store(state_dir=tmp_path, backend=backend) as store:
         assert store.get("n") == 20
 
@@ -149,9 +149,9 @@ async def test_a_thread_that_never_helps_delays_its_commit_only_for_the_wait(
         assert signal.is_set()
         job = signal._help
         assert job is not None  # it was enlisted
-        commits = persister.commits
+        commits = persister.writer.commits
         await anyio.to_thread.run_sync(job)  # a late helper: nothing twice
-        assert persister.commits == commits
+        assert persister.writer.commits == commits
         await state.send(Set("n", 2), durable=True)
     async with open_state(state_dir=tmp_path) as state:
         assert state.get_nowait("n") == 2
@@ -254,14 +254,14 @@ def test_after_the_state_closed_a_helping_thread_writes_nothing(
         for name in os.listdir(segment)
     }
     late = Commit([b"not a record"], [], [], persister.durable_revision + 1)
-    persister.unwritten.append(late)
+    persister.writer.unwritten.append(late)
 
     class _Set:
         def set(self) -> None:
             pass
 
     persister.help(late, _Set())  # type: ignore[arg-type]
-    assert persister.unwritten[-1] is late
+    assert persister.writer.unwritten[-1] is late
     assert not late.written
     assert persister.durable_revision == late.revision - 1
     after = {
@@ -283,7 +283,7 @@ def test_the_journal_is_closed_under_the_writers_lock(
         close = journal.close
 
         def closing() -> None:
-            held.append(persister.write_lock.locked())
+            held.append(persister.writer.lock.locked())
             close()
 
         journal.close = closing  # type: ignore[method-assign]
