@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import threading
 from typing import TYPE_CHECKING
 
@@ -210,6 +211,48 @@ def test_a_helping_thread_interrupted_mid_write_loses_nothing(
         assert files.interrupted
         assert store.get("n") == 1  # (returns once its record is committed)
         assert persister.durable_revision == persister.synced_revision == 1
+        store.set("n", 2)
+    with Store(state_dir=tmp_path, backend=backend) as store:
+        assert store.get("n") == 2
+        assert store._state.revision == 2
+
+
+class _SignalledOnce(Files):
+    """Sends this process a SIGINT from its first fsync; counts the writes."""
+
+    def __init__(self) -> None:
+        self.signalled = False
+        self.writes = 0
+
+    def write(self, fd: int, data: bytes) -> None:
+        self.writes += 1
+        super().write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        if not self.signalled:
+            self.signalled = True
+            signal.raise_signal(signal.SIGINT)
+        super().fsync(fd)
+
+
+@pytest.mark.usefixtures("patient")
+def test_ctrl_c_while_the_main_thread_writes_is_raised_once_it_is_written(
+    tmp_path: Path, backend: str
+) -> None:
+    # A KeyboardInterrupt between writing the records and marking them
+    # written would have them written twice; the main thread, which alone
+    # runs signal handlers, defers them while it writes for the state.
+    assert threading.current_thread() is threading.main_thread()
+    with Store({"n": 0}, state_dir=tmp_path, backend=backend) as store:
+        persister = _persister_of(store)
+        files = persister.journal.files = _SignalledOnce()
+        handler = signal.getsignal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            store.set("n", 1)
+        assert files.signalled
+        assert files.writes == 1  # written once, by this thread: not cut back
+        assert persister.durable_revision == persister.synced_revision == 1
+        assert signal.getsignal(signal.SIGINT) is handler  # (put back)
         store.set("n", 2)
     with Store(state_dir=tmp_path, backend=backend) as store:
         assert store.get("n") == 2
