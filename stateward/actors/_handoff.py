@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
 import threading
 from collections import deque
@@ -36,10 +35,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from .._errors import StateClosedError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-    from types import FrameType
+    from collections.abc import Callable
 
-__all__ = ["LoopCaller", "ThreadSignal", "current_scheduler", "deferred_signals"]
+__all__ = ["LoopCaller", "ThreadSignal", "current_scheduler"]
 
 _POLL: Final = 1.0  # seconds between checks that the loop is still running
 
@@ -114,49 +112,6 @@ class ThreadSignal:
             job, self._help = self._help, None
             if job is not None:
                 job()  # (it may set the signal: the next acquire returns)
-
-
-_DEFERRED: Final = tuple(
-    s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s
-)
-
-
-@contextlib.contextmanager
-def deferred_signals() -> Iterator[None]:
-    """Run the block without Python signal handlers raising in the middle of it.
-
-    Only the main thread runs Python's signal handlers, so only there can a
-    ``KeyboardInterrupt`` (or a handler of the program's own that raises)
-    land between two steps that must both happen: writing journal records
-    and marking them written (written twice, recovery would refuse them).
-    In the main thread, SIGINT's and SIGTERM's Python handlers are swapped
-    for ones that note the signal, and each noted signal's handler runs
-    once the block is done, so its exception is raised there. Elsewhere,
-    and for handlers that are not Python callables, it changes nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    noted: list[tuple[int, FrameType | None]] = []
-
-    def note(signum: int, frame: FrameType | None) -> None:
-        noted.append((signum, frame))
-
-    swapped: list[tuple[int, Callable[[int, FrameType | None], Any]]] = []
-    try:
-        for signum in _DEFERRED:
-            handler = signal.getsignal(signum)
-            if callable(handler):
-                signal.signal(signum, note)
-                swapped.append((signum, handler))
-        yield
-    finally:
-        for signum, handler in swapped:
-            signal.signal(signum, handler)
-        for signum, frame in noted:
-            for swapped_signum, handler in swapped:
-                if swapped_signum == signum:
-                    handler(signum, frame)
 
 
 def current_scheduler() -> Callable[[Callable[[], object]], object]:

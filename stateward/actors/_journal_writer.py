@@ -13,6 +13,15 @@ unwritten comes before it.
 A commit is known by itself, not by its revision: a commit without
 records (a durable send that changed nothing) has the revision of the one
 before it.
+
+A helping thread may be the main thread, where Python raises
+``KeyboardInterrupt`` (or a signal handler's own exception) between any
+two steps: after the records are written and before they are marked so,
+say. Written again, they would be refused at recovery. So the writer
+notes what it is about to write and the journal's size before it; the
+next writer that finds that note looks at the size, which the journal
+advances as the last step of a commit that stands (one that stops before
+it is cut back), and marks the group written, or writes it again.
 """
 
 from __future__ import annotations
@@ -60,6 +69,9 @@ class JournalWriter:
         self.unwritten: deque[Commit | SegmentEnd] = deque()
         self.lock = threading.Lock()
         self.error: OSError | None = None  # a helping thread's failure
+        # The group being written, the fsync asked and the journal's size
+        # before: left behind if the writer was interrupted (see above).
+        self.intent: tuple[list[Commit], bool, int] | None = None
         self.stopped = False  # failed or abandoned: helping threads write nothing
         self.commits = 0
         self.fsyncs = 0
@@ -104,6 +116,8 @@ class JournalWriter:
     def _write_locked(self, last: Commit, helping: bool) -> None:
         if self.error is not None:
             raise self.error
+        if self.intent is not None:
+            self._settle()
         if last.written:
             return
         if helping and (self.stopped or self.journal.fd is None):
@@ -124,15 +138,31 @@ class JournalWriter:
             raise RuntimeError(msg)
         blob = b"".join(c.blob for c in group)
         fsync = self.fsync_all or any(c.fsync for c in group)
+        self.intent = (group, fsync, self.journal.size)
         if blob or fsync:
             self.journal.commit(blob, fsync)
             self.commits += 1
             self.fsyncs += fsync
-        for _ in group:
-            self.unwritten.popleft()
+        self._mark(group, fsync)
+
+    def _mark(self, group: list[Commit], fsync: bool) -> None:
+        """*group* is in the journal: off the queue, marked, said (repeatable)."""
+        unwritten = self.unwritten
         for commit in group:
+            if unwritten and unwritten[0] is commit:
+                unwritten.popleft()
             commit.written = True
         self._written(group, fsync)
+        self.intent = None
+
+    def _settle(self) -> None:
+        """Finish what an interrupted writer left (see the module's docstring)."""
+        assert self.intent is not None
+        group, fsync, size = self.intent
+        if self.journal.size != size or group[-1].written:
+            self._mark(group, fsync)  # its records stand: not written twice
+        else:
+            self.intent = None  # cut back, or never begun: written again
 
     def end_segment(self, end: SegmentEnd) -> None:
         """Start the next segment after *end* (every commit before it written).
@@ -144,6 +174,8 @@ class JournalWriter:
         with self.lock:
             if self.error is not None:
                 raise self.error
+            if self.intent is not None:
+                self._settle()
             if not self.unwritten or self.unwritten[0] is not end:
                 msg = "the journal's queue holds unwritten commits before a snapshot"
                 raise RuntimeError(msg)

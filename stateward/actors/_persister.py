@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 
 from .._errors import DurabilityError
-from ._handoff import ThreadSignal, current_scheduler, deferred_signals
+from ._handoff import ThreadSignal, current_scheduler
 from ._journal_writer import JournalWriter
 from ._requests import Commit
 from .persistence import ADAPTIVE_SNAPSHOT_EVERY, dumps_bytes
@@ -327,8 +327,7 @@ class Persister:
         this task too. Either way the thread then waits for its answer.
         """
         try:
-            with deferred_signals():
-                self.writer.write_through(last, helping=True)
+            self.writer.write_through(last, helping=True)
         except OSError as exc:
             self.writer.error = exc
         finally:

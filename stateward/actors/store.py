@@ -104,8 +104,8 @@ class Store(StoreEvents, StoreTransactions):
     *state_dir*, a write that waits for the disk is written and synced by
     the calling thread itself, under the journal's lock, once the actor has
     applied it (with the records queued before it): the call blocks for
-    that write, as it would for a worker thread's. In the main thread, a
-    SIGINT or SIGTERM handler's exception is raised once the write is done
+    that write, as it would for a worker thread's; interrupted (a Ctrl-C),
+    the call raises and the records are written by the state, once
     (``docs/concurrency.md``).
     """
 

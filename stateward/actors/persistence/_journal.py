@@ -388,6 +388,10 @@ class Journal:
             if fsync:
                 files.fsync(fd)
                 crash_point("journal-synced")
+            # Last, inside the try: an exception before it cuts the records
+            # back, and after it leaves them, with the size saying which (the
+            # writer reads it after an interrupted commit: JournalWriter).
+            self.size += len(blob)
         except BaseException:
             self.damaged = True
             with contextlib.suppress(OSError):
@@ -395,7 +399,6 @@ class Journal:
                 files.truncate(path, self.size)
                 self.damaged = False
             raise
-        self.size += len(blob)
 
     def write_snapshot(self, revision: int, body: bytes) -> None:
         """Write the snapshot of *revision* atomically (R3); no temp left on error."""
