@@ -82,8 +82,9 @@ class ThreadSignal:
                 self._lock.release()
 
     def enlist(self, job: Callable[[], None]) -> None:
-        """Wake the waiting thread to run *job* (which must not raise), then wait on.
+        """Wake the waiting thread to run *job*, then wait on.
 
+        What *job* raises, :meth:`block` raises in the waiting thread.
         Called once, on the loop's thread, before :meth:`set`. Should the
         signal be set before the thread wakes, the job is skipped: whoever
         set it had no more need of it.

@@ -321,10 +321,12 @@ class Persister:
         """Write the unwritten commits up to *last*, then set *helped*.
 
         Run by a :class:`~stateward.Store` call's own thread, woken for it
-        (:meth:`_let_a_thread_write`); never raises. A failure is kept for
+        (:meth:`_let_a_thread_write`). A failed write or fsync is kept for
         this task, which fails the state with it and refuses the commits;
         a snapshot order on the way (the journal's next segment) is left to
-        this task too. Either way the thread then waits for its answer.
+        this task too. Either way the thread then waits for its answer. An
+        interrupt (``KeyboardInterrupt``) propagates to the call, after
+        *helped* is set: this task then writes what is left, once.
         """
         try:
             self.writer.write_through(last, helping=True)
