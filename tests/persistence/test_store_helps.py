@@ -185,43 +185,15 @@ def test_a_helping_threads_failed_fsync_fails_the_state_and_loses_nothing(
 
 
 class _InterruptedOnce(Files):
-    """Raises KeyboardInterrupt from its first fsync (after the write)."""
+    """Interrupts its first fsync (before syncing), once; counts the writes.
 
-    def __init__(self) -> None:
-        self.interrupted = False
+    *how*: ``"raised"`` raises KeyboardInterrupt itself; ``"signal"`` sends
+    this process a real SIGINT, whose handler raises it as the call returns;
+    ``None`` never interrupts.
+    """
 
-    def fsync(self, fd: int) -> None:
-        if not self.interrupted:
-            self.interrupted = True
-            raise KeyboardInterrupt
-        super().fsync(fd)
-
-
-@pytest.mark.usefixtures("patient")
-def test_a_helping_thread_interrupted_mid_write_loses_nothing(
-    tmp_path: Path, backend: str
-) -> None:
-    # The interrupt reaches the caller; the partial write is cut back and the
-    # persistence task writes the record itself: applied, then durable.
-    with Store({"n": 0}, state_dir=tmp_path, backend=backend) as store:
-        persister = _persister_of(store)
-        files = persister.journal.files = _InterruptedOnce()
-        with pytest.raises(KeyboardInterrupt):
-            store.set("n", 1)
-        assert files.interrupted
-        assert store.get("n") == 1  # (returns once its record is committed)
-        assert persister.durable_revision == persister.synced_revision == 1
-        store.set("n", 2)
-    with Store(state_dir=tmp_path, backend=backend) as store:
-        assert store.get("n") == 2
-        assert store._state.revision == 2
-
-
-class _SignalledOnce(Files):
-    """Sends this process a SIGINT from its first fsync; counts the writes."""
-
-    def __init__(self) -> None:
-        self.signalled = False
+    def __init__(self, how: str | None = "raised") -> None:
+        self.how = how
         self.writes = 0
 
     def write(self, fd: int, data: bytes) -> None:
@@ -229,26 +201,28 @@ class _SignalledOnce(Files):
         super().write(fd, data)
 
     def fsync(self, fd: int) -> None:
-        if not self.signalled:
-            self.signalled = True
+        how, self.how = self.how, None
+        if how == "raised":
+            raise KeyboardInterrupt
+        if how == "signal":
             signal.raise_signal(signal.SIGINT)
         super().fsync(fd)
 
 
 @pytest.mark.usefixtures("patient")
-def test_ctrl_c_while_the_main_thread_syncs_is_raised_and_loses_nothing(
-    tmp_path: Path, backend: str
+@pytest.mark.parametrize("how", ["raised", "signal"])
+def test_a_helping_thread_interrupted_during_its_fsync_loses_nothing(
+    tmp_path: Path, backend: str, how: str
 ) -> None:
-    # A real SIGINT, during the fsync: the handler raises as the fsync
-    # returns, inside the journal's commit, which cuts the records back; the
-    # persistence task writes them again: one commit, durable.
-    assert threading.current_thread() is threading.main_thread()
+    # The interrupt reaches the caller; the journal's commit cuts the records
+    # back and the persistence task writes them again: one commit, durable.
+    assert threading.current_thread() is threading.main_thread()  # (SIGINT)
     with Store({"n": 0}, state_dir=tmp_path, backend=backend) as store:
         persister = _persister_of(store)
-        files = persister.journal.files = _SignalledOnce()
+        files = persister.journal.files = _InterruptedOnce(how)
         with pytest.raises(KeyboardInterrupt):
             store.set("n", 1)
-        assert files.signalled
+        assert files.how is None  # (it did interrupt)
         assert store.get("n") == 1  # (returns once its record is committed)
         assert persister.durable_revision == persister.synced_revision == 1
         store.set("n", 2)
@@ -267,8 +241,7 @@ def test_interrupted_after_writing_before_marking_is_not_written_twice(
     # refuse the journal (two records of one revision).
     with Store({"n": 0}, state_dir=tmp_path, backend=backend) as store:
         writer = _persister_of(store).writer
-        files = writer.journal.files = _SignalledOnce()
-        files.signalled = True  # (no signal here: counts the writes only)
+        files = writer.journal.files = _InterruptedOnce(None)  # (counts writes)
         mark = writer._mark
         interrupted: list[bool] = []
 
