@@ -79,7 +79,7 @@ class Commit:
         self.requests = requests
         self.outbox = outbox
         self.revision = revision
-        # Set (under the persister's write_lock) once its records are written
+        # Set (under JournalWriter.lock) once its records are written
         # as asked. Several commits may share a revision (one without
         # records), so a commit is known by itself, not by its revision.
         self.written = False

@@ -313,8 +313,8 @@ class Journal:
     """Appends records and writes snapshots; every method blocks (worker thread).
 
     One thread calls :meth:`commit` and :meth:`open_segment` at a time (the
-    persister's worker, or a Store call's own thread, under the persister's
-    ``write_lock``); :meth:`write_snapshot` and :meth:`retain` may run in
+    persister's worker, or a Store call's own thread, under the lock of the
+    ``JournalWriter``); :meth:`write_snapshot` and :meth:`retain` may run in
     another thread at the same time: they touch other files.
     """
 
