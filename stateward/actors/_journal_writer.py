@@ -85,7 +85,9 @@ class JournalWriter:
 
         Blocks for the file work (never on the loop). A *helping* thread (a
         Store call's) stops at a segment end, which is the persistence
-        task's, and writes nothing once the state failed, stopped or closed.
+        task's, and writes nothing once the state failed, stopped or closed;
+        its failure is kept (:attr:`error`) for the persistence task, whose
+        next write raises it.
 
         Raises:
             OSError: The write or the fsync failed (the segment was cut back
@@ -95,7 +97,12 @@ class JournalWriter:
                 were never written.
         """
         with self.lock:
-            self._write_locked(last, helping)
+            try:
+                self._write_locked(last, helping)
+            except OSError as exc:
+                if helping:
+                    self.error = exc
+                raise
 
     def write_here(self, group: list[Commit]) -> bool:
         """Commit *group* on the loop if it needs no file work and the lock is free."""

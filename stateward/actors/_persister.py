@@ -330,8 +330,8 @@ class Persister:
         """
         try:
             self.writer.write_through(last, helping=True)
-        except OSError as exc:
-            self.writer.error = exc
+        except OSError:
+            pass  # (kept by the writer: this task fails the state with it)
         finally:
             with contextlib.suppress(RuntimeError):  # the loop has stopped
                 self._schedule(helped.set)
