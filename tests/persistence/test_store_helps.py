@@ -133,7 +133,7 @@ def test_async_senders_store_threads_and_snapshots_mixed_lose_nothing(
 
 
 @pytest.mark.anyio
-async def test_a_thread_that_never_helps_delays_its_commit_only_for_the_wait(
+async def test_a_commit_whose_thread_never_helps_is_written_by_the_persister(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_persister, "HELP_WAIT", 0.01)
