@@ -33,7 +33,8 @@ from .._errors import DurabilityError
 from ._handoff import ThreadSignal, current_scheduler
 from ._journal_writer import JournalWriter
 from ._requests import Commit
-from .persistence import ADAPTIVE_SNAPSHOT_EVERY, dumps_bytes
+from .persistence import ADAPTIVE_SNAPSHOT_EVERY, _fork, dumps_bytes
+from .persistence._compact import can_spawn, spawn as spawn_rebuild
 from .persistence._fork import ForkedBody, start as fork_serialise
 from .subscriber import deliver, deliver_nowait
 
@@ -53,14 +54,24 @@ _QUEUE: Final = 16  # commits in flight before the state actor waits
 # before it writes the commit itself (the thread may have been interrupted
 # before it got there; either way the record is written exactly once).
 HELP_WAIT: Final = 0.05
+# With snapshot_child="auto", a snapshot is rebuilt by a new process once the
+# tree or the process is large enough for a fork to pause the state: a
+# previous snapshot this large (about 50,000 leaves; a new process costs
+# about 0.25 s of another core's time to start), or a fork of this process
+# that paused its caller this long.
+REPLAY_FROM_BYTES: Final = 1 << 20
+REPLAY_FROM_PAUSE: Final = 0.005
 
 
 class _SnapshotOrder:
-    __slots__ = ("body", "error", "read", "revision")
+    __slots__ = ("body", "error", "read", "replay", "revision")
 
-    def __init__(self, revision: int, body: bytes | None) -> None:
+    def __init__(self, revision: int, body: bytes | None, replay: bool = False) -> None:
         self.revision = revision
         self.body = body  # None while a child serialises it
+        # Rebuilt from the files by a new process, once the journal holds
+        # the revision (persistence._compact).
+        self.replay = replay
         self.error: OSError | None = None
         self.read = anyio.Event()  # set once body (or error) is there
         if body is not None:
@@ -116,6 +127,9 @@ class Persister:
         self.snapshot_busy = False
         self._snapshot_idle = anyio.Event()
         self._snapshot_idle.set()
+        # Snapshots may be rebuilt by a new process (see PersistenceConfig),
+        # until one such process fails: forked from then on.
+        self.replay = config.snapshot_child != "fork" and can_spawn()
         self.finished = anyio.Event()
         self.snapshots = 0
 
@@ -164,19 +178,22 @@ class Persister:
         )
 
     async def submit_snapshot(self, tree: Tree) -> None:
-        # Taken here, between two batches, so that it is exactly this
-        # revision. A forked child serialises it (the actor goes on at once);
-        # without fork, it is serialised here. The file work happens off the
-        # event loop.
+        # Ordered here, between two batches, so that it is exactly this
+        # revision. A new process rebuilds it from the files once the journal
+        # holds the revision (the actor goes on at once, and does not even
+        # pause for a fork), or a forked child serialises it; without either,
+        # it is serialised here. The file work happens off the event loop.
         self.snapshot_busy = True
         self.last_snapshot_time = anyio.current_time()
         self._snapshot_idle = anyio.Event()
-        child = fork_serialise(tree.root) if self.config.snapshot_in_child else None
+        in_child = self.config.snapshot_in_child
+        replay = in_child and self._rebuilt()
+        child = fork_serialise(tree.root) if in_child and not replay else None
         self.core.freezer.advance(tree.revision, now=True)
-        if child is None:
-            order = _SnapshotOrder(tree.revision, _snapshot_body(tree))
+        if replay or child is not None:
+            order = _SnapshotOrder(tree.revision, None, replay)
         else:
-            order = _SnapshotOrder(tree.revision, None)
+            order = _SnapshotOrder(tree.revision, _snapshot_body(tree))
         self.writer.queue(order)
         if child is not None:
             self.core.tg.start_soon(
@@ -187,6 +204,17 @@ class Persister:
                 name="stateward snapshot",
             )
         await self.tx.send(order)
+
+    def _rebuilt(self) -> bool:
+        """Whether the next snapshot is rebuilt by a new process (or forked)."""
+        if not self.replay:
+            return False
+        if self.config.snapshot_child == "replay":
+            return True
+        return (
+            self.journal.snapshot_bytes >= REPLAY_FROM_BYTES
+            or _fork.last_pause >= REPLAY_FROM_PAUSE
+        )
 
     async def finish(self) -> None:
         """Drain every commit, wait for a snapshot in progress, write a last one."""
@@ -386,6 +414,8 @@ class Persister:
 
     async def _snapshot_task(self, order: _SnapshotOrder) -> None:
         try:
+            if order.replay:
+                await self._rebuild(order)
             await order.read.wait()
             if order.body is None:
                 # As a failed write: the journal still holds every record.
@@ -396,6 +426,27 @@ class Persister:
             await self._write_snapshot(order.revision, order.body)
         finally:
             self._snapshot_done()
+
+    async def _rebuild(self, order: _SnapshotOrder) -> None:
+        """Have a new process rebuild *order* from the files (journal ended at it).
+
+        A process that cannot start or fails is a failed snapshot (the
+        journal holds every record); the next snapshots are forked.
+        """
+        child = spawn_rebuild(self.config.state_dir, order.revision)
+        if child is None:
+            order.error = OSError("could not start a process to rebuild it")
+            order.read.set()
+        else:
+            await order.collect(
+                child, self.snapshot_limiter, self.config.snapshot_timeout
+            )
+        if order.error is not None:
+            self.replay = False
+            logger.warning(
+                "a snapshot could not be rebuilt in a new process; "
+                "snapshots are forked from now on"
+            )
 
     def _snapshot_done(self) -> None:
         self.snapshot_busy = False

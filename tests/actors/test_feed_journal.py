@@ -49,6 +49,7 @@ async def test_compacted_where_the_files_no_longer_reach(
     # Snapshots every 10 revisions exactly (serialised in place, not by a
     # child that may still be busy at the next one), so the files reach back
     # a known way.
+    monkeypatch.setattr(_persister, "can_spawn", lambda: False)
     monkeypatch.setattr(_persister, "fork_serialise", lambda root: None)
     async with open_state(
         {}, state_dir=tmp_path, history=5, snapshot_every=10, keep_snapshots=2

@@ -4,7 +4,10 @@ Usage: python kill_child.py STATE_DIR BACKEND SEED COUNT [CRASH_POINT HIT]
 
 Prints "ready <revision>" once recovered, then "ack <index>" after each
 durable send returned (flushed at once), then "done". With CRASH_POINT, the
-process SIGKILLs itself at the HIT-th time it passes that named point.
+process SIGKILLs itself at the HIT-th time it passes that named point. With
+STATEWARD_KILL_REPLAY=1 in its environment, its snapshots are rebuilt by a
+new process (``snapshot_child="auto"`` takes that way for any tree), which
+may outlive it.
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ def main() -> None:
                     os.kill(os.getpid(), signal.SIGKILL)
 
         set_crash_hook(hook)
+
+    if os.environ.get("STATEWARD_KILL_REPLAY") == "1":
+        from stateward.actors import _persister
+
+        _persister.REPLAY_FROM_BYTES = 0
 
     todo = actions(seed, count)
 

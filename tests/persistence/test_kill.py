@@ -91,7 +91,9 @@ def test_sigkill_loop_loses_no_acknowledged_action(
             args += [rng.choice(POINTS), str(rng.randint(1, 4))]
         else:
             kill_after = rng.randrange(PER_RUN)
-        child = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        # Every third round, its snapshots are rebuilt by a new process.
+        env = {**os.environ, "STATEWARD_KILL_REPLAY": "1" if rounds % 3 == 0 else ""}
+        child = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
         assert child.stdout is not None
         acked = 0
         for line in child.stdout:

@@ -1,4 +1,8 @@
-"""Snapshots off the state actor: a forked child serialises, the actor goes on."""
+"""Snapshots off the state actor: another process serialises, the actor goes on.
+
+The forked child's own behaviour; the process that rebuilds a snapshot from
+the files (the default) is tested in ``test_snapshot_rebuilt.py``.
+"""
 
 from __future__ import annotations
 
@@ -31,14 +35,18 @@ def _snapshots(directory) -> dict[int, object]:
     return found
 
 
-async def test_each_snapshot_is_exactly_the_tree_at_its_revision(tmp_path):
+@pytest.mark.parametrize("child", ["replay", "fork"])
+async def test_each_snapshot_is_exactly_the_tree_at_its_revision(tmp_path, child):
     # Writes go on while children serialise: every snapshot file must still
     # be the tree at its own revision (a model replays the same writes).
     model = {"jobs": {}}
     at = {0: copy.deepcopy(model)}
-    async with open_state(
-        {"jobs": {}}, state_dir=tmp_path, snapshot_every=300, keep_snapshots=100
-    ) as state:
+    config = PersistenceConfig(
+        str(tmp_path), snapshot_every=300, keep_snapshots=100, snapshot_child=child
+    )
+    async with anyio.create_task_group() as tg:
+        actor = StateActor(initial={"jobs": {}}, persistence=config)
+        state = await tg.start(actor.run)
         for i in range(1_500):
             key, value = f"k{i % 97}", {"n": i, "pad": "x" * (i % 50)}
             await state.send(Set(f"jobs.{key}", value), durable=False)
@@ -47,6 +55,7 @@ async def test_each_snapshot_is_exactly_the_tree_at_its_revision(tmp_path):
         with anyio.fail_after(30):  # the latest child's snapshot is written
             await state._core.persister._snapshot_idle.wait()
         assert state.statistics().snapshots >= 1
+        await state.stop()
     found = _snapshots(tmp_path)
     assert len(found) >= 3
     for revision, root in found.items():
@@ -73,7 +82,9 @@ async def test_the_actor_does_not_wait_for_a_snapshot_being_serialised(
         return Held(forked.pid, forked.fd)
 
     monkeypatch.setattr(_persister, "fork_serialise", held_start)
-    config = PersistenceConfig(str(tmp_path), "fsync", snapshot_every=50)
+    config = PersistenceConfig(
+        str(tmp_path), "fsync", snapshot_every=50, snapshot_child="fork"
+    )
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             state = await tg.start(StateActor(initial={}, persistence=config).run)
@@ -92,7 +103,12 @@ async def test_the_actor_does_not_wait_for_a_snapshot_being_serialised(
             await state.stop()
 
 
-async def test_without_fork_the_snapshot_is_serialised_in_place(tmp_path, monkeypatch):
+async def test_without_a_child_the_snapshot_is_serialised_in_place(
+    tmp_path, monkeypatch
+):
+    # Neither a new process (no posix_spawn, a frozen interpreter) nor a
+    # fork (Windows).
+    monkeypatch.setattr(_persister, "can_spawn", lambda: False)
     monkeypatch.setattr(_persister, "fork_serialise", lambda root: None)
     async with open_state({}, state_dir=tmp_path, snapshot_every=10) as state:
         for i in range(25):
@@ -112,7 +128,9 @@ async def test_a_snapshot_child_is_reaped_when_its_read_is_cancelled(
     children = spy_forks(monkeypatch, _persister)
     # (fsync: a send returns after its commit, so after the actor ordered
     # the snapshot that followed it)
-    config = PersistenceConfig(str(tmp_path), "fsync", snapshot_every=5)
+    config = PersistenceConfig(
+        str(tmp_path), "fsync", snapshot_every=5, snapshot_child="fork"
+    )
     big = {f"k{i}": "x" * 100 for i in range(2_000)}  # about 220 kB of JSON
     # The tokens go back only once the actor is gone (the stack exits last).
     with anyio.fail_after(30):
@@ -187,7 +205,11 @@ async def test_a_snapshot_child_that_hangs_is_killed_and_snapshots_go_on(
     monkeypatch.setattr(_fork, "dumps_bytes", encode)
     children = spy_forks(monkeypatch, _persister)
     config = PersistenceConfig(
-        str(tmp_path), "fsync", snapshot_every=5, snapshot_timeout=0.2
+        str(tmp_path),
+        "fsync",
+        snapshot_every=5,
+        snapshot_timeout=0.2,
+        snapshot_child="fork",
     )
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:

@@ -72,6 +72,10 @@ copy_budget: int = max(COPY_AT_LEAST, int(last_pause / COPY_SECONDS))
 class ForkedBody:
     """A child serialising one tree; :meth:`read` collects its bytes.
 
+    The child is a fork (:func:`start`) or a new process rebuilding a
+    snapshot from the files (:func:`._compact.spawn`): either writes the
+    body to its end of the pipe and exits with status 0.
+
     Exactly one of :meth:`read` and :meth:`abandon` closes the pipe and reaps
     the child, whichever comes first (from any thread): a child is never
     left blocked on a full pipe, holding the state directory's files, nor

@@ -1,0 +1,276 @@
+"""Snapshots rebuilt from the files by a new process: no fork, no pause.
+
+The default ``snapshot_child="replay"``: once the journal holds a snapshot's
+revision, a new Python process reads the previous snapshot and the journal,
+replays up to that revision and serialises the tree; the parent writes the
+file. Every snapshot must still be exactly the tree at its revision, and a
+failed or hanging process must cost a snapshot, never a record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+
+import anyio
+import pytest
+
+from stateward import CorruptStateError, Set, StateActor
+from stateward.actors import _persister
+from stateward.actors._files import Files
+from stateward.actors.persistence import PersistenceConfig, _compact, recover
+from stateward.actors.persistence._fork import ForkedBody
+from stateward.actors.persistence._snapshot import read_snapshot
+
+from .forks import assert_reaped, spy_forks
+
+pytestmark = pytest.mark.anyio
+
+
+def _snapshots(directory) -> dict[int, object]:
+    found = {}
+    for name in os.listdir(directory):
+        if name.startswith("snapshot-") and name.endswith(".snap"):
+            snap = read_snapshot(Files(), os.path.join(directory, name), name)
+            found[snap.revision] = snap.root
+    return found
+
+
+def _no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fork_serialise(root: object) -> None:
+        raise AssertionError("the state forked for a snapshot")
+
+    monkeypatch.setattr(_persister, "fork_serialise", fork_serialise)
+
+
+def _spy_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[ForkedBody]:
+    children: list[ForkedBody] = []
+    real = _persister.spawn_rebuild
+
+    def spawn(directory: str, revision: int) -> ForkedBody | None:
+        child = real(directory, revision)
+        assert child is not None, "this platform spawns"
+        children.append(child)
+        return child
+
+    monkeypatch.setattr(_persister, "spawn_rebuild", spawn)
+    return children
+
+
+async def test_the_actor_neither_forks_nor_waits_while_a_snapshot_is_rebuilt(
+    tmp_path, monkeypatch
+):
+    # The rebuilt bytes are held back: every send still completes, durable,
+    # and the state never forks (a fork pauses it for its page tables).
+    _no_fork(monkeypatch)
+    monkeypatch.chdir(tmp_path)  # the child finds this package from anywhere
+    release = threading.Event()
+    real = _persister.spawn_rebuild
+
+    def held(directory: str, revision: int) -> ForkedBody:
+        child = real(directory, revision)
+        assert child is not None, "this platform spawns"
+
+        class Held(ForkedBody):
+            def read(self, timeout: float | None = None) -> bytes:
+                release.wait(30)
+                return super().read(timeout)
+
+        return Held(child.pid, child.fd)
+
+    monkeypatch.setattr(_persister, "spawn_rebuild", held)
+    directory = tmp_path / "state"
+    config = PersistenceConfig(
+        str(directory), "fsync", snapshot_every=50, snapshot_child="replay"
+    )
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            for i in range(300):  # the 50th orders a snapshot, held meanwhile
+                await state.send(Set("n", i))
+            assert state.statistics().snapshots == 0
+            assert state.revision == 300
+            release.set()
+            await state._core.persister._snapshot_idle.wait()  # written
+            assert state.statistics().snapshots == 1
+            assert _snapshots(directory)[50] == {"n": 49}
+            await state.stop()
+
+
+async def test_a_rebuilt_snapshot_and_the_journal_recover_the_acknowledged_state(
+    tmp_path, monkeypatch
+):
+    # A crash image taken once a rebuilt snapshot is written (every send
+    # acknowledged as fsynced): recovery starts from that snapshot and
+    # replays the journal after it, to exactly what was acknowledged.
+    _no_fork(monkeypatch)
+    children = _spy_rebuilds(monkeypatch)
+    directory, image = tmp_path / "state", tmp_path / "image"
+    config = PersistenceConfig(
+        str(directory), "fsync", snapshot_every=40, snapshot_child="replay"
+    )
+    model: dict[str, object] = {"big": 2**64 - 1, "small": -(2**63), "f": -0.0}
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            actor = StateActor(initial=dict(model), persistence=config)
+            state = await tg.start(actor.run)
+            for i in range(40):
+                await state.send(Set(f"k{i % 7}", {"i": i, "s": "é" * (i % 3)}))
+                model[f"k{i % 7}"] = {"i": i, "s": "é" * (i % 3)}
+            await state._core.persister._snapshot_idle.wait()
+            for i in range(40, 57):  # after the snapshot: in the journal only
+                await state.send(Set(f"k{i % 7}", i))
+                model[f"k{i % 7}"] = i
+            shutil.copytree(directory, image, ignore=shutil.ignore_patterns("LOCK"))
+            await state.stop()
+    assert len(children) == 1
+    assert_reaped(children[0])
+    recovered = recover(PersistenceConfig(str(image)), None)
+    recovered.journal.close()
+    assert recovered.snapshot_revision == 40
+    assert recovered.tree.revision == 57
+    assert recovered.tree.root == model
+
+
+async def test_a_failed_rebuild_costs_a_snapshot_then_snapshots_are_forked(
+    tmp_path, monkeypatch, caplog
+):
+    caplog.set_level(logging.WARNING)
+    monkeypatch.setattr(_compact, "_CODE", "import sys; sys.exit(3)")
+    rebuilt = _spy_rebuilds(monkeypatch)
+    forked = spy_forks(monkeypatch, _persister)
+    config = PersistenceConfig(
+        str(tmp_path), "fsync", snapshot_every=5, snapshot_child="replay"
+    )
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            persister = state._core.persister
+            for i in range(5):  # the 5th orders a snapshot; its process fails
+                await state.send(Set("n", i))
+            await persister._snapshot_idle.wait()
+            assert state.statistics().snapshots == 0
+            assert "status" in caplog.text
+            assert "snapshots are forked from now on" in caplog.text
+            await state.send(Set("n", 5))  # due still: forked this time
+            await persister._snapshot_idle.wait()
+            assert (len(rebuilt), len(forked)) == (1, 1)
+            assert state.statistics().snapshots == 1
+            assert _snapshots(tmp_path)[6] == {"n": 5}
+            await state.stop()
+    assert_reaped(rebuilt[0])
+
+
+async def test_a_rebuild_that_hangs_is_killed_at_the_snapshot_timeout(
+    tmp_path, monkeypatch, caplog
+):
+    caplog.set_level(logging.WARNING)
+    monkeypatch.setattr(_compact, "_CODE", "import time; time.sleep(60)")
+    rebuilt = _spy_rebuilds(monkeypatch)
+    config = PersistenceConfig(
+        str(tmp_path),
+        "fsync",
+        snapshot_every=5,
+        snapshot_timeout=0.3,
+        snapshot_child="replay",
+    )
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            for i in range(5):
+                await state.send(Set("n", i))
+            await state._core.persister._snapshot_idle.wait()
+            assert state.statistics().snapshots == 0
+            assert_reaped(rebuilt[0])
+            await state.stop()
+    assert "took over 0.3 s: killed" in caplog.text
+    assert _snapshots(tmp_path)[5] == {"n": 4}  # the last one, at the stop
+
+
+def test_rebuild_replays_to_exactly_the_revision_asked_for(tmp_path):
+    # Records after the revision are in the files too (the journal goes on):
+    # the body is the tree at the revision, not later.
+    async def write() -> None:
+        config = PersistenceConfig(str(tmp_path), "flush", snapshot_every=10**6)
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            for i in range(30):
+                await state.send(Set(f"k{i % 4}", i))
+            tg.cancel_scope.cancel()  # a crash: no snapshot at the stop
+
+    anyio.run(write)
+    body = _compact.rebuild(str(tmp_path), 17)
+    # revision r: the sends 0 .. r - 1
+    assert json.loads(body) == {"k0": 16, "k1": 13, "k2": 14, "k3": 15}
+
+
+def test_rebuild_refuses_what_the_files_cannot_give(tmp_path):
+    async def write() -> None:
+        config = PersistenceConfig(str(tmp_path), "flush", snapshot_every=10**6)
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            for i in range(3):
+                await state.send(Set("n", i))
+            tg.cancel_scope.cancel()
+
+    anyio.run(write)
+    with pytest.raises(CorruptStateError, match="reaches revision 3, not 9"):
+        _compact.rebuild(str(tmp_path), 9)
+    os.unlink(tmp_path / "snapshot-00000000000000000000.snap")
+    with pytest.raises(CorruptStateError, match="no snapshot at or before 2"):
+        _compact.rebuild(str(tmp_path), 2)
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [(b'{"a":NaN}', "not strict JSON"), (b'{"a":' * 300 + b"1" + b"}" * 300, "deep")],
+)
+def test_the_faster_decoder_refuses_nothing_less_than_the_strict_one(
+    tmp_path, body, why
+):
+    # The rebuilding process decodes the base snapshot with orjson: what
+    # the strict decoder or the checks refuse must still be refused.
+    import orjson
+
+    from stateward.actors.persistence._format import _snapshot_header
+
+    path = tmp_path / "snapshot-00000000000000000007.snap"
+    path.write_bytes(_snapshot_header(b"s" * 16, 7, body) + body)
+    with pytest.raises(CorruptStateError, match=why):
+        read_snapshot(Files(), str(path), path.name, orjson.loads)
+
+
+@pytest.mark.parametrize(
+    ("from_bytes", "last_pause", "made_by"),
+    [
+        (1 << 20, 0.0005, "fork"),  # a small state: its fork is quicker
+        (100, 0.0005, "replay"),  # the previous snapshot was large enough
+        (1 << 20, 0.01, "replay"),  # a fork of this process paused it long
+    ],
+    ids=["small", "large-snapshot", "slow-fork"],
+)
+async def test_auto_rebuilds_once_a_fork_would_pause_the_state(
+    tmp_path, monkeypatch, from_bytes, last_pause, made_by
+):
+    from stateward.actors.persistence import _fork
+
+    monkeypatch.setattr(_persister, "REPLAY_FROM_BYTES", from_bytes)
+    monkeypatch.setattr(_persister, "REPLAY_FROM_PAUSE", 0.005)  # (as shipped)
+    monkeypatch.setattr(_fork, "last_pause", last_pause)
+    rebuilt = _spy_rebuilds(monkeypatch)
+    forked = spy_forks(monkeypatch, _persister)
+    config = PersistenceConfig(str(tmp_path), "fsync", snapshot_every=5)
+    assert config.snapshot_child == "auto"
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            initial = {"pad": "x" * 200}  # a snapshot 0 of 212 bytes
+            state = await tg.start(StateActor(initial=initial, persistence=config).run)
+            for i in range(5):
+                await state.send(Set("n", i))
+            await state._core.persister._snapshot_idle.wait()
+            await state.stop()
+    assert (len(rebuilt), len(forked)) == ((1, 0) if made_by == "replay" else (0, 1))
+    assert _snapshots(tmp_path)[5] == {"pad": "x" * 200, "n": 4}
