@@ -208,20 +208,26 @@ def test_rebuild_replays_to_exactly_the_revision_asked_for(tmp_path):
 
 
 def test_rebuild_refuses_what_the_files_cannot_give(tmp_path):
-    async def write() -> None:
-        config = PersistenceConfig(str(tmp_path), "flush", snapshot_every=10**6)
+    async def write(directory) -> None:
+        config = PersistenceConfig(str(directory), "flush", snapshot_every=10**6)
         async with anyio.create_task_group() as tg:
             state = await tg.start(StateActor(initial={}, persistence=config).run)
             for i in range(3):
                 await state.send(Set("n", i))
             tg.cancel_scope.cancel()
 
-    anyio.run(write)
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    anyio.run(write, ours)
+    anyio.run(write, theirs)
     with pytest.raises(CorruptStateError, match="reaches revision 3, not 9"):
-        _compact.rebuild(str(tmp_path), 9)
-    os.unlink(tmp_path / "snapshot-00000000000000000000.snap")
+        _compact.rebuild(str(ours), 9)
+    segment = "journal-00000000000000000001.wal"
+    shutil.copy(theirs / segment, ours / segment)  # the same records, not ours
+    with pytest.raises(CorruptStateError, match="belongs to another store"):
+        _compact.rebuild(str(ours), 2)
+    os.unlink(ours / "snapshot-00000000000000000000.snap")
     with pytest.raises(CorruptStateError, match="no snapshot at or before 2"):
-        _compact.rebuild(str(tmp_path), 2)
+        _compact.rebuild(str(ours), 2)
 
 
 @pytest.mark.parametrize(

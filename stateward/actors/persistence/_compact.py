@@ -75,7 +75,6 @@ def rebuild(directory: str, revision: int) -> bytes:
     name = snapshot_name(base_revision)
     base = read_snapshot(files, os.path.join(directory, name), name, _fast_loads())
     tree = Tree.adopt(base.root, revision=base.revision)
-    del base
     for i, first in enumerate(segments):
         following = segments[i + 1] if i + 1 < len(segments) else None
         if following is not None and following <= tree.revision + 1:
@@ -86,6 +85,8 @@ def rebuild(directory: str, revision: int) -> bytes:
         segment = read_segment(files.read(os.path.join(directory, name)), name)
         if segment.first == -1:
             continue  # (empty)
+        if segment.store_id != base.store_id:
+            raise CorruptStateError(name, "journal segment belongs to another store")
         payloads = segment.payloads[: revision + 1 - segment.first]
         replay_records(tree, segment.first, payloads, name)
     if tree.revision != revision:
@@ -145,7 +146,10 @@ def spawn(directory: str, revision: int) -> ForkedBody | None:
     """
     executable = sys.executable
     read_fd, write_fd = os.pipe()
-    argv = [executable, "-c", _CODE, _PACKAGE_PARENT, directory, str(revision)]
+    # (-W ignore: a warning made an error by the environment must not fail
+    # it; it has nothing to warn anyone about)
+    argv = [executable, "-W", "ignore", "-c", _CODE, _PACKAGE_PARENT]
+    argv += [directory, str(revision)]
     try:
         pid = os.posix_spawn(
             executable,
