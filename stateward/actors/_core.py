@@ -7,6 +7,7 @@ actor's task (which runs :meth:`_Core.loop`) and its
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Final, cast
 
 import anyio
@@ -23,14 +24,14 @@ from ._ack import new_receipt
 from ._derive import Derivations
 from ._mailbox import Mailbox, current_backend
 from ._reaper import Reaper
-from ._requests import Commit, _cancellable, _Register, _Replayed, _Request
+from ._requests import Commit, _cancellable, _Register, _Request
 from ._routing import Routes
 from ._track import Reactions
-from .persistence import FeedEntry, encode_changes, encode_record
+from .persistence import encode_changes, encode_record
 from .subscriber import Outbox, Subscriber, _Delivery, deliver, deliver_nowait
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from anyio.abc import TaskGroup
 
@@ -427,63 +428,31 @@ class _Core:
         for sub in subs:
             sub.close(drain=False)
 
-    def replay(
-        self, sub: Subscriber, since: int, older: list[FeedEntry] | None = None
-    ) -> None:
-        """Give *sub* every matching change after *since*, in order, then live.
+    @contextlib.contextmanager
+    def taking_whole(
+        self, value: JSON, copy: JSON, encoded: bytes | None
+    ) -> Iterator[None]:
+        """The ``Set("", value)`` sent inside takes *copy* and *encoded* as they are.
 
-        Runs without yielding right after *sub* joined the trie, so the live
-        feed starts exactly after the replay: no gap, no duplicate. Revisions
-        not yet committed are attached to their pending commit, so that, as
-        live events, they reach *sub* only once on disk.
+        For a whole tree checked, copied and (persisted) encoded off the
+        loop, as :meth:`~stateward.Checkpoints.load` does: the tree takes
+        *copy* without copying or comparing it, and the journal record
+        takes *encoded*. The state is then frozen out of full garbage
+        collections, as a freshly loaded one. After a send that applied, the
+        tree it replaced and *value* (which its event carried) are freed in
+        slices once nothing else holds them. Same event loop as the actor.
         """
-        persister = self.persister
-        durable = (
-            self.tree.revision if persister is None else persister.durable_revision
-        )
-        pending = [] if persister is None else list(persister.inflight)
-        backlog: list[_Delivery] = []
-        for old in older or ():  # rebuilt from the files: all committed
-            meta = _Replayed(old.action_id, old.source, old.payload)
-            routed = self.routes.route(
-                cast("Action", meta), old.revision, old.changes, sub
-            )
-            events = routed.get(sub)
-            if events:
-                receipt = new_receipt(
-                    old.revision,
-                    True,
-                    old.action_id,
-                    (sub.name,),
-                    self.new_event,
-                    owner=self.subscribers,
-                )
-                backlog.append(_Delivery(old.revision, tuple(events), receipt))
-        if older:
-            since = older[-1].revision
-        j = 0
-        for entry in self.history.since(since):
-            events = self.routes.route(
-                entry.action, entry.revision, entry.changes, sub
-            ).get(sub)
-            if not events:
-                continue
-            receipt = new_receipt(
-                entry.revision,
-                True,
-                entry.action.id,
-                (sub.name,),
-                self.new_event,
-                owner=self.subscribers,
-            )
-            delivery = _Delivery(entry.revision, tuple(events), receipt)
-            while j < len(pending) and pending[j].revision < entry.revision:
-                j += 1
-            if entry.revision <= durable or j == len(pending):
-                backlog.append(delivery)
-            else:
-                pending[j].outbox.append((sub, delivery))
-        sub.replay(backlog)
+        self.tree.offer(value, copy)
+        self.whole = None if encoded is None else (value, encoded)
+        replaced = self.tree.root
+        try:
+            yield
+        finally:
+            self.tree.withdraw()
+            self.whole = None
+            self.freezer.advance(self.tree.revision, now=True)
+        self.reaper.hold(replaced)
+        self.reaper.hold(value)
 
     def add_subscriber(self, sub: Subscriber) -> None:
         self.routes.add(sub)

@@ -300,20 +300,8 @@ class Checkpoints:
                 restored.append(obj_name)
             # The tree takes the checked copy as it is, and the journal its
             # encoding: the event loop does neither (docs/persistence.md).
-            core.tree.offer(action.value, copy)
-            core.whole = None if encoded is None else (action.value, encoded)
-            replaced = core.tree.root
-            try:
+            with core.taking_whole(action.value, copy, encoded):
                 await self._state.send(action)
-            finally:
-                core.tree.withdraw()
-                core.whole = None
-                # Out of full collections, as a freshly loaded state is.
-                core.freezer.advance(core.tree.revision, now=True)
-            # The tree it replaced, and the copy its event carried (kept by
-            # the history): freed in slices once nothing else holds them.
-            core.reaper.hold(replaced)
-            core.reaper.hold(action.value)
             return info
 
     async def run(

@@ -25,6 +25,7 @@ from .._json import JSON, copy_json
 from ..messages.actions import Action, Set, Transaction
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 from ..tree import MISSING
+from ._feed_replay import replay
 from ._handle_feed import HandleFeed, _check_from_revision
 from ._handle_inspect import HandleInspection
 from ._handle_reactive import HandleReactive
@@ -447,7 +448,7 @@ class StateHandle(
         )
         core.add_subscriber(sub)
         if from_revision is not None:
-            core.replay(sub, from_revision, older)
+            replay(core, sub, from_revision, older)
         return Subscription._create(core, sub, core.tree.revision)
 
     async def stop(self, *, timeout: float | None = 5.0) -> None:
