@@ -34,7 +34,7 @@ from ._handoff import ThreadSignal, current_scheduler
 from ._journal_writer import JournalWriter
 from ._requests import Commit
 from .persistence import ADAPTIVE_SNAPSHOT_EVERY, _fork, dumps_bytes
-from .persistence._compact import can_spawn, spawn as spawn_rebuild
+from .persistence._compact import can_spawn, has_room, spawn as spawn_rebuild
 from .persistence._fork import ForkedBody, start as fork_serialise
 from .subscriber import deliver, deliver_nowait
 
@@ -214,7 +214,7 @@ class Persister:
         return (
             self.journal.snapshot_bytes >= REPLAY_FROM_BYTES
             or _fork.last_pause >= REPLAY_FROM_PAUSE
-        )
+        ) and has_room()
 
     async def finish(self) -> None:
         """Drain every commit, wait for a snapshot in progress, write a last one."""

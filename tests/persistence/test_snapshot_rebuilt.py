@@ -280,3 +280,65 @@ async def test_auto_rebuilds_once_a_fork_would_pause_the_state(
             await state.stop()
     assert (len(rebuilt), len(forked)) == ((1, 0) if made_by == "replay" else (0, 1))
     assert _snapshots(tmp_path)[5] == {"pad": "x" * 200, "n": 4}
+
+
+_GB = 1 << 30
+
+
+def _fake_proc(root, resident: int, cgroup: str, available: int = 8 * _GB):
+    proc = root / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "meminfo").write_text(
+        f"MemTotal:       16000000 kB\nMemAvailable: {available // 1024} kB\n"
+    )
+    pages = resident // os.sysconf("SC_PAGE_SIZE")
+    (proc / "self" / "statm").write_text(f"{pages * 2} {pages} 0 0 0 0 0\n")
+    (proc / "self" / "cgroup").write_text(cgroup)
+    return str(proc)
+
+
+def _limit(directory, files: dict[str, str]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text + "\n")
+
+
+def test_a_rebuild_needs_room_for_a_copy_under_every_memory_limit(tmp_path):
+    cgroups = tmp_path / "cg"
+    # cgroup v1: 2 GB allowed, 1.2 GB used, 0.8 GB left: not enough for a
+    # copy of a 1 GB process, however much the machine has.
+    v1 = _fake_proc(tmp_path / "v1", _GB, "9:name=systemd:/\n4:memory:/svc\n")
+    _limit(
+        cgroups / "memory" / "svc",
+        {"memory.limit_in_bytes": str(2 * _GB), "memory.usage_in_bytes": "1288490188"},
+    )
+    assert not _compact.has_room(v1, str(cgroups))
+    # cgroup v2, the limit set on a parent ("max" below it): 2 GB left.
+    v2 = _fake_proc(tmp_path / "v2", _GB, "0::/a/b\n")
+    _limit(cgroups / "a", {"memory.max": str(3 * _GB), "memory.current": str(_GB)})
+    _limit(cgroups / "a" / "b", {"memory.max": "max", "memory.current": str(_GB)})
+    assert _compact.has_room(v2, str(cgroups))  # 2 GB >= 1.5 x 1 GB
+    big = _fake_proc(tmp_path / "big", 2 * _GB, "0::/a/b\n")
+    assert not _compact.has_room(big, str(cgroups))  # 2 GB < 1.5 x 2 GB
+    # No limit, and the machine short of memory.
+    short = _fake_proc(tmp_path / "short", _GB, "0::/\n", available=_GB)
+    assert not _compact.has_room(short, str(tmp_path / "none"))
+    # Nothing to read (not Linux): nothing says no.
+    assert _compact.has_room(str(tmp_path / "nowhere"), str(tmp_path / "none"))
+
+
+async def test_auto_forks_where_memory_has_no_room_for_a_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(_persister, "REPLAY_FROM_BYTES", 0)  # large enough
+    monkeypatch.setattr(_persister, "has_room", lambda: False)
+    rebuilt = _spy_rebuilds(monkeypatch)
+    forked = spy_forks(monkeypatch, _persister)
+    config = PersistenceConfig(str(tmp_path), "fsync", snapshot_every=5)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            for i in range(5):
+                await state.send(Set("n", i))
+            await state._core.persister._snapshot_idle.wait()
+            await state.stop()
+    assert (len(rebuilt), len(forked)) == (0, 1)
+    assert _snapshots(tmp_path)[5] == {"n": 4}

@@ -23,6 +23,7 @@ so that it runs this code, whatever its working directory.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -40,7 +41,7 @@ from ._snapshot import read_snapshot
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["can_spawn", "rebuild", "spawn"]
+__all__ = ["can_spawn", "has_room", "rebuild", "spawn"]
 
 _PACKAGE_PARENT: Final = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -136,6 +137,76 @@ def can_spawn() -> bool:
         and bool(sys.executable)
         and not getattr(sys, "frozen", False)
     )
+
+
+ROOM_FACTOR: Final = 1.5
+"""A rebuild is started (``snapshot_child="auto"``) only where the memory
+available is at least this many times this process's resident memory: the
+new process holds a copy of the tree about that large (617 MB beside a
+600 MB state, at a million leaves)."""
+
+
+def has_room(proc: str = "/proc", cgroups: str = "/sys/fs/cgroup") -> bool:
+    """Whether memory allows a second copy of this process's data, about.
+
+    Takes the least of the machine's available memory and what the memory
+    cgroups of this process (v1 or v2, at every level up to the root) have
+    left under their limits. True where neither can be read (not Linux):
+    nothing says otherwise. Blocking, but quick (a few small reads).
+    """
+    resident = _resident(proc)
+    available = _available(proc, cgroups)
+    if resident is None or available is None:
+        return True
+    return available >= ROOM_FACTOR * resident
+
+
+def _resident(proc: str) -> int | None:
+    path = os.path.join(proc, "self", "statm")
+    with contextlib.suppress(OSError, ValueError, IndexError), open(path) as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def _read_int(path: str) -> int | None:
+    """The number in *path*; None if it is missing, unreadable or "max"."""
+    with contextlib.suppress(OSError, ValueError), open(path) as f:
+        return int(f.read().strip())
+    return None
+
+
+def _available(proc: str, cgroups: str) -> int | None:
+    available = None
+    meminfo = os.path.join(proc, "meminfo")
+    with contextlib.suppress(OSError, ValueError, IndexError), open(meminfo) as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+                break
+    if available is None:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(proc, "self", "cgroup")) as f:
+            lines = f.read().splitlines()
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":  # v2: one hierarchy
+                base, limit, usage = cgroups, "memory.max", "memory.current"
+            elif "memory" in controllers.split(","):  # v1
+                base = os.path.join(cgroups, "memory")
+                limit, usage = "memory.limit_in_bytes", "memory.usage_in_bytes"
+            else:
+                continue
+            # The limit of any level up to the root applies.
+            parts = [p for p in path.split("/") if p]
+            for depth in range(len(parts), -1, -1):
+                level = os.path.join(base, *parts[:depth])
+                cap, used = _read_int(os.path.join(level, limit)), None
+                if cap is not None:
+                    used = _read_int(os.path.join(level, usage))
+                if cap is not None and used is not None:
+                    available = min(available, max(0, cap - used))
+    return available
 
 
 def spawn(directory: str, revision: int) -> ForkedBody | None:

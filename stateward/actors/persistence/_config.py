@@ -113,9 +113,12 @@ class PersistenceConfig:
 
     ``"auto"`` (the default): ``"replay"`` once the previous snapshot was
     1 MiB or more (about 50,000 leaves) or a fork of this process paused it
-    5 ms or more (a process of about 300 MB); ``"fork"`` otherwise, as a
+    5 ms or more (a process of about 300 MB), and if the memory available
+    (to the machine, and under this process's memory cgroups' limits) is at
+    least 1.5 times this process's resident memory; ``"fork"`` otherwise: a
     short pause costs less than starting a new interpreter (about 0.25 s of
-    CPU) for each snapshot.
+    CPU) for each snapshot, and where memory is short a second copy of the
+    tree could have the kernel kill the state's own process.
 
     Where a new process cannot be started (no ``posix_spawn``, a frozen or
     embedded interpreter) or one fails, snapshots are forked (where ``fork``
