@@ -187,7 +187,7 @@ class Persister:
         self.last_snapshot_time = anyio.current_time()
         self._snapshot_idle = anyio.Event()
         in_child = self.config.snapshot_in_child
-        replay = in_child and self._rebuilt()
+        replay = in_child and self.rebuilds()
         child = fork_serialise(tree.root) if in_child and not replay else None
         self.core.freezer.advance(tree.revision, now=True)
         if replay or child is not None:
@@ -205,8 +205,11 @@ class Persister:
             )
         await self.tx.send(order)
 
-    def _rebuilt(self) -> bool:
-        """Whether the next snapshot is rebuilt by a new process (or forked)."""
+    def rebuilds(self) -> bool:
+        """Whether a snapshot or checkpoint now is rebuilt by a new process.
+
+        Or forked (see ``PersistenceConfig.snapshot_child``).
+        """
         if not self.replay:
             return False
         if self.config.snapshot_child == "replay":
@@ -433,20 +436,48 @@ class Persister:
         A process that cannot start or fails is a failed snapshot (the
         journal holds every record); the next snapshots are forked.
         """
-        child = spawn_rebuild(self.config.state_dir, order.revision)
-        if child is None:
-            order.error = OSError("could not start a process to rebuild it")
-            order.read.set()
-        else:
-            await order.collect(
-                child, self.snapshot_limiter, self.config.snapshot_timeout
+        try:
+            order.body = await self.rebuild(
+                order.revision, self.snapshot_limiter, self.config.snapshot_timeout
             )
-        if order.error is not None:
+        except OSError as exc:
+            order.error = exc
+        finally:
+            order.read.set()
+
+    async def rebuild(
+        self,
+        revision: int,
+        limiter: anyio.CapacityLimiter | None,
+        timeout: float | None,
+        *,
+        checkpoint: bool = False,
+    ) -> bytes:
+        """The tree at *revision* encoded by a new process, from the files.
+
+        Once the journal holds *revision* (:meth:`wait_durable`). As a
+        snapshot's body, or with *checkpoint* as a checkpoint's tree. In a
+        task of the state's loop; cancelled, the process is killed.
+
+        Raises:
+            OSError: It could not start, failed or took over *timeout*
+                seconds; logged, and :meth:`rebuilds` says False from then
+                on (forks instead).
+        """
+        child = spawn_rebuild(self.config.state_dir, revision, checkpoint=checkpoint)
+        try:
+            if child is None:
+                raise OSError("could not start a process to rebuild it")
+            return await child.collect(limiter, timeout)
+        except OSError as exc:
             self.replay = False
             logger.warning(
-                "a snapshot could not be rebuilt in a new process; "
-                "snapshots are forked from now on"
+                "the tree at revision %s could not be rebuilt in a new process "
+                "(%s); snapshots and checkpoints are forked from now on",
+                revision,
+                exc,
             )
+            raise
 
     def _snapshot_done(self) -> None:
         self.snapshot_busy = False

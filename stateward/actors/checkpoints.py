@@ -203,29 +203,47 @@ class Checkpoints:
             FileExistsError: A checkpoint of that name exists (never overwritten).
             CheckpointError: An object's ``save_state`` raised, or the forked
                 child serialising the tree failed (or hung, and was killed
-                after ``CHILD_TIMEOUT`` seconds); nothing was left.
+                after ``CHILD_TIMEOUT`` seconds); nothing was left. (A new
+                process rebuilding a large persisted state's tree that
+                fails is logged, and the tree forked instead.)
             DurabilityError: The state's journal failed.
         """
         if name is not None:
             _check_name(name, "name")
         async with self._lock:
-            revision = self._state.revision
-            # One revision, no yield in between: a large tree is serialised by
-            # a forked child (the actor goes on; see docs/persistence.md), a
-            # small one copied here (quicker than a fork).
             core = self._state._core
             if core.failed is not None:
                 raise core.failed
-            tree: JSON | bytes
-            got = read_at(core.tree, (), None, _STRICT.dumps)
-            if isinstance(got, _fork.ForkedBody):
-                try:
-                    tree = await got.collect(timeout=_fork.CHILD_TIMEOUT)
-                except OSError as exc:  # it failed, or hung and was killed
-                    reason = f"the tree could not be serialised: {exc}"
-                    raise CheckpointError(str(self._directory), reason) from exc
-            else:
-                tree = got
+            revision = self._state.revision
+            tree: JSON | bytes | None = None
+            persister = core.persister
+            if persister is not None and persister.rebuilds():
+                # A large persisted state: once the journal holds this
+                # revision, a new process rebuilds the tree at it from the
+                # files and encodes it, and the state does not even pause
+                # for a fork (docs/persistence.md). If that fails, the way
+                # below, at the revision of then.
+                await self._state.wait_durable(revision)
+                with contextlib.suppress(OSError):  # (logged)
+                    tree = await persister.rebuild(
+                        revision, None, _fork.CHILD_TIMEOUT, checkpoint=True
+                    )
+            if tree is None:
+                if core.failed is not None:
+                    raise core.failed
+                # One revision, no yield in between: a large tree is
+                # serialised by a forked child (the actor goes on), a small
+                # one copied here (quicker than a fork).
+                revision = self._state.revision
+                got = read_at(core.tree, (), None, _STRICT.dumps)
+                if isinstance(got, _fork.ForkedBody):
+                    try:
+                        tree = await got.collect(timeout=_fork.CHILD_TIMEOUT)
+                    except OSError as exc:  # it failed, or hung and was killed
+                        reason = f"the tree could not be serialised: {exc}"
+                        raise CheckpointError(str(self._directory), reason) from exc
+                else:
+                    tree = got
             await self._state.wait_durable(revision)
             objects = dict(self._objects)
             now = datetime.datetime.now(datetime.UTC)

@@ -9,6 +9,7 @@ failed or hanging process must cost a snapshot, never a record.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import shutil
 import threading
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from stateward import CorruptStateError, Set, StateActor
@@ -50,8 +52,8 @@ def _spy_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[ForkedBody]:
     children: list[ForkedBody] = []
     real = _persister.spawn_rebuild
 
-    def spawn(directory: str, revision: int) -> ForkedBody | None:
-        child = real(directory, revision)
+    def spawn(directory: str, revision: int, **how: bool) -> ForkedBody | None:
+        child = real(directory, revision, **how)
         assert child is not None, "this platform spawns"
         children.append(child)
         return child
@@ -70,8 +72,8 @@ async def test_the_actor_neither_forks_nor_waits_while_a_snapshot_is_rebuilt(
     release = threading.Event()
     real = _persister.spawn_rebuild
 
-    def held(directory: str, revision: int) -> ForkedBody:
-        child = real(directory, revision)
+    def held(directory: str, revision: int, **how: bool) -> ForkedBody:
+        child = real(directory, revision, **how)
         assert child is not None, "this platform spawns"
 
         class Held(ForkedBody):
@@ -154,7 +156,7 @@ async def test_a_failed_rebuild_costs_a_snapshot_then_snapshots_are_forked(
             await persister._snapshot_idle.wait()
             assert state.statistics().snapshots == 0
             assert "status" in caplog.text
-            assert "snapshots are forked from now on" in caplog.text
+            assert "forked from now on" in caplog.text
             await state.send(Set("n", 5))  # due still: forked this time
             await persister._snapshot_idle.wait()
             assert (len(rebuilt), len(forked)) == (1, 1)
@@ -342,3 +344,82 @@ async def test_auto_forks_where_memory_has_no_room_for_a_copy(tmp_path, monkeypa
             await state.stop()
     assert (len(rebuilt), len(forked)) == (0, 1)
     assert _snapshots(tmp_path)[5] == {"n": 4}
+
+
+async def test_a_large_persisted_checkpoint_is_rebuilt_without_a_fork(
+    tmp_path, monkeypatch
+):
+    # The tree at the save's revision, encoded as a forked child would
+    # (a checkpoint's state.json), while sends go on; no fork.
+    from stateward import Checkpoints
+    from stateward.actors._checkpoint_files import _STRICT, TREE
+
+    _no_fork(monkeypatch)
+    from stateward.actors.persistence import _fork
+
+    def no_fork(*args: object) -> None:
+        raise AssertionError("forked for a checkpoint")
+
+    monkeypatch.setattr(_fork, "start", no_fork)
+    monkeypatch.setattr(_persister, "REPLAY_FROM_BYTES", 0)  # large enough
+    rebuilt = _spy_rebuilds(monkeypatch)
+    config = PersistenceConfig(str(tmp_path / "state"), "none")
+    initial = {"jobs": {f"k{i}": {"n": i, "s": "é"} for i in range(3_000)}}
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            actor = StateActor(initial=initial, persistence=config)
+            state = await tg.start(actor.run)
+            expected = copy.deepcopy(initial)
+            for i in range(100):
+                await state.send(Set(f"jobs.k{i}.n", -i))
+                expected["jobs"][f"k{i}"]["n"] = -i
+            checkpoints = Checkpoints(state, tmp_path / "cp")
+            async with anyio.create_task_group() as senders:
+
+                async def send_on() -> None:
+                    for i in range(100, 400):
+                        await state.send(Set(f"jobs.k{i}.n", -i))
+                        await anyio.lowlevel.checkpoint()
+
+                senders.start_soon(send_on)
+                info = await checkpoints.save(name="rebuilt")
+            # The tree at the revision save() read, while sends went on.
+            assert 99 <= info.revision < 399
+            for i in range(100, info.revision + 1):  # revision i: up to k{i}
+                expected["jobs"][f"k{i}"]["n"] = -i
+            assert len(rebuilt) == 1
+            assert_reaped(rebuilt[0])
+            data = (info.path / TREE).read_bytes()
+            assert data == _STRICT.dumps(expected)
+            await checkpoints.load(info.path)
+            assert state._core.tree.root == expected
+            await state.stop()
+
+
+async def test_a_checkpoint_whose_rebuild_fails_is_forked(
+    tmp_path, monkeypatch, caplog
+):
+    from stateward import Checkpoints
+    from stateward.actors.persistence import _fork
+
+    caplog.set_level(logging.WARNING)
+    monkeypatch.setattr(_compact, "_CODE", "import sys; sys.exit(3)")
+    monkeypatch.setattr(_persister, "REPLAY_FROM_BYTES", 0)
+    monkeypatch.setattr(_fork, "copy_budget", _fork.COPY_AT_LEAST)  # a fork is cheap
+    forked = spy_forks(monkeypatch, _fork, "start")
+    config = PersistenceConfig(str(tmp_path / "state"), "fsync")
+    big = {f"k{i}": i for i in range(3_000)}  # more than is always copied
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial=big, persistence=config).run)
+            await state.send(Set("k0", -1))
+            info = await Checkpoints(state, tmp_path / "cp").save()
+            assert info.revision == 1
+            assert len(forked) == 1
+            assert "forked from now on" in caplog.text
+            assert not state._core.persister.rebuilds()
+            await state.send(Set("k1", -1))
+            await Checkpoints(state, tmp_path / "cp").load(info.path)
+            assert await state.get("k0") == -1
+            assert await state.get("k1") == 1
+            await state.stop()

@@ -56,12 +56,15 @@ _CODE: Final = (
 )
 
 
-def rebuild(directory: str, revision: int) -> bytes:
-    """The snapshot body of *revision*, rebuilt from *directory*'s files.
+def rebuild(
+    directory: str, revision: int, dumps: Callable[[Any], bytes] = dumps_bytes
+) -> bytes:
+    """The tree at *revision*, rebuilt from *directory*'s files, encoded.
 
     Read-only and blocking. Safe beside the live state once the journal
-    holds every record up to *revision* (its segment was ended): the newest
-    snapshot at or before *revision*, then the records after it.
+    holds every record up to *revision* (written; later ones may be under
+    way): the newest snapshot at or before *revision*, then the records
+    after it. *dumps* encodes (default: a snapshot's body).
 
     Raises:
         CorruptStateError: A file is damaged, or the files do not reach
@@ -93,7 +96,7 @@ def rebuild(directory: str, revision: int) -> bytes:
     if tree.revision != revision:
         reason = f"the journal reaches revision {tree.revision}, not {revision}"
         raise CorruptStateError(directory, reason)
-    return dumps_bytes(tree.root)
+    return dumps(tree.root)
 
 
 def _fast_loads() -> Callable[[bytes], Any] | None:
@@ -110,11 +113,20 @@ def _fast_loads() -> Callable[[bytes], Any] | None:
 
 
 def main(argv: Sequence[str]) -> int:  # pragma: no cover - runs in the child
-    """The child: ``DIRECTORY REVISION``; the body to stdout, status 0."""
+    """The child: ``DIRECTORY REVISION [checkpoint]``; the body to stdout, 0.
+
+    With ``checkpoint``, the tree is encoded as a checkpoint's
+    ``state.json`` (pretty-printed), not as a snapshot's body.
+    """
     directory, revision = argv[0], int(argv[1])
+    dumps = dumps_bytes
+    if argv[2:] == ["checkpoint"]:
+        from .._store_files import JsonSerializer
+
+        dumps = JsonSerializer().dumps
     gc.disable()  # it builds one tree and exits: nothing for a collector
     try:
-        body = memoryview(rebuild(directory, revision))
+        body = memoryview(rebuild(directory, revision, dumps))
     except (CorruptStateError, OSError) as exc:
         sys.stderr.write(f"stateward: snapshot {revision} not rebuilt: {exc}\n")
         return 1
@@ -209,18 +221,21 @@ def _available(proc: str, cgroups: str) -> int | None:
     return available
 
 
-def spawn(directory: str, revision: int) -> ForkedBody | None:
-    """Start a process that rebuilds snapshot *revision*; None if it could not.
+def spawn(
+    directory: str, revision: int, *, checkpoint: bool = False
+) -> ForkedBody | None:
+    """Start a process that rebuilds the tree at *revision*; None if it could not.
 
-    Call it once the journal holds every record up to *revision*, and only
-    where :func:`can_spawn`.
+    It encodes it as a snapshot's body, or with *checkpoint* as a
+    checkpoint's ``state.json``. Call it once the journal holds every record
+    up to *revision*, and only where :func:`can_spawn`.
     """
     executable = sys.executable
     read_fd, write_fd = os.pipe()
     # (-W ignore: a warning made an error by the environment must not fail
     # it; it has nothing to warn anyone about)
     argv = [executable, "-W", "ignore", "-c", _CODE, _PACKAGE_PARENT]
-    argv += [directory, str(revision)]
+    argv += [directory, str(revision)] + (["checkpoint"] if checkpoint else [])
     try:
         pid = os.posix_spawn(
             executable,
