@@ -45,6 +45,10 @@ Then, per backend, the synchronous Store of the same N leaves:
     and the longest stop of the event loop meanwhile, against the same load
     made as before (the tree decoded by one call, then compared, copied
     and encoded for the journal on the state's loop).
+(l) ``Checkpoints.save()`` of the persisted N-leaf tree, rebuilt from the
+    files by a new process (the default for a tree this large) and forked
+    (``snapshot_child="fork"``): how long each took, and the event loop's
+    longest stop meanwhile.
 """
 
 from __future__ import annotations
@@ -360,6 +364,60 @@ def checkpoint_load(n: int, backend: str) -> str:
     )
 
 
+async def _checkpoint_save(n: int, child: str) -> tuple[float, float]:
+    """``Checkpoints.save()`` of a persisted state of *n* leaves.
+
+    *child* is its ``snapshot_child``. Returns how long the save took and
+    the longest stop of the event loop meanwhile (a task sleeping 1 ms at a
+    time).
+    """
+    initial = {"jobs": {f"k{i}": {"n": i} for i in range(n)}}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("STATEWARD_BENCH_DIR")) as d:
+        config = PersistenceConfig(
+            os.path.join(d, "state"),
+            "none",
+            snapshot_child=child,  # type: ignore[arg-type]
+        )
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial=initial, persistence=config).run)
+            del initial
+            await state.send(Set("jobs.k1.n", -1))
+            longest = 0.0
+            saving = True
+
+            async def tick() -> None:
+                nonlocal longest
+                last = time.perf_counter()
+                while saving:
+                    await anyio.sleep(0.001)
+                    now = time.perf_counter()
+                    longest = max(longest, now - last - 0.001)
+                    last = now
+
+            async with anyio.create_task_group() as ticking:
+                ticking.start_soon(tick)
+                await anyio.sleep(0.01)
+                start = time.perf_counter()
+                await Checkpoints(state, os.path.join(d, "checkpoints")).save()
+                took = time.perf_counter() - start
+                saving = False
+            await state.stop()
+    gc.unfreeze()
+    return took, longest
+
+
+def checkpoint_save(n: int, backend: str) -> str:
+    """Row (l): the event loop during a checkpoint save, rebuilt and forked."""
+    took, longest = anyio.run(_checkpoint_save, n, "auto", backend=backend)
+    took_f, longest_f = anyio.run(_checkpoint_save, n, "fork", backend=backend)
+    return (
+        f"| {backend} | (l) Checkpoints.save(), {n:,} leaves, persisted | rebuilt "
+        f"(the default): took {took:.2f} s, the loop's longest stop "
+        f"{longest * 1e3:,.1f} ms; forked: took {took_f:.2f} s, longest stop "
+        f"{longest_f * 1e3:,.1f} ms |"
+    )
+
+
 def run(backends: list[str], quick: bool) -> Iterator[str]:
     """Yield the report's rows, one figure at a time."""
     n = 100_000 if quick else 1_000_000
@@ -415,6 +473,7 @@ def run(backends: list[str], quick: bool) -> Iterator[str]:
         yield from whole_reads(n, backend)
         yield async_whole_read(n, backend)
         yield checkpoint_load(n, backend)
+        yield checkpoint_save(n, backend)
     plain, running = memory_per_leaf(n)
     verdict = "meets" if running <= 1.2 * plain else "MISSES"
     yield (
