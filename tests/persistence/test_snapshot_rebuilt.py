@@ -9,6 +9,7 @@ failed or hanging process must cost a snapshot, never a record.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -423,3 +424,34 @@ async def test_a_checkpoint_whose_rebuild_fails_is_forked(
             assert await state.get("k0") == -1
             assert await state.get("k1") == 1
             await state.stop()
+
+
+def test_a_rebuilding_process_holds_none_of_its_parents_files(tmp_path, monkeypatch):
+    # The state directory's flock (and any other file of the parent) stays
+    # the parent's: a restart after a crash must not find the directory
+    # locked by a rebuild still running. Closing the parent's fd stands for
+    # its death.
+    import fcntl
+
+    monkeypatch.setattr(_compact, "_CODE", "import time; time.sleep(30)")
+    lock = os.open(tmp_path / "LOCK", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    child = _compact.spawn(str(tmp_path), 0)
+    assert child is not None, "this platform spawns"
+    try:
+        os.close(lock)
+        again = os.open(tmp_path / "LOCK", os.O_RDWR)
+        try:
+            fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free at once
+        finally:
+            os.close(again)
+        assert os.waitpid(child.pid, os.WNOHANG) == (0, 0)  # still running
+        if os.path.isdir(f"/proc/{child.pid}/fd"):  # (Linux)
+            opened = set()
+            for fd in os.listdir(f"/proc/{child.pid}/fd"):
+                with contextlib.suppress(OSError):
+                    opened.add(os.readlink(f"/proc/{child.pid}/fd/{fd}"))
+            assert str(tmp_path / "LOCK") not in opened
+    finally:
+        child.abandon()
+    assert_reaped(child)
