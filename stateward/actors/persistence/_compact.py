@@ -128,7 +128,7 @@ def main(argv: Sequence[str]) -> int:  # pragma: no cover - runs in the child
     try:
         body = memoryview(rebuild(directory, revision, dumps))
     except (CorruptStateError, OSError) as exc:
-        sys.stderr.write(f"stateward: snapshot {revision} not rebuilt: {exc}\n")
+        sys.stderr.write(f"stateward: the tree at {revision} not rebuilt: {exc}\n")
         return 1
     try:
         while body:
