@@ -61,6 +61,10 @@ HELP_WAIT: Final = 0.05
 # that paused its caller this long.
 REPLAY_FROM_BYTES: Final = 1 << 20
 REPLAY_FROM_PAUSE: Final = 0.005
+# Rebuilds that fail in a row before snapshots and checkpoints are forked
+# instead, for the rest of the state's run: one failure may be passing (a
+# file retention removed meanwhile), three are not.
+REBUILD_ATTEMPTS: Final = 3
 
 
 class _SnapshotOrder:
@@ -128,8 +132,9 @@ class Persister:
         self._snapshot_idle = anyio.Event()
         self._snapshot_idle.set()
         # Snapshots may be rebuilt by a new process (see PersistenceConfig),
-        # until one such process fails: forked from then on.
+        # until REBUILD_ATTEMPTS of them fail in a row: forked from then on.
         self.replay = config.snapshot_child != "fork" and can_spawn()
+        self.rebuild_failures = 0
         self.finished = anyio.Event()
         self.snapshots = 0
 
@@ -461,23 +466,31 @@ class Persister:
 
         Raises:
             OSError: It could not start, failed or took over *timeout*
-                seconds; logged, and :meth:`rebuilds` says False from then
-                on (forks instead).
+                seconds; logged. After :data:`REBUILD_ATTEMPTS` such
+                failures in a row, :meth:`rebuilds` says False from then on
+                (forks instead).
         """
         child = spawn_rebuild(self.config.state_dir, revision, checkpoint=checkpoint)
         try:
             if child is None:
                 raise OSError("could not start a process to rebuild it")
-            return await child.collect(limiter, timeout)
+            body = await child.collect(limiter, timeout)
         except OSError as exc:
-            self.replay = False
+            self.rebuild_failures += 1
+            then = "tried again next time"
+            if self.rebuild_failures >= REBUILD_ATTEMPTS:
+                self.replay = False
+                then = "snapshots and checkpoints are forked from now on"
             logger.warning(
                 "the tree at revision %s could not be rebuilt in a new process "
-                "(%s); snapshots and checkpoints are forked from now on",
+                "(%s); %s",
                 revision,
                 exc,
+                then,
             )
             raise
+        self.rebuild_failures = 0
+        return body
 
     def _snapshot_done(self) -> None:
         self.snapshot_busy = False

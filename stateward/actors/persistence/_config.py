@@ -121,8 +121,9 @@ class PersistenceConfig:
     tree could have the kernel kill the state's own process.
 
     Where a new process cannot be started (no ``posix_spawn``, a frozen or
-    embedded interpreter) or one fails, snapshots are forked (where ``fork``
-    exists), with a warning in the log."""
+    embedded interpreter), snapshots are forked (where ``fork`` exists). One
+    that fails costs that snapshot (logged); after three in a row,
+    snapshots are forked for the rest of the run."""
     snapshot_timeout: float | None = attrs.field(
         default=CHILD_TIMEOUT,
         validator=seconds_validator(positive=True, optional=True),
