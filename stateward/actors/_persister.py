@@ -439,7 +439,7 @@ class Persister:
         """Have a new process rebuild *order* from the files (journal ended at it).
 
         A process that cannot start or fails is a failed snapshot (the
-        journal holds every record); the next snapshots are forked.
+        journal holds every record; see :meth:`rebuild`).
         """
         try:
             order.body = await self.rebuild(
