@@ -29,10 +29,10 @@ def _forks_weighed_alike(monkeypatch: pytest.MonkeyPatch) -> None:
     count snapshots that a quick fork makes). Tests of either way choose
     it themselves.
     """
-    from stateward.actors import _persister
+    from stateward.actors import _snapshots
     from stateward.actors.persistence import _fork
 
     monkeypatch.setattr(_fork, "last_pause", 0.001)
     budget = max(_fork.COPY_AT_LEAST, int(0.001 / _fork.COPY_SECONDS))
     monkeypatch.setattr(_fork, "copy_budget", budget)
-    monkeypatch.setattr(_persister, "REPLAY_FROM_PAUSE", math.inf)
+    monkeypatch.setattr(_snapshots, "REPLAY_FROM_PAUSE", math.inf)

@@ -55,7 +55,7 @@ class HandleInspection:
             durable_revision=None if p is None else p.durable_revision,
             journal_commits=0 if p is None else p.writer.commits,
             journal_fsyncs=0 if p is None else p.writer.fsyncs,
-            snapshots=0 if p is None else p.snapshots,
+            snapshots=0 if p is None else p.snapshots.count,
         )
 
     def subscriber_statistics(self) -> dict[str, SubscriberStatistics]:

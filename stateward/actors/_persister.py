@@ -33,9 +33,7 @@ from .._errors import DurabilityError
 from ._handoff import ThreadSignal, current_scheduler
 from ._journal_writer import JournalWriter
 from ._requests import Commit
-from .persistence import ADAPTIVE_SNAPSHOT_EVERY, _fork, dumps_bytes
-from .persistence._compact import can_spawn, has_room, spawn as spawn_rebuild
-from .persistence._fork import ForkedBody, start as fork_serialise
+from ._snapshots import SnapshotOrder, Snapshots
 from .subscriber import deliver, deliver_nowait
 
 if TYPE_CHECKING:
@@ -54,50 +52,6 @@ _QUEUE: Final = 16  # commits in flight before the state actor waits
 # before it writes the commit itself (the thread may have been interrupted
 # before it got there; either way the record is written exactly once).
 HELP_WAIT: Final = 0.05
-# With snapshot_child="auto", a snapshot is rebuilt by a new process once the
-# tree or the process is large enough for a fork to pause the state: a
-# previous snapshot this large (about 50,000 leaves; a new process costs
-# about 0.25 s of another core's time to start), or a fork of this process
-# that paused its caller this long.
-REPLAY_FROM_BYTES: Final = 1 << 20
-REPLAY_FROM_PAUSE: Final = 0.005
-# Rebuilds that fail in a row before snapshots and checkpoints are forked
-# instead, for the rest of the state's run: one failure may be passing (a
-# file retention removed meanwhile), three are not.
-REBUILD_ATTEMPTS: Final = 3
-
-
-class _SnapshotOrder:
-    __slots__ = ("body", "error", "read", "replay", "revision")
-
-    def __init__(self, revision: int, body: bytes | None, replay: bool = False) -> None:
-        self.revision = revision
-        self.body = body  # None while a child serialises it
-        # Rebuilt from the files by a new process, once the journal holds
-        # the revision (persistence._compact).
-        self.replay = replay
-        self.error: OSError | None = None
-        self.read = anyio.Event()  # set once body (or error) is there
-        if body is not None:
-            self.read.set()
-
-    async def collect(
-        self,
-        child: ForkedBody,
-        limiter: anyio.CapacityLimiter,
-        timeout: float | None,
-    ) -> None:
-        """Read what *child* serialises, from the start (killed at *timeout*).
-
-        The sooner the child exits, the sooner the parent stops paying
-        copy-on-write for the pages it shares with it.
-        """
-        try:
-            self.body = await child.collect(limiter, timeout)
-        except OSError as exc:
-            self.error = exc
-        finally:
-            self.read.set()
 
 
 class Persister:
@@ -110,13 +64,13 @@ class Persister:
         self.journal = journal
         self.config = config
         self.fsync_all = config.durability == "fsync"
-        # Its own tokens for worker threads: the journal never waits for the
+        # Its own token for a worker thread: the journal never waits for the
         # application's to_thread calls (anyio's default limiter, 40 tokens,
-        # is shared by the whole program). One for the journal's writes and
-        # fsyncs (one at a time anyway), one for the snapshot in progress.
+        # is shared by the whole program). The journal's writes and fsyncs
+        # take one at a time anyway.
         self.journal_limiter = anyio.CapacityLimiter(1)
-        self.snapshot_limiter = anyio.CapacityLimiter(2)
-        self.tx, self.rx = anyio.create_memory_object_stream[Commit | _SnapshotOrder](
+        self.snapshots = Snapshots(core, journal, config)
+        self.tx, self.rx = anyio.create_memory_object_stream[Commit | SnapshotOrder](
             _QUEUE
         )
         self.inflight: deque[Commit] = deque()
@@ -126,17 +80,7 @@ class Persister:
         # Fsynced, not only written: each record carries it (see encode_record).
         self.synced_revision = core.tree.revision
         self._durable_changed: anyio.Event | None = None  # made by a reader
-        self.last_snapshot = journal.snapshot_revision
-        self.last_snapshot_time = anyio.current_time()
-        self.snapshot_busy = False
-        self._snapshot_idle = anyio.Event()
-        self._snapshot_idle.set()
-        # Snapshots may be rebuilt by a new process (see PersistenceConfig),
-        # until REBUILD_ATTEMPTS of them fail in a row: forked from then on.
-        self.replay = config.snapshot_child != "fork" and can_spawn()
-        self.rebuild_failures = 0
         self.finished = anyio.Event()
-        self.snapshots = 0
 
     # -- the state actor's side ---------------------------------------------
 
@@ -161,77 +105,20 @@ class Persister:
         self.tx.send_nowait(commit)
 
     def snapshot_due(self, revision: int) -> bool:
-        if (
-            self.snapshot_busy
-            or self.core.failed is not None
-            or revision < self.journal.segment_first  # nothing since the rotation
-        ):
-            return False
-        since = revision - self.last_snapshot
-        every = self.config.snapshot_every
-        if every is not None:
-            if since >= every:
-                return True
-        elif since >= ADAPTIVE_SNAPSHOT_EVERY and (
-            self.journal.bytes_since_snapshot() >= self.journal.snapshot_bytes
-        ):
-            return True
-        interval = self.config.snapshot_interval
-        return (
-            interval is not None
-            and anyio.current_time() - self.last_snapshot_time >= interval
-        )
+        """Whether a snapshot of *revision* is due (:meth:`Snapshots.due`)."""
+        return self.snapshots.due(revision)
 
     async def submit_snapshot(self, tree: Tree) -> None:
-        # Ordered here, between two batches, so that it is exactly this
-        # revision. A new process rebuilds it from the files once the journal
-        # holds the revision (the actor goes on at once, and does not even
-        # pause for a fork), or a forked child serialises it; without either,
-        # it is serialised here. The file work happens off the event loop.
-        self.snapshot_busy = True
-        self.last_snapshot_time = anyio.current_time()
-        self._snapshot_idle = anyio.Event()
-        in_child = self.config.snapshot_in_child
-        replay = in_child and self.rebuilds()
-        child = fork_serialise(tree.root) if in_child and not replay else None
-        self.core.freezer.advance(tree.revision, now=True)
-        if replay or child is not None:
-            order = _SnapshotOrder(tree.revision, None, replay)
-        else:
-            order = _SnapshotOrder(tree.revision, _snapshot_body(tree))
+        """Order a snapshot of *tree* now, in the journal's order."""
+        order = self.snapshots.order(tree)
         self.writer.queue(order)
-        if child is not None:
-            self.core.tg.start_soon(
-                order.collect,
-                child,
-                self.snapshot_limiter,
-                self.config.snapshot_timeout,
-                name="stateward snapshot",
-            )
         await self.tx.send(order)
-
-    def rebuilds(self) -> bool:
-        """Whether a snapshot or checkpoint now is rebuilt by a new process.
-
-        Or forked (see ``PersistenceConfig.snapshot_child``).
-        """
-        if not self.replay:
-            return False
-        if self.config.snapshot_child == "replay":
-            return True
-        return (
-            self.journal.snapshot_bytes >= REPLAY_FROM_BYTES
-            or _fork.last_pause >= REPLAY_FROM_PAUSE
-        ) and has_room()
 
     async def finish(self) -> None:
         """Drain every commit, wait for a snapshot in progress, write a last one."""
         self.tx.close()
         await self.finished.wait()
-        await self._snapshot_idle.wait()
-        tree = self.core.tree
-        if self.core.failed is None and tree.revision > self.last_snapshot:
-            await self._write_snapshot(tree.revision, _snapshot_body(tree))
+        await self.snapshots.finish()
 
     def abandon(self, error: Exception) -> None:
         """The actor ends abnormally: refuse every sender still waiting.
@@ -262,13 +149,13 @@ class Persister:
 
     async def run(self) -> None:
         try:
-            carry: Commit | _SnapshotOrder | None = None
+            carry: Commit | SnapshotOrder | None = None
             while True:
                 item = carry if carry is not None else await self._take()
                 carry = None
                 if item is None:
                     return
-                if isinstance(item, _SnapshotOrder):
+                if isinstance(item, SnapshotOrder):
                     await self._rotate(item)
                     continue
                 group = [item]
@@ -277,7 +164,7 @@ class Persister:
                         more = self.rx.receive_nowait()
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                    if isinstance(more, _SnapshotOrder):
+                    if isinstance(more, SnapshotOrder):
                         carry = more
                         break
                     group.append(more)
@@ -287,7 +174,7 @@ class Persister:
             self.tx.close()
             self.finished.set()
 
-    async def _take(self) -> Commit | _SnapshotOrder | None:
+    async def _take(self) -> Commit | SnapshotOrder | None:
         """The next item, without a turn of the loop when one is queued; None: ended."""
         try:
             return self.rx.receive_nowait()
@@ -405,9 +292,9 @@ class Persister:
         self.core.failed.__cause__ = exc
         self._wake_readers()
 
-    async def _rotate(self, order: _SnapshotOrder) -> None:
+    async def _rotate(self, order: SnapshotOrder) -> None:
         if self.core.failed is not None:
-            self._snapshot_done()
+            self.snapshots.done()
             return
         try:
             await anyio.to_thread.run_sync(
@@ -415,103 +302,7 @@ class Persister:
             )
         except OSError as exc:
             self._fail(exc)
-            self._snapshot_done()
+            self.snapshots.done()
             return
         self.synced_revision = order.revision  # open_segment synced the old one
-        self.core.tg.start_soon(self._snapshot_task, order, name="stateward snapshot")
-
-    async def _snapshot_task(self, order: _SnapshotOrder) -> None:
-        try:
-            if order.replay:
-                await self._rebuild(order)
-            await order.read.wait()
-            if order.body is None:
-                # As a failed write: the journal still holds every record.
-                logger.warning(
-                    "snapshot of revision %s failed: %s", order.revision, order.error
-                )
-                return
-            await self._write_snapshot(order.revision, order.body)
-        finally:
-            self._snapshot_done()
-
-    async def _rebuild(self, order: _SnapshotOrder) -> None:
-        """Have a new process rebuild *order* from the files (journal ended at it).
-
-        A process that cannot start or fails is a failed snapshot (the
-        journal holds every record; see :meth:`rebuild`).
-        """
-        try:
-            order.body = await self.rebuild(
-                order.revision, self.snapshot_limiter, self.config.snapshot_timeout
-            )
-        except OSError as exc:
-            order.error = exc
-        finally:
-            order.read.set()
-
-    async def rebuild(
-        self,
-        revision: int,
-        limiter: anyio.CapacityLimiter | None,
-        timeout: float | None,
-        *,
-        checkpoint: bool = False,
-    ) -> bytes:
-        """The tree at *revision* encoded by a new process, from the files.
-
-        Once the journal holds *revision* (:meth:`wait_durable`). As a
-        snapshot's body, or with *checkpoint* as a checkpoint's tree. In a
-        task of the state's loop; cancelled, the process is killed.
-
-        Raises:
-            OSError: It could not start, failed or took over *timeout*
-                seconds; logged. After :data:`REBUILD_ATTEMPTS` such
-                failures in a row, :meth:`rebuilds` says False from then on
-                (forks instead).
-        """
-        child = spawn_rebuild(self.config.state_dir, revision, checkpoint=checkpoint)
-        try:
-            if child is None:
-                raise OSError("could not start a process to rebuild it")
-            body = await child.collect(limiter, timeout)
-        except OSError as exc:
-            self.rebuild_failures += 1
-            then = "tried again next time"
-            if self.rebuild_failures >= REBUILD_ATTEMPTS:
-                self.replay = False
-                then = "snapshots and checkpoints are forked from now on"
-            logger.warning(
-                "the tree at revision %s could not be rebuilt in a new process "
-                "(%s); %s",
-                revision,
-                exc,
-                then,
-            )
-            raise
-        self.rebuild_failures = 0
-        return body
-
-    def _snapshot_done(self) -> None:
-        self.snapshot_busy = False
-        self._snapshot_idle.set()
-
-    async def _write_snapshot(self, revision: int, body: bytes) -> None:
-        def write() -> None:
-            self.journal.write_snapshot(revision, body)
-            self.journal.retain()
-
-        try:
-            await anyio.to_thread.run_sync(write, limiter=self.snapshot_limiter)
-        except OSError as exc:
-            # The journal still holds every record: a failed snapshot costs
-            # recovery time, not data. The temp file is gone already.
-            logger.warning("snapshot of revision %s failed: %s", revision, exc)
-            return
-        self.last_snapshot = revision
-        self.snapshots += 1
-
-
-def _snapshot_body(tree: Tree) -> bytes:
-    # Serialized between two batches, so that it is exactly this revision.
-    return dumps_bytes(tree.root)
+        self.snapshots.take(order)

@@ -217,7 +217,7 @@ class Checkpoints:
             revision = self._state.revision
             tree: JSON | bytes | None = None
             persister = core.persister
-            if persister is not None and persister.rebuilds():
+            if persister is not None and persister.snapshots.rebuilds():
                 # A large persisted state: once the journal holds this
                 # revision, a new process rebuilds the tree at it from the
                 # files and encodes it, and the state does not even pause
@@ -225,7 +225,7 @@ class Checkpoints:
                 # below, at the revision of then.
                 await self._state.wait_durable(revision)
                 with contextlib.suppress(OSError):  # (logged)
-                    tree = await persister.rebuild(
+                    tree = await persister.snapshots.rebuild(
                         revision, None, _fork.CHILD_TIMEOUT, checkpoint=True
                     )
             if tree is None:

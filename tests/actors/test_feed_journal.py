@@ -16,7 +16,7 @@ from stateward import (
     Set,
     open_state,
 )
-from stateward.actors import _persister
+from stateward.actors import _snapshots
 
 from .feedlib import Recorder, actions, all_acked, collect, open_files_feed, send_all
 
@@ -49,8 +49,8 @@ async def test_compacted_where_the_files_no_longer_reach(
     # Snapshots every 10 revisions exactly (serialised in place, not by a
     # child that may still be busy at the next one), so the files reach back
     # a known way.
-    monkeypatch.setattr(_persister, "can_spawn", lambda: False)
-    monkeypatch.setattr(_persister, "fork_serialise", lambda root: None)
+    monkeypatch.setattr(_snapshots, "can_spawn", lambda: False)
+    monkeypatch.setattr(_snapshots, "fork_serialise", lambda root: None)
     async with open_state(
         {}, state_dir=tmp_path, history=5, snapshot_every=10, keep_snapshots=2
     ) as state:
@@ -60,7 +60,7 @@ async def test_compacted_where_the_files_no_longer_reach(
         # file and the retention after it are written in the background. Once
         # they are, the files reach back where they will stay. (Under load,
         # this test saw retention move the start between its two questions.)
-        await state._core.persister._snapshot_idle.wait()
+        await state._core.persister.snapshots.idle.wait()
         with pytest.raises(CompactedError) as caught:
             await state.subscribe("n", lambda e: 1, from_revision=3)
         oldest = caught.value.oldest

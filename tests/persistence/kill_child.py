@@ -51,9 +51,9 @@ def main() -> None:
         set_crash_hook(hook)
 
     if os.environ.get("STATEWARD_KILL_REPLAY") == "1":
-        from stateward.actors import _persister
+        from stateward.actors import _snapshots
 
-        _persister.REPLAY_FROM_BYTES = 0
+        _snapshots.REPLAY_FROM_BYTES = 0
 
     todo = actions(seed, count)
 

@@ -142,7 +142,7 @@ async def test_enospc_is_never_acknowledged_and_loses_nothing(
             # forked child takes: in a large process (after a test of a large
             # state) it took long enough to meet the filler every round, and
             # the journal grew until the state could not be opened.
-            await state._core.persister._snapshot_idle.wait()
+            await state._core.persister.snapshots.idle.wait()
             _fill(small_disk, leave=rng.randrange(4096, 96 * 1024))
             for i in range(2000):
                 key = f"k{rng.randrange(KEYS)}" if i % 2 else f"new{i}"

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from stateward import Set, StateActor, open_state
-from stateward.actors import _persister
+from stateward.actors import _snapshots
 from stateward.actors._files import Files
 from stateward.actors.persistence import PersistenceConfig
 from stateward.actors.persistence._fork import ForkedBody
@@ -26,7 +26,7 @@ from .forks import assert_reaped, holding, spy_forks
 pytestmark = pytest.mark.anyio
 
 
-def _snapshots(directory) -> dict[int, object]:
+def _snapshot_files(directory) -> dict[int, object]:
     found = {}
     for name in os.listdir(directory):
         if name.startswith("snapshot-") and name.endswith(".snap"):
@@ -53,10 +53,10 @@ async def test_each_snapshot_is_exactly_the_tree_at_its_revision(tmp_path, child
             model["jobs"][key] = value
             at[state.revision] = copy.deepcopy(model)
         with anyio.fail_after(30):  # the latest child's snapshot is written
-            await state._core.persister._snapshot_idle.wait()
+            await state._core.persister.snapshots.idle.wait()
         assert state.statistics().snapshots >= 1
         await state.stop()
-    found = _snapshots(tmp_path)
+    found = _snapshot_files(tmp_path)
     assert len(found) >= 3
     for revision, root in found.items():
         assert root == at[revision], revision
@@ -68,7 +68,7 @@ async def test_the_actor_does_not_wait_for_a_snapshot_being_serialised(
     # A snapshot whose bytes are held back: with the old design (serialising
     # on the actor) no send could complete meanwhile.
     release = threading.Event()
-    real_start = _persister.fork_serialise
+    real_start = _snapshots.fork_serialise
 
     def held_start(root):
         forked = real_start(root)
@@ -81,7 +81,7 @@ async def test_the_actor_does_not_wait_for_a_snapshot_being_serialised(
 
         return Held(forked.pid, forked.fd)
 
-    monkeypatch.setattr(_persister, "fork_serialise", held_start)
+    monkeypatch.setattr(_snapshots, "fork_serialise", held_start)
     config = PersistenceConfig(
         str(tmp_path), "fsync", snapshot_every=50, snapshot_child="fork"
     )
@@ -96,9 +96,9 @@ async def test_the_actor_does_not_wait_for_a_snapshot_being_serialised(
             assert state.statistics().snapshots == 0
             assert state.revision == 300
             release.set()
-            await state._core.persister._snapshot_idle.wait()  # written
+            await state._core.persister.snapshots.idle.wait()  # written
             assert state.statistics().snapshots == 1
-            found = _snapshots(tmp_path)
+            found = _snapshot_files(tmp_path)
             assert found[revision_held] == {"n": revision_held - 1}
             await state.stop()
 
@@ -108,12 +108,12 @@ async def test_without_a_child_the_snapshot_is_serialised_in_place(
 ):
     # Neither a new process (no posix_spawn, a frozen interpreter) nor a
     # fork (Windows).
-    monkeypatch.setattr(_persister, "can_spawn", lambda: False)
-    monkeypatch.setattr(_persister, "fork_serialise", lambda root: None)
+    monkeypatch.setattr(_snapshots, "can_spawn", lambda: False)
+    monkeypatch.setattr(_snapshots, "fork_serialise", lambda root: None)
     async with open_state({}, state_dir=tmp_path, snapshot_every=10) as state:
         for i in range(25):
             await state.send(Set("n", i))
-    found = _snapshots(tmp_path)
+    found = _snapshot_files(tmp_path)
     assert found[10] == {"n": 9}
     assert found[25] == {"n": 24}  # the last one, at a clean exit
 
@@ -125,7 +125,7 @@ async def test_a_snapshot_child_is_reaped_when_its_read_is_cancelled(
     # the read never begins, and the child (its body larger than a pipe
     # holds) must not stay blocked on the pipe, holding the directory's
     # files, nor stay a zombie.
-    children = spy_forks(monkeypatch, _persister)
+    children = spy_forks(monkeypatch, _snapshots)
     # (fsync: a send returns after its commit, so after the actor ordered
     # the snapshot that followed it)
     config = PersistenceConfig(
@@ -140,7 +140,7 @@ async def test_a_snapshot_child_is_reaped_when_its_read_is_cancelled(
         ):
             state = await tg.start(StateActor(initial=big, persistence=config).run)
             # no worker thread for the snapshot's read
-            limiter = state._core.persister.snapshot_limiter
+            limiter = state._core.persister.snapshots.limiter
             await stack.enter_async_context(holding(limiter))
             for i in range(5):
                 await state.send(Set("n", i))
@@ -203,7 +203,7 @@ async def test_a_snapshot_child_that_hangs_is_killed_and_snapshots_go_on(
         return real_encode(root)
 
     monkeypatch.setattr(_fork, "dumps_bytes", encode)
-    children = spy_forks(monkeypatch, _persister)
+    children = spy_forks(monkeypatch, _snapshots)
     config = PersistenceConfig(
         str(tmp_path),
         "fsync",
@@ -219,13 +219,13 @@ async def test_a_snapshot_child_that_hangs_is_killed_and_snapshots_go_on(
             assert len(children) == 1
             hang[0] = False
             persister = state._core.persister
-            await persister._snapshot_idle.wait()  # killed at the timeout
+            await persister.snapshots.idle.wait()  # killed at the timeout
             assert_reaped(children[0])
             assert state.statistics().snapshots == 0
             await state.send(Set("n", 5))  # due still: a new child, which works
-            await persister._snapshot_idle.wait()
+            await persister.snapshots.idle.wait()
             assert len(children) == 2
             assert state.statistics().snapshots == 1
-            assert _snapshots(tmp_path)[6] == {"n": 5}
+            assert _snapshot_files(tmp_path)[6] == {"n": 5}
             await state.stop()
     assert "took over 0.2 s: killed" in caplog.text

@@ -22,7 +22,7 @@ import anyio.lowlevel
 import pytest
 
 from stateward import CorruptStateError, Set, StateActor
-from stateward.actors import _persister
+from stateward.actors import _snapshots
 from stateward.actors._files import Files
 from stateward.actors.persistence import PersistenceConfig, _compact, recover
 from stateward.actors.persistence._fork import ForkedBody
@@ -33,7 +33,7 @@ from .forks import assert_reaped, spy_forks
 pytestmark = pytest.mark.anyio
 
 
-def _snapshots(directory) -> dict[int, object]:
+def _snapshot_files(directory) -> dict[int, object]:
     found = {}
     for name in os.listdir(directory):
         if name.startswith("snapshot-") and name.endswith(".snap"):
@@ -46,12 +46,12 @@ def _no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
     def fork_serialise(root: object) -> None:
         raise AssertionError("the state forked for a snapshot")
 
-    monkeypatch.setattr(_persister, "fork_serialise", fork_serialise)
+    monkeypatch.setattr(_snapshots, "fork_serialise", fork_serialise)
 
 
 def _spy_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[ForkedBody]:
     children: list[ForkedBody] = []
-    real = _persister.spawn_rebuild
+    real = _snapshots.spawn_rebuild
 
     def spawn(directory: str, revision: int, **how: bool) -> ForkedBody | None:
         child = real(directory, revision, **how)
@@ -59,7 +59,7 @@ def _spy_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[ForkedBody]:
         children.append(child)
         return child
 
-    monkeypatch.setattr(_persister, "spawn_rebuild", spawn)
+    monkeypatch.setattr(_snapshots, "spawn_rebuild", spawn)
     return children
 
 
@@ -71,7 +71,7 @@ async def test_the_actor_neither_forks_nor_waits_while_a_snapshot_is_rebuilt(
     _no_fork(monkeypatch)
     monkeypatch.chdir(tmp_path)  # the child finds this package from anywhere
     release = threading.Event()
-    real = _persister.spawn_rebuild
+    real = _snapshots.spawn_rebuild
 
     def held(directory: str, revision: int, **how: bool) -> ForkedBody:
         child = real(directory, revision, **how)
@@ -84,7 +84,7 @@ async def test_the_actor_neither_forks_nor_waits_while_a_snapshot_is_rebuilt(
 
         return Held(child.pid, child.fd)
 
-    monkeypatch.setattr(_persister, "spawn_rebuild", held)
+    monkeypatch.setattr(_snapshots, "spawn_rebuild", held)
     directory = tmp_path / "state"
     config = PersistenceConfig(
         str(directory), "fsync", snapshot_every=50, snapshot_child="replay"
@@ -97,9 +97,9 @@ async def test_the_actor_neither_forks_nor_waits_while_a_snapshot_is_rebuilt(
             assert state.statistics().snapshots == 0
             assert state.revision == 300
             release.set()
-            await state._core.persister._snapshot_idle.wait()  # written
+            await state._core.persister.snapshots.idle.wait()  # written
             assert state.statistics().snapshots == 1
-            assert _snapshots(directory)[50] == {"n": 49}
+            assert _snapshot_files(directory)[50] == {"n": 49}
             await state.stop()
 
 
@@ -123,7 +123,7 @@ async def test_a_rebuilt_snapshot_and_the_journal_recover_the_acknowledged_state
             for i in range(40):
                 await state.send(Set(f"k{i % 7}", {"i": i, "s": "é" * (i % 3)}))
                 model[f"k{i % 7}"] = {"i": i, "s": "é" * (i % 3)}
-            await state._core.persister._snapshot_idle.wait()
+            await state._core.persister.snapshots.idle.wait()
             for i in range(40, 57):  # after the snapshot: in the journal only
                 await state.send(Set(f"k{i % 7}", i))
                 model[f"k{i % 7}"] = i
@@ -146,7 +146,7 @@ async def test_failed_rebuilds_cost_snapshots_then_snapshots_are_forked(
     caplog.set_level(logging.WARNING)
     monkeypatch.setattr(_compact, "_CODE", "import sys; sys.exit(3)")
     rebuilt = _spy_rebuilds(monkeypatch)
-    forked = spy_forks(monkeypatch, _persister)
+    forked = spy_forks(monkeypatch, _snapshots)
     config = PersistenceConfig(
         str(tmp_path), "fsync", snapshot_every=5, snapshot_child="replay"
     )
@@ -158,16 +158,16 @@ async def test_failed_rebuilds_cost_snapshots_then_snapshots_are_forked(
             while not forked:  # each send past the 5th finds a snapshot due
                 await state.send(Set("n", n))
                 n += 1
-                await persister._snapshot_idle.wait()
-                if 0 < len(rebuilt) < _persister.REBUILD_ATTEMPTS:
+                await persister.snapshots.idle.wait()
+                if 0 < len(rebuilt) < _snapshots.REBUILD_ATTEMPTS:
                     assert "tried again next time" in caplog.text
-                    assert persister.rebuilds()
-            assert len(rebuilt) == _persister.REBUILD_ATTEMPTS
+                    assert persister.snapshots.rebuilds()
+            assert len(rebuilt) == _snapshots.REBUILD_ATTEMPTS
             assert "status" in caplog.text
             assert "forked from now on" in caplog.text
-            assert not persister.rebuilds()
+            assert not persister.snapshots.rebuilds()
             assert state.statistics().snapshots == 1  # the forked one
-            assert _snapshots(tmp_path)[n] == {"n": n - 1}
+            assert _snapshot_files(tmp_path)[n] == {"n": n - 1}
             await state.stop()
     for child in rebuilt:
         assert_reaped(child)
@@ -191,12 +191,12 @@ async def test_a_rebuild_that_hangs_is_killed_at_the_snapshot_timeout(
             state = await tg.start(StateActor(initial={}, persistence=config).run)
             for i in range(5):
                 await state.send(Set("n", i))
-            await state._core.persister._snapshot_idle.wait()
+            await state._core.persister.snapshots.idle.wait()
             assert state.statistics().snapshots == 0
             assert_reaped(rebuilt[0])
             await state.stop()
     assert "took over 0.3 s: killed" in caplog.text
-    assert _snapshots(tmp_path)[5] == {"n": 4}  # the last one, at the stop
+    assert _snapshot_files(tmp_path)[5] == {"n": 4}  # the last one, at the stop
 
 
 def test_rebuild_replays_to_exactly_the_revision_asked_for(tmp_path):
@@ -272,11 +272,11 @@ async def test_auto_rebuilds_once_a_fork_would_pause_the_state(
 ):
     from stateward.actors.persistence import _fork
 
-    monkeypatch.setattr(_persister, "REPLAY_FROM_BYTES", from_bytes)
-    monkeypatch.setattr(_persister, "REPLAY_FROM_PAUSE", 0.005)  # (as shipped)
+    monkeypatch.setattr(_snapshots, "REPLAY_FROM_BYTES", from_bytes)
+    monkeypatch.setattr(_snapshots, "REPLAY_FROM_PAUSE", 0.005)  # (as shipped)
     monkeypatch.setattr(_fork, "last_pause", last_pause)
     rebuilt = _spy_rebuilds(monkeypatch)
-    forked = spy_forks(monkeypatch, _persister)
+    forked = spy_forks(monkeypatch, _snapshots)
     config = PersistenceConfig(str(tmp_path), "fsync", snapshot_every=5)
     assert config.snapshot_child == "auto"
     with anyio.fail_after(30):
@@ -285,10 +285,10 @@ async def test_auto_rebuilds_once_a_fork_would_pause_the_state(
             state = await tg.start(StateActor(initial=initial, persistence=config).run)
             for i in range(5):
                 await state.send(Set("n", i))
-            await state._core.persister._snapshot_idle.wait()
+            await state._core.persister.snapshots.idle.wait()
             await state.stop()
     assert (len(rebuilt), len(forked)) == ((1, 0) if made_by == "replay" else (0, 1))
-    assert _snapshots(tmp_path)[5] == {"pad": "x" * 200, "n": 4}
+    assert _snapshot_files(tmp_path)[5] == {"pad": "x" * 200, "n": 4}
 
 
 _GB = 1 << 30
@@ -337,20 +337,20 @@ def test_a_rebuild_needs_room_for_a_copy_under_every_memory_limit(tmp_path):
 
 
 async def test_auto_forks_where_memory_has_no_room_for_a_copy(tmp_path, monkeypatch):
-    monkeypatch.setattr(_persister, "REPLAY_FROM_BYTES", 0)  # large enough
-    monkeypatch.setattr(_persister, "has_room", lambda: False)
+    monkeypatch.setattr(_snapshots, "REPLAY_FROM_BYTES", 0)  # large enough
+    monkeypatch.setattr(_snapshots, "has_room", lambda: False)
     rebuilt = _spy_rebuilds(monkeypatch)
-    forked = spy_forks(monkeypatch, _persister)
+    forked = spy_forks(monkeypatch, _snapshots)
     config = PersistenceConfig(str(tmp_path), "fsync", snapshot_every=5)
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             state = await tg.start(StateActor(initial={}, persistence=config).run)
             for i in range(5):
                 await state.send(Set("n", i))
-            await state._core.persister._snapshot_idle.wait()
+            await state._core.persister.snapshots.idle.wait()
             await state.stop()
     assert (len(rebuilt), len(forked)) == (0, 1)
-    assert _snapshots(tmp_path)[5] == {"n": 4}
+    assert _snapshot_files(tmp_path)[5] == {"n": 4}
 
 
 async def test_a_large_persisted_checkpoint_is_rebuilt_without_a_fork(
@@ -368,7 +368,7 @@ async def test_a_large_persisted_checkpoint_is_rebuilt_without_a_fork(
         raise AssertionError("forked for a checkpoint")
 
     monkeypatch.setattr(_fork, "start", no_fork)
-    monkeypatch.setattr(_persister, "REPLAY_FROM_BYTES", 0)  # large enough
+    monkeypatch.setattr(_snapshots, "REPLAY_FROM_BYTES", 0)  # large enough
     rebuilt = _spy_rebuilds(monkeypatch)
     config = PersistenceConfig(str(tmp_path / "state"), "none")
     initial = {"jobs": {f"k{i}": {"n": i, "s": "é"} for i in range(3_000)}}
@@ -411,7 +411,7 @@ async def test_a_checkpoint_whose_rebuild_fails_is_forked(
 
     caplog.set_level(logging.WARNING)
     monkeypatch.setattr(_compact, "_CODE", "import sys; sys.exit(3)")
-    monkeypatch.setattr(_persister, "REPLAY_FROM_BYTES", 0)
+    monkeypatch.setattr(_snapshots, "REPLAY_FROM_BYTES", 0)
     monkeypatch.setattr(_fork, "copy_budget", _fork.COPY_AT_LEAST)  # a fork is cheap
     forked = spy_forks(monkeypatch, _fork, "start")
     config = PersistenceConfig(str(tmp_path / "state"), "fsync")
@@ -424,7 +424,7 @@ async def test_a_checkpoint_whose_rebuild_fails_is_forked(
             assert info.revision == 1
             assert len(forked) == 1
             assert "tried again next time" in caplog.text
-            assert state._core.persister.rebuild_failures == 1
+            assert state._core.persister.snapshots.rebuild_failures == 1
             await state.send(Set("k1", -1))
             await Checkpoints(state, tmp_path / "cp").load(info.path)
             assert await state.get("k0") == -1

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from stateward import PersistenceConfig, Set, StateActor, open_state
-from stateward.actors import _gc_freeze, _persister
+from stateward.actors import _gc_freeze, _snapshots
 from stateward.actors.persistence._format import _SEGMENT_HEAD
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ PAD = "x" * 4000  # a snapshot of about 4 kB; a record is about 80 bytes
 
 @pytest.fixture(autouse=True)
 def _low_floor(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_persister, "ADAPTIVE_SNAPSHOT_EVERY", FLOOR)
+    monkeypatch.setattr(_snapshots, "ADAPTIVE_SNAPSHOT_EVERY", FLOOR)
     monkeypatch.setattr(_gc_freeze, "FREEZE_EVERY", FLOOR)
 
 
@@ -120,7 +120,7 @@ async def test_after_a_crash_the_replayed_journal_counts(tmp_path: Path) -> None
         state = await tg.start(StateActor(persistence=config).run)
         persister = state._core.persister
         sent = 0
-        while not (persister.snapshot_busy or persister.last_snapshot):
+        while not (persister.snapshots.busy or persister.snapshots.last):
             with anyio.fail_after(10):
                 await state.send(Set("n", 100 + sent))
             sent += 1
@@ -168,7 +168,7 @@ async def test_freeze_gc_false_leaves_the_collector_alone(
         for i in range(3 * FLOOR):  # past the floor, through snapshots
             await state.send(Set("n", i))
         with anyio.fail_after(30):  # the child's snapshot is written meanwhile
-            await state._core.persister._snapshot_idle.wait()
+            await state._core.persister.snapshots.idle.wait()
         assert state.statistics().snapshots >= 1
     with Store(state_dir=tmp_path / "b", snapshot_every=5, freeze_gc=freeze_gc) as s:
         for i in range(3 * FLOOR):

@@ -88,9 +88,9 @@ async def test_a_snapshot_due_after_a_write_in_the_callback_is_taken(
                 answer = request.done
                 assert isinstance(answer, ThreadSignal)
                 await anyio.to_thread.run_sync(answer.block, lambda: True)
-            while persister.snapshots < 1:  # the child's file, written in a thread
+            while persister.snapshots.count < 1:  # the file, written in a thread
                 await anyio.lowlevel.checkpoint()
-        assert persister.last_snapshot == 2
+        assert persister.snapshots.last == 2
 
 
 def test_store_threads_through_snapshots_lose_nothing(
@@ -123,7 +123,7 @@ def test_store_threads_through_snapshots_lose_nothing(
         persister = store._state._core.persister
         assert persister is not None
         assert persister.durable_revision == revision == 400
-        snapshots = persister.snapshots
+        snapshots = persister.snapshots.count
     assert snapshots >= 3  # (one per 7 revisions at most, taken while writing)
     with Store(state_dir=tmp_path, backend=backend) as store:  # recovery
         assert store.get("k") == done
