@@ -17,6 +17,10 @@ worker no longer races the loop for the GIL as it releases the caller).
 Either way the :class:`~._journal_writer.JournalWriter` writes each record
 once and in order; this task answers and delivers, commit by commit, once
 a commit is written.
+
+A snapshot ordered by the actor travels in the same queue: this task ends
+the journal's segment there, and :class:`~._snapshots.Snapshots` (when one
+is due, who makes it, its file) takes it from there.
 """
 
 from __future__ import annotations
