@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from stateward.actors._files import Files
+from stateward.actors.persistence._fork import ForkedBody
+from stateward.actors.persistence._snapshot import read_snapshot
+
 if TYPE_CHECKING:
+    import threading
     from collections.abc import AsyncIterator
     from types import ModuleType
 
     import anyio
-
-    from stateward.actors.persistence._fork import ForkedBody
 
 
 def spy_forks(
@@ -63,3 +66,25 @@ async def holding(limiter: anyio.CapacityLimiter) -> AsyncIterator[None]:
     finally:
         for holder in holders:
             limiter.release_on_behalf_of(holder)
+
+
+def held_back(child: ForkedBody, release: threading.Event) -> ForkedBody:
+    """*child*, whose bytes are read only once *release* is set (30 s at most)."""
+
+    class Held(ForkedBody):
+        def read(self, timeout: float | None = None) -> bytes:
+            release.wait(30)
+            return super().read(timeout)
+
+    return Held(child.pid, child.fd)
+
+
+def snapshot_files(directory: object) -> dict[int, object]:
+    """Each snapshot file in *directory*, read back: ``{revision: tree}``."""
+    found = {}
+    for name in os.listdir(directory):  # type: ignore[call-overload]
+        if name.startswith("snapshot-") and name.endswith(".snap"):
+            path = os.path.join(directory, name)  # type: ignore[call-overload]
+            snap = read_snapshot(Files(), path, name)
+            found[snap.revision] = snap.root
+    return found

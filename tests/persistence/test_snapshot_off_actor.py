@@ -16,23 +16,11 @@ import pytest
 
 from stateward import Set, StateActor, open_state
 from stateward.actors import _snapshots
-from stateward.actors._files import Files
 from stateward.actors.persistence import PersistenceConfig
-from stateward.actors.persistence._fork import ForkedBody
-from stateward.actors.persistence._snapshot import read_snapshot
 
-from .forks import assert_reaped, holding, spy_forks
+from .forks import assert_reaped, held_back, holding, snapshot_files, spy_forks
 
 pytestmark = pytest.mark.anyio
-
-
-def _snapshot_files(directory) -> dict[int, object]:
-    found = {}
-    for name in os.listdir(directory):
-        if name.startswith("snapshot-") and name.endswith(".snap"):
-            snap = read_snapshot(Files(), os.path.join(directory, name), name)
-            found[snap.revision] = snap.root
-    return found
 
 
 @pytest.mark.parametrize("child", ["replay", "fork"])
@@ -56,50 +44,51 @@ async def test_each_snapshot_is_exactly_the_tree_at_its_revision(tmp_path, child
             await state._core.persister.snapshots.idle.wait()
         assert state.statistics().snapshots >= 1
         await state.stop()
-    found = _snapshot_files(tmp_path)
+    found = snapshot_files(tmp_path)
     assert len(found) >= 3
     for revision, root in found.items():
         assert root == at[revision], revision
 
 
-async def test_the_actor_does_not_wait_for_a_snapshot_being_serialised(
-    tmp_path, monkeypatch
+@pytest.mark.parametrize("made_by", ["fork", "replay"])
+async def test_the_actor_does_not_wait_for_a_snapshot_being_made(
+    tmp_path, monkeypatch, made_by
 ):
     # A snapshot whose bytes are held back: with the old design (serialising
-    # on the actor) no send could complete meanwhile.
+    # on the actor) no send could complete meanwhile. Rebuilt, the state
+    # does not even fork (a fork pauses it for its page tables).
     release = threading.Event()
-    real_start = _snapshots.fork_serialise
+    maker = "fork_serialise" if made_by == "fork" else "spawn_rebuild"
+    real = getattr(_snapshots, maker)
 
-    def held_start(root):
-        forked = real_start(root)
-        assert forked is not None, "this platform forks"
+    def held(*args: object, **how: object) -> object:
+        child = real(*args, **how)
+        assert child is not None, f"this platform can {made_by}"
+        return held_back(child, release)
 
-        class Held(ForkedBody):
-            def read(self, timeout: float | None = None) -> bytes:
-                release.wait(30)
-                return super().read(timeout)
+    monkeypatch.setattr(_snapshots, maker, held)
+    if made_by == "replay":
 
-        return Held(forked.pid, forked.fd)
+        def refuse(root: object) -> None:
+            raise AssertionError("the state forked for a snapshot")
 
-    monkeypatch.setattr(_snapshots, "fork_serialise", held_start)
+        monkeypatch.setattr(_snapshots, "fork_serialise", refuse)
+        monkeypatch.chdir(tmp_path)  # the new interpreter finds stateward anyway
+    directory = tmp_path / "state"
     config = PersistenceConfig(
-        str(tmp_path), "fsync", snapshot_every=50, snapshot_child="fork"
+        str(directory), "fsync", snapshot_every=50, snapshot_child=made_by
     )
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             state = await tg.start(StateActor(initial={}, persistence=config).run)
-            for i in range(60):  # the 50th starts a snapshot
-                await state.send(Set("n", i))
-            revision_held = 50
-            for i in range(60, 300):  # all applied and durable while it is held
-                await state.send(Set("n", i))
+            for i in range(300):  # the 50th orders a snapshot, held meanwhile
+                await state.send(Set("n", i))  # each applied and durable
             assert state.statistics().snapshots == 0
             assert state.revision == 300
             release.set()
             await state._core.persister.snapshots.idle.wait()  # written
             assert state.statistics().snapshots == 1
-            found = _snapshot_files(tmp_path)
-            assert found[revision_held] == {"n": revision_held - 1}
+            assert snapshot_files(directory)[50] == {"n": 49}
             await state.stop()
 
 
@@ -113,7 +102,7 @@ async def test_without_a_child_the_snapshot_is_serialised_in_place(
     async with open_state({}, state_dir=tmp_path, snapshot_every=10) as state:
         for i in range(25):
             await state.send(Set("n", i))
-    found = _snapshot_files(tmp_path)
+    found = snapshot_files(tmp_path)
     assert found[10] == {"n": 9}
     assert found[25] == {"n": 24}  # the last one, at a clean exit
 
@@ -150,22 +139,35 @@ async def test_a_snapshot_child_is_reaped_when_its_read_is_cancelled(
     assert_reaped(child)
 
 
-def test_a_snapshot_child_does_not_keep_its_parents_locks(tmp_path):
+@pytest.mark.parametrize("made_by", ["fork", "replay"])
+def test_a_snapshot_child_does_not_keep_its_parents_locks(
+    tmp_path, monkeypatch, made_by
+):
     # A parent that crashes mid-snapshot must leave no child holding the
     # state directory's flock (nor a checkpoint saver's): a restart would
     # find the directory locked until the child finished. Closing the
-    # parent's fd below stands for its death.
+    # parent's fd below stands for its death. A forked child closes what it
+    # inherited; a new interpreter inherits nothing (close-on-exec).
     import fcntl
 
-    from stateward.actors.persistence import _fork
+    from stateward.actors.persistence import _compact, _fork
 
     lock = os.open(tmp_path / "LOCK", os.O_RDWR | os.O_CREAT)
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    child = _fork.start({"k": "x" * 300_000})  # more than a pipe holds
-    assert child is not None, "this platform forks"
-    try:
+    if made_by == "fork":
+        child = _fork.start({"k": "x" * 300_000})  # more than a pipe holds
+        assert child is not None, "this platform forks"
         # Its first byte: the child is past its start, blocked on the pipe.
         assert os.read(child.fd, 1) == b"{"
+    else:
+        code = "import os, time; os.write(1, b'{'); time.sleep(30)"
+        monkeypatch.setattr(_compact, "_CODE", code)
+        child = _compact.spawn(str(tmp_path), 0)
+        assert child is not None, "this platform spawns"
+        # Its first byte: past its exec (posix_spawn may return just before
+        # the new program's close-on-exec files are closed).
+        assert os.read(child.fd, 1) == b"{"
+    try:
         os.close(lock)
         again = os.open(tmp_path / "LOCK", os.O_RDWR)
         try:
@@ -226,6 +228,6 @@ async def test_a_snapshot_child_that_hangs_is_killed_and_snapshots_go_on(
             await persister.snapshots.idle.wait()
             assert len(children) == 2
             assert state.statistics().snapshots == 1
-            assert _snapshot_files(tmp_path)[6] == {"n": 5}
+            assert snapshot_files(tmp_path)[6] == {"n": 5}
             await state.stop()
     assert "took over 0.2 s: killed" in caplog.text

@@ -9,13 +9,12 @@ failed or hanging process must cost a snapshot, never a record.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
 import os
 import shutil
-import threading
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
@@ -25,21 +24,14 @@ from stateward import CorruptStateError, Set, StateActor
 from stateward.actors import _snapshots
 from stateward.actors._files import Files
 from stateward.actors.persistence import PersistenceConfig, _compact, recover
-from stateward.actors.persistence._fork import ForkedBody
 from stateward.actors.persistence._snapshot import read_snapshot
 
-from .forks import assert_reaped, spy_forks
+from .forks import assert_reaped, snapshot_files, spy_forks
+
+if TYPE_CHECKING:
+    from stateward.actors.persistence._fork import ForkedBody
 
 pytestmark = pytest.mark.anyio
-
-
-def _snapshot_files(directory) -> dict[int, object]:
-    found = {}
-    for name in os.listdir(directory):
-        if name.startswith("snapshot-") and name.endswith(".snap"):
-            snap = read_snapshot(Files(), os.path.join(directory, name), name)
-            found[snap.revision] = snap.root
-    return found
 
 
 def _no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,43 +55,15 @@ def _spy_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[ForkedBody]:
     return children
 
 
-async def test_the_actor_neither_forks_nor_waits_while_a_snapshot_is_rebuilt(
-    tmp_path, monkeypatch
-):
-    # The rebuilt bytes are held back: every send still completes, durable,
-    # and the state never forks (a fork pauses it for its page tables).
-    _no_fork(monkeypatch)
-    monkeypatch.chdir(tmp_path)  # the child finds this package from anywhere
-    release = threading.Event()
-    real = _snapshots.spawn_rebuild
-
-    def held(directory: str, revision: int, **how: bool) -> ForkedBody:
-        child = real(directory, revision, **how)
-        assert child is not None, "this platform spawns"
-
-        class Held(ForkedBody):
-            def read(self, timeout: float | None = None) -> bytes:
-                release.wait(30)
-                return super().read(timeout)
-
-        return Held(child.pid, child.fd)
-
-    monkeypatch.setattr(_snapshots, "spawn_rebuild", held)
-    directory = tmp_path / "state"
-    config = PersistenceConfig(
-        str(directory), "fsync", snapshot_every=50, snapshot_child="replay"
-    )
+async def _to_a_snapshot(config: PersistenceConfig, initial: object = None) -> None:
+    """Five sends to a new state, the snapshot they make (``snapshot_every=5``)."""
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
-            state = await tg.start(StateActor(initial={}, persistence=config).run)
-            for i in range(300):  # the 50th orders a snapshot, held meanwhile
+            actor = StateActor(initial=initial or {}, persistence=config)
+            state = await tg.start(actor.run)
+            for i in range(5):
                 await state.send(Set("n", i))
-            assert state.statistics().snapshots == 0
-            assert state.revision == 300
-            release.set()
-            await state._core.persister.snapshots.idle.wait()  # written
-            assert state.statistics().snapshots == 1
-            assert _snapshot_files(directory)[50] == {"n": 49}
+            await state._core.persister.snapshots.idle.wait()
             await state.stop()
 
 
@@ -167,7 +131,7 @@ async def test_failed_rebuilds_cost_snapshots_then_snapshots_are_forked(
             assert "forked from now on" in caplog.text
             assert not persister.snapshots.rebuilds()
             assert state.statistics().snapshots == 1  # the forked one
-            assert _snapshot_files(tmp_path)[n] == {"n": n - 1}
+            assert snapshot_files(tmp_path)[n] == {"n": n - 1}
             await state.stop()
     for child in rebuilt:
         assert_reaped(child)
@@ -186,17 +150,11 @@ async def test_a_rebuild_that_hangs_is_killed_at_the_snapshot_timeout(
         snapshot_timeout=0.3,
         snapshot_child="replay",
     )
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as tg:
-            state = await tg.start(StateActor(initial={}, persistence=config).run)
-            for i in range(5):
-                await state.send(Set("n", i))
-            await state._core.persister.snapshots.idle.wait()
-            assert state.statistics().snapshots == 0
-            assert_reaped(rebuilt[0])
-            await state.stop()
+    await _to_a_snapshot(config)  # (it waits for the hung one to be killed)
+    assert_reaped(rebuilt[0])
     assert "took over 0.3 s: killed" in caplog.text
-    assert _snapshot_files(tmp_path)[5] == {"n": 4}  # the last one, at the stop
+    # The state's first, and the last one, written at the stop.
+    assert snapshot_files(tmp_path) == {0: {}, 5: {"n": 4}}
 
 
 def test_rebuild_replays_to_exactly_the_revision_asked_for(tmp_path):
@@ -279,16 +237,9 @@ async def test_auto_rebuilds_once_a_fork_would_pause_the_state(
     forked = spy_forks(monkeypatch, _snapshots)
     config = PersistenceConfig(str(tmp_path), "fsync", snapshot_every=5)
     assert config.snapshot_child == "auto"
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as tg:
-            initial = {"pad": "x" * 200}  # a snapshot 0 of 212 bytes
-            state = await tg.start(StateActor(initial=initial, persistence=config).run)
-            for i in range(5):
-                await state.send(Set("n", i))
-            await state._core.persister.snapshots.idle.wait()
-            await state.stop()
+    await _to_a_snapshot(config, {"pad": "x" * 200})  # a snapshot 0 of 212 bytes
     assert (len(rebuilt), len(forked)) == ((1, 0) if made_by == "replay" else (0, 1))
-    assert _snapshot_files(tmp_path)[5] == {"pad": "x" * 200, "n": 4}
+    assert snapshot_files(tmp_path)[5] == {"pad": "x" * 200, "n": 4}
 
 
 _GB = 1 << 30
@@ -341,16 +292,9 @@ async def test_auto_forks_where_memory_has_no_room_for_a_copy(tmp_path, monkeypa
     monkeypatch.setattr(_snapshots, "has_room", lambda: False)
     rebuilt = _spy_rebuilds(monkeypatch)
     forked = spy_forks(monkeypatch, _snapshots)
-    config = PersistenceConfig(str(tmp_path), "fsync", snapshot_every=5)
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as tg:
-            state = await tg.start(StateActor(initial={}, persistence=config).run)
-            for i in range(5):
-                await state.send(Set("n", i))
-            await state._core.persister.snapshots.idle.wait()
-            await state.stop()
+    await _to_a_snapshot(PersistenceConfig(str(tmp_path), "fsync", snapshot_every=5))
     assert (len(rebuilt), len(forked)) == (0, 1)
-    assert _snapshot_files(tmp_path)[5] == {"n": 4}
+    assert snapshot_files(tmp_path)[5] == {"n": 4}
 
 
 async def test_a_large_persisted_checkpoint_is_rebuilt_without_a_fork(
@@ -430,34 +374,3 @@ async def test_a_checkpoint_whose_rebuild_fails_is_forked(
             assert await state.get("k0") == -1
             assert await state.get("k1") == 1
             await state.stop()
-
-
-def test_a_rebuilding_process_holds_none_of_its_parents_files(tmp_path, monkeypatch):
-    # The state directory's flock (and any other file of the parent) stays
-    # the parent's: a restart after a crash must not find the directory
-    # locked by a rebuild still running. Closing the parent's fd stands for
-    # its death.
-    import fcntl
-
-    monkeypatch.setattr(_compact, "_CODE", "import time; time.sleep(30)")
-    lock = os.open(tmp_path / "LOCK", os.O_RDWR | os.O_CREAT)
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    child = _compact.spawn(str(tmp_path), 0)
-    assert child is not None, "this platform spawns"
-    try:
-        os.close(lock)
-        again = os.open(tmp_path / "LOCK", os.O_RDWR)
-        try:
-            fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free at once
-        finally:
-            os.close(again)
-        assert os.waitpid(child.pid, os.WNOHANG) == (0, 0)  # still running
-        if os.path.isdir(f"/proc/{child.pid}/fd"):  # (Linux)
-            opened = set()
-            for fd in os.listdir(f"/proc/{child.pid}/fd"):
-                with contextlib.suppress(OSError):
-                    opened.add(os.readlink(f"/proc/{child.pid}/fd/{fd}"))
-            assert str(tmp_path / "LOCK") not in opened
-    finally:
-        child.abandon()
-    assert_reaped(child)
