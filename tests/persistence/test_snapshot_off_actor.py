@@ -146,14 +146,17 @@ def test_a_snapshot_child_does_not_keep_its_parents_locks(
     # A parent that crashes mid-snapshot must leave no child holding the
     # state directory's flock (nor a checkpoint saver's): a restart would
     # find the directory locked until the child finished. Closing the
-    # parent's fd below stands for its death. A forked child closes what it
-    # inherited; a new interpreter inherits nothing (close-on-exec).
+    # parent's fd below stands for its death. Each child closes what it
+    # inherited.
     import fcntl
 
     from stateward.actors.persistence import _compact, _fork
 
     lock = os.open(tmp_path / "LOCK", os.O_RDWR | os.O_CREAT)
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # Inheritable, as a program may make its own files (stateward's are not):
+    # each child still lets go of it.
+    os.set_inheritable(lock, True)
     if made_by == "fork":
         child = _fork.start({"k": "x" * 300_000})  # more than a pipe holds
         assert child is not None, "this platform forks"

@@ -46,10 +46,15 @@ __all__ = ["can_spawn", "has_room", "rebuild", "spawn"]
 _PACKAGE_PARENT: Final = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 )
-_CODE: Final = (
+_PROLOGUE: Final = (
     # A Ctrl-C at the terminal reaches the whole process group: the parent
     # decides (it kills this process if it gives up on the snapshot).
-    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "import os, signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    # Files the parent made inheritable (its own are not) stay the parent's:
+    # all but stdio, whose stdout is the pipe.
+    "os.closerange(3, max(os.sysconf('SC_OPEN_MAX'), 1 << 16)); "
+)
+_CODE: Final = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
     "from stateward.actors.persistence._compact import main; "
     "sys.exit(main(sys.argv[2:]))"
@@ -234,7 +239,7 @@ def spawn(
     read_fd, write_fd = os.pipe()
     # (-W ignore: a warning made an error by the environment must not fail
     # it; it has nothing to warn anyone about)
-    argv = [executable, "-W", "ignore", "-c", _CODE, _PACKAGE_PARENT]
+    argv = [executable, "-W", "ignore", "-c", _PROLOGUE + _CODE, _PACKAGE_PARENT]
     argv += [directory, str(revision)] + (["checkpoint"] if checkpoint else [])
     try:
         pid = os.posix_spawn(
