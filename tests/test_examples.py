@@ -243,3 +243,16 @@ def test_the_web_app_reads_and_writes_the_state():
     assert "secrets are not for the web" in lines[3]
     assert lines[4:6] == ["422", "422"]
     assert lines[6] == "audit: ['r1 machines.m1', 'r2 machines.m1.status']"
+
+
+def test_a_large_state_keeps_every_write_through_its_snapshots():
+    # 60,000 leaves: a first snapshot over 1 MiB, so "auto" rebuilds.
+    done = run(str(ROOT / "examples" / "large_state.py"), "60000")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1::2] == [
+        "auto: after a restart, every write is there: True",
+        "fork: after a restart, every write is there: True",
+    ]
+    for child, line in zip(["auto", "fork"], lines[::2], strict=True):
+        assert line.startswith(f"{child}: 10,000 writes to 60,000 leaves, ")
