@@ -105,6 +105,11 @@ class Snapshots:
         # until REBUILD_ATTEMPTS of them fail in a row: forked from then on.
         self.replay = config.snapshot_child != "fork" and can_spawn()
         self.rebuild_failures = 0
+        # Processes reading the files to rebuild a tree (a checkpoint's may
+        # run beside a snapshot's write): the retention, which removes
+        # files, waits for none of them and is put off while any runs.
+        self.rebuilding = 0
+        self.retaining: anyio.Event | None = None  # set once it is over
 
     def due(self, revision: int) -> bool:
         """Whether a snapshot of *revision* is due (none under way)."""
@@ -206,8 +211,13 @@ class Snapshots:
                 failures in a row, :meth:`rebuilds` says False from then on
                 (forks instead).
         """
-        child = spawn_rebuild(self.config.state_dir, revision, checkpoint=checkpoint)
+        while self.retaining is not None:  # files it lists may go meanwhile
+            await self.retaining.wait()
+        self.rebuilding += 1
         try:
+            child = spawn_rebuild(
+                self.config.state_dir, revision, checkpoint=checkpoint
+            )
             if child is None:
                 raise OSError("could not start a process to rebuild it")
             body = await child.collect(limiter, timeout)
@@ -225,6 +235,8 @@ class Snapshots:
                 then,
             )
             raise
+        finally:
+            self.rebuilding -= 1
         self.rebuild_failures = 0
         return body
 
@@ -251,12 +263,11 @@ class Snapshots:
             self.done()
 
     async def _write(self, revision: int, body: bytes) -> None:
-        def write() -> None:
-            self.journal.write_snapshot(revision, body)
-            self.journal.retain()
-
+        journal = self.journal
         try:
-            await anyio.to_thread.run_sync(write, limiter=self.limiter)
+            await anyio.to_thread.run_sync(
+                journal.write_snapshot, revision, body, limiter=self.limiter
+            )
         except OSError as exc:
             # The journal still holds every record: a failed snapshot costs
             # recovery time, not data. The temp file is gone already.
@@ -264,3 +275,20 @@ class Snapshots:
             return
         self.last = revision
         self.count += 1
+        if self.rebuilding:
+            # A process is reading the older files: they stay until the
+            # next snapshot's retention (or the last one's, at stop).
+            return
+        self.retaining = retaining = anyio.Event()
+        try:
+            await anyio.to_thread.run_sync(journal.retain, limiter=self.limiter)
+        except OSError as exc:
+            # Older files left behind: the next snapshot's retention tries.
+            logger.warning(
+                "files older than the snapshot of revision %s could not be removed: %s",
+                revision,
+                exc,
+            )
+        finally:
+            self.retaining = None
+            retaining.set()

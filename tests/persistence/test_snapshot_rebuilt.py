@@ -374,3 +374,76 @@ async def test_a_checkpoint_whose_rebuild_fails_is_forked(
             assert await state.get("k0") == -1
             assert await state.get("k1") == 1
             await state.stop()
+
+
+async def test_files_a_checkpoint_rebuild_reads_outlive_a_snapshot_meanwhile(
+    tmp_path, monkeypatch
+):
+    # keep_snapshots=1: the snapshot written while a checkpoint's process is
+    # still to read the older snapshot and journal must not remove them.
+    # The process is held before it lists the files, until the test's file
+    # "go" is there (the snapshots' own processes are not held).
+    from stateward import CheckpointInfo, Checkpoints
+    from stateward.actors._checkpoint_files import TREE
+    from stateward.actors.persistence import _fork
+
+    go = tmp_path / "go"
+    hold = (
+        "import os, sys, time\n"
+        "if sys.argv[4:] == ['checkpoint']:\n"
+        "    for _ in range(3000):\n"
+        f"        if os.path.exists({str(go)!r}): break\n"
+        "        time.sleep(0.01)\n"
+    )
+    monkeypatch.setattr(_compact, "_CODE", hold + _compact._CODE)
+    monkeypatch.setattr(_snapshots, "REPLAY_FROM_BYTES", 0)
+    forked = spy_forks(monkeypatch, _fork, "start")
+    _no_fork(monkeypatch)
+    spawned = anyio.Event()
+    real_spawn = _snapshots.spawn_rebuild
+
+    def spawn(directory: str, revision: int, **how: bool) -> ForkedBody | None:
+        if how.get("checkpoint"):
+            spawned.set()
+        return real_spawn(directory, revision, **how)
+
+    monkeypatch.setattr(_snapshots, "spawn_rebuild", spawn)
+    directory = tmp_path / "state"
+    config = PersistenceConfig(
+        str(directory), "none", snapshot_every=5, keep_snapshots=1
+    )
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            snapshots = state._core.persister.snapshots
+
+            async def send(first: int, last: int) -> None:
+                for i in range(first, last + 1):
+                    await state.send(Set(f"k{i}", i))  # revision i
+                await snapshots.idle.wait()
+
+            await send(1, 7)
+            assert sorted(snapshot_files(directory)) == [5]
+            saved: list[CheckpointInfo] = []
+            done = anyio.Event()
+
+            async def save() -> None:
+                saved.append(await Checkpoints(state, tmp_path / "cp").save())
+                done.set()
+
+            tg.start_soon(save)
+            await spawned.wait()
+            await send(8, 12)  # the snapshot of revision 10, written
+            assert snapshots.count == 2
+            assert sorted(snapshot_files(directory)) == [5, 10]  # 5 kept
+            go.touch()
+            await done.wait()
+            info = saved[0]
+            assert info.revision == 7
+            assert forked == []  # the rebuild did it
+            assert snapshots.rebuild_failures == 0
+            tree = json.loads((info.path / TREE).read_bytes())
+            assert tree == {f"k{i}": i for i in range(1, 8)}
+            await send(13, 15)  # the next snapshot's retention catches up
+            assert sorted(snapshot_files(directory)) == [15]
+            await state.stop()
