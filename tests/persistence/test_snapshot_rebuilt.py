@@ -13,6 +13,7 @@ import copy
 import json
 import logging
 import os
+import re
 import shutil
 from typing import TYPE_CHECKING
 
@@ -199,21 +200,47 @@ def test_rebuild_refuses_what_the_files_cannot_give(tmp_path):
 
 @pytest.mark.parametrize(
     ("body", "why"),
-    [(b'{"a":NaN}', "not strict JSON"), (b'{"a":' * 300 + b"1" + b"}" * 300, "deep")],
+    [
+        (b'{"a":NaN}', "not strict JSON"),
+        (b'{"a":' * 300 + b"1" + b"}" * 300, "deep"),
+        # orjson reads these as floats; the strict decoder, as integers
+        # that the checks refuse.
+        (b'{"a":18446744073709551616}', "64-bit"),
+        (b'{"a":[-9223372036854775809]}', "64-bit"),
+        (b'{"a":1e400}', "not a finite number"),
+        (b'{"a":"\\ud800"}', "surrogate"),
+        # what both read alike, long runs of digits included
+        (b'{"a":18446744073709551615,"b":-9223372036854775808}', None),
+        (b'{"k1234567890123456789":"12345678901234567890","f":1.5e300}', None),
+    ],
 )
 def test_the_faster_decoder_refuses_nothing_less_than_the_strict_one(
     tmp_path, body, why
 ):
-    # The rebuilding process decodes the base snapshot with orjson: what
-    # the strict decoder or the checks refuse must still be refused.
-    import orjson
-
+    # Snapshots are decoded by orjson (recovery, and the rebuilding
+    # process): what the strict decoder or the checks refuse must still be
+    # refused, and what they take must come out the same, to the type.
     from stateward.actors.persistence._format import _snapshot_header
+    from stateward.actors.persistence._snapshot import fast_loads
 
+    assert fast_loads() is not None, "the test extra installs orjson"
     path = tmp_path / "snapshot-00000000000000000007.snap"
     path.write_bytes(_snapshot_header(b"s" * 16, 7, body) + body)
-    with pytest.raises(CorruptStateError, match=why):
-        read_snapshot(Files(), str(path), path.name, orjson.loads)
+
+    def outcome(strict: bool) -> object:
+        try:
+            root = read_snapshot(Files(), str(path), path.name, strict=strict).root
+        except CorruptStateError as exc:
+            return str(exc)
+        return json.dumps(root), repr(root)
+
+    fast, slow = outcome(strict=False), outcome(strict=True)
+    assert fast == slow
+    if why is None:
+        assert fast == (json.dumps(json.loads(body)), repr(json.loads(body)))
+    else:
+        assert isinstance(fast, str)
+        assert re.search(why, fast), fast
 
 
 @pytest.mark.parametrize(
@@ -447,3 +474,14 @@ async def test_files_a_checkpoint_rebuild_reads_outlive_a_snapshot_meanwhile(
             await send(13, 15)  # the next snapshot's retention catches up
             assert sorted(snapshot_files(directory)) == [15]
             await state.stop()
+
+
+def test_a_run_of_digits_is_found_across_the_chunks_it_is_read_in():
+    from stateward.actors.persistence._snapshot import _CHUNK, _long_numbers
+
+    for at in (0, _CHUNK - 19, _CHUNK - 10, _CHUNK - 1, 2 * _CHUNK - 5):
+        body = b'{"a":"' + b"x" * at + b"1234567890123456789" + b'"}'
+        assert _long_numbers(body), at
+        assert not _long_numbers(
+            body.replace(b"1234567890123456789", b"12345678.0123456789")
+        )

@@ -82,7 +82,7 @@ def rebuild(
     if base_revision is None:
         raise CorruptStateError(directory, f"no snapshot at or before {revision}")
     name = snapshot_name(base_revision)
-    base = read_snapshot(files, os.path.join(directory, name), name, _fast_loads())
+    base = read_snapshot(files, os.path.join(directory, name), name)
     tree = Tree.adopt(base.root, revision=base.revision)
     for i, first in enumerate(segments):
         following = segments[i + 1] if i + 1 < len(segments) else None
@@ -102,19 +102,6 @@ def rebuild(
         reason = f"the journal reaches revision {tree.revision}, not {revision}"
         raise CorruptStateError(directory, reason)
     return dumps(tree.root)
-
-
-def _fast_loads() -> Callable[[bytes], Any] | None:
-    """The decoder of orjson, where installed (twice as fast on a large tree).
-
-    It refuses NaN, Infinity and invalid UTF-8 as the strict decoder does,
-    and integers beyond 64 bits, which the strict decoder then takes.
-    """
-    try:
-        import orjson
-    except ImportError:  # pragma: no cover - the test extra installs it
-        return None
-    return orjson.loads
 
 
 def main(argv: Sequence[str]) -> int:  # pragma: no cover - runs in the child
