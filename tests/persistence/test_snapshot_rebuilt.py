@@ -175,6 +175,33 @@ def test_rebuild_replays_to_exactly_the_revision_asked_for(tmp_path):
     assert json.loads(body) == {"k0": 16, "k1": 13, "k2": 14, "k3": 15}
 
 
+def test_the_rebuilding_process_does_its_job_whatever_the_environment(
+    tmp_path, monkeypatch, capfd
+):
+    # PYTHONINSPECT would keep the new interpreter waiting on the terminal
+    # after its job (and exit 1 at the end of its input); PYTHONTRACEMALLOC
+    # would trace a tree as large as the state's. Neither reaches it.
+    async def write() -> None:
+        config = PersistenceConfig(str(tmp_path), "flush", snapshot_every=10**6)
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            for i in range(5):
+                await state.send(Set(f"k{i}", i))
+            tg.cancel_scope.cancel()
+
+    anyio.run(write)
+    monkeypatch.setenv("PYTHONINSPECT", "1")
+    monkeypatch.setenv("PYTHONTRACEMALLOC", "1")
+    tracing = (
+        "import sys, tracemalloc; print(tracemalloc.is_tracing(), file=sys.stderr)\n"
+    )
+    monkeypatch.setattr(_compact, "_CODE", tracing + _compact._CODE)
+    child = _compact.spawn(str(tmp_path), 5)
+    assert child is not None
+    assert json.loads(child.read(timeout=30)) == {f"k{i}": i for i in range(5)}
+    assert capfd.readouterr().err == "False\n"
+
+
 def test_rebuild_refuses_what_the_files_cannot_give(tmp_path):
     async def write(directory) -> None:
         config = PersistenceConfig(str(directory), "flush", snapshot_every=10**6)

@@ -54,6 +54,18 @@ _PROLOGUE: Final = (
     # all but stdio, whose stdout is the pipe.
     "os.closerange(3, max(os.sysconf('SC_OPEN_MAX'), 1 << 16)); "
 )
+# What the environment would have the new interpreter do beside its job:
+# stay interactive after it, reading the terminal (PYTHONINSPECT), or trace
+# every allocation of a tree as large as the state's.
+_NOT_INHERITED: Final = frozenset(
+    {
+        "PYTHONINSPECT",
+        "PYTHONTRACEMALLOC",
+        "PYTHONDEVMODE",
+        "PYTHONPROFILEIMPORTTIME",
+        "PYTHONMALLOCSTATS",
+    }
+)
 _CODE: Final = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
     "from stateward.actors.persistence._compact import main; "
@@ -232,8 +244,9 @@ def spawn(
         pid = os.posix_spawn(
             executable,
             argv,
-            os.environ,
+            {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED},
             file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, write_fd, 1),
                 (os.POSIX_SPAWN_CLOSE, read_fd),
             ],
