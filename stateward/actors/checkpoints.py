@@ -132,7 +132,8 @@ class Checkpoints:
             reason = f"must be a callable policy(checkpoints) (got {retention!r})"
             raise InvalidActionError("retention", reason)
         self._state = state
-        self._directory = Path(os.fspath(directory))
+        # (absolute now: a later os.chdir must not move the checkpoints)
+        self._directory = Path(os.path.abspath(os.fspath(directory)))
         Files().makedirs(str(self._directory))  # users check that it exists
         self._policy: RetentionPolicy | None = (
             KeepNewest(keep) if keep is not None else retention
