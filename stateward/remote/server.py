@@ -175,7 +175,7 @@ class RedisServer:
         if revision > after:
             try:
                 _, entries = replay_files(directory, after, revision)
-            except CorruptStateError as exc:
+            except (CorruptStateError, OSError) as exc:
                 logger.warning("dedupe window: the journal could not be read: %s", exc)
                 entries = []
             for entry in entries:

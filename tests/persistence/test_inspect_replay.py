@@ -87,3 +87,50 @@ def test_recovery_across_segments_reports_each_and_every_slice(
     ]
     assert [p.bytes_done for p in seen] == sorted(p.bytes_done for p in seen)
     assert seen[-1].bytes_done == seen[-1].bytes_total > 0
+
+
+def test_inspection_beside_a_retention_reads_the_directory_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A live service's retention removes the oldest snapshot and its
+    # segment after inspection listed them: it starts again and shows the
+    # directory as it is then, instead of failing on a vanished file.
+    from stateward.actors.persistence import _replay
+
+    trees = _fill(tmp_path)
+    real = _replay.read_snapshot
+    removed: list[str] = []
+
+    def read_snapshot(files: Any, path: str, name: str, **how: bool) -> Any:
+        if name == snapshot_name(0) and not removed:
+            for gone in (snapshot_name(0), segment_name(1)):
+                (tmp_path / gone).unlink()
+                removed.append(gone)
+        return real(files, path, name, **how)
+
+    monkeypatch.setattr(_replay, "read_snapshot", read_snapshot)
+    found = inspect_directory(str(tmp_path))
+    assert removed == [snapshot_name(0), segment_name(1)]
+    assert (found.revision, found.tree) == (100, trees[100])
+    assert [name for name, *_ in found.snapshots] == [
+        snapshot_name(r) for r in (40, 80, 100)
+    ]
+    assert found.oldest == 40
+
+
+def test_inspection_gives_up_on_files_that_keep_vanishing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stateward.actors.persistence import _replay
+
+    _fill(tmp_path)
+    calls: list[str] = []
+
+    def read_snapshot(files: Any, path: str, name: str, **how: bool) -> Any:
+        calls.append(name)
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(_replay, "read_snapshot", read_snapshot)
+    with pytest.raises(FileNotFoundError):
+        inspect_directory(str(tmp_path))
+    assert len(calls) == _replay.INSPECT_ATTEMPTS

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -127,6 +128,11 @@ class Inspection:
     tree: Any
 
 
+# Readings of a live directory begun again, each time a file it listed was
+# removed meanwhile (the service's retention), before that error is raised.
+INSPECT_ATTEMPTS: Final = 5
+
+
 def inspect_directory(
     directory: str,
     revision: int | None = None,
@@ -136,19 +142,38 @@ def inspect_directory(
     """Describe a state directory and rebuild its tree (at *revision* if given).
 
     Read-only: no lock, no truncation, no quarantine, so it may run beside a
-    live service (it then shows a moment of it). Blocking: call it from a
-    worker thread in async code. *on_progress* is called, in the calling
-    thread, as recovery's is (its bytes count the replayed records' payloads),
-    at least once when the replay ends.
+    live service (it then shows a moment of it; should the service's
+    retention remove a file it listed, it reads the directory again, up to
+    :data:`INSPECT_ATTEMPTS` times). Blocking: call it from a worker thread
+    in async code. *on_progress* is called, in the calling thread, as
+    recovery's is (its bytes count the replayed records' payloads), at
+    least once when the replay ends.
 
     Raises:
         CorruptStateError: No usable snapshot at or before *revision*, or the
             journal cannot reach it.
-        FileNotFoundError: *directory* does not exist.
+        FileNotFoundError: *directory* does not exist, or files kept
+            vanishing while it was read.
     """
-    files = Files()
+    for _ in range(INSPECT_ATTEMPTS - 1):
+        _check_is_dir(directory)
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile: again
+            return _inspect(directory, revision, on_progress)
+    _check_is_dir(directory)
+    return _inspect(directory, revision, on_progress)
+
+
+def _check_is_dir(directory: str) -> None:
     if not os.path.isdir(directory):
         raise FileNotFoundError(errno.ENOENT, "no such state directory", directory)
+
+
+def _inspect(
+    directory: str,
+    revision: int | None,
+    on_progress: Callable[[RecoveryProgress], object] | None,
+) -> Inspection:
+    files = Files()
     snapshot_revs, segment_firsts, _ = _list(files, directory)
     limit = math.inf if revision is None else revision
     # Newest first, and only one tree kept: the newest whole snapshot at or
