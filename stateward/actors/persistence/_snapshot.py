@@ -44,12 +44,11 @@ class Snapshot:
 
 
 _CHUNK: Final = 1 << 20
-# Every byte but a digit made a space: a run of _LONG zeros is a run of
-# digits no 64-bit integer the state can hold is as long as (one of 19
-# digits may be, and is taken as too long: the strict decoder decides).
-_DIGITS: Final = bytes(b if 48 <= b <= 57 else 32 for b in range(256)).replace(
-    b"123456789", b"000000000"
-)
+# Every digit made b"0", every other byte a space: a run of _LONG zeros is
+# a run of that many digits. An integer beyond the 64-bit range has 19
+# digits (below -2**63) or more; a body with any such run, in a number or
+# a string, is left to the strict decoder.
+_DIGITS: Final = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
 _LONG: Final = 19
 TREE_DEPTH: Final = MAX_PATH_DEPTH + 1 + MAX_VALUE_DEPTH
 """The deepest a tree can nest: a Merge key below the deepest path, holding
