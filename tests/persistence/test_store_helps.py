@@ -31,6 +31,7 @@ from stateward.actors._handoff import ThreadSignal
 from stateward.actors._requests import Commit
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from stateward.actors._persister import Persister
@@ -209,7 +210,22 @@ class _InterruptedOnce(Files):
         super().fsync(fd)
 
 
-@pytest.mark.usefixtures("patient")
+@pytest.fixture
+def interruptible() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt here, however the tests were started.
+
+    A shell without job control starts a background command with SIGINT
+    ignored, and Python then leaves it ignored: a real SIGINT would do
+    nothing.
+    """
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.usefixtures("patient", "interruptible")
 @pytest.mark.parametrize("how", ["raised", "signal"])
 def test_a_helping_thread_interrupted_during_its_fsync_loses_nothing(
     tmp_path: Path, backend: str, how: str
