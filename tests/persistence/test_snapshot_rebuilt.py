@@ -202,6 +202,31 @@ def test_the_rebuilding_process_does_its_job_whatever_the_environment(
     assert capfd.readouterr().err == "False\n"
 
 
+def test_the_rebuilding_process_imports_only_what_it_needs(
+    tmp_path, monkeypatch, capfd
+):
+    # Not the package's __init__ (the actors, the event loops): a process
+    # started for every snapshot of a large state starts in half the time.
+    async def write() -> None:
+        config = PersistenceConfig(str(tmp_path), "flush", snapshot_every=10**6)
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            await state.send(Set("k", 1))
+            tg.cancel_scope.cancel()
+
+    anyio.run(write)
+    exit_line = "sys.exit(main(sys.argv[2:]))\n"
+    assert _compact._CODE.endswith(exit_line)
+    report = "code = main(sys.argv[2:]); print(*sys.modules, file=sys.stderr)\n"
+    monkeypatch.setattr(_compact, "_CODE", _compact._CODE[: -len(exit_line)] + report)
+    child = _compact.spawn(str(tmp_path), 1)
+    assert child is not None
+    assert json.loads(child.read(timeout=30)) == {"k": 1}
+    modules = set(capfd.readouterr().err.split())
+    assert "stateward.tree" in modules
+    assert not modules & {"asyncio", "trio", "stateward.actors.state"}
+
+
 def test_rebuild_refuses_what_the_files_cannot_give(tmp_path):
     async def write(directory) -> None:
         config = PersistenceConfig(str(directory), "flush", snapshot_every=10**6)
