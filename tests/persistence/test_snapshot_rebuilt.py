@@ -158,18 +158,27 @@ async def test_a_rebuild_that_hangs_is_killed_at_the_snapshot_timeout(
     assert snapshot_files(tmp_path) == {0: {}, 5: {"n": 4}}
 
 
+def _crashed_after(directory: object, sends: list[tuple[str, int]]) -> None:
+    """A new persisted state at *directory* that sent *sends*, then crashed.
+
+    (No snapshot at the stop: the journal holds every revision after 0.)
+    """
+
+    async def write() -> None:
+        config = PersistenceConfig(str(directory), "flush", snapshot_every=10**6)
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            for path, value in sends:
+                await state.send(Set(path, value))
+            tg.cancel_scope.cancel()
+
+    anyio.run(write)
+
+
 def test_rebuild_replays_to_exactly_the_revision_asked_for(tmp_path):
     # Records after the revision are in the files too (the journal goes on):
     # the body is the tree at the revision, not later.
-    async def write() -> None:
-        config = PersistenceConfig(str(tmp_path), "flush", snapshot_every=10**6)
-        async with anyio.create_task_group() as tg:
-            state = await tg.start(StateActor(initial={}, persistence=config).run)
-            for i in range(30):
-                await state.send(Set(f"k{i % 4}", i))
-            tg.cancel_scope.cancel()  # a crash: no snapshot at the stop
-
-    anyio.run(write)
+    _crashed_after(tmp_path, [(f"k{i % 4}", i) for i in range(30)])
     body = _compact.rebuild(str(tmp_path), 17)
     # revision r: the sends 0 .. r - 1
     assert json.loads(body) == {"k0": 16, "k1": 13, "k2": 14, "k3": 15}
@@ -181,15 +190,7 @@ def test_the_rebuilding_process_does_its_job_whatever_the_environment(
     # PYTHONINSPECT would keep the new interpreter waiting on the terminal
     # after its job (and exit 1 at the end of its input); PYTHONTRACEMALLOC
     # would trace a tree as large as the state's. Neither reaches it.
-    async def write() -> None:
-        config = PersistenceConfig(str(tmp_path), "flush", snapshot_every=10**6)
-        async with anyio.create_task_group() as tg:
-            state = await tg.start(StateActor(initial={}, persistence=config).run)
-            for i in range(5):
-                await state.send(Set(f"k{i}", i))
-            tg.cancel_scope.cancel()
-
-    anyio.run(write)
+    _crashed_after(tmp_path, [(f"k{i}", i) for i in range(5)])
     monkeypatch.setenv("PYTHONINSPECT", "1")
     monkeypatch.setenv("PYTHONTRACEMALLOC", "1")
     tracing = (
@@ -207,14 +208,7 @@ def test_the_rebuilding_process_imports_only_what_it_needs(
 ):
     # Not the package's __init__ (the actors, the event loops): a process
     # started for every snapshot of a large state starts in half the time.
-    async def write() -> None:
-        config = PersistenceConfig(str(tmp_path), "flush", snapshot_every=10**6)
-        async with anyio.create_task_group() as tg:
-            state = await tg.start(StateActor(initial={}, persistence=config).run)
-            await state.send(Set("k", 1))
-            tg.cancel_scope.cancel()
-
-    anyio.run(write)
+    _crashed_after(tmp_path, [("k", 1)])
     exit_line = "sys.exit(main(sys.argv[2:]))\n"
     assert _compact._CODE.endswith(exit_line)
     report = "code = main(sys.argv[2:]); print(*sys.modules, file=sys.stderr)\n"
@@ -228,17 +222,9 @@ def test_the_rebuilding_process_imports_only_what_it_needs(
 
 
 def test_rebuild_refuses_what_the_files_cannot_give(tmp_path):
-    async def write(directory) -> None:
-        config = PersistenceConfig(str(directory), "flush", snapshot_every=10**6)
-        async with anyio.create_task_group() as tg:
-            state = await tg.start(StateActor(initial={}, persistence=config).run)
-            for i in range(3):
-                await state.send(Set("n", i))
-            tg.cancel_scope.cancel()
-
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
-    anyio.run(write, ours)
-    anyio.run(write, theirs)
+    for directory in (ours, theirs):
+        _crashed_after(directory, [("n", i) for i in range(3)])
     with pytest.raises(CorruptStateError, match="reaches revision 3, not 9"):
         _compact.rebuild(str(ours), 9)
     segment = "journal-00000000000000000001.wal"
