@@ -221,6 +221,21 @@ def test_the_rebuilding_process_imports_only_what_it_needs(
     assert not modules & {"asyncio", "trio", "stateward.actors.state"}
 
 
+@pytest.mark.parametrize(
+    ("executable", "spawns"),
+    [
+        ("/srv/app/.venv/bin/python", True),
+        ("/usr/bin/python3.11", True),
+        ("/opt/pypy/bin/pypy3", True),
+        ("/usr/bin/uwsgi", False),  # an embedding server, as its own name
+        ("", False),
+    ],
+)
+def test_only_python_itself_is_started_again(monkeypatch, executable, spawns):
+    monkeypatch.setattr(_compact.sys, "executable", executable)
+    assert _compact.can_spawn() is spawns
+
+
 def test_rebuild_refuses_what_the_files_cannot_give(tmp_path):
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     for directory in (ours, theirs):

@@ -154,11 +154,14 @@ def can_spawn() -> bool:
     """Whether :func:`spawn` can start this interpreter again.
 
     Not where ``posix_spawn`` is missing (Windows), nor for an embedded or
-    frozen interpreter (``sys.executable`` is empty or is not Python).
+    frozen interpreter: ``sys.executable`` empty, or a program not named
+    like Python (a server embedding Python names itself, and would be
+    started with arguments meant for Python).
     """
+    name = os.path.basename(sys.executable or "").lower()
     return (
         hasattr(os, "posix_spawn")
-        and bool(sys.executable)
+        and name.startswith(("python", "pypy"))
         and not getattr(sys, "frozen", False)
     )
 
