@@ -80,6 +80,11 @@ class Freezer:
             if _open == 0:
                 gc.unfreeze()
 
+    def freeze(self) -> None:
+        """Freeze now, if this state freezes (a large value read: see ``Rebuild``)."""
+        if self._at is not None:
+            gc.freeze()
+
     def advance(self, revision: int, *, now: bool = False) -> None:
         """The tree reached *revision*: freeze if it is time (or *now*, a snapshot)."""
         at = self._at

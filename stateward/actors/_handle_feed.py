@@ -210,7 +210,7 @@ class HandleFeed:
         if revision >= core.history.oldest(current):
             # The tree now (a large one read without stopping the actor), then
             # the entries after *revision* undone, from the newest it holds.
-            now, root = await read_value(core.tree, (), None)
+            now, root = await read_value(core.tree, (), None, core.freezer.freeze)
             if revision >= core.history.oldest(core.tree.revision):
                 newer = core.history.newest_first(revision)
                 return undo(root, (e for e in newer if e.revision <= now))

@@ -291,7 +291,9 @@ class StateHandle(
         revision = tree.revision
         value = read_at(tree, at, default, encode_frames)
         if isinstance(value, ForkedBody):  # a large value
-            revision, value = await collect_value(tree, revision, at, default, value)
+            revision, value = await collect_value(
+                tree, revision, at, default, value, core.freezer.freeze
+            )
         if core.persister is not None:
             await core.persister.wait_durable(revision)
         return value

@@ -283,7 +283,7 @@ class Store(StoreEvents, StoreTransactions):
             _large_reads.child_failed(exc)
             revision, _, value = self._on_loop(self._read_at, at, default, None)
             return revision, cast("JSON", value)
-        rebuild = Rebuild()
+        rebuild = Rebuild(self._state._core.freezer.freeze)
         for frame in rebuild.frames(data):
             self._on_loop(rebuild.feed, frame)
         return revision, cast("JSON", rebuild.root)

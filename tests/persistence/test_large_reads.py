@@ -446,3 +446,42 @@ async def test_at_revision_of_a_large_tree_never_stops_the_actor(
     expected = _large()
     expected["x"] = 2
     assert _same(got, expected)
+
+
+# -- the garbage collector ------------------------------------------------------
+
+
+def test_a_rebuild_freezes_as_it_goes_and_once_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_large_reads, "FREEZE_FRAMES", 4)
+    tree = _large(10 * FRAME_VALUES)
+    fed = 0
+    frozen_after: list[int] = []
+    rebuild = Rebuild(lambda: frozen_after.append(fed))
+    frames = rebuild.frames(encode_frames(tree))
+    for frame in frames:
+        fed += 1
+        rebuild.feed(frame)
+    # Every 4 frames counted back from the last, and after the last.
+    n = len(frames)
+    assert n > 8
+    assert frozen_after == [i for i in range(1, n + 1) if (n - i) % 4 == 0]
+    assert _same(rebuild.root, tree)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("freezes", [True, False])
+async def test_a_large_value_read_is_frozen_by_a_state_that_freezes(
+    freezes: bool,
+) -> None:
+    # A full collection would go through each of its million members (the
+    # large dict is tracked), while it is rebuilt and after: frozen, never.
+    import gc
+
+    async with open_state(_large(), freeze_gc=freezes) as state:
+        whole = await state.get("")
+        scanned = {id(o) for o in gc.get_objects()}  # (not the frozen ones)
+        assert gc.is_tracked(whole["jobs"])
+        assert (id(whole["jobs"]) in scanned) is not freezes
+    assert _same(whole, _large())
