@@ -21,8 +21,8 @@ import attrs
 
 from .._errors import CheckpointError, InvalidActionError
 from ._files import Files, open_regular
-from ._sliced_json import loads_in_slices
 from ._store_files import JsonSerializer
+from .persistence._sliced_json import loads_in_slices
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable
 
     from .._json import JSON
+    from ..tree import Tree
     from ._core import _Core
     from ._subscription import Subscription
     from .subscriber import Handler
@@ -61,24 +62,33 @@ class HandleFeed:
         core = self._core
         entries: list[FeedEntry] = []
         after = since
-        for _ in range(8):
-            oldest = core.history.oldest(core.tree.revision)
-            if after >= oldest:
-                return entries
-            persister = core.persister
-            if persister is None:
-                raise CompactedError(since, oldest)
-            await persister.wait_durable(oldest)  # the files hold up to there
-            until = persister.durable_revision
-            directory = persister.config.state_dir
-            try:
-                _, got = await anyio.to_thread.run_sync(
-                    replay_files, directory, after, until
-                )
-            except (CorruptStateError, OSError):
-                raise await self._compacted(since) from None
-            entries.extend(got)
-            after = until
+        # The tree at *after*, rebuilt from the files: the next round (the
+        # state moved on meanwhile) replays the journal on it, and it is
+        # freed in slices at the end (a million leaves freed at once would
+        # stop the loop for about 0.1 s).
+        tree: Tree | None = None
+        try:
+            for _ in range(8):
+                oldest = core.history.oldest(core.tree.revision)
+                if after >= oldest:
+                    return entries
+                persister = core.persister
+                if persister is None:
+                    raise CompactedError(since, oldest)
+                await persister.wait_durable(oldest)  # the files hold up to there
+                until = persister.durable_revision
+                directory = persister.config.state_dir
+                try:
+                    tree, got = await anyio.to_thread.run_sync(
+                        replay_files, directory, after, until, tree
+                    )
+                except (CorruptStateError, OSError):
+                    raise await self._compacted(since) from None
+                entries.extend(got)
+                after = until
+        finally:
+            if tree is not None:
+                core.reaper.hold(tree.root)
         # The state moved faster than the files could be read, eight times.
         raise CompactedError(since, core.history.oldest(core.tree.revision))
 

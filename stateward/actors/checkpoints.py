@@ -64,8 +64,8 @@ from ._checkpoint_files import (
 )
 from ._files import Files
 from ._large_reads import read_at
-from ._sliced_json import dumps_in_slices
 from .persistence import _fork, dumps_bytes
+from .persistence._sliced_json import dumps_in_slices
 from .retention import KeepNewest
 
 if TYPE_CHECKING:
@@ -474,7 +474,7 @@ def _read_to_load(
     the state's tree takes it as it is) and, for a persisted state, the
     JSON of the action's value for its journal record. All of it here,
     before anything changes, in short calls that let the event loop run
-    (:mod:`._sliced_json`). The action writes even an equal tree
+    (:mod:`.persistence._sliced_json`). The action writes even an equal tree
     (``eq=False``): comparing a large tree would stop the loop. The size
     limit of one action does not apply: the tree is what the state held.
     """

@@ -67,3 +67,58 @@ async def test_compacted_where_the_files_no_longer_reach(
         assert 3 < oldest <= 55
         got = await collect(state, "n", oldest, 60 - oldest)
         assert [e[0] for e in got] == list(range(oldest + 1, 61))
+
+
+async def test_a_resume_the_state_outruns_reads_the_snapshot_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The state moves past its ring while the files are read: the next round
+    # goes on from the tree the first one rebuilt (a large snapshot decoded
+    # once, not once a round), whose tree is then freed by the reaper.
+    import threading
+
+    import anyio
+
+    from stateward.actors._reaper import Reaper
+    from stateward.actors.persistence import _replay
+
+    real_tree_before = _replay._tree_before
+    reading, go = threading.Event(), threading.Event()
+    decoded: list[int] = []
+
+    def tree_before(*args: object) -> object:
+        decoded.append(1)
+        reading.set()
+        go.wait(10)
+        return real_tree_before(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_replay, "_tree_before", tree_before)
+    held: list[object] = []
+    real_hold = Reaper.hold
+
+    def hold(self: Reaper, value: object) -> None:
+        held.append(value)
+        real_hold(self, value)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Reaper, "hold", hold)
+    live = Recorder()
+    async with open_files_feed(tmp_path, snapshot_every=25) as state:
+        await state.subscribe("**", live)
+        await all_acked(await send_all(state, actions(5, 60)))
+        got: list[object] = []
+        async with anyio.create_task_group() as tg:
+
+            async def resume() -> None:
+                got.extend(await collect(state, "**", 3, len(live.got) - 3 + 30))
+
+            tg.start_soon(resume)
+            await anyio.to_thread.run_sync(reading.wait, 10)
+            # 30 more: far past the ring of 5, while the files are read.
+            await all_acked(
+                await send_all(state, [Set(f"more.m{i}", i) for i in range(30)])
+            )
+            go.set()
+        assert got == [e for e in live.got if e[0] > 3]
+    assert decoded == [1]
+    assert len(held) == 1
+    assert isinstance(held[0], dict)

@@ -119,19 +119,20 @@ def test_snapshot_decoder_fuzz():
     assert counts["refused"] > PER_DECODER // 2
 
 
-def test_the_fast_snapshot_decoder_decides_every_input_as_the_strict_one():
+def test_the_fast_and_sliced_snapshot_decoders_decide_every_input_alike():
     # Snapshots are read with orjson where installed (recovery, the process
     # that rebuilds one): on every input the outcome must be the strict
     # decoder's, refused with the same reason or taken as the same tree, to
     # the type (2**64 read as a float would be taken, and not the same).
+    from stateward.actors.persistence._sliced_json import loads_in_slices
     from stateward.actors.persistence._snapshot import _decode, fast_loads
 
     fast = fast_loads()
     assert fast is not None, "the test extra installs orjson"
 
-    def outcome(body: bytes, loads: Any) -> tuple[str, str]:
+    def outcome(body: bytes, loads: Any, exact: bool = False) -> tuple[str, str]:
         try:
-            root = _decode(body, b"\1" * 16, 7, "fuzz.snap", loads).root
+            root = _decode(body, b"\1" * 16, 7, "fuzz.snap", loads, exact=exact).root
         except CorruptStateError as exc:
             return "refused", exc.reason
         return "taken", repr(root)
@@ -141,6 +142,8 @@ def test_the_fast_snapshot_decoder_decides_every_input_as_the_strict_one():
     for body in _inputs(rng, _VALID_TREE, PER_DECODER):
         strict = outcome(body, None)
         assert outcome(body, fast) == strict, body
+        # and the strict decoder in short calls, beside a live state
+        assert outcome(body, loads_in_slices, exact=True) == strict, body
         taken += strict[0] == "taken"
     print(f"fast snapshot decoder: {PER_DECODER} inputs, {taken} taken, all alike")
     assert taken > PER_DECODER // 10

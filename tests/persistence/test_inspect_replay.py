@@ -134,3 +134,26 @@ def test_inspection_gives_up_on_files_that_keep_vanishing(
     with pytest.raises(FileNotFoundError):
         inspect_directory(str(tmp_path))
     assert len(calls) == _replay.INSPECT_ATTEMPTS
+
+
+def test_files_replayed_beside_a_live_state_decode_the_snapshot_in_short_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In a worker thread of the state's own process (the feed, time travel):
+    # one decoding call would hold the GIL, and stop the state's loop, for
+    # as long as it takes.
+    from stateward.actors.persistence import _snapshot, replay_files
+
+    trees = _fill(tmp_path)
+    sliced: list[int] = []
+    real = _snapshot.loads_in_slices
+
+    def loads_in_slices(data: bytes) -> Any:
+        sliced.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(_snapshot, "loads_in_slices", loads_in_slices)
+    tree, entries = replay_files(str(tmp_path), 50, 90)
+    assert len(sliced) == 1
+    assert (tree.revision, tree.root) == (90, trees[90])
+    assert [e.revision for e in entries] == list(range(51, 91))

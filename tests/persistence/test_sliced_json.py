@@ -1,7 +1,7 @@
 """Large JSON decoded and encoded in short calls: the same result, the GIL passed on.
 
 A checkpoint's tree is decoded, and for a persisted state encoded, by a
-worker thread in short calls (``stateward.actors._sliced_json``), so that
+worker thread in short calls (``stateward.actors.persistence._sliced_json``), so that
 the event loop can run meanwhile. What they give must be what the one-call
 forms give, byte for byte, and between the calls another thread must run.
 """
@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from stateward.actors._sliced_json import (
+from stateward.actors.persistence._format import _dumps, dumps_bytes
+from stateward.actors.persistence._sliced_json import (
     SLICE,
     WIDE,
     dumps_in_slices,
     loads_in_slices,
 )
-from stateward.actors.persistence._format import _dumps, dumps_bytes
 
 from .test_encoder import _random_value, _same
 

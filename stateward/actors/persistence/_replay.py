@@ -49,13 +49,16 @@ class FeedEntry:
 
 
 def replay_files(
-    directory: str, after: int, until: int
+    directory: str, after: int, until: int, tree: Tree | None = None
 ) -> tuple[Tree, list[FeedEntry]]:
     """Rebuild the tree at *until* and the changes of *after* + 1 .. *until*.
 
-    Read-only, safe beside the live service (it reads what is committed):
-    the newest snapshot at or before *after*, then only the journal segments
-    needed. The changes carry old and new values as the live events did.
+    Read-only, safe beside the live service (it reads what is committed),
+    in a worker thread of its process too (the snapshot is decoded in short
+    calls, between which the GIL passes to the state's loop): the newest
+    snapshot at or before *after*, then only the journal segments needed;
+    or, given *tree* (the tree at *after*, which it changes), the journal
+    only. The changes carry old and new values as the live events did.
     ``replay_files(d, r, r)[0]`` is the tree as it was at revision *r*.
 
     Raises:
@@ -64,21 +67,8 @@ def replay_files(
     """
     files = Files()
     snapshot_revs, segment_firsts, _ = _list(files, directory)
-    base: Snapshot | None = None
-    for rev in reversed(snapshot_revs):
-        if rev > after:
-            continue
-        name = snapshot_name(rev)
-        try:
-            base = read_snapshot(files, os.path.join(directory, name), name)
-        except (CorruptStateError, FileNotFoundError):
-            continue
-        break
-    if base is None:
-        oldest = min(snapshot_revs) if snapshot_revs else None
-        reason = f"no snapshot at or before {after} (oldest: {oldest})"
-        raise CorruptStateError(directory, reason)
-    tree = Tree.adopt(base.root, revision=base.revision)
+    if tree is None:
+        tree = _tree_before(files, directory, snapshot_revs, after)
     entries: list[FeedEntry] = []
     for i, first in enumerate(segment_firsts):
         following = segment_firsts[i + 1] if i + 1 < len(segment_firsts) else None
@@ -105,6 +95,25 @@ def replay_files(
         reason = f"the journal reaches revision {tree.revision}, not {until}"
         raise CorruptStateError(directory, reason)
     return tree, entries
+
+
+def _tree_before(
+    files: Files, directory: str, snapshot_revs: list[int], after: int
+) -> Tree:
+    """The tree of the newest snapshot at or before *after* that reads back."""
+    for rev in reversed(snapshot_revs):
+        if rev > after:
+            continue
+        name = snapshot_name(rev)
+        path = os.path.join(directory, name)
+        try:
+            base = read_snapshot(files, path, name, sliced=True)  # (see above)
+        except (CorruptStateError, FileNotFoundError):
+            continue
+        return Tree.adopt(base.root, revision=base.revision)
+    oldest = min(snapshot_revs) if snapshot_revs else None
+    reason = f"no snapshot at or before {after} (oldest: {oldest})"
+    raise CorruptStateError(directory, reason)
 
 
 def oldest_snapshot(directory: str) -> int | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Final
 
-from .persistence._format import _refuse_constant
+from ._format import _refuse_constant
 
 if TYPE_CHECKING:
     from collections.abc import Callable
