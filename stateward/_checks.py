@@ -7,6 +7,7 @@ rule and the value, so that a bad option fails where it is given.
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._errors import InvalidActionError
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_MAILBOX",
+    "absolute_path",
     "bool_validator",
     "check_bool",
     "check_int",
@@ -105,3 +107,16 @@ def seconds_validator(
         check_seconds(attr.name, value, positive=positive, optional=optional)
 
     return validate
+
+
+def absolute_path(field: str, value: str | os.PathLike[str]) -> str:
+    """*value* as an absolute path, fixed now: a later ``os.chdir`` must not move it.
+
+    Raises:
+        InvalidActionError: It is not a non-empty path without NUL.
+    """
+    path: object = os.fspath(value)  # (bytes too, at run time: refused)
+    if not isinstance(path, str) or not path or "\0" in path:
+        reason = f"must be a non-empty path without NUL (got {path!r})"
+        raise InvalidActionError(field, reason)
+    return os.path.abspath(path)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast, final
 
 from anyio.from_thread import start_blocking_portal
 
+from .._checks import absolute_path
 from .._errors import (
     ActionRejectedError,
     InvalidActionError,
@@ -139,7 +140,9 @@ class Store(StoreEvents, StoreTransactions):
             )
             raise InvalidActionError("backend", reason)
         start = own_json(default if initial is None else initial, "initial")
-        self._file = None if state_file is None else _absolute_file(state_file)
+        self._file = (
+            None if state_file is None else absolute_path("state_file", state_file)
+        )
         self._serializer: Serializer = serializer or JsonSerializer()
         self._autosave = bool(autosave) and self._file is not None
         self._save_lock = threading.Lock()
@@ -435,16 +438,3 @@ class Store(StoreEvents, StoreTransactions):
         where = self._file or "memory"
         closed = " closed" if self._closed else ""
         return f"<Store {where} rev={self._state.revision}{closed}>"
-
-
-def _absolute_file(state_file: str | os.PathLike[str]) -> str:
-    """*state_file* made absolute now: a later ``os.chdir`` must not move it.
-
-    Raises:
-        InvalidActionError: It is not a non-empty path without NUL.
-    """
-    path: object = os.fspath(state_file)
-    if not isinstance(path, str) or not path or "\0" in path:
-        reason = f"must be a non-empty path without NUL (got {path!r})"
-        raise InvalidActionError("state_file", reason)
-    return os.path.abspath(path)

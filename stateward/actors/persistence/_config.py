@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
+import os  # noqa: TC003 - the converter's annotation, read by attrs
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias, final
 
 import attrs
 
-from ..._checks import check_int, int_validator, seconds_validator
+from ..._checks import absolute_path, check_int, int_validator, seconds_validator
 from ..._errors import (
     InvalidActionError,
 )
@@ -67,21 +67,8 @@ def _check_every(
         check_int(attr.name, value, 1)
 
 
-def _absolute(value: str | os.PathLike[str]) -> str:
-    """*value* made absolute now: a later ``os.chdir`` must not move the state.
-
-    What :func:`_check_dir` refuses is left as it is, for it to refuse.
-    """
-    path: object = os.fspath(value)  # (bytes, at run time, for the check)
-    if isinstance(path, str) and path and "\0" not in path:
-        return os.path.abspath(path)
-    return path  # type: ignore[return-value]  # refused by _check_dir
-
-
-def _check_dir(_inst: object, attr: attrs.Attribute[str], value: object) -> None:
-    if not isinstance(value, str) or not value or "\0" in value:
-        reason = f"must be a non-empty path without NUL (got {value!r})"
-        raise InvalidActionError(attr.name, reason)
+def _state_dir(value: str | os.PathLike[str]) -> str:
+    return absolute_path("state_dir", value)
 
 
 @final
@@ -89,7 +76,7 @@ def _check_dir(_inst: object, attr: attrs.Attribute[str], value: object) -> None
 class PersistenceConfig:
     """Where and how a state actor persists (see :func:`~stateward.open_state`)."""
 
-    state_dir: str = attrs.field(converter=_absolute, validator=_check_dir)
+    state_dir: str = attrs.field(converter=_state_dir)
     """The state's directory, made absolute when the config is made."""
     durability: Durability = attrs.field(default="fsync", validator=_check_durability)
     snapshot_every: int | None = attrs.field(default=None, validator=_check_every)
