@@ -461,19 +461,19 @@ async def test_files_a_checkpoint_rebuild_reads_outlive_a_snapshot_meanwhile(
 ):
     # keep_snapshots=1: the snapshot written while a checkpoint's process is
     # still to read the older snapshot and journal must not remove them.
-    # The process is held before it lists the files, until the test's file
-    # "go" is there (the snapshots' own processes are not held).
+    # The process is held before it lists the files, reading the FIFO "go"
+    # until the test opens and closes it (the snapshots' own processes are
+    # not held).
     from stateward import CheckpointInfo, Checkpoints
     from stateward.actors._checkpoint_files import TREE
     from stateward.actors.persistence import _fork
 
     go = tmp_path / "go"
+    os.mkfifo(go)
     hold = (
-        "import os, sys, time\n"
+        "import sys\n"
         "if sys.argv[4:] == ['checkpoint']:\n"
-        "    for _ in range(3000):\n"
-        f"        if os.path.exists({str(go)!r}): break\n"
-        "        time.sleep(0.01)\n"
+        f"    open({str(go)!r}, 'rb').read()\n"
     )
     monkeypatch.setattr(_compact, "_CODE", hold + _compact._CODE)
     monkeypatch.setattr(_snapshots, "REPLAY_FROM_BYTES", 0)
@@ -516,7 +516,10 @@ async def test_files_a_checkpoint_rebuild_reads_outlive_a_snapshot_meanwhile(
             await send(8, 12)  # the snapshot of revision 10, written
             assert snapshots.count == 2
             assert sorted(snapshot_files(directory)) == [5, 10]  # 5 kept
-            go.touch()
+            await anyio.to_thread.run_sync(
+                lambda: open(go, "wb").close(),  # (once the process reads it)
+                abandon_on_cancel=True,
+            )
             await done.wait()
             info = saved[0]
             assert info.revision == 7
