@@ -470,18 +470,36 @@ def test_a_rebuild_freezes_as_it_goes_and_once_whole(
     assert _same(rebuild.root, tree)
 
 
+def _scanned(value: object) -> bool:
+    """Whether full collections go through *value* (it is not frozen)."""
+    import gc
+
+    assert gc.is_tracked(value)
+    return id(value) in {id(o) for o in gc.get_objects()}
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("freezes", [True, False])
+@pytest.mark.parametrize("way", ["get", "at_revision"])
 async def test_a_large_value_read_is_frozen_by_a_state_that_freezes(
-    freezes: bool,
+    freezes: bool, way: str
 ) -> None:
     # A full collection would go through each of its million members (the
     # large dict is tracked), while it is rebuilt and after: frozen, never.
-    import gc
-
     async with open_state(_large(), freeze_gc=freezes) as state:
-        whole = await state.get("")
-        scanned = {id(o) for o in gc.get_objects()}  # (not the frozen ones)
-        assert gc.is_tracked(whole["jobs"])
-        assert (id(whole["jobs"]) in scanned) is not freezes
+        if way == "get":
+            whole = await state.get("")
+        else:
+            whole = await state.at_revision(state.revision)
+        assert _scanned(whole["jobs"]) is not freezes
+    assert _same(whole, _large())
+
+
+@pytest.mark.parametrize("freezes", [True, False])
+def test_a_large_value_a_store_reads_is_frozen_if_it_freezes(
+    backend: str, freezes: bool
+) -> None:
+    with Store(_large(), backend=backend, freeze_gc=freezes) as store:
+        whole = store.get("")
+        assert _scanned(whole["jobs"]) is not freezes
     assert _same(whole, _large())
