@@ -541,3 +541,39 @@ def test_a_run_of_digits_is_found_across_the_chunks_it_is_read_in():
         assert not _long_numbers(
             body.replace(b"1234567890123456789", b"12345678.0123456789")
         )
+
+
+async def test_a_retention_that_fails_is_caught_up_by_the_next_one(tmp_path, caplog):
+    # The snapshot is written and counted; the older files stay, with a
+    # warning, until the next snapshot's retention removes them.
+    import errno
+
+    caplog.set_level(logging.WARNING)
+
+    class RetentionFailsOnce(Files):
+        failed = False
+
+        def unlink(self, path: str) -> None:
+            if path.endswith(".snap") and not self.failed:  # (not a temp file)
+                self.failed = True
+                raise OSError(errno.EIO, "injected", path)
+            super().unlink(path)
+
+    config = PersistenceConfig(
+        str(tmp_path), "none", snapshot_every=5, keep_snapshots=1
+    )
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            persister = state._core.persister
+            persister.journal.files = RetentionFailsOnce()
+            for i in range(1, 11):
+                await state.send(Set("n", i))  # revision i
+                if i % 5 == 0:
+                    await persister.snapshots.idle.wait()
+                if i == 5:
+                    assert persister.snapshots.count == 1
+                    assert sorted(snapshot_files(tmp_path)) == [0, 5]
+                    assert "could not be removed" in caplog.text
+            assert sorted(snapshot_files(tmp_path)) == [10]
+            await state.stop()
