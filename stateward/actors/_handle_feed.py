@@ -8,6 +8,7 @@ the tree as it was at a revision. A base class, never used alone.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import anyio
@@ -78,9 +79,12 @@ class HandleFeed:
                 await persister.wait_durable(oldest)  # the files hold up to there
                 until = persister.durable_revision
                 directory = persister.config.state_dir
+                replay = functools.partial(
+                    replay_files, store_id=persister.journal.store_id
+                )
                 try:
                     tree, got = await anyio.to_thread.run_sync(
-                        replay_files, directory, after, until, tree
+                        replay, directory, after, until, tree
                     )
                 except (CorruptStateError, OSError):
                     raise await self._compacted(since) from None
@@ -225,13 +229,14 @@ class HandleFeed:
                 newer = core.history.newest_first(revision)
                 return undo(root, (e for e in newer if e.revision <= now))
             # (the writes made during a long read pushed it out of the ring)
-        config = None if core.persister is None else core.persister.config
-        if config is None:
+        persister = core.persister
+        if persister is None:
             raise CompactedError(revision, core.history.oldest(current))
         await self.wait_durable(current)
+        replay = functools.partial(replay_files, store_id=persister.journal.store_id)
         try:
             tree, _ = await anyio.to_thread.run_sync(
-                replay_files, config.state_dir, revision, revision
+                replay, persister.config.state_dir, revision, revision
             )
         except (CorruptStateError, OSError):
             raise await self._compacted(revision) from None

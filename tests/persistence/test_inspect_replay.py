@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from stateward import CorruptStateError, Delete, Merge, Set, open_state
+from stateward import CompactedError, CorruptStateError, Delete, Merge, Set, open_state
 from stateward.actors.persistence import inspect_directory
 from stateward.actors.persistence._format import segment_name, snapshot_name
 
@@ -157,3 +157,73 @@ def test_files_replayed_beside_a_live_state_decode_the_snapshot_in_short_calls(
     assert len(sliced) == 1
     assert (tree.revision, tree.root) == (90, trees[90])
     assert [e.revision for e in entries] == list(range(51, 91))
+
+
+def _with_foreign_segment(tmp_path: Path) -> tuple[Path, dict[int, Any]]:
+    """A state directory whose segment of revisions 41..80 is another store's.
+
+    The other store's records are the same actions, so only the store ids
+    tell them apart. Recovery reads only the segments after the newest
+    snapshot (100), so the state still opens.
+    """
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    trees = _fill(ours)
+    _fill(theirs)
+    name = segment_name(41)
+    (ours / name).write_bytes((theirs / name).read_bytes())
+    return ours, trees
+
+
+def test_files_replayed_refuse_another_stores_segment(tmp_path: Path) -> None:
+    # A segment copied in from another state's directory is not this
+    # state's history, even where its records would replay.
+    from stateward.actors.persistence import replay_files
+
+    ours, trees = _with_foreign_segment(tmp_path)
+    with pytest.raises(CorruptStateError, match="belongs to another store"):
+        replay_files(str(ours), 50, 90)
+    # Past it, from the snapshot at 80, the replay is whole.
+    tree, _ = replay_files(str(ours), 85, 95)
+    assert (tree.revision, tree.root) == (95, trees[95])
+    # A tree handed on from an earlier round carries its store's id.
+    with pytest.raises(ValueError, match="store_id"):
+        replay_files(str(ours), 95, 96, tree)
+
+
+def test_files_replayed_skip_another_stores_snapshot(tmp_path: Path) -> None:
+    from stateward.actors.persistence import replay_files
+
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    trees = _fill(ours)
+    _fill(theirs)
+    name = snapshot_name(80)
+    store_id = (ours / name).read_bytes()[8:24]  # (after the magic)
+    (ours / name).write_bytes((theirs / name).read_bytes())
+    # Given the live state's id, the snapshot at 40 is the base instead.
+    tree, _ = replay_files(str(ours), 85, 90, store_id=store_id)
+    assert (tree.revision, tree.root) == (90, trees[90])
+
+
+def test_inspection_names_another_stores_segment_and_does_not_replay_it(
+    tmp_path: Path,
+) -> None:
+    ours, trees = _with_foreign_segment(tmp_path)
+    found = inspect_directory(str(ours))
+    assert found.tree == trees[100]
+    status = {name: why for name, _, _, why in found.segments}
+    assert status[segment_name(41)] == "belongs to another store or is misnamed"
+    assert status[segment_name(1)] == status[segment_name(81)] == "ok"
+    assert inspect_directory(str(ours), 30).tree == trees[30]
+    with pytest.raises(CorruptStateError, match="revision 41 is missing"):
+        inspect_directory(str(ours), 60)
+
+
+@pytest.mark.anyio
+async def test_time_travel_does_not_read_another_stores_records(
+    tmp_path: Path,
+) -> None:
+    ours, trees = await anyio.to_thread.run_sync(_with_foreign_segment, tmp_path)
+    async with open_state({}, state_dir=ours, history=5, keep_snapshots=10) as state:
+        assert await state.at_revision(30) == trees[30]
+        with pytest.raises(CompactedError):
+            await state.at_revision(60)

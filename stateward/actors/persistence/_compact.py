@@ -35,8 +35,8 @@ from ...tree import Tree
 from .._files import Files
 from ._directory import _list
 from ._fork import ForkedBody
-from ._format import dumps_bytes, segment_name, snapshot_name
-from ._journal import read_segment, replay_records
+from ._format import dumps_bytes, snapshot_name
+from ._journal import replay_records, segments_after
 from ._snapshot import read_snapshot
 
 if TYPE_CHECKING:
@@ -104,18 +104,11 @@ def rebuild(
     name = snapshot_name(base_revision)
     base = read_snapshot(files, os.path.join(directory, name), name)
     tree = Tree.adopt(base.root, revision=base.revision)
-    for i, first in enumerate(segments):
-        following = segments[i + 1] if i + 1 < len(segments) else None
-        if following is not None and following <= tree.revision + 1:
-            continue  # wholly at or before the tree's revision
-        if first > revision or tree.revision >= revision:
+    for name, segment in segments_after(
+        files, directory, segments, base.store_id, base.revision, revision
+    ):
+        if tree.revision >= revision:
             break
-        name = segment_name(first)
-        segment = read_segment(files.read(os.path.join(directory, name)), name)
-        if segment.first == -1:
-            continue  # (empty)
-        if segment.store_id != base.store_id:
-            raise CorruptStateError(name, "journal segment belongs to another store")
         payloads = segment.payloads[: revision + 1 - segment.first]
         replay_records(tree, segment.first, payloads, name)
     if tree.revision != revision:

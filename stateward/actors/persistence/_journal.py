@@ -32,10 +32,20 @@ from ._format import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from ...tree import Change, Tree
+    from .._files import Files
     from ._config import PersistenceConfig
 
-__all__ = ["Journal", "Segment", "apply_record", "read_segment", "replay_records"]
+__all__ = [
+    "Journal",
+    "Segment",
+    "apply_record",
+    "read_segment",
+    "replay_records",
+    "segments_after",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +141,41 @@ def read_segment(data: bytes, name: str) -> Segment:
             problem = f"a hole (zeros) up to unsynced records at byte {at}"
         return Segment(store_id, first, payloads, offset, f"{problem} at byte {offset}")
     return Segment(store_id, first, payloads, offset, None)
+
+
+def segments_after(
+    files: Files,
+    directory: str,
+    firsts: list[int],
+    store_id: bytes,
+    after: int,
+    until: int,
+) -> Iterator[tuple[str, Segment]]:
+    """The segments that may hold revisions *after* + 1 .. *until*, read, in order.
+
+    *firsts* are the segments' first revisions, as the directory lists them.
+    Yields ``(name, segment)``, skipping empty segments; the caller stops
+    once it has what it needs. A segment of another store, or one whose
+    header names another first revision than its file, is refused: its
+    records are not this state's history.
+
+    Raises:
+        CorruptStateError: A segment is damaged, misnamed or another store's.
+    """
+    for i, first in enumerate(firsts):
+        following = firsts[i + 1] if i + 1 < len(firsts) else None
+        if following is not None and following <= after + 1:
+            continue  # wholly at or before *after*
+        if first > until:
+            return
+        name = segment_name(first)
+        segment = read_segment(files.read(os.path.join(directory, name)), name)
+        if segment.first == -1:
+            continue  # (empty)
+        if segment.first != first or segment.store_id != store_id:
+            reason = "journal segment belongs to another store or is misnamed"
+            raise CorruptStateError(name, reason)
+        yield name, segment
 
 
 def _record_at(data: bytes, offset: int) -> tuple[str | None, int, int, bytes, int]:

@@ -17,7 +17,7 @@ from ...tree import Tree
 from .._files import Files
 from ._directory import _list
 from ._format import segment_name, snapshot_name
-from ._journal import apply_record, read_segment, replay_records
+from ._journal import apply_record, read_segment, replay_records, segments_after
 from ._recovery import PROGRESS_EVERY, RecoveryProgress
 from ._snapshot import Snapshot, read_snapshot
 
@@ -49,7 +49,12 @@ class FeedEntry:
 
 
 def replay_files(
-    directory: str, after: int, until: int, tree: Tree | None = None
+    directory: str,
+    after: int,
+    until: int,
+    tree: Tree | None = None,
+    *,
+    store_id: bytes | None = None,
 ) -> tuple[Tree, list[FeedEntry]]:
     """Rebuild the tree at *until* and the changes of *after* + 1 .. *until*.
 
@@ -61,21 +66,27 @@ def replay_files(
     only. The changes carry old and new values as the live events did.
     ``replay_files(d, r, r)[0]`` is the tree as it was at revision *r*.
 
+    Only the records of one store are replayed: *store_id*'s (the live
+    state's), or else the snapshot's; given *tree*, *store_id* is required.
+
     Raises:
-        CorruptStateError: No snapshot at or before *after*, or the journal
-            does not reach *until* (its ``reason`` says which).
+        CorruptStateError: No snapshot of the store at or before *after*, a
+            segment of another store, or the journal does not reach *until*
+            (its ``reason`` says which).
+        ValueError: *tree* given without *store_id*.
     """
     files = Files()
     snapshot_revs, segment_firsts, _ = _list(files, directory)
     if tree is None:
-        tree = _tree_before(files, directory, snapshot_revs, after)
+        tree, store_id = _tree_before(files, directory, snapshot_revs, after, store_id)
+    elif store_id is None:
+        raise ValueError("replay_files: a tree given without its store_id")
     entries: list[FeedEntry] = []
-    for i, first in enumerate(segment_firsts):
-        following = segment_firsts[i + 1] if i + 1 < len(segment_firsts) else None
-        if (following is not None and following <= tree.revision + 1) or first > until:
-            continue
-        name = segment_name(first)
-        segment = read_segment(files.read(os.path.join(directory, name)), name)
+    for name, segment in segments_after(
+        files, directory, segment_firsts, store_id, tree.revision, until
+    ):
+        if tree.revision >= until:
+            break
         for sequence, payload in segment.records:
             if sequence <= tree.revision:
                 continue
@@ -89,8 +100,6 @@ def replay_files(
                 tree, sequence, payload, name, changes
             )
             entries.append(FeedEntry(sequence, action_id, source, extra, changes))
-        if tree.revision >= until:
-            break
     if tree.revision < until:
         reason = f"the journal reaches revision {tree.revision}, not {until}"
         raise CorruptStateError(directory, reason)
@@ -98,9 +107,16 @@ def replay_files(
 
 
 def _tree_before(
-    files: Files, directory: str, snapshot_revs: list[int], after: int
-) -> Tree:
-    """The tree of the newest snapshot at or before *after* that reads back."""
+    files: Files,
+    directory: str,
+    snapshot_revs: list[int],
+    after: int,
+    store_id: bytes | None,
+) -> tuple[Tree, bytes]:
+    """The tree and store id of the newest whole snapshot at or before *after*.
+
+    Only *store_id*'s snapshots, if given.
+    """
     for rev in reversed(snapshot_revs):
         if rev > after:
             continue
@@ -110,7 +126,9 @@ def _tree_before(
             base = read_snapshot(files, path, name, sliced=True)  # (see above)
         except (CorruptStateError, FileNotFoundError):
             continue
-        return Tree.adopt(base.root, revision=base.revision)
+        if store_id is not None and base.store_id != store_id:
+            continue
+        return Tree.adopt(base.root, revision=base.revision), base.store_id
     oldest = min(snapshot_revs) if snapshot_revs else None
     reason = f"no snapshot at or before {after} (oldest: {oldest})"
     raise CorruptStateError(directory, reason)
@@ -219,6 +237,13 @@ def _inspect(
         except CorruptStateError as exc:
             segments.append((name, first, 0, exc.reason))
             continue
+        if segment.first != -1 and (
+            segment.first != first
+            or (base is not None and segment.store_id != base.store_id)
+        ):
+            reason = "belongs to another store or is misnamed"
+            segments.append((name, first, len(segment.payloads), reason))
+            continue  # (not this state's history: not replayed)
         status = "ok" if segment.torn is None else f"torn tail: {segment.torn}"
         segments.append((name, first, len(segment.payloads), status))
         # The payloads of revisions after + 1 .. limit.
