@@ -64,11 +64,14 @@ def _size(path: str) -> int:
 
 
 def recover(
-    config: PersistenceConfig, initial: JSON
+    config: PersistenceConfig, initial: JSON, *, sliced: bool = False
 ) -> Recovered:  # blocking: run in a worker thread
     """Open (or create) the state directory and rebuild the tree.
 
-    *initial* is used only when the directory holds no state yet.
+    *initial* is used only when the directory holds no state yet. With
+    *sliced*, the snapshot is decoded in short calls (beside other states
+    of this process, whose loops one long call would stop: see
+    :func:`~._snapshot.read_snapshot`).
 
     Raises:
         CorruptStateError: Damage that recovery must not paper over.
@@ -98,7 +101,9 @@ def recover(
     for revision in reversed(snapshots):
         name = snapshot_name(revision)
         try:
-            snap = read_snapshot(files, os.path.join(directory, name), name)
+            snap = read_snapshot(
+                files, os.path.join(directory, name), name, sliced=sliced
+            )
             if snap.revision != revision:
                 raise CorruptStateError(name, f"holds revision {snap.revision}")
         except CorruptStateError as exc:

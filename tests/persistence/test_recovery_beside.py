@@ -1,0 +1,87 @@
+"""Recovery beside other states of the process: the snapshot read in short calls.
+
+One decoding call holds the GIL for as long as it takes (0.65 s for a
+million leaves), stopping every other state's loop in the process, whatever
+thread makes it. A state that opens alone decodes in one call, at its
+fastest; one that opens beside others, in short calls.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+from stateward import Set, StateActor, StateLockedError, Store, open_state
+from stateward.actors.persistence import _snapshot
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def sliced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the snapshot bodies decoded in short calls."""
+    calls: list[int] = []
+    real = _snapshot.loads_in_slices
+
+    def loads_in_slices(data: bytes) -> Any:
+        calls.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(_snapshot, "loads_in_slices", loads_in_slices)
+    return calls
+
+
+async def test_a_state_opened_beside_another_decodes_its_snapshot_in_slices(
+    tmp_path: Path, sliced: list[int]
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for d in (first, second):
+        async with open_state({"jobs": {"a": 1}}, state_dir=d) as state:
+            await state.send(Set("jobs.b", str(d)))
+    async with open_state({}, state_dir=first) as state:
+        assert sliced == []  # alone in the process: one call
+        async with open_state({}, state_dir=second) as other:
+            assert len(sliced) == 1
+            assert await other.get("jobs") == {"a": 1, "b": str(second)}
+        assert await state.get("jobs") == {"a": 1, "b": str(first)}
+    # Both closed: alone again.
+    async with open_state({}, state_dir=second):
+        assert len(sliced) == 1
+
+
+async def test_a_store_in_its_thread_counts_as_another_state(
+    tmp_path: Path, sliced: list[int]
+) -> None:
+    async with open_state({}, state_dir=tmp_path / "a") as state:
+        await state.send(Set("x", 1))
+    with Store({"y": 2}, state_dir=str(tmp_path / "b")) as store:
+        store.set("y", 3)
+    with Store({}, state_dir=str(tmp_path / "b")) as store:
+        assert sliced == []
+        async with open_state({}, state_dir=tmp_path / "a") as state:
+            assert await state.get("x") == 1
+        assert len(sliced) == 1
+        assert store.get("y") == 3
+
+
+async def test_a_state_that_failed_or_was_cancelled_is_no_longer_counted(
+    tmp_path: Path, sliced: list[int]
+) -> None:
+    async with open_state({}, state_dir=tmp_path / "a") as state:
+        await state.send(Set("x", 1))
+    async with open_state({}, state_dir=tmp_path / "b") as state:
+        with pytest.raises(StateLockedError):
+            async with open_state({}, state_dir=tmp_path / "b"):
+                pass  # pragma: no cover
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(StateActor(initial={}).run)
+            tg.cancel_scope.cancel()
+    async with open_state({}, state_dir=tmp_path / "a") as state:
+        assert await state.get("x") == 1
+    assert sliced == []
