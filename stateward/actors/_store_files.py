@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, final
 
 from .._json import check_decoded, own_json
 from ._files import open_regular
+from .persistence._sliced_json import loads_in_slices
 
 if TYPE_CHECKING:
     from .._json import JSON
@@ -128,13 +129,15 @@ def _alive(pid: int) -> bool:
 
 
 def load_state_file(
-    path: str, serializer: Serializer, start: JSON
+    path: str, serializer: Serializer, start: JSON, *, sliced: bool = False
 ) -> tuple[JSON, tuple[int, int, int] | None]:
     """The tree in the ``state_file`` at *path*, and the file's identity.
 
     Missing: *start* (and no identity). Malformed: *start*, with a warning,
     the bad file renamed aside (never overwritten). Stale temp files of a
-    killed save are removed first. Blocking; any thread.
+    killed save are removed first. Blocking; any thread. With *sliced*,
+    JSON is decoded in short calls (the same value and errors), so that
+    the running states of the process are not stopped meanwhile.
 
     Raises:
         CorruptStateError: *path* is not a regular file (a FIFO, a directory).
@@ -148,8 +151,11 @@ def load_state_file(
     except FileNotFoundError:
         return start, None
     try:
-        value = serializer.loads(data)
-        if type(serializer) is JsonSerializer:
+        plain_json = type(serializer) is JsonSerializer
+        value = (
+            loads_in_slices(data) if plain_json and sliced else serializer.loads(data)
+        )
+        if plain_json:
             # Decoded JSON is private, plain and unshared already: checked in
             # place, not copied (a second at a million leaves).
             return check_decoded(value, "state file"), seen

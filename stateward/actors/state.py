@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, final
 
 import anyio
 import attrs
@@ -38,6 +37,7 @@ from ._gc_freeze import Freezer, freezes_in_memory
 from ._history import History
 from ._log import ActionLog, Redactor
 from ._persister import Persister
+from ._running import RUNNING
 from .handle import StateHandle, StateStatistics, Subscription
 from .persistence import (
     Durability,
@@ -189,7 +189,7 @@ class StateActor:
                 # decoded in short calls: one call would hold the GIL, and
                 # stop that state's loop, for as long as it takes (0.65 s at
                 # a million leaves); alone, in one, at its fastest.
-                read = functools.partial(recover, sliced=_SERVING.any())
+                read = functools.partial(recover, sliced=RUNNING.any())
                 try:
                     recovered = await anyio.to_thread.run_sync(read, config, initial)
                     del initial  # recovery adopted it, or read the state from disk
@@ -203,7 +203,7 @@ class StateActor:
         freezer = Freezer(freeze, tree.revision)  # (freezes the loaded tree)
         finished: anyio.Event | None = None
         try:
-            with _unwrap_exit(), _SERVING.one():
+            with _unwrap_exit(), RUNNING.one():
                 async with anyio.create_task_group() as tg:
                     log = ActionLog(self.action_log, Redactor(self.redact))
                     core = _Core(
@@ -244,31 +244,6 @@ class StateActor:
                 raise core.exit
             self._exit = core.exit
             self._on_exit()
-
-
-class _Serving:
-    """How many states of this process run, in any thread (a count)."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._lock = threading.Lock()
-
-    def any(self) -> bool:
-        return self._count > 0
-
-    @contextmanager
-    def one(self) -> Iterator[None]:
-        """Count one more state for the duration of the block."""
-        with self._lock:
-            self._count += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._count -= 1
-
-
-_SERVING: Final = _Serving()
 
 
 @contextmanager

@@ -41,6 +41,7 @@ from . import _large_reads
 from ._files import Files
 from ._handoff import LoopCaller, ThreadSignal
 from ._large_reads import Rebuild, encode_frames, read_at
+from ._running import RUNNING
 from ._store_events import StoreCheckpoints, StoreEvents
 from ._store_files import (
     JsonSerializer,
@@ -151,7 +152,9 @@ class Store(StoreEvents, StoreTransactions):
         self._saved_revision = 0  # the revision the file holds (loaded or saved)
         self._seen: tuple[int, int, int] | None = None  # the file as we left it
         if self._file is not None:
-            start, self._seen = load_state_file(self._file, self._serializer, start)
+            start, self._seen = load_state_file(
+                self._file, self._serializer, start, sliced=RUNNING.any()
+            )
         self._portal_cm = start_blocking_portal(backend)
         self._portal: BlockingPortal = self._portal_cm.__enter__()
         try:

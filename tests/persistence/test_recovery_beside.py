@@ -1,13 +1,15 @@
-"""Recovery beside other states of the process: the snapshot read in short calls.
+"""Opening beside other states of the process: files decoded in short calls.
 
 One decoding call holds the GIL for as long as it takes (0.65 s for a
 million leaves), stopping every other state's loop in the process, whatever
-thread makes it. A state that opens alone decodes in one call, at its
-fastest; one that opens beside others, in short calls.
+thread makes it. A state (its snapshot) or a Store (its state file) that
+opens alone decodes in one call, at its fastest; beside others, in short
+calls.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -85,3 +87,43 @@ async def test_a_state_that_failed_or_was_cancelled_is_no_longer_counted(
     async with open_state({}, state_dir=tmp_path / "a") as state:
         assert await state.get("x") == 1
     assert sliced == []
+
+
+async def test_a_store_file_opened_beside_a_state_is_decoded_in_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stateward.actors import _store_files
+
+    calls: list[int] = []
+    real = _store_files.loads_in_slices
+
+    def loads_in_slices(data: bytes) -> Any:
+        calls.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(_store_files, "loads_in_slices", loads_in_slices)
+    path = str(tmp_path / "state.json")
+    with Store({}, state_file=path) as store:
+        store.set("jobs", {"a": [1, 2.5, None, "\u00e9"]})
+    with Store({}, state_file=path) as store:
+        assert calls == []  # alone: one call
+    async with open_state({}):
+        store = await anyio.to_thread.run_sync(
+            functools.partial(Store, {}, state_file=path)
+        )
+        try:
+            assert len(calls) == 1
+            assert store.get("jobs") == {"a": [1, 2.5, None, "\u00e9"]}
+        finally:
+            await anyio.to_thread.run_sync(store.close)
+        # The same refusals: NaN is not JSON.
+        (tmp_path / "state.json").write_text('{"jobs": NaN}')
+        with pytest.warns(RuntimeWarning, match="NaN is not JSON"):
+            store = await anyio.to_thread.run_sync(
+                functools.partial(Store, {"x": 1}, state_file=path)
+            )
+        try:
+            assert len(calls) == 2
+            assert store.get("") == {"x": 1}
+        finally:
+            await anyio.to_thread.run_sync(store.close)
