@@ -25,6 +25,7 @@ def reference_python():
     $STATEWARD_SIGNALS_PYTHON when set (.ci/run prepares one), else a
     virtualenv made once under ~/.cache/stateward-tests.
     """
+    import fcntl
     import os
     import subprocess
     import sys
@@ -36,13 +37,19 @@ def reference_python():
     venv = Path.home() / ".cache" / "stateward-tests" / "state-signals-1.0.1"
     python = venv / "bin" / "python"
     check = [str(python), "-c", "import state_signals"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return str(python)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        extra = ["setuptools"] if sys.version_info >= (3, 12) else []
-        pip = [str(python), "-m", "pip", "install", "-q", REFERENCE, "redis<4", *extra]
-        subprocess.run(pip, check=True, timeout=300)
-    except (OSError, subprocess.SubprocessError) as exc:
-        unavailable(f"cannot install {REFERENCE} (no network?): {exc}")
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    # The test processes (pytest-xdist's workers) make it once: one at a
+    # time, the others then find it made.
+    with open(venv.parent / "state-signals.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ready = subprocess.run(check, capture_output=True) if python.exists() else None
+        if ready is not None and ready.returncode == 0:
+            return str(python)
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            extra = ["setuptools"] if sys.version_info >= (3, 12) else []
+            pip = [str(python), "-m", "pip", "install", "-q", REFERENCE, "redis<4"]
+            subprocess.run(pip + extra, check=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as exc:
+            unavailable(f"cannot install {REFERENCE} (no network?): {exc}")
     return str(python)

@@ -22,6 +22,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PortTakenError(RuntimeError):
+    """Another process listens on the port chosen for a redis-server."""
+
+
 class RedisProcess:
     """One redis-server that the test owns (nothing shared, nothing kept)."""
 
@@ -39,6 +43,17 @@ class RedisProcess:
             self.url = f"rediss://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        # A free port may be taken before the server binds it (by another
+        # test process): then another one, with a new URL, before any use.
+        for _ in range(4):
+            try:
+                self.start()
+                return
+            except PortTakenError:
+                self.kill()
+                self.port = _free_port()
+                scheme = "redis" if tls is None else "rediss"
+                self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.start()
 
     def start(self) -> None:
@@ -77,16 +92,32 @@ class RedisProcess:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
+        pid = f"process_id:{self.proc.pid}\r\n".encode()
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:  # (it could not bind the port)
+                raise PortTakenError(self.port)
             try:
                 with socket.create_connection(
                     ("127.0.0.1", self.port), timeout=0.5
                 ) as s:
                     if self.tls is not None:
-                        return  # listening (the handshake is the clients' test)
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                        # Listening (the handshake is the clients' test),
+                        # and ours, if it still runs a moment later.
+                        time.sleep(0.05)
+                        if self.proc.poll() is not None:
+                            raise PortTakenError(self.port)
                         return
+                    s.sendall(b"INFO server\r\n")
+                    answer = b""
+                    while b"process_id:" not in answer or not answer.endswith(b"\r\n"):
+                        more = s.recv(65536)
+                        if not more:
+                            break
+                        answer += more
+                    if pid in answer:
+                        return
+                    if b"process_id:" in answer:  # another test's server
+                        raise PortTakenError(self.port)
             except OSError:
                 time.sleep(0.02)
         raise RuntimeError("redis-server did not start")
