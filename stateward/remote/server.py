@@ -29,9 +29,7 @@ what was not answered.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import json
 import logging
 import os
 import time
@@ -44,18 +42,18 @@ from .._checks import check_int, check_seconds
 from .._errors import (
     ActionRejectedError,
     CompactedError,
-    CorruptStateError,
     InvalidActionError,
     PathNotFoundError,
     RemoteUnavailableError,
     RevisionMismatchError,
     StatewardError,
 )
-from ..actors._files import Files, crash_point
+from ..actors._files import crash_point
 from ..actors.subscriber import NO_ANSWER
 from ..messages.actions import Action, Transaction
 from ..paths import PathLike, parse_path
 from . import protocol
+from ._dedupe import DedupeWindow, append_synced
 from ._redis import NoGroupError, open_connection
 from ._tasks import background
 from .feed import FeedPublisher
@@ -104,13 +102,9 @@ class RedisServer:
         self.keys = keys
         """The Redis keys this state is served under."""
         self._writable = writable
-        self._window: collections.OrderedDict[str, dict[str, Any]] = (
-            collections.OrderedDict()
-        )
-        self._window_size = window
+        self._window = DedupeWindow(window)
         self._ack_timeout = ack_timeout
         self._batch = batch
-        self._log_path: str | None = None
         self._writer: Connection | None = None
         self.applied = 0
         """Actions applied for remote clients."""
@@ -143,72 +137,14 @@ class RedisServer:
             f"duplicates={self.duplicates} refused={self.refused}>"
         )
 
-    # -- the dedupe window ---------------------------------------------------
-
-    def _load_window(self) -> None:
-        """Rebuild the window of a persisted state (blocking: a worker thread)."""
-        from ..actors.persistence import oldest_snapshot, replay_files
-
-        directory = self._state.state_dir
-        if directory is None:
-            return
-        self._log_path = os.path.join(directory, f"remote-{self.keys.name}.dedupe")
-        kept: list[tuple[str, dict[str, Any]]] = []
-        with contextlib.suppress(FileNotFoundError):
-            # Through the same checks as every file of the state directory:
-            # no symlink followed, no FIFO read.
-            lines = Files().read(self._log_path).split(b"\n")
-            for i, line in enumerate(lines):
-                if not line:
-                    continue
-                try:
-                    item = json.loads(line)
-                    kept.append((str(item["id"]), dict(item["reply"])))
-                except (ValueError, KeyError, TypeError):
-                    if i < len(lines) - 2:
-                        logger.warning(
-                            "%s: skipping a damaged line %d", self._log_path, i
-                        )
-        revision = self._state.revision
-        oldest = oldest_snapshot(directory) or 0
-        after = max(oldest, revision - self._window_size)
-        if revision > after:
-            try:
-                _, entries = replay_files(directory, after, revision)
-            except (CorruptStateError, OSError) as exc:
-                logger.warning("dedupe window: the journal could not be read: %s", exc)
-                entries = []
-            for entry in entries:
-                reply = {
-                    "kind": "applied",
-                    "revision": entry.revision,
-                    "changed": True,
-                    "subscribers": [],
-                    "derive_errors": [],
-                }
-                kept.append((entry.action_id, reply))
-        for action_id, reply in kept[-self._window_size :]:
-            self._window[action_id] = reply
-        # Compact: keep what the window holds of the log's own entries.
-        logged = [(i, r) for i, r in kept if not _in_journal(r)]
-        data = b"".join(
-            json.dumps({"id": i, "reply": r}).encode() + b"\n"
-            for i, r in logged[-self._window_size :]
-        )
-        Files().write_atomic(self._log_path, data)
-
-    def _remember(self, action_id: str, reply: dict[str, Any]) -> None:
-        """Keep *reply* in the window (the dedupe log is written by _answer)."""
-        window = self._window
-        window[action_id] = reply
-        if len(window) > self._window_size:
-            window.popitem(last=False)
-
     # -- the loop ------------------------------------------------------------
 
     async def _run(self, tg: TaskGroup, *, task_status: Any) -> None:
         self._tg = tg
-        await anyio.to_thread.run_sync(self._load_window)
+        state = self._state
+        await anyio.to_thread.run_sync(
+            self._window.load, state.state_dir, self.keys.name, state.revision
+        )
         backoff = 0.05
         started = False
         while True:
@@ -361,7 +297,7 @@ class RedisServer:
                     }
             # In the window at once: a duplicate read later is answered from
             # it (after this one is answered: see _handle_batch).
-            self._remember(request.id, reply)
+            self._window.remember(request.id, reply)
             applied.append(_Applied(entry_id, request, reply, receipt, waits[i]))
         await self._answer(applied, writer, tg)
 
@@ -375,16 +311,11 @@ class RedisServer:
         if any(a.wait for a in batch):
             # Group commit: one wait covers every record up to the last one.
             await self._state.wait_durable(self._state.revision)
-        lines = [
-            json.dumps({"id": a.request.id, "reply": a.reply}).encode() + b"\n"
-            for a in batch
-            if not _in_journal(a.reply)
-        ]
-        if self._log_path is not None and lines:
+        log = self._window.log_path
+        lines = self._window.log_lines((a.request.id, a.reply) for a in batch)
+        if log is not None and lines:
             # No journal record holds these: on disk before we answer.
-            await anyio.to_thread.run_sync(
-                _append_synced, self._log_path, b"".join(lines)
-            )
+            await anyio.to_thread.run_sync(append_synced, log, lines)
         crash_point("remote-applied")  # applied and journaled, not answered
         # Every reply in one round trip, with the XACK of the batch before:
         # an entry is acknowledged only after its reply went out, and a busy
@@ -664,11 +595,6 @@ class _Proxy:
         return answer
 
 
-def _in_journal(reply: dict[str, Any]) -> bool:
-    """Whether the journal holds this reply's action (it changed the state)."""
-    return reply["kind"] == "applied" and bool(reply.get("changed"))
-
-
 def _request_id(fields: object) -> str | None:
     try:
         message = protocol._decode_fields(fields)
@@ -705,15 +631,6 @@ def _rejected(exc: ActionRejectedError) -> dict[str, Any]:
     elif isinstance(exc, PathNotFoundError):
         pass
     return reply
-
-
-def _append_synced(path: str, line: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        Files().write(fd, line)  # a short os.write is not a complete write
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.asynccontextmanager
