@@ -8,6 +8,7 @@ the tree as it was at a revision. A base class, never used alone.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import TYPE_CHECKING
 
@@ -105,6 +106,20 @@ class HandleFeed:
         taps = self._core.taps
         taps.append(callback)
         return lambda: taps.remove(callback)
+
+    def _let_go(self, value: JSON) -> None:
+        """Free *value*, a large tree read from the files, in slices.
+
+        Call it on the state's loop, as the last holder of *value*: the
+        state's reaper takes it apart between its steps (a million leaves
+        freed at once, in any thread, would stop the loop for about 0.1 s).
+        Once the state has stopped, *value* is simply dropped.
+        """
+        core = self._core
+        if core.finished.is_set():
+            return
+        with contextlib.suppress(RuntimeError):  # (its task group has ended)
+            core.reaper.hold(value)
 
     @property
     def _released(self) -> int:

@@ -23,6 +23,8 @@ from ..actors._files import Files
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from .._json import JSON
+
 __all__ = ["DedupeWindow", "append_synced", "in_journal"]
 
 logger = logging.getLogger(__name__)
@@ -69,19 +71,20 @@ class DedupeWindow:
             if not in_journal(r)
         )
 
-    def load(self, directory: str | None, name: str, revision: int) -> None:
+    def load(self, directory: str | None, name: str, revision: int) -> JSON:
         """Rebuild the window of the state persisted in *directory* (blocking).
 
         From the log, then the journal's last *size* revisions up to
         *revision*; the log is then compacted to what the window holds of
         it. Nothing for a state in memory (*directory* None). A damaged log
         line or an unreadable journal is warned about and skipped: the
-        window is then shorter, never wrong.
+        window is then shorter, never wrong. Returns the tree the journal
+        was replayed on (None if none), for the caller to free in slices.
         """
         from ..actors.persistence import oldest_snapshot, replay_files
 
         if directory is None:
-            return
+            return None
         path = self.log_path = os.path.join(directory, f"remote-{name}.dedupe")
         kept: list[tuple[str, Reply]] = []
         with contextlib.suppress(FileNotFoundError):
@@ -99,9 +102,12 @@ class DedupeWindow:
                         logger.warning("%s: skipping a damaged line %d", path, i)
         oldest = oldest_snapshot(directory) or 0
         after = max(oldest, revision - self.size)
+        root: JSON = None
         if revision > after:
             try:
-                _, entries = replay_files(directory, after, revision)
+                tree, entries = replay_files(directory, after, revision)
+                root = tree.root
+                del tree
             except (CorruptStateError, OSError) as exc:
                 logger.warning("dedupe window: the journal could not be read: %s", exc)
                 entries = []
@@ -119,6 +125,7 @@ class DedupeWindow:
         # Compact: keep what the window holds of the log's own entries.
         logged = [(i, r) for i, r in kept if not in_journal(r)]
         Files().write_atomic(path, self.log_lines(logged[-self.size :]))
+        return root
 
 
 def append_synced(path: str, data: bytes) -> None:

@@ -142,9 +142,11 @@ class RedisServer:
     async def _run(self, tg: TaskGroup, *, task_status: Any) -> None:
         self._tg = tg
         state = self._state
-        await anyio.to_thread.run_sync(
+        rebuilt = await anyio.to_thread.run_sync(
             self._window.load, state.state_dir, self.keys.name, state.revision
         )
+        state._let_go(rebuilt)  # (a large tree freed at once stops the loop)
+        del rebuilt
         backoff = 0.05
         started = False
         while True:

@@ -276,6 +276,41 @@ async def test_the_dedupe_window_survives_an_owner_restart(redis, tmp_path):
         assert await state.get("") == {"a": 5, "c": 3}
 
 
+async def test_the_tree_the_window_was_rebuilt_on_is_freed_in_slices(
+    redis, tmp_path, monkeypatch
+):
+    # The journal is replayed on the tree of a snapshot: as large as the
+    # state. Freed at once, in any thread, a large one would stop the
+    # state's loop (about 0.1 s at a million leaves): the reaper takes it.
+    from stateward.actors._reaper import Reaper
+    from stateward.remote._dedupe import DedupeWindow
+
+    async with open_state({"a": 1}, state_dir=tmp_path) as state:
+        for i in range(5):
+            await state.send(Set(f"k{i}", i))
+    held: list[object] = []
+    real_hold = Reaper.hold
+
+    def hold(self, value):
+        held.append(value)
+        real_hold(self, value)
+
+    monkeypatch.setattr(Reaper, "hold", hold)
+    rebuilt: list[object] = []
+    real_load = DedupeWindow.load
+
+    def load(self, *args):
+        rebuilt.append(real_load(self, *args))
+        return rebuilt[-1]
+
+    monkeypatch.setattr(DedupeWindow, "load", load)
+    async with open_state({}, state_dir=tmp_path, snapshot_every=1000) as state:
+        await state.send(Set("b", 2))
+        async with serve_redis(state, redis.url, name=NAME):
+            assert rebuilt == [await state.get("")]
+            assert any(value is rebuilt[0] for value in held)
+
+
 async def _replies(raw, client="raw"):
     """The request ids of every reply on *client*'s reply stream, in order."""
     entries = await raw.xread(
