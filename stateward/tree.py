@@ -136,6 +136,11 @@ class Tree:
         """The live root value: never mutate it, never hand it out."""
         return self._box[0]
 
+    def take_root(self) -> JSON:
+        """Take the root out, leaving ``{}`` (for a stopped state's owner to free)."""
+        root, self._box[0] = self._box[0], {}
+        return root
+
     def lookup(self, path: Segments) -> JSON | _Missing:
         """Return the live value at *path*, or :data:`MISSING` (no copy: read-only)."""
         node: _Node = self._box[0]

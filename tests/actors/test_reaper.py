@@ -52,6 +52,28 @@ def test_a_value_held_by_the_reaper_alone_is_taken_apart_in_slices() -> None:
     assert inner == before  # what something else held was let go, not changed
 
 
+def test_a_value_freed_here_is_taken_apart_in_slices_in_this_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slices: list[bool] = []
+    real = Reaper.slice
+
+    def counted(self: Reaper, budget: int = _reaper.SLICE) -> bool:
+        slices.append(real(self, budget))
+        return slices[-1]
+
+    monkeypatch.setattr(Reaper, "slice", counted)
+    value = {"jobs": {f"k{i}": {"n": i} for i in range(10 * _reaper.SLICE)}}
+    inner = value["jobs"]["k7"]  # something else holds this one
+    held = [value]
+    del value
+    Reaper.free_here(held)
+    assert held == []
+    assert len(slices) > 10  # a slice at a time, not all at once
+    assert slices[-1] is False  # (until nothing was left)
+    assert inner == {"n": 7}  # let go, not changed
+
+
 def test_a_shared_value_waits_until_the_others_let_go() -> None:
     reaper = Reaper(_NoTasks())  # type: ignore[arg-type]
     shared = {"x": {"y": list(range(100))}}

@@ -9,6 +9,7 @@ calls.
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import TYPE_CHECKING, Any
 
@@ -127,3 +128,39 @@ async def test_a_store_file_opened_beside_a_state_is_decoded_in_slices(
             assert store.get("") == {"x": 1}
         finally:
             await anyio.to_thread.run_sync(store.close)
+
+
+async def test_a_closed_store_lets_go_of_its_tree_in_slices_beside_a_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A closed Store reads nothing more: its tree is freed at close, however
+    # long the Store object lives; beside a running state, a slice at a
+    # time (freed by one call, a million leaves stop every thread ~65 ms).
+    from stateward.actors._reaper import Reaper
+
+    freed: list[object] = []
+    real = Reaper.free_here
+
+    def free_here(held: list[Any]) -> None:
+        freed.append(copy.deepcopy(held[0]))  # (the value itself stays unshared)
+        real(held)
+        assert held == []
+
+    monkeypatch.setattr(Reaper, "free_here", free_here)
+    tree = {"jobs": {f"k{i}": {"n": i} for i in range(100)}}
+
+    def open_and_close() -> Store:
+        store = Store(tree)
+        store.set("jobs.k1.n", -1)
+        store.close()
+        return store
+
+    alone = await anyio.to_thread.run_sync(open_and_close)
+    assert freed == []
+    assert alone._state._core.tree.root == {}  # (let go of all the same)
+    assert "rev=1 closed" in repr(alone)
+    async with open_state({}):
+        beside = await anyio.to_thread.run_sync(open_and_close)
+    assert len(freed) == 1
+    assert freed[0] == {"jobs": {**tree["jobs"], "k1": {"n": -1}}}  # (the whole tree)
+    assert beside._state._core.tree.root == {}
