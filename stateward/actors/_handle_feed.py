@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from .._json import JSON
     from ..tree import Tree
     from ._core import _Core
+    from ._handler import Handler
     from ._subscription import Subscription
-    from .subscriber import Handler
 
 __all__ = ["HandleFeed"]
 

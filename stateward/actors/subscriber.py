@@ -25,16 +25,11 @@ Memory per subscriber is bounded by ``mailbox_size`` deliveries.
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import inspect
 import logging
-import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from types import CoroutineType
-from typing import TYPE_CHECKING, Final, TypeAlias, TypeGuard, final
+from typing import TYPE_CHECKING, Final, TypeAlias, final
 
 import anyio
 import attrs
@@ -42,8 +37,19 @@ import attrs
 from ..messages.acks import RAS
 from ..messages.events import Resync, StateChanged
 from ._ack import current_subscriber
+from ._handler import (
+    NO_ANSWER,
+    NO_ANSWER_CODE,
+    Handler,
+    must_await,
+    must_propagate,
+    ras_of,
+    ras_of_error,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..paths import Segments
     from ._ack import Receipt
     from ._mailbox import LoopEvent
@@ -61,30 +67,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Handler: TypeAlias = Callable[
-    [StateChanged | Resync],
-    "Awaitable[int | tuple[int, str] | None] | int | tuple[int, str] | None",
-]
-"""A sync or async callable taking an event and returning its RAS code.
-
-``None`` counts as success (so a plain ``print`` handler works), any other int
-is the code (1 = success), a ``(code, message)`` tuple gives the Ack a message
-too (``return RAS.ERROR, "disk full"``), and raising is answered as
-``RAS.ERROR`` with the error's text. A sync handler runs on the event loop:
-keep it quick.
-
-Any exception a handler raises becomes its failed Ack, a ``BaseException``
-included (a ``GeneratorExit``, or an ``asyncio.CancelledError`` the handler
-raised itself), and the subscriber keeps running. Three things are not
-answered: a real cancellation of the subscriber (it propagates, as every
-cancellation must), and ``KeyboardInterrupt`` and ``SystemExit``, which stop
-the whole state actor in order: every waiting sender gets
-:class:`~stateward.StateBrokenError`, a persisted state closes its files and
-releases its lock (every acknowledged action is on disk), and the exception
-leaves :func:`~stateward.open_state` as itself, in the caller's task (or
-:meth:`StateActor.run`, after the stop).
-"""
 
 
 class Overflow(enum.Enum):
@@ -172,7 +154,6 @@ class Handover:
 
 
 _CLOSED: Final = object()
-_SUCCESS: Final = (1, "")
 # A subscriber forces a checkpoint after this many deliveries, or once it has
 # run this long since its last one, whichever comes first. The state actor
 # hands it a whole batch at once: handling quick deliveries in one go, while
@@ -471,16 +452,16 @@ class Subscriber:
                 # once per event.
                 try:
                     result = handler(event)
-                    if _awaitable(result):
+                    if must_await(result):
                         result = await result
                 except Exception as exc:  # noqa: BLE001 - as in _invoke
-                    code, text = _failure(exc)
+                    code, text = ras_of_error(exc)
                 except BaseException as exc:
-                    if _must_propagate(exc):
+                    if must_propagate(exc):
                         raise
-                    code, text = _failure(exc)
+                    code, text = ras_of_error(exc)
                 else:
-                    code, text = _code(result)
+                    code, text = ras_of(result)
             else:
                 code, text = await self._call(event)
             if code != 1 and ras == 1:
@@ -502,7 +483,7 @@ class Subscriber:
         self._delivered += 1
         codes = self._codes
         codes[ras] = codes.get(ras, 0) + 1
-        if ras == _NO_ANSWER_CODE:
+        if ras == NO_ANSWER_CODE:
             # A proxy whose remote subscriber did not answer: missing, as a
             # local subscriber that never answers is.
             delivery.receipt._give_up(self.name)
@@ -532,81 +513,15 @@ class Subscriber:
     async def _invoke(self, event: StateChanged | Resync) -> tuple[int, str]:
         try:
             result = self.handler(event)
-            if _awaitable(result):
+            if must_await(result):
                 result = await result
         except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack; the subscriber keeps running
-            return _failure(exc)
+            return ras_of_error(exc)
         except BaseException as exc:
-            if _must_propagate(exc):
+            if must_propagate(exc):
                 raise
-            return _failure(exc)
-        return _code(result)
-
-
-def _must_propagate(exc: BaseException) -> bool:
-    """Whether a handler's *exc* must leave the subscriber (see :data:`Handler`).
-
-    A real cancellation, Ctrl-C and SystemExit do (in a group too); anything
-    else is the handler's own failure, answered as a failed Ack. A
-    cancellation is real when a cancel scope around the handler was
-    cancelled or, on asyncio, when the task has a cancellation request: an
-    ``asyncio.CancelledError`` the handler raised of its own has neither.
-    """
-    if isinstance(exc, KeyboardInterrupt | SystemExit):
-        return True
-    if isinstance(exc, BaseExceptionGroup):
-        return any(_must_propagate(inner) for inner in exc.exceptions)
-    cancelled = anyio.get_cancelled_exc_class()
-    if not isinstance(exc, cancelled):
-        return False
-    if cancelled is not asyncio.CancelledError:
-        return True  # trio.Cancelled has no public constructor: always real
-    if anyio.current_effective_deadline() == -math.inf:
-        return True
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def _awaitable(result: object) -> TypeGuard[Awaitable[int | None]]:
-    """Whether a handler's *result* must be awaited (cheap tests first)."""
-    if type(result) is CoroutineType:
-        return True
-    if result is None or isinstance(result, int):
-        return False
-    return inspect.isawaitable(result)
-
-
-def _failure(exc: BaseException) -> tuple[int, str]:
-    """The (RAS code, message) of a handler that raised *exc*."""
-    return RAS.ERROR, f"{type(exc).__name__}: {exc}"
-
-
-NO_ANSWER: Final = object()
-"""Returned by a handler (internal: the remote layer's proxies) whose
-subscriber gave no answer: the delivery is reported ``missing``, not failed."""
-_NO_ANSWER_CODE: Final = 1 << 70  # outside any RAS code a handler may return
-
-
-def _code(result: object) -> tuple[int, str]:
-    """Turn a handler's return value into (RAS code, message)."""
-    if result is None:
-        return _SUCCESS
-    if result is NO_ANSWER:
-        return _NO_ANSWER_CODE, ""
-    if isinstance(result, int):
-        return _SUCCESS if result == 1 else (int(result), "")
-    if (
-        type(result) is tuple
-        and len(result) == 2
-        and isinstance(result[0], int)
-        and isinstance(result[1], str)
-    ):
-        return int(result[0]), str.__str__(result[1])
-    text = (
-        f"handler returned {result!r:.200}; expected an int RAS code, "
-        "(code, message) or None"
-    )
-    return RAS.INVALID, text
+            return ras_of_error(exc)
+        return ras_of(result)
 
 
 Outbox: TypeAlias = "list[tuple[Subscriber, _Delivery]]"

@@ -35,8 +35,8 @@ from .._errors import (
     RevisionMismatchError,
     StatewardError,
 )
+from ..actors._handler import must_await, ras_of, ras_of_error
 from ..actors._util import NoPublicConstructor
-from ..actors.subscriber import _awaitable, _code, _failure
 from ..messages.acks import Ack, AckReport, ResultCode
 from ..messages.actions import Action
 from ..messages.events import ChangeKind, Resync, StateChanged
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
     from .._json import JSON
-    from ..actors.subscriber import Handler
+    from ..actors._handler import Handler
     from ._redis import Connection
 
 __all__ = ["RemoteReceipt", "RemoteState", "RemoteSubscription", "connect_redis"]
@@ -623,12 +623,12 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
     async def _handle(self, handler: Handler, event: object) -> tuple[int, str]:
         try:
             result = handler(event)  # type: ignore[arg-type]
-            if _awaitable(result):
+            if must_await(result):
                 result = await result
         except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack
-            code, text = _failure(exc)
+            code, text = ras_of_error(exc)
         else:
-            code, text = _code(result)
+            code, text = ras_of(result)
         return int(code), text
 
     async def _ack(self, conn: Connection, ack: dict[str, Any]) -> None:

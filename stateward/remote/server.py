@@ -49,7 +49,7 @@ from .._errors import (
     StatewardError,
 )
 from ..actors._files import crash_point
-from ..actors.subscriber import NO_ANSWER
+from ..actors._handler import NO_ANSWER
 from ..messages.actions import Action, Transaction
 from ..paths import PathLike, parse_path
 from . import protocol
@@ -63,9 +63,9 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
+    from ..actors._handler import Handler
     from ..actors.handle import StateHandle
     from ..actors.state import Receipt
-    from ..actors.subscriber import Handler
     from ..signals.bridge import Signals, SignalsBridge
     from ._redis import Connection, Entry
 

@@ -38,7 +38,7 @@ from .._errors import (
     RemoteUnavailableError,
     StatewardError,
 )
-from ..actors.subscriber import NO_ANSWER
+from ..actors._handler import NO_ANSWER
 from ..messages.actions import Set
 from ..messages.events import ChangeKind, Resync, StateChanged
 from ..paths import parse_path, parse_pattern
@@ -49,9 +49,9 @@ from .protocol import INITIALIZATION, SHUTDOWN, Response, Signal
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from ..actors._handler import Handler
     from ..actors.handle import StateHandle
     from ..actors.state import Receipt
-    from ..actors.subscriber import Handler
     from ..remote._redis import Connection
 
 __all__ = ["Signals", "SignalsBridge"]
