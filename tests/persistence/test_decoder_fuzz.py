@@ -263,12 +263,12 @@ def test_the_fast_way_is_taken_for_one_write(monkeypatch):
 def test_replay_records_writes_one_write_records_itself(monkeypatch, payload):
     # Recovery's loop decodes, checks and writes its common record without
     # apply_record or the tree's general write.
-    from stateward.actors.persistence import _journal
+    from stateward.actors.persistence import _segments
 
     def general_way(*args: object) -> None:
         raise AssertionError("the general way")
 
-    monkeypatch.setattr(_journal, "apply_record", general_way)
+    monkeypatch.setattr(_segments, "apply_record", general_way)
     monkeypatch.setattr(Tree, "_set", general_way)
     tree = Tree(_VALID_TREE, revision=3)
     assert replay_records(tree, 4, [payload], "fuzz.wal") == len(payload)

@@ -74,7 +74,7 @@ from ._format import (
     segment_name,
     snapshot_name,
 )
-from ._journal import Journal, Segment, apply_record, read_segment, replay_records
+from ._journal import Journal
 from ._recovery import Recovered, RecoveryProgress, recover
 from ._replay import (
     FeedEntry,
@@ -83,6 +83,7 @@ from ._replay import (
     oldest_snapshot,
     replay_files,
 )
+from ._segments import Segment, apply_record, read_segment, replay_records
 from ._snapshot import Snapshot, parse_snapshot
 
 __all__ = [

@@ -36,7 +36,7 @@ from .._files import Files
 from ._directory import _list
 from ._fork import ForkedBody
 from ._format import dumps_bytes, snapshot_name
-from ._journal import replay_records, segments_after
+from ._segments import replay_records, segments_after
 from ._snapshot import read_snapshot
 
 if TYPE_CHECKING:

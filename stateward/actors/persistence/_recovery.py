@@ -16,7 +16,8 @@ from ...tree import Tree
 from .._files import crash_point
 from ._directory import _list, _quarantine
 from ._format import _RECORD_HEAD, dumps_bytes, segment_name, snapshot_name
-from ._journal import Journal, read_segment, replay_records
+from ._journal import Journal
+from ._segments import read_segment, replay_records
 from ._snapshot import Snapshot, read_snapshot
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from ...tree import Tree
 from .._files import Files
 from ._directory import _list
 from ._format import segment_name, snapshot_name
-from ._journal import apply_record, read_segment, replay_records, segments_after
 from ._recovery import PROGRESS_EVERY, RecoveryProgress
+from ._segments import apply_record, read_segment, replay_records, segments_after
 from ._snapshot import Snapshot, read_snapshot
 
 if TYPE_CHECKING:
