@@ -11,6 +11,8 @@ from stateward import CompactedError, CorruptStateError, Delete, Merge, Set, ope
 from stateward.actors.persistence import inspect_directory
 from stateward.actors.persistence._format import segment_name, snapshot_name
 
+from .spy import sizes_decoded
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -145,14 +147,7 @@ def test_files_replayed_beside_a_live_state_decode_the_snapshot_in_short_calls(
     from stateward.actors.persistence import _snapshot, replay_files
 
     trees = _fill(tmp_path)
-    sliced: list[int] = []
-    real = _snapshot.loads_in_slices
-
-    def loads_in_slices(data: bytes) -> Any:
-        sliced.append(len(data))
-        return real(data)
-
-    monkeypatch.setattr(_snapshot, "loads_in_slices", loads_in_slices)
+    sliced = sizes_decoded(monkeypatch, _snapshot, "loads_in_slices")
     tree, entries = replay_files(str(tmp_path), 50, 90)
     assert len(sliced) == 1
     assert (tree.revision, tree.root) == (90, trees[90])

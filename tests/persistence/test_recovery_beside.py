@@ -19,6 +19,8 @@ import pytest
 from stateward import Set, StateActor, StateLockedError, Store, open_state
 from stateward.actors.persistence import _snapshot
 
+from .spy import sizes_decoded
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -28,15 +30,7 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def sliced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The sizes of the snapshot bodies decoded in short calls."""
-    calls: list[int] = []
-    real = _snapshot.loads_in_slices
-
-    def loads_in_slices(data: bytes) -> Any:
-        calls.append(len(data))
-        return real(data)
-
-    monkeypatch.setattr(_snapshot, "loads_in_slices", loads_in_slices)
-    return calls
+    return sizes_decoded(monkeypatch, _snapshot, "loads_in_slices")
 
 
 async def test_a_state_opened_beside_another_decodes_its_snapshot_in_slices(
@@ -95,14 +89,7 @@ async def test_a_store_file_opened_beside_a_state_is_decoded_in_slices(
 ) -> None:
     from stateward.actors import _store_files
 
-    calls: list[int] = []
-    real = _store_files.loads_in_slices
-
-    def loads_in_slices(data: bytes) -> Any:
-        calls.append(len(data))
-        return real(data)
-
-    monkeypatch.setattr(_store_files, "loads_in_slices", loads_in_slices)
+    calls = sizes_decoded(monkeypatch, _store_files, "loads_in_slices")
     path = str(tmp_path / "state.json")
     with Store({}, state_file=path) as store:
         store.set("jobs", {"a": [1, 2.5, None, "\u00e9"]})
