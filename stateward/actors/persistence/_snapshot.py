@@ -87,6 +87,16 @@ def fast_loads() -> Callable[[bytes], Any] | None:
     return orjson.loads
 
 
+def loads_sliced(body: bytes) -> Any:
+    """The strict decoder in short calls (:func:`loads_in_slices`), on UTF-8.
+
+    Decoded from UTF-8 first, as the strict decoder does: given bytes,
+    ``json.loads`` would also take UTF-16 and UTF-32, a byte order mark and
+    surrogates written in UTF-8, which a snapshot never holds.
+    """
+    return loads_in_slices(body.decode())
+
+
 def _long_numbers(body: bytes) -> bool:
     """Whether *body* holds a run of :data:`_LONG` digits or more (anywhere)."""
     run = b"0" * _LONG
@@ -174,5 +184,5 @@ def read_snapshot(
     if len(body) != length:  # changed under us
         raise CorruptStateError(name, "snapshot body does not match its checksum")
     if sliced:
-        return _decode(body, store_id, revision, name, loads_in_slices, exact=True)
+        return _decode(body, store_id, revision, name, loads_sliced, exact=True)
     return _decode(body, store_id, revision, name, None if strict else fast_loads())
