@@ -147,7 +147,7 @@ def test_files_replayed_beside_a_live_state_decode_the_snapshot_in_short_calls(
     from stateward.actors.persistence import _snapshot, replay_files
 
     trees = _fill(tmp_path)
-    sliced = sizes_decoded(monkeypatch, _snapshot, "loads_in_slices")
+    sliced = sizes_decoded(monkeypatch, _snapshot, "decode_in_slices")
     tree, entries = replay_files(str(tmp_path), 50, 90)
     assert len(sliced) == 1
     assert (tree.revision, tree.root) == (90, trees[90])

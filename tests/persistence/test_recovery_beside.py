@@ -30,7 +30,7 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def sliced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The sizes of the snapshot bodies decoded in short calls."""
-    return sizes_decoded(monkeypatch, _snapshot, "loads_in_slices")
+    return sizes_decoded(monkeypatch, _snapshot, "decode_in_slices")
 
 
 async def test_a_state_opened_beside_another_decodes_its_snapshot_in_slices(

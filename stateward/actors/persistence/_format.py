@@ -163,8 +163,13 @@ def loads_strict(data: bytes | str, name: str, what: str) -> Any:
         text = data if isinstance(data, str) else data.decode()
         return _STRICT_DECODE(text)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError included
-        reason = f"{what} is not strict JSON: {type(exc).__name__}: {exc}"
-        raise CorruptStateError(name, reason[:300]) from None
+        raise not_strict_json(name, what, exc) from None
+
+
+def not_strict_json(name: str, what: str, exc: Exception) -> CorruptStateError:
+    """The error for *what* in file *name*, which the strict decoder refused."""
+    reason = f"{what} is not strict JSON: {type(exc).__name__}: {exc}"
+    return CorruptStateError(name, reason[:300])
 
 
 def encode_changes(

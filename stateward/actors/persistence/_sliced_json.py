@@ -27,7 +27,7 @@ from ._format import _refuse_constant
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["dumps_in_slices", "loads_in_slices"]
+__all__ = ["decode_in_slices", "dumps_in_slices", "loads_in_slices"]
 
 SLICE: Final = 4096
 """Members of a wide container encoded by one call."""
@@ -53,6 +53,21 @@ def loads_in_slices(data: bytes | str) -> Any:
     numbers and nothing else would be one call (about 20 ms).
     """
     return json.loads(data, parse_constant=_refuse_constant, object_hook=_yield)
+
+
+_DECODE_IN_SLICES: Final = json.JSONDecoder(
+    parse_constant=_refuse_constant, object_hook=_yield
+).decode
+
+
+def decode_in_slices(text: str) -> Any:
+    """:func:`loads_in_slices` for text, exactly as the strict record decoder.
+
+    The same value and the same errors, messages included, as
+    ``JSONDecoder(parse_constant=...).decode`` (where ``json.loads`` would
+    name a byte order mark apart).
+    """
+    return _DECODE_IN_SLICES(text)
 
 
 def dumps_in_slices(value: Any, dumps: Callable[[Any], bytes]) -> bytes:

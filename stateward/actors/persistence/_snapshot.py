@@ -18,7 +18,6 @@ without, at a million leaves).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import zlib
@@ -29,8 +28,8 @@ import attrs
 from ..._errors import CorruptStateError, InvalidValueError
 from ..._json import MAX_VALUE_DEPTH, check_json
 from ...paths import MAX_PATH_DEPTH
-from ._format import _SNAPSHOT_HEAD, _SNAPSHOT_MAGIC, loads_strict
-from ._sliced_json import loads_in_slices
+from ._format import _SNAPSHOT_HEAD, _SNAPSHOT_MAGIC, loads_strict, not_strict_json
+from ._sliced_json import decode_in_slices
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -88,13 +87,13 @@ def fast_loads() -> Callable[[bytes], Any] | None:
 
 
 def loads_sliced(body: bytes) -> Any:
-    """The strict decoder in short calls (:func:`loads_in_slices`), on UTF-8.
+    """The strict decoder in short calls (:func:`decode_in_slices`), on UTF-8.
 
     Decoded from UTF-8 first, as the strict decoder does: given bytes,
     ``json.loads`` would also take UTF-16 and UTF-32, a byte order mark and
     surrogates written in UTF-8, which a snapshot never holds.
     """
-    return loads_in_slices(body.decode())
+    return decode_in_slices(body.decode())
 
 
 def _long_numbers(body: bytes) -> bool:
@@ -117,14 +116,21 @@ def _decode(
     *,
     exact: bool = False,
 ) -> Snapshot:
-    """*loads* is tried first (*exact*: it decodes as the strict decoder)."""
-    root = None
+    """*loads* is tried first (*exact*: it decodes as the strict decoder).
+
+    What a decoder that is not *exact* refuses is decided, and named, by
+    the strict decoder; an *exact* one's refusal is named at once (not
+    decoded twice, the second time in one long call).
+    """
     if loads is not None and (exact or not _long_numbers(body)):
-        # (what it refuses is decided, and named, by the strict decoder)
-        with contextlib.suppress(ValueError, RecursionError):
+        try:
             root = loads(body)
-    if root is None:
-        root = loads_strict(body, name, "snapshot body")  # a collision, a writer bug
+        except (ValueError, RecursionError) as exc:
+            if exact:
+                raise not_strict_json(name, "snapshot body", exc) from None
+            root = loads_strict(body, name, "snapshot body")  # a writer bug
+    else:
+        root = loads_strict(body, name, "snapshot body")
     try:
         check_json(root, "snapshot", TREE_DEPTH)
     except InvalidValueError as exc:
