@@ -93,7 +93,7 @@ class HandleFeed:
                 after = until
         finally:
             if tree is not None:
-                core.reaper.hold(tree.root)
+                self._let_go(tree.root)
         # The state moved faster than the files could be read, eight times.
         raise CompactedError(since, core.history.oldest(core.tree.revision))
 

@@ -17,7 +17,7 @@ from .._files import crash_point
 from ._directory import _list, _quarantine
 from ._format import _RECORD_HEAD, dumps_bytes, segment_name, snapshot_name
 from ._journal import Journal
-from ._segments import read_segment, replay_records
+from ._segments import FOREIGN, read_segment, replay_records
 from ._snapshot import Snapshot, read_snapshot
 
 if TYPE_CHECKING:
@@ -139,11 +139,8 @@ def recover(
             _quarantine(files, directory, name, move=False)
             raise
         last = i + 1 == len(needed)
-        if segment.first not in (-1, first) or (
-            segment.first != -1 and segment.store_id != base.store_id
-        ):
-            reason = "journal segment belongs to another store or is misnamed"
-            raise CorruptStateError(name, reason)
+        if segment.of_another(first, base.store_id):
+            raise CorruptStateError(name, FOREIGN)
         if segment.torn is not None:
             if not last:
                 _quarantine(files, directory, name, move=False)

@@ -237,10 +237,7 @@ def _inspect(
         except CorruptStateError as exc:
             segments.append((name, first, 0, exc.reason))
             continue
-        if segment.first != -1 and (
-            segment.first != first
-            or (base is not None and segment.store_id != base.store_id)
-        ):
+        if segment.of_another(first, None if base is None else base.store_id):
             reason = "belongs to another store or is misnamed"
             segments.append((name, first, len(segment.payloads), reason))
             continue  # (not this state's history: not replayed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -35,12 +35,17 @@ if TYPE_CHECKING:
     from .._files import Files
 
 __all__ = [
+    "FOREIGN",
     "Segment",
     "apply_record",
     "read_segment",
     "replay_records",
     "segments_after",
 ]
+
+
+FOREIGN: Final = "journal segment belongs to another store or is misnamed"
+"""Why a segment that is not this state's history is refused."""
 
 
 @attrs.frozen
@@ -52,6 +57,16 @@ class Segment:
     payloads: list[bytes]  # the valid records', of revisions first, first + 1, ...
     valid_size: int  # bytes up to the end of the last valid record
     torn: str | None  # why the tail after valid_size is unusable, if it is
+
+    def of_another(self, first: int, store_id: bytes | None) -> bool:
+        """Whether it is not the history of *store_id* (when known), listed at *first*.
+
+        Another store's segment, or one whose header names another first
+        revision than its file's name (*first*); an empty one is no one's.
+        """
+        return self.first != -1 and (
+            self.first != first or (store_id is not None and self.store_id != store_id)
+        )
 
     @property
     def records(self) -> list[tuple[int, bytes]]:
@@ -165,9 +180,8 @@ def segments_after(
         segment = read_segment(files.read(os.path.join(directory, name)), name)
         if segment.first == -1:
             continue  # (empty)
-        if segment.first != first or segment.store_id != store_id:
-            reason = "journal segment belongs to another store or is misnamed"
-            raise CorruptStateError(name, reason)
+        if segment.of_another(first, store_id):
+            raise CorruptStateError(name, FOREIGN)
         yield name, segment
 
 
