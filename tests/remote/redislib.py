@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -20,6 +22,27 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process *pid* holds the socket listening on loopback *port*.
+
+    From Linux's /proc: the listening sockets' inodes (state 0A), and the
+    sockets among the process's descriptors.
+    """
+    inodes = set()
+    with open("/proc/net/tcp") as table:
+        for line in table.read().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{inode}]")
+    descriptors = f"/proc/{pid}/fd"
+    for fd in os.listdir(descriptors):
+        with contextlib.suppress(OSError):  # (closed meanwhile)
+            if os.readlink(os.path.join(descriptors, fd)) in inodes:
+                return True
+    return False
 
 
 class PortTakenError(RuntimeError):
@@ -101,10 +124,9 @@ class RedisProcess:
                     ("127.0.0.1", self.port), timeout=0.5
                 ) as s:
                     if self.tls is not None:
-                        # Listening (the handshake is the clients' test),
-                        # and ours, if it still runs a moment later.
-                        time.sleep(0.05)
-                        if self.proc.poll() is not None:
+                        # Listening (the handshake is the clients' test):
+                        # ours, if the listening socket is our process's.
+                        if not _listens(self.proc.pid, self.port):
                             raise PortTakenError(self.port)
                         return
                     s.sendall(b"INFO server\r\n")
