@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from .._json import JSON
 
-__all__ = ["Reaper"]
+__all__ = ["Reaper", "take_apart"]
 
 SLICE: Final = 2_000
 """Members taken out per slice (about 1 ms)."""
@@ -101,8 +101,8 @@ class Reaper:
                 await anyio.sleep(PAUSE)
                 going = bool(self.held) and self.slice()
 
-    @classmethod
-    def free_here(cls, held: list[Any]) -> None:
+    @staticmethod
+    def free_here(held: list[Any]) -> None:
         """Take apart, a slice at a time in this thread, the one value in *held*.
 
         *held* must hold the only reference to it (else it is only let go).
@@ -111,47 +111,53 @@ class Reaper:
         5 ms), where one drop is a single call that none of them can
         interrupt. Empties *held*.
         """
-        reaper = cls.__new__(cls)
-        reaper.held = held
-        while reaper.slice():
+        while take_apart(held):
             pass
         held.clear()
 
     def slice(self, budget: int = SLICE) -> bool:
         """Take out up to *budget* members; False if everything held is shared."""
-        held = self.held
-        done = 0
+        return take_apart(self.held, budget)
+
+
+def take_apart(held: list[Any], budget: int = SLICE) -> bool:
+    """Take up to *budget* members out of what *held* alone holds.
+
+    False if nothing could be taken out: everything in *held* is shared
+    (or *held* is empty).
+    """
+    done = 0
+    i = len(held) - 1
+    while i >= 0 and done < budget:
+        if _counts(held[i]) > _ALONE:  # type: ignore[misc]  # not None here
+            i -= 1  # still reachable from elsewhere: wait
+            continue
+        node = held[i]
+        while node and done < budget:
+            if type(node) is dict:
+                _, child = node.popitem()
+            else:
+                child = node.pop()
+            done += 1
+            t = type(child)
+            if (t is dict or t is list) and child:
+                deep = len(child) > _FEW
+                if not deep:
+                    for member in child.values() if t is dict else child:
+                        m = type(member)
+                        if m is dict or m is list:
+                            deep = True
+                            break
+                # (the local variable and the argument: nothing else)
+                if deep and _counts(child) <= _ALONE:  # type: ignore[misc]
+                    held.append(child)  # taken apart next
+                    del child
+                    break
+            # Anything else goes now: a scalar, a few scalars in a
+            # container, or what something else still holds (theirs).
+            del child
+        if not node:
+            del held[i]
+        del node
         i = len(held) - 1
-        while i >= 0 and done < budget:
-            if _counts(held[i]) > _ALONE:  # type: ignore[misc]  # not None here
-                i -= 1  # still reachable from elsewhere: wait
-                continue
-            node = held[i]
-            while node and done < budget:
-                if type(node) is dict:
-                    _, child = node.popitem()
-                else:
-                    child = node.pop()
-                done += 1
-                t = type(child)
-                if (t is dict or t is list) and child:
-                    deep = len(child) > _FEW
-                    if not deep:
-                        for member in child.values() if t is dict else child:
-                            m = type(member)
-                            if m is dict or m is list:
-                                deep = True
-                                break
-                    # (the local variable and the argument: nothing else)
-                    if deep and _counts(child) <= _ALONE:  # type: ignore[misc]
-                        held.append(child)  # taken apart next
-                        del child
-                        break
-                # Anything else goes now: a scalar, a few scalars in a
-                # container, or what something else still holds (theirs).
-                del child
-            if not node:
-                del held[i]
-            del node
-            i = len(held) - 1
-        return done > 0
+    return done > 0

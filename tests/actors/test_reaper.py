@@ -56,13 +56,13 @@ def test_a_value_freed_here_is_taken_apart_in_slices_in_this_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     slices: list[bool] = []
-    real = Reaper.slice
+    real = _reaper.take_apart
 
-    def counted(self: Reaper, budget: int = _reaper.SLICE) -> bool:
-        slices.append(real(self, budget))
+    def counted(held: list[Any], budget: int = _reaper.SLICE) -> bool:
+        slices.append(real(held, budget))
         return slices[-1]
 
-    monkeypatch.setattr(Reaper, "slice", counted)
+    monkeypatch.setattr(_reaper, "take_apart", counted)
     value = {"jobs": {f"k{i}": {"n": i} for i in range(10 * _reaper.SLICE)}}
     inner = value["jobs"]["k7"]  # something else holds this one
     held = [value]
