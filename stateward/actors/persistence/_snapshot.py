@@ -159,7 +159,6 @@ def read_snapshot(
     path: str,
     name: str,
     *,
-    strict: bool = False,
     sliced: bool = False,
 ) -> Snapshot:
     """Read, check and decode the snapshot file at *path*, in bounded memory.
@@ -168,8 +167,8 @@ def read_snapshot(
     chunks: a damaged file (a huge sparse one included) is refused without
     being held in memory; only a file whose checksum holds is read whole.
     Decoded by orjson where installed, and where it could differ by the
-    strict decoder (see the module); with *strict*, by the strict one only;
-    with *sliced*, by the strict one in short calls (beside a live state).
+    strict decoder (see the module); with *sliced*, by the strict one in
+    short calls (beside a live state).
 
     Raises:
         CorruptStateError: Any check fails, or *path* is not a regular file.
@@ -191,4 +190,4 @@ def read_snapshot(
         raise CorruptStateError(name, "snapshot body does not match its checksum")
     if sliced:
         return _decode(body, store_id, revision, name, loads_sliced, exact=True)
-    return _decode(body, store_id, revision, name, None if strict else fast_loads())
+    return _decode(body, store_id, revision, name, fast_loads())
