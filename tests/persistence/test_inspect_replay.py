@@ -18,7 +18,13 @@ if TYPE_CHECKING:
 
 
 def _fill(state_dir: Path) -> dict[int, Any]:
-    """100 revisions, a snapshot every 40 (all kept); the tree at each one."""
+    """100 revisions, a snapshot every 40 (all kept); the tree at each one.
+
+    Each snapshot is written before the next send, so that they are at 0,
+    40, 80 (and 100, at the stop) and the segments start at 1, 41 and 81,
+    however slow the machine (a snapshot due while one is under way would
+    be put off).
+    """
     trees: dict[int, Any] = {}
 
     async def fill() -> None:
@@ -35,6 +41,7 @@ def _fill(state_dir: Path) -> dict[int, Any]:
                     action = Set(f"jobs.j{i}", {"n": i})
                 receipt = await state.send(action)
                 trees[receipt.revision] = await state.get("")
+                await state._core.persister.snapshots.idle.wait()
 
     anyio.run(fill)
     return trees
@@ -164,6 +171,8 @@ def _with_foreign_segment(tmp_path: Path) -> tuple[Path, dict[int, Any]]:
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     trees = _fill(ours)
     _fill(theirs)
+    layout = [segment_name(r) for r in (1, 41, 81)]
+    assert sorted(p.name for p in ours.glob("journal-*")) == layout
     name = segment_name(41)
     (ours / name).write_bytes((theirs / name).read_bytes())
     return ours, trees
