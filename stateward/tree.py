@@ -13,6 +13,7 @@ so the tree shares no container with a message, an event or a reader.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 from ._errors import (
@@ -27,7 +28,7 @@ from .messages.events import ChangeKind
 from .paths import PathLike, Segments, format_path, is_index, parse_path
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from .messages.actions import EqualityOption
 
@@ -84,7 +85,7 @@ class Tree:
     atomic for every other task.
     """
 
-    __slots__ = ("_box", "_offered", "created", "dropped", "revision")
+    __slots__ = ("__weakref__", "_box", "_offered", "created", "dropped", "revision")
 
     def __init__(self, root: JSON | None = None, *, revision: int = 0) -> None:
         """Create a tree holding a private copy of *root* (``{}`` when None)."""
@@ -140,6 +141,16 @@ class Tree:
         """Take the root out, leaving ``{}`` (for a stopped state's owner to free)."""
         root, self._box[0] = self._box[0], {}
         return root
+
+    def when_gone(self, free: Callable[[list[JSON]], None]) -> None:
+        """Once this tree is garbage, call *free* with a list holding its root.
+
+        The list is then the root's only holder (unless something else kept
+        a reference to it): *free* decides when and how it is freed, instead
+        of the tree's last reference freeing it all at once. Not called at
+        the interpreter's exit.
+        """
+        weakref.finalize(self, free, self._box).atexit = False
 
     def lookup(self, path: Segments) -> JSON | _Missing:
         """Return the live value at *path*, or :data:`MISSING` (no copy: read-only)."""

@@ -12,21 +12,31 @@ only one (``sys.getrefcount``), nothing else can reach the value, and it
 takes it apart a slice at a time between the actor's steps, so that no
 single step pays for all of it. A container inside that something else
 still holds (an event's old value, say) is only let go, never changed.
+
+A stopped state has no loop left: its tree, readable through the handle
+for as long as the program keeps it, is handed once nothing reaches it to
+one background thread of the process (:func:`free_in_background`), which
+takes it apart the same way while other states run.
 """
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
+
+from ._running import RUNNING
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from .._json import JSON
 
-__all__ = ["Reaper", "take_apart"]
+__all__ = ["Reaper", "free_in_background", "take_apart"]
 
 SLICE: Final = 2_000
 """Members taken out per slice (about 1 ms)."""
@@ -118,6 +128,64 @@ class Reaper:
     def slice(self, budget: int = SLICE) -> bool:
         """Take out up to *budget* members; False if everything held is shared."""
         return take_apart(self.held, budget)
+
+
+class _Background:
+    """One daemon thread of the process that frees what it is given, in slices."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def put(self, held: list[Any]) -> None:
+        """Hand *held* over; the thread starts with the first.
+
+        Safe in a finalizer, which may run inside this very call (a garbage
+        collection while the thread is made): it never blocks on the lock.
+        Whoever holds the lock starts the thread, which finds *held* queued.
+        """
+        self._queue.put(held)
+        if self._thread is None and self._lock.acquire(blocking=False):
+            try:
+                if self._thread is None:
+                    thread = threading.Thread(
+                        target=self._run, name="stateward reaper", daemon=True
+                    )
+                    thread.start()
+                    self._thread = thread
+            finally:
+                self._lock.release()
+
+    def _run(self) -> None:
+        while True:
+            held = self._queue.get()
+            while take_apart(held, SLICE // 4):
+                # A rest, without the GIL, after each slice: the running
+                # states' threads go first.
+                time.sleep(PAUSE)
+            held.clear()
+            del held
+
+
+_BACKGROUND: Final = _Background()
+
+
+def free_in_background(box: list[Any]) -> None:
+    """Free what *box* alone holds: a slice at a time in a thread, beside a state.
+
+    For a stopped state's tree once nothing reaches it any more
+    (``Tree.when_gone``), in whichever thread let go of it last. While
+    another state of the process runs, the values are moved to one
+    background thread, which takes them apart a slice at a time with a
+    rest between slices: freed by one call, a million leaves would stop
+    every other thread for about 0.1 s. Otherwise they go at once.
+    Empties *box*; thread-safe.
+    """
+    held = box[:]
+    box.clear()
+    if held and RUNNING.any():
+        _BACKGROUND.put(held)
 
 
 def take_apart(held: list[Any], budget: int = SLICE) -> bool:

@@ -37,6 +37,7 @@ from ._gc_freeze import Freezer, freezes_in_memory
 from ._history import History
 from ._log import ActionLog, Redactor
 from ._persister import Persister
+from ._reaper import free_in_background
 from ._running import RUNNING
 from .handle import StateHandle, StateStatistics, Subscription
 from .persistence import (
@@ -237,6 +238,9 @@ class StateActor:
             if lock is not None:
                 unlock_directory(lock)
             freezer.close()  # (what the stopped state leaves is not kept frozen)
+            # Its tree stays readable through the handle; once nothing
+            # reaches it, it is freed in slices beside other running states.
+            tree.when_gone(free_in_background)
             if finished is not None:
                 finished.set()
         if core.exit is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import gc
+import threading
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -197,3 +199,50 @@ async def test_a_deleted_table_is_freed_in_slices(sliced: list[bool]) -> None:
                 await anyio.lowlevel.checkpoint()
         assert sum(sliced) > 20  # in slices
         assert await state.get("") == {"n": n}
+
+
+@pytest.mark.anyio
+async def test_a_stopped_states_tree_is_freed_in_slices_once_let_go_beside_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A stopped state's tree stays readable through its handle. Once nothing
+    # reaches it, beside a running state, a background thread takes it
+    # apart a slice at a time (freed by one call, a million leaves stop
+    # every thread for about 0.1 s); with no state running, at once.
+    slices: list[bool] = []
+    finished = threading.Event()
+    real = _reaper.take_apart
+    ours: list[list[Any]] = []  # (the thread may still free another test's)
+
+    def counted(held: list[Any], budget: int = _reaper.SLICE) -> bool:
+        if not ours and held and "marked" in held[0]:
+            ours.append(held)
+        if not ours or held is not ours[0]:
+            return real(held, budget)
+        done = real(held, 200)
+        slices.append(done)
+        if not done:
+            finished.set()
+        return done
+
+    monkeypatch.setattr(_reaper, "take_apart", counted)
+    monkeypatch.setattr(_reaper, "PAUSE", 0)
+
+    async with open_state({"marked": 1, **_big()}) as alone:
+        pass
+    del alone
+    gc.collect()  # (whether or not the handle was in a cycle)
+    assert slices == []
+
+    async with open_state({"other": 1}):
+        async with open_state({"marked": 1, **_big()}) as stopped:
+            await stopped.send(Set("jobs.k1.n", -1))
+        assert stopped.get_nowait("jobs.k1") == {"n": -1, "tags": ["a", {"b": [1]}]}
+        assert slices == []  # (not while the handle reaches it)
+        kept = stopped.get_nowait("deep")  # a copy: the reader's own
+        del stopped
+        gc.collect()
+        assert await anyio.to_thread.run_sync(finished.wait, 10)
+    assert sum(slices) > 10  # in slices
+    assert slices[-1] is False  # until nothing was left
+    assert kept == {"a": {"b": {"c": [[{"d": 1}]]}}}
