@@ -153,6 +153,15 @@ class Files:
             written = os.write(fd, view)
             view = view[written:]
 
+    def seek(self, fd: int, offset: int) -> None:
+        """Make the next :meth:`write` to *fd* (not appending) land at *offset*."""
+        os.lseek(fd, offset, os.SEEK_SET)
+
+    def free_bytes(self, directory: str) -> int:
+        """Bytes an unprivileged writer may still add to *directory*'s filesystem."""
+        st = os.statvfs(directory)
+        return st.f_bavail * st.f_frsize
+
     def fsync(self, fd: int) -> None:
         """Make what was written to *fd* durable."""
         os.fsync(fd)

@@ -66,6 +66,10 @@ class RecordingFiles(Files):
         self._fds[fd] = (self._rel(path), True)
         return fd
 
+    def seek(self, fd: int, offset: int) -> None:
+        super().seek(fd, offset)
+        self._positions[fd] = offset
+
     def write(self, fd: int, data: bytes) -> None:
         path, append = self._fds[fd]
         offset = os.fstat(fd).st_size if append else self._positions[fd]

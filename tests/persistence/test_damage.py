@@ -97,10 +97,13 @@ def test_truncation_at_every_byte_of_the_last_two_records(
     segment = _segments(source)[0]
     data = (source / segment).read_bytes()
     offsets = _record_offsets(data)
-    cuts = list(range(offsets[-2], len(data)))
+    # The records end where the zeros written ahead of them begin (if any).
+    end = len(data.rstrip(b"\0"))
+    cuts = list(range(offsets[-2], end + 1))
+    cuts += sorted({end + 1, (end + len(data)) // 2, len(data)})  # into the zeros
     cuts += list(range(36))  # into the segment header: nothing after snapshot 0
     rng = random.Random(3)
-    cuts += [rng.randrange(36, len(data)) for _ in range(1000)]
+    cuts += [rng.randrange(36, end) for _ in range(1000)]
     for n, cut in enumerate(cuts):
         target = tmp_path / f"c{n}"
         shutil.copytree(source, target)
@@ -110,7 +113,7 @@ def test_truncation_at_every_byte_of_the_last_two_records(
         model = models[tree.revision]
         assert tree.root == model.root, f"cut at {cut}: not a prefix"
         # Only whole records before the cut survive; the one cut is gone.
-        whole = sum(1 for o in [*offsets[1:], len(data)] if o <= cut)
+        whole = sum(1 for o in [*offsets[1:], end] if o <= cut)
         assert tree.revision == whole
         assert _recover(target).root == tree.root  # recovery is idempotent
         shutil.rmtree(target)

@@ -17,6 +17,7 @@ import pytest
 from stateward import PersistenceConfig, Set, StateActor, open_state
 from stateward.actors import _gc_freeze, _snapshots
 from stateward.actors.persistence._format import _SEGMENT_HEAD
+from stateward.actors.persistence._segments import read_segment
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,7 +43,9 @@ def _snapshot_revisions(directory: Path) -> list[int]:
 
 
 def _record_bytes(directory: Path, first: int) -> int:
-    size = os.path.getsize(directory / f"journal-{first:020d}.wal")
+    name = f"journal-{first:020d}.wal"
+    # (up to the zeros the segment is written ahead with)
+    size = read_segment((directory / name).read_bytes(), name).valid_size
     return size - _SEGMENT_HEAD.size
 
 

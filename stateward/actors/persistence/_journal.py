@@ -6,7 +6,7 @@ import contextlib
 import errno
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .._files import crash_point
 from ._directory import _list
@@ -24,6 +24,20 @@ if TYPE_CHECKING:
 __all__ = ["Journal"]
 
 logger = logging.getLogger(__name__)
+
+# Where every commit is fsynced and the disk has ample room, a segment is
+# written ahead with zeros, as PostgreSQL writes its WAL: a record then
+# lands in blocks the file already has, and its fsync writes the data
+# alone, not the file's new size as well. The zeros past the last record
+# are no record; recovery cuts them off (docs/persistence.md).
+ZEROS_FIRST: Final = 64 << 10
+"""The zeros a new segment starts with (bytes); each later stretch doubles
+what the segment holds, up to :data:`ZEROS_MOST`."""
+ZEROS_MOST: Final = 1 << 20
+"""The longest stretch of zeros written at once (bytes)."""
+ZEROS_ROOM: Final = 1 << 30
+"""Free bytes the filesystem must keep beside a stretch, else records are
+appended: on a disk nearly full, the room is the snapshots'."""
 
 
 class Journal:
@@ -46,6 +60,12 @@ class Journal:
         self.fd: int | None = None
         self.segment_first = 0
         self.size = 0  # bytes written and accepted in the current segment
+        # Where the zeros written ahead of the records end (0: none). Only
+        # where every commit is fsynced; the segment's descriptor then
+        # writes where it is told, not at the file's end (``positioned``).
+        self.zeroed = 0
+        self.positioned = False
+        self.zeroing = config.durability == "fsync"
         # A failed write whose tail could not be cut back: nothing may follow.
         self.damaged = False
         # For the adaptive snapshot schedule (read by the state actor, written
@@ -63,16 +83,24 @@ class Journal:
             files.close(self.fd)
             self.fd = None
         path = os.path.join(self.directory, segment_name(first))
+        self.zeroed = 0
+        self.positioned = False
         fd = files.create(path)
         try:
             header = _segment_header(self.store_id, first)
             files.write(fd, header)
             files.fsync(fd)
             files.fsync_dir(self.directory)
-            # Records are appended: after a write cut back (see commit), the
-            # next one lands where the segment now ends, not past a hole.
-            created, fd = fd, files.open_append(path)
-            files.close(created)
+            # The header is synced alone, as it always was: the zeros come
+            # with the first commit, so a crash never tears a header that
+            # something follows.
+            ahead = self.zeroing and self._room(ZEROS_FIRST)
+            if not ahead:
+                # Records are appended: after a write cut back (see commit),
+                # the next one lands where the segment now ends, not past a
+                # hole.
+                created, fd = fd, files.open_append(path)
+                files.close(created)
         except BaseException:
             files.close(fd)
             raise
@@ -80,7 +108,38 @@ class Journal:
         self.damaged = False
         self.segment_first = first
         self.size = len(header)
+        # Records are written where the last one ends (see commit); zeros
+        # ahead of them from the first commit on.
+        self.zeroed = len(header) if ahead else 0
+        self.positioned = ahead
         self.carried = 0
+
+    def _room(self, stretch: int) -> bool:
+        """Whether the disk has ample room for *stretch* more zeros."""
+        try:
+            return self.files.free_bytes(self.directory) >= ZEROS_ROOM + stretch
+        except OSError:
+            return False
+
+    def _zero_ahead(self, fd: int, need: int) -> None:
+        """Write zeros past the records to come (*need* bytes of them), if room.
+
+        The stretch doubles the segment, up to :data:`ZEROS_MOST`; it is
+        written after where those records end (so that no two writes
+        overlap) and synced by the commit's fsync. Without room, the
+        records are written past the zeros' end, extending the file, and
+        no more zeros are written in this segment.
+        """
+        end = self.size + need
+        stretch = min(ZEROS_MOST, max(ZEROS_FIRST, self.zeroed))
+        if not self._room(stretch):
+            self.zeroed = 0
+            return
+        files = self.files
+        files.seek(fd, end)
+        files.write(fd, bytes(stretch))
+        files.seek(fd, self.size)
+        self.zeroed = end + stretch
 
     def commit(self, blob: bytes, fsync: bool) -> None:
         """Append *blob* (whole records) and, if asked, fsync it.
@@ -100,6 +159,8 @@ class Journal:
             raise OSError(errno.EIO, msg)
         try:
             if blob:
+                if self.zeroed and self.size + len(blob) > self.zeroed:
+                    self._zero_ahead(fd, len(blob))
                 files.write(fd, blob)
             crash_point("journal-written")
             if fsync:
@@ -113,7 +174,10 @@ class Journal:
             self.damaged = True
             with contextlib.suppress(OSError):
                 path = os.path.join(self.directory, segment_name(self.segment_first))
-                files.truncate(path, self.size)
+                files.truncate(path, self.size)  # (the zeros ahead too)
+                self.zeroed = 0  # (the next records extend the file)
+                if self.positioned:
+                    files.seek(fd, self.size)  # (a write may have moved it)
                 self.damaged = False
             raise
 

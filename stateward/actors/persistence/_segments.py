@@ -77,8 +77,11 @@ class Segment:
 def read_segment(data: bytes, name: str) -> Segment:
     """Decode a segment; stop at the first bad record and say why.
 
-    A bad record with nothing valid after it is a torn tail, reported in
-    ``torn`` (the caller decides whether one is acceptable there). So is a
+    Zeros to the end of *data* are where the records end (a segment is
+    written ahead with zeros): ``valid_size`` is where they start, and
+    nothing is torn. A bad record with nothing valid after it is a torn
+    tail, reported in ``torn`` (the caller decides whether one is
+    acceptable there). So is a
     hole, zeros up to valid records that were all written before the damaged
     revision was synced: a crash kept a later unsynced write and lost an
     earlier one. Anything else followed by a valid record is corruption.
@@ -136,6 +139,10 @@ def read_segment(data: bytes, name: str) -> Segment:
             expected += 1
             offset = after
             continue
+        if data.count(0, offset) == end - offset:
+            # Zeros to the end: a segment written ahead (Journal), whose
+            # records end here. No record, and nothing torn.
+            break
         later = _valid_records(data, offset + 1)
         if later:
             at, _ = later[0]
