@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
@@ -43,18 +42,16 @@ from .._errors import (
     ActionRejectedError,
     CompactedError,
     InvalidActionError,
-    PathNotFoundError,
     RemoteUnavailableError,
-    RevisionMismatchError,
     StatewardError,
 )
 from ..actors._files import crash_point
-from ..actors._handler import NO_ANSWER
-from ..messages.actions import Action, Transaction
 from ..paths import PathLike, parse_path
 from . import protocol
 from ._dedupe import DedupeWindow, append_synced
+from ._proxy import Proxy
 from ._redis import NoGroupError, open_connection
+from ._replies import REPLY_MAXLEN, id_of, invalid, paths_of, rejected
 from ._tasks import background
 from .feed import FeedPublisher
 
@@ -66,6 +63,7 @@ if TYPE_CHECKING:
     from ..actors._handler import Handler
     from ..actors.handle import StateHandle
     from ..actors.state import Receipt
+    from ..messages.actions import Action
     from ..signals.bridge import Signals, SignalsBridge
     from ._redis import Connection, Entry
 
@@ -73,7 +71,6 @@ __all__ = ["RedisServer", "serve_redis"]
 
 logger = logging.getLogger(__name__)
 
-_REPLY_MAXLEN: Final = 10_000
 _DEAD_MAXLEN: Final = 10_000
 _BLOCK_MS: Final = 1000
 _BACKOFF_MAX: Final = 1.0
@@ -116,7 +113,7 @@ class RedisServer:
         """Times the owner reconnected after Redis went away."""
         self.redis_losses = 0
         """Times Redis had lost the consumer group (its data) and it was recreated."""
-        self._proxies: dict[str, _Proxy] = {}
+        self._proxies: dict[str, Proxy] = {}
         self._tg: TaskGroup | None = None
         self.forged_acks = 0
         """Acks refused: malformed, from another client, or for no event asked."""
@@ -272,7 +269,7 @@ class RedisServer:
                 # What this send asks of the journal; the wait itself is shared.
                 waits.append(state._wait_for(request.durable))
             except InvalidActionError as exc:
-                refused[i] = _invalid(exc)
+                refused[i] = invalid(exc)
                 waits.append(0)
                 continue
             sendable.append((request.action, False if persisted else None))
@@ -284,9 +281,9 @@ class RedisServer:
             else:
                 result = next(results)
                 if isinstance(result, ActionRejectedError):
-                    reply = _rejected(result)
+                    reply = rejected(result)
                 elif isinstance(result, InvalidActionError):
-                    reply = _invalid(result)
+                    reply = invalid(result)
                 else:
                     receipt = result
                     self.applied += 1
@@ -333,7 +330,7 @@ class RedisServer:
                 )
                 for a in batch
             ],
-            maxlen=_REPLY_MAXLEN,
+            maxlen=REPLY_MAXLEN,
             then_ack=(self.keys.actions, self.keys.GROUP, previous),
         )
         crash_point("remote-replied")  # answered, not acknowledged (XACK)
@@ -353,14 +350,14 @@ class RedisServer:
             await writer.xadd(
                 reply_key,
                 protocol.encode({"id": request.id, **answer}),
-                maxlen=_REPLY_MAXLEN,
+                maxlen=REPLY_MAXLEN,
             )
             await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
             return
         if request.op == "get":
             value = await self._state.get(request.path, request.default)
             reply: dict[str, Any] = {"id": request.id, "kind": "value", "value": value}
-            await writer.xadd(reply_key, protocol.encode(reply), maxlen=_REPLY_MAXLEN)
+            await writer.xadd(reply_key, protocol.encode(reply), maxlen=REPLY_MAXLEN)
             await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
             return
         cached = self._window[request.id]  # a send seen before: a duplicate
@@ -368,7 +365,7 @@ class RedisServer:
         await writer.xadd(
             reply_key,
             protocol.encode({"id": request.id, **cached}),
-            maxlen=_REPLY_MAXLEN,
+            maxlen=REPLY_MAXLEN,
         )
         await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
 
@@ -384,7 +381,7 @@ class RedisServer:
                 await self._drop(proxy, "unsubscribed")
             return {"kind": "unsubscribed"}
         if proxy is None or proxy.closed:
-            proxy = _Proxy(self, request.client, name, request.timeout)
+            proxy = Proxy(self, request.client, name, request.timeout)
             try:
                 proxy.subscription = await self._state.subscribe(
                     request.pattern,
@@ -412,7 +409,7 @@ class RedisServer:
             "seq": 0,
         }
 
-    async def _drop(self, proxy: _Proxy, why: str) -> None:
+    async def _drop(self, proxy: Proxy, why: str) -> None:
         if proxy.closed:
             return
         proxy.closed = True
@@ -472,14 +469,14 @@ class RedisServer:
         if writer is None:
             return
         with contextlib.suppress(RemoteUnavailableError):
-            await writer.xadd(reply_key, protocol.encode(reply), maxlen=_REPLY_MAXLEN)
+            await writer.xadd(reply_key, protocol.encode(reply), maxlen=REPLY_MAXLEN)
 
     def _check_writable(self, client: str, action: Action) -> None:
         allowed = self._writable
         if allowed is None:
             return
         prefixes = allowed.get(client, ())
-        for path in _paths(action):
+        for path in paths_of(action):
             if not any(path[: len(p)] == p for p in prefixes):
                 shown = ".".join(path) or "the root"
                 reason = f"client {client!r} may not write at {shown!r}"
@@ -494,7 +491,7 @@ class RedisServer:
             "refused entry %s of %r: %s", entry_id.decode(), self.keys.name, reason
         )
         client = protocol.client_of(fields)
-        request_id = _request_id(fields)
+        request_id = id_of(fields)
         if client is not None and request_id is not None:
             reply = {
                 "id": request_id,
@@ -506,7 +503,7 @@ class RedisServer:
                 await writer.xadd(
                     self.keys.reply(client),
                     protocol.encode(reply),
-                    maxlen=_REPLY_MAXLEN,
+                    maxlen=REPLY_MAXLEN,
                 )
         dead = {b"entry": entry_id, b"reason": reason.encode()}
         await writer.xadd(self.keys.dead, dead, maxlen=_DEAD_MAXLEN)
@@ -523,116 +520,6 @@ class _Applied:
     reply: dict[str, Any]
     receipt: Receipt | None
     wait: int  # what it asked of the journal: 0 nothing, 1 written, 2 fsynced
-
-
-class _Proxy:
-    """A remote subscriber's stand-in at the owner: a local subscriber's handler.
-
-    Each event goes to the remote subscriber's delivery stream; the proxy
-    waits for its Ack up to *timeout* and answers with it, so the remote
-    subscriber's codes reach every sender's receipt as a local one's do. No
-    Ack in time: the delivery is reported missing; after ``MISSES`` in a row
-    the remote subscriber is dropped with a warning.
-    """
-
-    MISSES: Final = 3
-
-    def __init__(
-        self, server: RedisServer, client: str, name: str, timeout: float
-    ) -> None:
-        self.server = server
-        self.client = client
-        self.name = name
-        self.timeout = timeout
-        self.epoch = os.urandom(6).hex()
-        self.seq = 0
-        self.misses = 0
-        self.closed = False
-        self.subscription: Any = None
-        self.waiting: dict[int, anyio.Event] = {}
-        self.answers: dict[int, tuple[int, str]] = {}
-        self.redelivered = 0  # events sent again after Redis went away
-
-    async def __call__(self, event: object) -> object:
-        server = self.server
-        if self.closed:
-            return NO_ANSWER
-        self.seq += 1
-        seq = self.seq
-        waiter = self.waiting[seq] = anyio.Event()
-        fields = protocol.encode_event(self.name, self.epoch, seq, event)
-        try:
-            with anyio.move_on_after(self.timeout):
-                # Delivered again when Redis went away meanwhile (the event may
-                # have been lost with it); the client answers a repeat once.
-                while not waiter.is_set():
-                    losses = server.reconnects + server.redis_losses
-                    writer = server._writer
-                    try:
-                        if writer is None:
-                            raise RemoteUnavailableError("not connected")
-                        await writer.xadd(
-                            server.keys.deliver(self.name), fields, maxlen=_REPLY_MAXLEN
-                        )
-                    except RemoteUnavailableError:
-                        await anyio.sleep(0.1)  # the owner reconnects meanwhile
-                        continue
-                    while not waiter.is_set():
-                        with anyio.move_on_after(0.5):
-                            await waiter.wait()
-                        if server.reconnects + server.redis_losses != losses:
-                            self.redelivered += 1
-                            break
-            answer = self.answers.pop(seq, None)
-        finally:
-            self.waiting.pop(seq, None)
-        if answer is None:
-            self.misses += 1
-            if self.misses >= self.MISSES and not self.closed:
-                why = f"{self.misses} events in a row without an Ack"
-                assert server._tg is not None  # set before any subscriber exists
-                server._tg.start_soon(server._drop, self, why)
-            return NO_ANSWER
-        self.misses = 0
-        return answer
-
-
-def _request_id(fields: object) -> str | None:
-    try:
-        message = protocol._decode_fields(fields)
-    except StatewardError:
-        return None
-    value = message.get("id")
-    return value if type(value) is str and 0 < len(value) <= 256 else None
-
-
-def _paths(action: Action) -> list[tuple[str, ...]]:
-    if isinstance(action, Transaction):
-        return [p for inner in action.actions for p in _paths(inner)]
-    return [parse_path(action.path)]  # type: ignore[attr-defined]
-
-
-def _invalid(exc: InvalidActionError) -> dict[str, Any]:
-    return {
-        "kind": "refused",
-        "error": "InvalidActionError",
-        "field": exc.field,
-        "reason": exc.reason,
-    }
-
-
-def _rejected(exc: ActionRejectedError) -> dict[str, Any]:
-    reply: dict[str, Any] = {
-        "kind": "rejected",
-        "error": type(exc).__name__,
-        "path": exc.path,
-        "reason": exc.reason,
-    }
-    if isinstance(exc, RevisionMismatchError):
-        reply["expected"], reply["actual"] = exc.expected, exc.actual
-    elif isinstance(exc, PathNotFoundError):
-        pass
-    return reply
 
 
 @contextlib.asynccontextmanager
