@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
-from .._errors import RemoteUnavailableError
+from .._errors import InvalidActionError, RemoteUnavailableError
 from ..actors._handler import NO_ANSWER
+from ..messages.events import Resync, StateChanged
 from . import protocol
-from ._replies import REPLY_MAXLEN
+from ._replies import REPLY_MAXLEN, over_cap
 
 if TYPE_CHECKING:
     from .server import RedisServer
@@ -46,6 +48,21 @@ class Proxy:
         self.answers: dict[int, tuple[int, str]] = {}
         self.redelivered = 0  # events sent again after Redis went away
 
+    def _encode(self, seq: int, event: object) -> dict[bytes, bytes]:
+        """*event* as a delivery; one too large to cross, as a Resync for it.
+
+        A change whose values pass the message cap (a large subtree
+        replaced, say) cannot reach the remote subscriber: it is told at
+        once to re-read instead, never left with a silent gap.
+        """
+        if isinstance(event, StateChanged):
+            if not (over_cap(event.new_value) or over_cap(event.old_value)):
+                with contextlib.suppress(InvalidActionError):
+                    return protocol.encode_event(self.name, self.epoch, seq, event)
+            pattern = self.subscription.pattern if self.subscription else ""
+            event = Resync(pattern, 1, event.revision, event.revision)
+        return protocol.encode_event(self.name, self.epoch, seq, event)
+
     async def __call__(self, event: object) -> object:
         server = self.server
         if self.closed:
@@ -53,7 +70,7 @@ class Proxy:
         self.seq += 1
         seq = self.seq
         waiter = self.waiting[seq] = anyio.Event()
-        fields = protocol.encode_event(self.name, self.epoch, seq, event)
+        fields = self._encode(seq, event)
         try:
             with anyio.move_on_after(self.timeout):
                 # Delivered again when Redis went away meanwhile (the event may

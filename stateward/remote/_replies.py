@@ -1,8 +1,16 @@
-"""What the owner answers on a client's reply stream, and what it reads first."""
+"""What the owner answers on a client's reply stream, and what it reads first.
+
+Every reply crosses as one stream entry of at most
+:data:`~.protocol.MAX_MESSAGE_BYTES`. One that would be larger is never
+sent, nor does it stop the owner: a value read is refused with a typed
+error naming the path, and the handlers' messages in an acks report are
+shortened. A value far over the cap is known to be so after a walk of
+about the cap's worth of it, not encoded whole on the owner's loop.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import (
     ActionRejectedError,
@@ -12,10 +20,23 @@ from .._errors import (
     StatewardError,
 )
 from ..messages.actions import Action, Transaction
-from ..paths import parse_path
+from ..paths import format_path, parse_path
 from . import protocol
 
-__all__ = ["REPLY_MAXLEN", "id_of", "invalid", "paths_of", "rejected"]
+if TYPE_CHECKING:
+    from ..messages.acks import AckReport
+
+__all__ = [
+    "REPLY_MAXLEN",
+    "acks_reply",
+    "encode_within",
+    "id_of",
+    "invalid",
+    "over_cap",
+    "paths_of",
+    "rejected",
+    "value_reply",
+]
 
 REPLY_MAXLEN: Final = 10_000
 """Entries a client's reply stream (and a delivery stream) keeps."""
@@ -61,3 +82,94 @@ def rejected(exc: ActionRejectedError) -> dict[str, Any]:
     elif isinstance(exc, PathNotFoundError):
         pass
     return reply
+
+
+def over_cap(value: object, cap: int = protocol.MAX_MESSAGE_BYTES) -> bool:
+    """Whether *value* surely encodes to more than *cap* bytes of JSON.
+
+    By a lower bound (a string's characters and quotes, a key's, a
+    container's brackets and separators, one byte a number), added up
+    while walking *value* and stopped as soon as it passes *cap*: a
+    million-leaf tree is known to be over after a few milliseconds, where
+    encoding it takes a fifth of a second. False says nothing sure.
+    """
+    total = 0
+    stack: list[Any] = [value]
+    pop, push_all = stack.pop, stack.extend
+    while stack:
+        node = pop()
+        t = type(node)
+        if t is str:
+            total += len(node) + 2
+        elif t is dict:
+            total += 1 + 3 * len(node) + sum(map(len, node))  # "k": and , {}
+            push_all(node.values())
+        elif t is list:
+            total += 1 + len(node)  # , and []
+            push_all(node)
+        else:
+            total += 1
+        if total > cap:
+            return True
+    return False
+
+
+def encode_within(message: dict[str, Any]) -> dict[bytes, bytes] | None:
+    """*message* as a stream entry, or None when it is over the message cap."""
+    if over_cap(message):
+        return None
+    try:
+        return protocol.encode(message)
+    except InvalidActionError:  # (over the cap: known once encoded)
+        return None
+
+
+def value_reply(
+    request: str, path: tuple[str, ...], value: object
+) -> dict[bytes, bytes]:
+    """The reply to a get of *path*: its *value*, or a refusal if too large."""
+    fields = encode_within({"id": request, "kind": "value", "value": value})
+    if fields is not None:
+        return fields
+    cap = protocol.MAX_MESSAGE_BYTES
+    reason = (
+        f"the value at {format_path(path)!r} is larger than the {cap:,}-byte "
+        "message cap: read a part of it (a longer path)"
+    )
+    return protocol.encode(
+        {"id": request, "kind": "refused", "error": "InvalidActionError"}
+        | {"field": "path", "reason": reason}
+    )
+
+
+def acks_reply(action: str, report: AckReport) -> dict[bytes, bytes]:
+    """The acks of a remote action, as *report* has them.
+
+    The handlers' messages are shortened when the whole would be over the
+    message cap (a handler may answer with any text), and left out if even
+    that is not enough: every code, and who did not answer, always cross.
+    """
+    acks = [(a.subscriber, int(a.ras), a.message) for a in report.acks]
+    reply: dict[str, Any] = {
+        "id": action,
+        "kind": "acks",
+        "result": int(report.result),
+        "acks": [list(a) for a in acks],
+        "missing": list(report.missing),
+    }
+    fields = encode_within(reply)
+    if fields is None:
+        # (a character takes at most 6 bytes in the JSON: "\u0001")
+        keep = max(256, protocol.MAX_MESSAGE_BYTES // (8 * len(acks)))
+        reply["acks"] = [[s, ras, _shortened(m, keep)] for s, ras, m in acks]
+        fields = encode_within(reply)
+    if fields is None:
+        reply["acks"] = [[s, ras, ""] for s, ras, _ in acks]
+        fields = protocol.encode(reply)
+    return fields
+
+
+def _shortened(text: str, keep: int) -> str:
+    if len(text) <= keep:
+        return text
+    return f"{text[:keep]}... ({len(text) - keep:,} more characters)"

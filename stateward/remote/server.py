@@ -51,7 +51,15 @@ from . import protocol
 from ._dedupe import DedupeWindow, append_synced
 from ._proxy import Proxy
 from ._redis import NoGroupError, open_connection
-from ._replies import REPLY_MAXLEN, id_of, invalid, paths_of, rejected
+from ._replies import (
+    REPLY_MAXLEN,
+    acks_reply,
+    id_of,
+    invalid,
+    paths_of,
+    rejected,
+    value_reply,
+)
 from ._tasks import background
 from .feed import FeedPublisher
 
@@ -356,8 +364,9 @@ class RedisServer:
             return
         if request.op == "get":
             value = await self._state.get(request.path, request.default)
-            reply: dict[str, Any] = {"id": request.id, "kind": "value", "value": value}
-            await writer.xadd(reply_key, protocol.encode(reply), maxlen=REPLY_MAXLEN)
+            reply = value_reply(request.id, request.path, value)
+            del value  # (the reader's copy: not kept while the reply goes)
+            await writer.xadd(reply_key, reply, maxlen=REPLY_MAXLEN)
             await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
             return
         cached = self._window[request.id]  # a send seen before: a duplicate
@@ -458,18 +467,12 @@ class RedisServer:
         self, receipt: Receipt, action_id: str, reply_key: str
     ) -> None:
         report = await receipt.acks(timeout=self._ack_timeout)
-        reply = {
-            "id": action_id,
-            "kind": "acks",
-            "result": int(report.result),
-            "acks": [[a.subscriber, a.ras, a.message] for a in report.acks],
-            "missing": list(report.missing),
-        }
+        reply = acks_reply(action_id, report)
         writer = self._writer
         if writer is None:
             return
         with contextlib.suppress(RemoteUnavailableError):
-            await writer.xadd(reply_key, protocol.encode(reply), maxlen=REPLY_MAXLEN)
+            await writer.xadd(reply_key, reply, maxlen=REPLY_MAXLEN)
 
     def _check_writable(self, client: str, action: Action) -> None:
         allowed = self._writable
