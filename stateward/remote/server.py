@@ -365,7 +365,10 @@ class RedisServer:
         if request.op == "get":
             value = await self._state.get(request.path, request.default)
             reply = value_reply(request.id, request.path, value)
-            del value  # (the reader's copy: not kept while the reply goes)
+            # The reader's copy, freed in slices (a large one at once would
+            # stop the loop), not kept while the reply goes.
+            self._state._let_go(value)
+            del value
             await writer.xadd(reply_key, reply, maxlen=REPLY_MAXLEN)
             await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
             return

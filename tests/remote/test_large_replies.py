@@ -22,6 +22,7 @@ from stateward import (
     StateChanged,
     open_state,
 )
+from stateward.actors.handle import StateHandle
 from stateward.remote import _replies, connect_redis, protocol, serve_redis
 
 pytestmark = pytest.mark.anyio
@@ -50,12 +51,21 @@ async def test_a_read_over_the_message_cap_is_refused_and_the_owner_goes_on(
         return fields
 
     monkeypatch.setattr(protocol, "encode", measured)
+    let_go: list[object] = []
+    real_let_go = StateHandle._let_go
+
+    def letting_go(self: StateHandle, value: object) -> None:
+        let_go.append(type(value))
+        real_let_go(self, value)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StateHandle, "_let_go", letting_go)
     tree = _table(100_000)  # about 3.8 MB of JSON
     async with (
         open_state(tree) as state,
         serve_redis(state, redis.url, name=NAME),
         connect_redis(redis.url, name=NAME) as remote,
     ):
+        let_go.clear()  # (what serving let go of as it started)
         with anyio.fail_after(30):
             with pytest.raises(InvalidActionError) as caught:
                 await remote.get("")
@@ -66,6 +76,9 @@ async def test_a_read_over_the_message_cap_is_refused_and_the_owner_goes_on(
             # Known to be over without encoding it whole on the owner's
             # loop: no entry near the value's size was ever made.
             assert max(encoded) < CAP
+            # The copies read for the replies go to the state's reaper, to be
+            # freed in slices (at once, a large one would stop the loop).
+            assert let_go == [dict, dict]
             assert await remote.get("jobs.k7") == {"n": 7, "tag": "t" * 20}
             receipt = await remote.send(Set("jobs.k7.n", -7))
             assert receipt.revision == 1
