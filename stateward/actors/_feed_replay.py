@@ -28,6 +28,9 @@ def replay(
 ) -> None:
     """Give *sub* every matching change after *since*, in order, then live.
 
+    *older* are the changes rebuilt from the files up to *since* (those
+    that may match), the history ring holding the rest.
+
     Runs without yielding right after *sub* joined the trie, so the live
     feed starts exactly after the replay: no gap, no duplicate. Revisions
     not yet committed are attached to their pending commit, so that, as
@@ -51,8 +54,6 @@ def replay(
                 owner=core.subscribers,
             )
             backlog.append(_Delivery(old.revision, tuple(events), receipt))
-    if older:
-        since = older[-1].revision
     j = 0
     for entry in core.history.since(since):
         events = core.routes.route(

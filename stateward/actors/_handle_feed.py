@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable
 
     from .._json import JSON
-    from ..tree import Tree
+    from ..paths import Segments
+    from ..tree import Change, Tree
     from ._core import _Core
     from ._handler import Handler
     from ._subscription import Subscription
@@ -55,15 +56,24 @@ class HandleFeed:
 
         async def wait_durable(self, revision: int | None = None) -> int: ...
 
-    async def _older_feed(self, since: int) -> list[FeedEntry]:
+    async def _older_feed(
+        self, since: int, pattern: Segments | None = None
+    ) -> tuple[list[FeedEntry], int]:
         """What the ring no longer holds after *since*, rebuilt from the files.
 
-        Returns when the ring covers the rest (then the caller adds its
-        subscriber without yielding: nothing can fall in between).
+        Returns the entries and the revision they were rebuilt up to, when
+        the ring covers the rest (then the caller adds its subscriber
+        without yielding: nothing can fall in between). Given a subscriber's
+        *pattern*, only the revisions that may reach it are kept: a long
+        journal's other changes are let go as they are rebuilt, instead of
+        piling up for the garbage collector to walk again and again (its
+        full collections stopped every thread for up to 0.25 s over 200,000
+        revisions).
         """
         core = self._core
         entries: list[FeedEntry] = []
         after = since
+        keep = None if pattern is None else _related(pattern)
         # The tree at *after*, rebuilt from the files: the next round (the
         # state moved on meanwhile) replays the journal on it, and it is
         # freed in slices at the end (a million leaves freed at once would
@@ -73,7 +83,7 @@ class HandleFeed:
             for _ in range(8):
                 oldest = core.history.oldest(core.tree.revision)
                 if after >= oldest:
-                    return entries
+                    return entries, after
                 persister = core.persister
                 if persister is None:
                     raise CompactedError(since, oldest)
@@ -81,7 +91,7 @@ class HandleFeed:
                 until = persister.durable_revision
                 directory = persister.config.state_dir
                 replay = functools.partial(
-                    replay_files, store_id=persister.journal.store_id
+                    replay_files, store_id=persister.journal.store_id, keep=keep
                 )
                 try:
                     tree, got = await anyio.to_thread.run_sync(
@@ -135,8 +145,7 @@ class HandleFeed:
             CompactedError: Neither reaches back to *after*.
         """
         core = self._core
-        older = await self._older_feed(after) if after < until else []
-        start = older[-1].revision if older else after
+        older, start = await self._older_feed(after) if after < until else ([], after)
         entries = list(older)
         for entry in core.history.since(start):
             if entry.revision > until:
@@ -275,3 +284,31 @@ def _check_from_revision(core: _Core, from_revision: int) -> None:
     if from_revision > current:
         reason = f"{from_revision} is ahead of the state (revision {current})"
         raise InvalidActionError("from_revision", reason)
+
+
+def _related(pattern: Segments) -> Callable[[list[Change]], bool]:
+    """Whether a revision's changes may reach a subscriber of *pattern*.
+
+    A change reaches it at a path that matches, below one (bubbling) or
+    above one (replaced from above): in each case the change's path and
+    the pattern's segments before its first wildcard are one a prefix of
+    the other. Only what this says no to can be left out; the routing
+    decides the rest.
+    """
+    fixed: list[str] = []
+    for segment in pattern:
+        if segment in ("*", "**"):
+            break
+        fixed.append(segment)
+    prefix = tuple(fixed)
+    size = len(prefix)
+
+    def related(changes: list[Change]) -> bool:
+        for change in changes:
+            path = change.path
+            n = min(len(path), size)
+            if path[:n] == prefix[:n]:
+                return True
+        return False
+
+    return related

@@ -422,9 +422,11 @@ class StateHandle(
         if handler_timeout is not None:
             check_seconds("handler_timeout", handler_timeout, positive=True)
         older: list[FeedEntry] = []
+        reached = 0
         if from_revision is not None:
             _check_from_revision(core, from_revision)
-            older = await self._older_feed(from_revision)  # may read the files
+            # (may read the files; only what may reach this subscriber)
+            older, reached = await self._older_feed(from_revision, segments)
             self._check_open()
         # From here on, no await: the replay meets the live feed exactly.
         if name is None:
@@ -450,7 +452,7 @@ class StateHandle(
         )
         core.add_subscriber(sub)
         if from_revision is not None:
-            replay(core, sub, from_revision, older)
+            replay(core, sub, reached, older)
         return Subscription._create(core, sub, core.tree.revision)
 
     async def stop(self, *, timeout: float | None = 5.0) -> None:

@@ -7,7 +7,7 @@ derived values included) as a subscriber that was there all along.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -16,7 +16,7 @@ from stateward import (
     Set,
     open_state,
 )
-from stateward.actors import _snapshots
+from stateward.actors import _handle_feed, _snapshots
 
 from .feedlib import Recorder, actions, all_acked, collect, open_files_feed, send_all
 
@@ -122,3 +122,39 @@ async def test_a_resume_the_state_outruns_reads_the_snapshot_once(
     assert decoded == [1]
     assert len(held) == 1
     assert isinstance(held[0], dict)
+
+
+PATTERNS = ["d.k1.v", "d.*.v", "d.k2", "l.1", "m.*.b.c", "t", "n.**", "*", "reset"]
+
+
+async def test_a_resume_from_the_files_keeps_what_may_reach_the_pattern_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rebuilt from the files, a resumed subscriber keeps only the revisions
+    # whose changes may reach it (the rest are let go as they are rebuilt),
+    # and gets exactly what one of its pattern present all along got: the
+    # writes at its path, below it and above it (the root replaced).
+    kept: list[int] = []
+    real = _handle_feed.replay_files
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        tree, entries = real(*args, **kwargs)
+        kept.append(len(entries))
+        return tree, entries
+
+    monkeypatch.setattr(_handle_feed, "replay_files", counted)
+    live = {pattern: Recorder() for pattern in PATTERNS}
+    async with open_files_feed(tmp_path, snapshot_every=25) as state:
+        for pattern, recorder in live.items():
+            await state.subscribe(pattern, recorder)
+        await all_acked(await send_all(state, actions(7, 150)))
+        last = state.revision
+        for pattern, recorder in live.items():
+            for since in (0, 31, 77, last - 10):
+                kept.clear()
+                expected = [e for e in recorder.got if e[0] > since]
+                got = await collect(state, pattern, since, len(expected))
+                assert got == expected, (pattern, since)
+                assert kept, "not rebuilt from the files"
+                if pattern == "d.k1.v" and since == 0:
+                    assert sum(kept) < last // 2  # (not every revision)

@@ -55,6 +55,7 @@ def replay_files(
     tree: Tree | None = None,
     *,
     store_id: bytes | None = None,
+    keep: Callable[[list[Change]], bool] | None = None,
 ) -> tuple[Tree, list[FeedEntry]]:
     """Rebuild the tree at *until* and the changes of *after* + 1 .. *until*.
 
@@ -68,6 +69,9 @@ def replay_files(
 
     Only the records of one store are replayed: *store_id*'s (the live
     state's), or else the snapshot's; given *tree*, *store_id* is required.
+    With *keep*, only the revisions whose changes it keeps are returned
+    (a subscriber's, out of a long journal): the others are let go at once,
+    not held until the end.
 
     Raises:
         CorruptStateError: No snapshot of the store at or before *after*, a
@@ -99,7 +103,8 @@ def replay_files(
             _, action_id, source, extra = apply_record(
                 tree, sequence, payload, name, changes
             )
-            entries.append(FeedEntry(sequence, action_id, source, extra, changes))
+            if keep is None or keep(changes):
+                entries.append(FeedEntry(sequence, action_id, source, extra, changes))
     if tree.revision < until:
         reason = f"the journal reaches revision {tree.revision}, not {until}"
         raise CorruptStateError(directory, reason)
