@@ -171,7 +171,8 @@ def acks_reply(action: str, report: AckReport) -> dict[bytes, bytes]:
 
     The handlers' messages are shortened when the whole would be over the
     message cap (a handler may answer with any text), and left out if even
-    that is not enough: every code, and who did not answer, always cross.
+    that is not enough: every code, and who did not answer, cross (short
+    of thousands of subscribers, where the result code alone does).
     """
     acks = [(a.subscriber, int(a.ras), a.message) for a in report.acks]
     reply: dict[str, Any] = {
@@ -184,11 +185,14 @@ def acks_reply(action: str, report: AckReport) -> dict[bytes, bytes]:
     fields = encode_within(reply)
     if fields is None:
         # (a character takes at most 6 bytes in the JSON: "\u0001")
-        keep = max(256, protocol.MAX_MESSAGE_BYTES // (8 * len(acks)))
+        keep = max(256, protocol.MAX_MESSAGE_BYTES // (8 * max(1, len(acks))))
         reply["acks"] = [[s, ras, _shortened(m, keep)] for s, ras, m in acks]
         fields = encode_within(reply)
     if fields is None:
         reply["acks"] = [[s, ras, ""] for s, ras, _ in acks]
+        fields = encode_within(reply)
+    if fields is None:  # (thousands of subscribers: the result code alone)
+        reply["acks"], reply["missing"] = [], []
         fields = protocol.encode(reply)
     return fields
 

@@ -15,6 +15,8 @@ from hypothesis import given, settings, strategies as st
 
 from stateward import (
     RAS,
+    Ack,
+    AckReport,
     InvalidActionError,
     ResultCode,
     Resync,
@@ -163,3 +165,30 @@ def test_over_the_cap_is_never_said_of_a_value_that_fits(
     if _replies.over_cap(value, cap):
         assert size > cap
     assert _replies.over_cap(value, size) is False
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # (no event loop needed)
+@pytest.mark.parametrize(
+    ("answers", "missing", "shortened"),
+    [
+        (40, 0, True),  # many long messages: each shortened, all codes cross
+        (3_000, 0, False),  # too many even shortened: codes without messages
+        (0, 60_000, False),  # only who did not answer, too many: the result
+    ],
+)
+def test_an_acks_report_always_fits_in_one_message(
+    anyio_backend: str, answers: int, missing: int, shortened: bool
+) -> None:
+    text = "é" * 400_000  # (two bytes each in the JSON)
+    acks = tuple(Ack(f"s{i}", 1, RAS.ERROR, text) for i in range(answers))
+    absent = tuple(f"subscriber-{i:012d}" for i in range(missing))
+    report = AckReport(ResultCode.SUB_FAILED, acks, absent)
+    fields = _replies.acks_reply("id-1", report)
+    assert len(fields[b"m"]) <= CAP
+    reply = json.loads(fields[b"m"])
+    assert reply["result"] == ResultCode.SUB_FAILED
+    if answers and missing == 0:
+        assert [a[:2] for a in reply["acks"]] == [[f"s{i}", 2] for i in range(answers)]
+        assert all(
+            a[2].endswith("more characters)") == shortened for a in reply["acks"]
+        )

@@ -81,10 +81,10 @@ def read_segment(data: bytes, name: str) -> Segment:
     written ahead with zeros): ``valid_size`` is where they start, and
     nothing is torn. A bad record with nothing valid after it is a torn
     tail, reported in ``torn`` (the caller decides whether one is
-    acceptable there). So is a
-    hole, zeros up to valid records that were all written before the damaged
-    revision was synced: a crash kept a later unsynced write and lost an
-    earlier one. Anything else followed by a valid record is corruption.
+    acceptable there). So is a hole, zeros up to valid records that were
+    all written before the damaged revision was synced: a crash kept a
+    later unsynced write and lost an earlier one. Anything else followed
+    by a valid record is corruption.
 
     Raises:
         CorruptStateError: The header is damaged, a sequence is out of order,
