@@ -12,7 +12,8 @@ from .._errors import InvalidActionError, RemoteUnavailableError
 from ..actors._handler import NO_ANSWER
 from ..messages.events import Resync, StateChanged
 from . import protocol
-from ._replies import REPLY_MAXLEN, over_cap
+from ._replies import REPLY_MAXLEN
+from ._size import over_cap
 
 if TYPE_CHECKING:
     from .server import RedisServer

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from stateward import CompactedError, Resync, Set, StateChanged, open_state
-from stateward.remote import connect_redis, serve_redis
+from stateward.remote import connect_redis, protocol, serve_redis
 
 from .redislib import wait_for
 
@@ -149,3 +149,35 @@ async def test_redis_losing_the_feed_is_published_again_and_never_a_silent_gap(r
             assert (resync.first_revision, resync.last_revision) == (11, 25)
             assert [e.new_value for e in events[11:]] == [25, 26, 27, 28, 29]
             assert server.feed.gaps == 25  # revisions 1..25: a new stream starts at 0
+
+
+async def test_old_values_over_the_message_cap_are_left_out_of_the_feed(
+    redis, monkeypatch
+):
+    # A large table replaced: its old value is not encoded on the owner's
+    # loop (a fifth of a second at 300,000 leaves) to be published; the
+    # watcher gets the change without it. A small old value still comes.
+    olds = []
+    real = protocol.encode_feed
+
+    def spied(revision, action_id, source, payload, changes):
+        olds.extend(old for _, _, old, _ in changes)
+        return real(revision, action_id, source, payload, changes)
+
+    monkeypatch.setattr(protocol, "encode_feed", spied)
+    table = {f"k{i}": {"n": i, "tag": "t" * 20} for i in range(60_000)}  # 2.4 MB
+    with anyio.fail_after(30):
+        async with (
+            open_state({"jobs": table, "x": 0}) as state,
+            serve_redis(state, redis.url, name=NAME) as server,
+            connect_redis(redis.url, name=NAME) as remote,
+        ):
+            await state.send(Set("jobs", {}))
+            await state.send(Set("x", 1))
+            await wait_for(lambda: server.feed.published == state.revision)
+            events = []
+            await _collect(remote.watch("**", from_revision=0), 2, events)
+    cleared, small = events
+    assert (cleared.path, cleared.old_value, cleared.new_value) == ("jobs", None, {})
+    assert (small.path, small.old_value, small.new_value) == ("x", 0, 1)
+    assert olds == [None, 0]
