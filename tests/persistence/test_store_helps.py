@@ -125,6 +125,7 @@ def test_async_senders_store_threads_and_snapshots_mixed_lose_nothing(
         assert store.get("") == expected
         assert state.revision == 4 * 60 + 150
         assert persister.durable_revision == state.revision
+        store._call(persister.snapshots.idle.wait)  # (one may be under way)
         assert persister.snapshots.count >= 1
         helpers = {t.ident for t in threads[:4]}
         assert helpers & set(syncs.threads)  # the Store threads wrote some
