@@ -57,13 +57,14 @@ class HandleFeed:
         async def wait_durable(self, revision: int | None = None) -> int: ...
 
     async def _older_feed(
-        self, since: int, pattern: Segments | None = None
+        self, since: int, pattern: Segments | None = None, upto: int | None = None
     ) -> tuple[list[FeedEntry], int]:
         """What the ring no longer holds after *since*, rebuilt from the files.
 
         Returns the entries and the revision they were rebuilt up to, when
         the ring covers the rest (then the caller adds its subscriber
-        without yielding: nothing can fall in between). Given a subscriber's
+        without yielding: nothing can fall in between), or once they reach
+        *upto* (the journal is then read no further). Given a subscriber's
         *pattern*, only the revisions that may reach it are kept: a long
         journal's other changes are let go as they are rebuilt, instead of
         piling up for the garbage collector to walk again and again (its
@@ -82,13 +83,15 @@ class HandleFeed:
         try:
             for _ in range(8):
                 oldest = core.history.oldest(core.tree.revision)
-                if after >= oldest:
+                if after >= oldest or (upto is not None and after >= upto):
                     return entries, after
                 persister = core.persister
                 if persister is None:
                     raise CompactedError(since, oldest)
                 await persister.wait_durable(oldest)  # the files hold up to there
                 until = persister.durable_revision
+                if upto is not None:
+                    until = min(until, upto)
                 directory = persister.config.state_dir
                 replay = functools.partial(
                     replay_files, store_id=persister.journal.store_id, keep=keep
@@ -145,7 +148,9 @@ class HandleFeed:
             CompactedError: Neither reaches back to *after*.
         """
         core = self._core
-        older, start = await self._older_feed(after) if after < until else ([], after)
+        older, start = (
+            await self._older_feed(after, upto=until) if after < until else ([], after)
+        )
         entries = list(older)
         for entry in core.history.since(start):
             if entry.revision > until:

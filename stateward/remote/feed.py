@@ -133,10 +133,20 @@ class FeedPublisher:
 
     async def _publish(self, conn: Connection, until: int) -> None:
         after = self.published
+        entries: list[FeedEntry] = []  # fetched ahead, a window at a time
+        fetched = after  # *entries* hold every revision up to here
         while after < until:
             upto = min(until, after + _CHUNK)
             try:
-                entries = await self._state._changes_after(after, upto)
+                if upto > fetched:
+                    # Beyond the history ring, the files are read once per
+                    # window, not once per chunk (each read decodes the
+                    # snapshot: 40 of them for a new feed of 10,000).
+                    window = min(until, after + max(_CHUNK, self._size))
+                    entries = await self._state._changes_after(after, window)
+                    fetched = window  # (not if the history was compacted)
+                chunk = [e for e in entries if e.revision <= upto]
+                entries = entries[len(chunk) :]
             except CompactedError as exc:
                 # Gone from the history and there is no journal to read.
                 first, last = after + 1, max(exc.oldest, after + 1)
@@ -148,7 +158,7 @@ class FeedPublisher:
                 continue
             batch: list[tuple[int, dict[bytes, bytes]]] = []
             expected = after + 1
-            for entry in entries:
+            for entry in chunk:
                 if entry.revision > expected:
                     batch.append(
                         (

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from stateward import CompactedError, Resync, Set, StateChanged, open_state
+from stateward.actors import _handle_feed
 from stateward.remote import connect_redis, protocol, serve_redis
 
 from .redislib import wait_for
@@ -181,3 +182,34 @@ async def test_old_values_over_the_message_cap_are_left_out_of_the_feed(
     assert (cleared.path, cleared.old_value, cleared.new_value) == ("jobs", None, {})
     assert (small.path, small.old_value, small.new_value) == ("x", 0, 1)
     assert olds == [None, 0]
+
+
+async def test_a_new_feed_beyond_the_ring_reads_the_files_once(
+    redis, tmp_path, monkeypatch
+):
+    # Serving a persisted state publishes its last feed_size revisions. Those
+    # the history ring no longer holds come from the files: read once for
+    # the window, not once per chunk of 256 (each read decodes the snapshot:
+    # 40 of them for a new feed of 10,000, 8 s at 100,000 leaves).
+    reads = []
+    real = _handle_feed.replay_files
+
+    def counted(*args, **kwargs):
+        reads.append(args[1:3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_handle_feed, "replay_files", counted)
+    with anyio.fail_after(60):
+        async with open_state({}, state_dir=tmp_path, history=10) as state:
+            for i in range(1, 1_201):
+                await state.send(Set("n", i), durable=False)
+            await state.wait_durable()
+            async with (
+                serve_redis(state, redis.url, name=NAME, feed_size=1_000) as server,
+                connect_redis(redis.url, name=NAME) as remote,
+            ):
+                assert server.feed.published == 1_200
+                assert reads == [(200, 1_200)]  # one read, up to where it must
+                events = []
+                await _collect(remote.watch("n", from_revision=300), 900, events)
+    assert [e.new_value for e in events] == list(range(301, 1_201))
