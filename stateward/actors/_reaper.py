@@ -111,20 +111,6 @@ class Reaper:
                 await anyio.sleep(PAUSE)
                 going = bool(self.held) and self.slice()
 
-    @staticmethod
-    def free_here(held: list[Any]) -> None:
-        """Take apart, a slice at a time in this thread, the one value in *held*.
-
-        *held* must hold the only reference to it (else it is only let go).
-        Blocking, for several times what dropping it would take, but the
-        other threads run between slices (the interpreter switches every
-        5 ms), where one drop is a single call that none of them can
-        interrupt. Empties *held*.
-        """
-        while take_apart(held):
-            pass
-        held.clear()
-
     def slice(self, budget: int = SLICE) -> bool:
         """Take out up to *budget* members; False if everything held is shared."""
         return take_apart(self.held, budget)
@@ -175,7 +161,8 @@ def free_in_background(box: list[Any]) -> None:
     """Free what *box* alone holds: a slice at a time in a thread, beside a state.
 
     For a stopped state's tree once nothing reaches it any more
-    (``Tree.when_gone``), in whichever thread let go of it last. While
+    (``Tree.when_gone``), in whichever thread let go of it last, or a
+    closed ``Store``'s, at once. While
     another state of the process runs, the values are moved to one
     background thread, which takes them apart a slice at a time with a
     rest between slices: freed by one call, a million leaves would stop

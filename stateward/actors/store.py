@@ -41,7 +41,7 @@ from . import _large_reads
 from ._files import Files
 from ._handoff import LoopCaller, ThreadSignal
 from ._large_reads import Rebuild, encode_frames, read_at
-from ._reaper import Reaper
+from ._reaper import free_in_background
 from ._running import RUNNING
 from ._store_events import StoreCheckpoints, StoreEvents
 from ._store_files import (
@@ -431,15 +431,13 @@ class Store(StoreEvents, StoreTransactions):
     def _let_go(self) -> None:
         """Free the stopped state's tree now: a closed Store reads nothing more.
 
-        Its memory then goes back at once, however long this object lives.
-        Beside another running state of the process, it is taken apart a
-        slice at a time (:meth:`Reaper.free_here`): freed by one call, a
-        million leaves would stop every other thread for about 65 ms.
+        Its memory then goes back at once, however long this object lives:
+        beside another running state of the process, by the background
+        thread that frees stopped states' trees a slice at a time
+        (:func:`free_in_background`); freed by one call, a million leaves
+        would stop every other thread for about 65 ms.
         """
-        held = [self._state._core.tree.take_root()]
-        if RUNNING.any():
-            Reaper.free_here(held)
-        held.clear()
+        free_in_background([self._state._core.tree.take_root()])
 
     def _dirty(self) -> bool:
         """Whether the tree changed since the file was loaded or saved."""

@@ -14,6 +14,7 @@ import pytest
 from stateward import RAS, Checkpoints, Delete, Set, open_state
 from stateward.actors import _reaper
 from stateward.actors._reaper import Reaper
+from stateward.actors._running import RUNNING
 from stateward.tree import LARGE_NODE, Tree
 
 if TYPE_CHECKING:
@@ -54,25 +55,55 @@ def test_a_value_held_by_the_reaper_alone_is_taken_apart_in_slices() -> None:
     assert inner == before  # what something else held was let go, not changed
 
 
-def test_a_value_freed_here_is_taken_apart_in_slices_in_this_thread(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    slices: list[bool] = []
+class _Slices:
+    """What the background thread did with the value marked ``"marked"``."""
+
+    def __init__(self) -> None:
+        self.made: list[bool] = []  # whether each slice took something out
+        self.finished = threading.Event()
+        self.ours: list[list[Any]] = []  # (it may still free another test's)
+
+
+@pytest.fixture
+def background(monkeypatch: pytest.MonkeyPatch) -> _Slices:
+    """The background thread's slices of a marked value (small, no rest)."""
+    slices = _Slices()
     real = _reaper.take_apart
 
     def counted(held: list[Any], budget: int = _reaper.SLICE) -> bool:
-        slices.append(real(held, budget))
-        return slices[-1]
+        ours = slices.ours
+        if not ours and held and "marked" in held[0]:
+            ours.append(held)
+        if not ours or held is not ours[0]:
+            return real(held, budget)
+        done = real(held, 200)
+        slices.made.append(done)
+        if not done:
+            slices.finished.set()
+        return done
 
     monkeypatch.setattr(_reaper, "take_apart", counted)
-    value = {"jobs": {f"k{i}": {"n": i} for i in range(10 * _reaper.SLICE)}}
+    monkeypatch.setattr(_reaper, "PAUSE", 0)
+    return slices
+
+
+def test_a_value_let_go_beside_a_running_state_is_freed_in_slices_in_a_thread(
+    background: _Slices,
+) -> None:
+    value = {"marked": 1, "jobs": {f"k{i}": {"n": i} for i in range(2_000)}}
     inner = value["jobs"]["k7"]  # something else holds this one
-    held = [value]
+    box: list[Any] = [value]
     del value
-    Reaper.free_here(held)
-    assert held == []
-    assert len(slices) > 10  # a slice at a time, not all at once
-    assert slices[-1] is False  # (until nothing was left)
+    _reaper.free_in_background(box)  # no state runs: at once
+    assert box == []
+    assert background.made == []
+    box.append({"marked": 1, "jobs": {f"k{i}": {"n": i} for i in range(2_000)}})
+    with RUNNING.one():  # beside a running state
+        _reaper.free_in_background(box)
+        assert box == []
+        assert background.finished.wait(10)
+    assert len(background.made) > 10  # a slice at a time, not all at once
+    assert background.made[-1] is False  # (until nothing was left)
     assert inner == {"n": 7}  # let go, not changed
 
 
@@ -203,31 +234,13 @@ async def test_a_deleted_table_is_freed_in_slices(sliced: list[bool]) -> None:
 
 @pytest.mark.anyio
 async def test_a_stopped_states_tree_is_freed_in_slices_once_let_go_beside_another(
-    monkeypatch: pytest.MonkeyPatch,
+    background: _Slices,
 ) -> None:
     # A stopped state's tree stays readable through its handle. Once nothing
     # reaches it, beside a running state, a background thread takes it
     # apart a slice at a time (freed by one call, a million leaves stop
     # every thread for about 0.1 s); with no state running, at once.
-    slices: list[bool] = []
-    finished = threading.Event()
-    real = _reaper.take_apart
-    ours: list[list[Any]] = []  # (the thread may still free another test's)
-
-    def counted(held: list[Any], budget: int = _reaper.SLICE) -> bool:
-        if not ours and held and "marked" in held[0]:
-            ours.append(held)
-        if not ours or held is not ours[0]:
-            return real(held, budget)
-        done = real(held, 200)
-        slices.append(done)
-        if not done:
-            finished.set()
-        return done
-
-    monkeypatch.setattr(_reaper, "take_apart", counted)
-    monkeypatch.setattr(_reaper, "PAUSE", 0)
-
+    slices = background.made
     async with open_state({"marked": 1, **_big()}) as alone:
         pass
     del alone
@@ -242,7 +255,7 @@ async def test_a_stopped_states_tree_is_freed_in_slices_once_let_go_beside_anoth
         kept = stopped.get_nowait("deep")  # a copy: the reader's own
         del stopped
         gc.collect()
-        assert await anyio.to_thread.run_sync(finished.wait, 10)
+        assert await anyio.to_thread.run_sync(background.finished.wait, 10)
     assert sum(slices) > 10  # in slices
     assert slices[-1] is False  # until nothing was left
     assert kept == {"a": {"b": {"c": [[{"d": 1}]]}}}
