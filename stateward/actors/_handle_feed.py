@@ -17,7 +17,7 @@ import anyio
 from .._checks import check_int, check_seconds
 from .._errors import CompactedError, CorruptStateError, InvalidActionError
 from ..messages.events import Progress, Resync, StateChanged
-from ..paths import PathLike, format_path, parse_pattern
+from ..paths import PathLike, PatternTrie, format_path, parse_pattern
 from ._history import undo
 from ._large_reads import read_value
 from .persistence import FeedEntry, oldest_snapshot, replay_files
@@ -294,26 +294,16 @@ def _check_from_revision(core: _Core, from_revision: int) -> None:
 def _related(pattern: Segments) -> Callable[[list[Change]], bool]:
     """Whether a revision's changes may reach a subscriber of *pattern*.
 
-    A change reaches it at a path that matches, below one (bubbling) or
-    above one (replaced from above): in each case the change's path and
-    the pattern's segments before its first wildcard are one a prefix of
-    the other. Only what this says no to can be left out; the routing
-    decides the rest.
+    Asked of the routing's own trie: a change at a path that matches the
+    pattern, below one (bubbling) or above one (replaced from above). Only
+    what this says no to can be left out; the routing decides the rest
+    (``stop_bubbling``, an unchanged value below).
     """
-    fixed: list[str] = []
-    for segment in pattern:
-        if segment in ("*", "**"):
-            break
-        fixed.append(segment)
-    prefix = tuple(fixed)
-    size = len(prefix)
+    trie: PatternTrie[bool] = PatternTrie()
+    trie.add(pattern, True)
+    match = trie.match
 
     def related(changes: list[Change]) -> bool:
-        for change in changes:
-            path = change.path
-            n = min(len(path), size)
-            if path[:n] == prefix[:n]:
-                return True
-        return False
+        return any(match(change.path) for change in changes)
 
     return related
