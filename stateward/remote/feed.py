@@ -133,20 +133,13 @@ class FeedPublisher:
 
     async def _publish(self, conn: Connection, until: int) -> None:
         after = self.published
-        entries: list[FeedEntry] = []  # fetched ahead, a window at a time
-        fetched = after  # *entries* hold every revision up to here
         while after < until:
-            upto = min(until, after + _CHUNK)
+            # Beyond the history ring, the files are read once per window of
+            # feed_size revisions, not once per chunk of 256 (each read
+            # decodes the snapshot: 40 of them for a new feed of 10,000).
+            window = min(until, after + max(_CHUNK, self._size))
             try:
-                if upto > fetched:
-                    # Beyond the history ring, the files are read once per
-                    # window, not once per chunk (each read decodes the
-                    # snapshot: 40 of them for a new feed of 10,000).
-                    window = min(until, after + max(_CHUNK, self._size))
-                    entries = await self._state._changes_after(after, window)
-                    fetched = window  # (not if the history was compacted)
-                chunk = [e for e in entries if e.revision <= upto]
-                entries = entries[len(chunk) :]
+                entries = await self._state._changes_after(after, window)
             except CompactedError as exc:
                 # Gone from the history and there is no journal to read.
                 first, last = after + 1, max(exc.oldest, after + 1)
@@ -156,25 +149,17 @@ class FeedPublisher:
                 self.gaps += last - first + 1
                 after = self.published = last
                 continue
-            batch: list[tuple[int, dict[bytes, bytes]]] = []
-            expected = after + 1
-            for entry in chunk:
-                if entry.revision > expected:
-                    batch.append(
-                        (
-                            entry.revision - 1,
-                            protocol.encode_gap(
-                                expected, entry.revision - 1, "missing"
-                            ),
-                        )
-                    )
-                batch.append((entry.revision, _encode(entry)))
-                expected = entry.revision + 1
-            if expected <= upto:
-                batch.append((upto, protocol.encode_gap(expected, upto, "missing")))
-            if not await self._append(conn, batch):
-                return  # the stream was lost: _follow seeds it again
-            after = self.published = upto
+            start = 0
+            while after < window:
+                upto = min(window, after + _CHUNK)
+                end = start
+                while end < len(entries) and entries[end].revision <= upto:
+                    end += 1
+                batch = _batch(entries[start:end], after, upto)
+                if not await self._append(conn, batch):
+                    return  # the stream was lost: _follow seeds it again
+                start = end
+                after = self.published = upto
 
     async def _append(
         self, conn: Connection, batch: list[tuple[int, dict[bytes, bytes]]]
@@ -216,3 +201,20 @@ def _encode(entry: FeedEntry) -> dict[bytes, bytes]:
         entry.payload,
         [(c.path, c.kind.value, None if olds else c.old, c.new) for c in changes],
     )
+
+
+def _batch(
+    entries: list[FeedEntry], after: int, upto: int
+) -> list[tuple[int, dict[bytes, bytes]]]:
+    """Revisions *after* + 1 .. *upto* as feed entries, a gap for any missing."""
+    batch: list[tuple[int, dict[bytes, bytes]]] = []
+    expected = after + 1
+    for entry in entries:
+        if entry.revision > expected:
+            gap = protocol.encode_gap(expected, entry.revision - 1, "missing")
+            batch.append((entry.revision - 1, gap))
+        batch.append((entry.revision, _encode(entry)))
+        expected = entry.revision + 1
+    if expected <= upto:
+        batch.append((upto, protocol.encode_gap(expected, upto, "missing")))
+    return batch
