@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 from typing import TYPE_CHECKING, BinaryIO, Final
 
@@ -20,7 +21,13 @@ from .._errors import CorruptStateError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Files", "crash_point", "open_regular", "set_crash_hook"]
+__all__ = [
+    "Files",
+    "crash_point",
+    "filesystem_of",
+    "open_regular",
+    "set_crash_hook",
+]
 
 # Never follow a symlink, never block on a FIFO or a device: what is opened is
 # checked to be a regular file before a byte is read.
@@ -83,6 +90,36 @@ FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
 
 _crash_hook: Callable[[str], None] | None = None
+
+
+def filesystem_of(path: str, mountinfo: str) -> str | None:
+    """The type of the filesystem mounted deepest above the absolute *path*.
+
+    *mountinfo* is the text of ``/proc/self/mountinfo``: per mount, its
+    fifth field is where it is mounted (with spaces and the like written
+    as octal escapes), and the field after the lone ``-`` is its type.
+    """
+    best: tuple[int, str] | None = None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 7 or "-" not in fields[6:]:
+            continue
+        point = _unescape(fields[4])
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        # The deepest mount point wins; of equal ones, the one mounted last.
+        if inside and (best is None or len(point) >= best[0]):
+            kind = fields[fields.index("-", 6) + 1 :]
+            if kind:
+                best = (len(point), kind[0])
+    return None if best is None else best[1]
+
+
+def _unescape(field: str) -> str:
+    r"""A mountinfo field with its octal escapes (``\040`` for a space) decoded."""
+    return _ESCAPE.sub(lambda m: chr(int(m[1], 8)), field)
+
+
+_ESCAPE: Final = re.compile(r"\\([0-7]{3})")
 
 
 def set_crash_hook(hook: Callable[[str], None] | None) -> None:
@@ -161,6 +198,21 @@ class Files:
         """Bytes an unprivileged writer may still add to *directory*'s filesystem."""
         st = os.statvfs(directory)
         return st.f_bavail * st.f_frsize
+
+    def filesystem(self, directory: str) -> str | None:
+        """The type of *directory*'s filesystem (``"ext4"``, ``"btrfs"``...).
+
+        Read from ``/proc/self/mountinfo``: None where there is none (not
+        Linux) or it cannot be read.
+        """
+        try:
+            with open(
+                "/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape"
+            ) as f:
+                mountinfo = f.read()
+        except OSError:
+            return None
+        return filesystem_of(os.path.realpath(directory), mountinfo)
 
     def fsync(self, fd: int) -> None:
         """Make what was written to *fd* durable."""

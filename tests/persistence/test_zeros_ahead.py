@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from stateward import Set, StateActor, open_state
-from stateward.actors._files import Files
+from stateward.actors._files import Files, filesystem_of
 from stateward.actors.persistence import PersistenceConfig, recover
 from stateward.actors.persistence._format import (
     _SEGMENT_HEAD,
@@ -70,9 +70,10 @@ async def test_records_land_in_zeros_and_all_come_back_without_a_warning(
             stretches.add(journal.zeroed)
             assert journal.zeroed > journal.size  # zeros ahead, always
         data = _last_segment(state_dir).read_bytes()
+        zeroed = journal.zeroed
         # The files as a kill would leave them: every commit was fsynced.
         shutil.copytree(state_dir, crashed)
-    assert len(data) == journal.zeroed > journal.size > ZEROS_FIRST
+    assert len(data) == zeroed > journal.size > ZEROS_FIRST
     assert data.count(0, journal.size) == len(data) - journal.size
     assert len(stretches) >= 3  # written a stretch at a time, as needed
     segment = read_segment(data, "journal")
@@ -148,6 +149,65 @@ async def test_without_room_the_records_are_appended_and_all_come_back(
         await state.stop()
 
 
+class _OnFilesystem(Files):
+    """Files on a filesystem of the given type."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def filesystem(self, directory: str) -> str | None:
+        return self.kind
+
+
+@pytest.mark.parametrize("kind", ["btrfs", "zfs", "tmpfs"])
+async def test_where_an_overwrite_costs_as_much_the_records_are_appended(
+    tmp_path: Path, kind: str
+) -> None:
+    # A filesystem that copies a block on write would write the zeros and
+    # then every record's block again; one in memory gains nothing.
+    config = PersistenceConfig(str(tmp_path), files=_OnFilesystem(kind))
+    async with anyio.create_task_group() as tg:
+        state = await tg.start(StateActor(initial={"n": 0}, persistence=config).run)
+        journal = _journal(state)
+        for i in range(1, 201):
+            await state.send(Set("n", i))
+        assert journal.zeroed == 0
+        assert _size(_last_segment(tmp_path)) == journal.size
+        await state.stop()
+    assert _recover(tmp_path)[:2] == ({"n": 200}, 200)
+
+
+def test_the_filesystem_is_the_one_mounted_deepest_above_the_directory() -> None:
+    mountinfo = "\n".join(
+        [
+            "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw",
+            "23 22 8:2 / /home rw,relatime shared:2 - btrfs /dev/sda2 rw",
+            "24 22 0:5 / /mnt/my\\040disk rw master:3 - zfs pool/data rw",
+            "25 23 0:6 / /home/x rw - tmpfs tmpfs rw",
+            "not a mount line",
+        ]
+    )
+    assert filesystem_of("/", mountinfo) == "ext4"
+    assert filesystem_of("/home", mountinfo) == "btrfs"
+    assert filesystem_of("/home/a/state", mountinfo) == "btrfs"
+    assert filesystem_of("/homework/state", mountinfo) == "ext4"
+    assert filesystem_of("/mnt/my disk/state", mountinfo) == "zfs"
+    assert filesystem_of("/home/x/y", mountinfo) == "tmpfs"
+    assert filesystem_of("/home/a", "") is None
+    # Mounted again at the same point: the last one is what is seen there.
+    again = mountinfo + "\n26 22 0:7 / /home rw - xfs /dev/sdb1 rw"
+    assert filesystem_of("/home/a", again) == "xfs"
+
+
+def test_this_machines_filesystem_is_read(tmp_path: Path) -> None:
+    kind = Files().filesystem(str(tmp_path))
+    if os.path.exists("/proc/self/mountinfo"):
+        assert isinstance(kind, str)
+        assert kind
+    else:
+        assert kind is None
+
+
 @pytest.mark.parametrize("durability", ["flush", "none"])
 async def test_without_an_fsync_per_commit_the_records_are_appended(
     tmp_path: Path, durability: str
@@ -191,3 +251,38 @@ def test_zeros_after_the_records_are_not_torn_and_anything_else_is() -> None:
     assert torn.torn is not None
     assert torn.valid_size == len(clean)
     assert len(torn.payloads) == 3
+
+
+def _valid_sizes(directory: Path) -> dict[str, tuple[int, int]]:
+    """Each segment's file size beside where its records end."""
+    sizes = {}
+    for name in sorted(os.listdir(directory)):
+        if name.startswith("journal-"):
+            data = (directory / name).read_bytes()
+            sizes[name] = (len(data), read_segment(data, name).valid_size)
+    return sizes
+
+
+async def test_a_segment_that_ends_and_a_closed_state_keep_no_zeros(
+    tmp_path: Path,
+) -> None:
+    # The zeros are for records to come: a segment that ends (a snapshot
+    # begins the next) and the last one, once its state is closed, are cut
+    # to their last record, so a closed state's files hold records alone.
+    async with open_state(
+        {"n": 0}, state_dir=tmp_path, snapshot_every=200, keep_snapshots=10
+    ) as state:
+        journal = _journal(state)
+        for i in range(1, 1_051):
+            await state.send(Set("n", i, source="x" * 60))
+        await state._core.persister.snapshots.idle.wait()  # type: ignore[attr-defined]
+        sizes = _valid_sizes(tmp_path)
+        current = _last_segment(tmp_path).name
+        assert journal.zeroed > journal.size  # the open segment: zeros ahead
+        assert sizes.pop(current)[0] == journal.zeroed
+        assert len(sizes) >= 3  # ended segments, each cut to its records
+        assert all(size == valid for size, valid in sizes.values()), sizes
+    closed = _valid_sizes(tmp_path)
+    assert all(size == valid for size, valid in closed.values()), closed
+    root, revision, warnings = _recover(tmp_path)
+    assert (root, revision, warnings) == ({"n": 1_050}, 1_050, ())

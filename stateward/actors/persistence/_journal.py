@@ -38,6 +38,10 @@ ZEROS_MOST: Final = 1 << 20
 ZEROS_ROOM: Final = 1 << 30
 """Free bytes the filesystem must keep beside a stretch, else records are
 appended: on a disk nearly full, the room is the snapshots'."""
+NO_ZEROS: Final = frozenset({"btrfs", "zfs", "bcachefs", "tmpfs", "ramfs"})
+"""Filesystems whose overwrite is no cheaper than an append, where records
+are appended: those that copy a block on write (the zeros would double
+what is written, for nothing), and those in memory."""
 
 
 class Journal:
@@ -65,7 +69,10 @@ class Journal:
         # writes where it is told, not at the file's end (``positioned``).
         self.zeroed = 0
         self.positioned = False
-        self.zeroing = config.durability == "fsync"
+        self.zeroing = (
+            config.durability == "fsync"
+            and self.files.filesystem(self.directory) not in NO_ZEROS
+        )
         # A failed write whose tail could not be cut back: nothing may follow.
         self.damaged = False
         # For the adaptive snapshot schedule (read by the state actor, written
@@ -77,6 +84,7 @@ class Journal:
         """Close the current segment and start ``journal-<first>.wal``, durably."""
         files = self.files
         if self.fd is not None:
+            self._cut_zeros()
             # Sync the old segment first: under "flush" its tail may not be on
             # disk yet, and records after it must never be durable before it.
             files.fsync(self.fd)
@@ -113,6 +121,20 @@ class Journal:
         self.zeroed = len(header) if ahead else 0
         self.positioned = ahead
         self.carried = 0
+
+    def _cut_zeros(self) -> None:
+        """Cut the zeros written ahead off the segment, which ends here.
+
+        Best effort: zeros left after the last record (a failed cut, or a
+        crash) are no record, and recovery cuts them off.
+        """
+        if self.zeroed > self.size and not self.damaged:
+            path = os.path.join(self.directory, segment_name(self.segment_first))
+            try:
+                self.files.truncate(path, self.size)
+            except OSError as exc:
+                logger.debug("the zeros after %s's records stay: %s", path, exc)
+        self.zeroed = 0
 
     def _room(self, stretch: int) -> bool:
         """Whether the disk has ample room for *stretch* more zeros."""
@@ -222,7 +244,12 @@ class Journal:
         return removed
 
     def close(self) -> None:
-        """Close the current segment (its records were synced by commit)."""
+        """Close the current segment (its records were synced by commit).
+
+        The zeros written ahead of the records to come are cut off first:
+        a closed state's files hold its records alone.
+        """
         if self.fd is not None:
+            self._cut_zeros()
             fd, self.fd = self.fd, None
             self.files.close(fd)
