@@ -35,7 +35,6 @@ from .._errors import (
     RevisionMismatchError,
     StatewardError,
 )
-from ..actors._handler import must_await, ras_of, ras_of_error
 from ..actors._util import NoPublicConstructor
 from ..messages.acks import Ack, AckReport, ResultCode
 from ..messages.actions import Action
@@ -44,6 +43,7 @@ from ..paths import PathLike, PatternTrie, format_path, parse_path, parse_patter
 from . import protocol
 from ._redis import open_connection
 from ._tasks import background
+from .subscription import BLOCK_MS, RemoteSubscription
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -58,7 +58,6 @@ __all__ = ["RemoteReceipt", "RemoteState", "RemoteSubscription", "connect_redis"
 
 logger = logging.getLogger(__name__)
 
-_BLOCK_MS: Final = 1000
 _ACK_SLOTS: Final = 10_000  # receipts whose acks may still come, at most
 
 
@@ -485,7 +484,7 @@ class RemoteState(metaclass=NoPublicConstructor):
             while True:
                 try:
                     entries = await conn.xread(
-                        key, self._last, count=256, block_ms=_BLOCK_MS
+                        key, self._last, count=256, block_ms=BLOCK_MS
                     )
                 except RemoteUnavailableError:
                     await anyio.sleep(backoff)
@@ -508,140 +507,6 @@ class RemoteState(metaclass=NoPublicConstructor):
                         waiter.event.set()
 
     _url: str
-
-
-@final
-class RemoteSubscription(metaclass=NoPublicConstructor):
-    """A subscriber of the owner's state that runs in this process.
-
-    Made by :meth:`RemoteState.subscribe`.
-
-    Attributes:
-        name: The subscriber's name at the owner (in receipts and reports).
-        handled: Events handled (and answered) so far.
-    """
-
-    def __init__(self, state: RemoteState, name: str) -> None:
-        self._state = state
-        self.name = name
-        self.handled = 0
-        self._epoch = ""
-        self._after = 0
-        self._revision = 0  # of the last event handled
-        self._answered: dict[str, Any] | None = None  # the last Ack sent
-        self._pattern = ""
-        self._scope: anyio.CancelScope | None = None
-
-    def __repr__(self) -> str:
-        return f"<RemoteSubscription {self.name!r} handled={self.handled}>"
-
-    async def unsubscribe(self) -> None:
-        """Stop handling, and remove the subscriber at the owner."""
-        if self._scope is not None:
-            self._scope.cancel()
-        request_id = protocol.new_request_id()
-        message = {
-            "v": protocol.PROTOCOL_VERSION,
-            "op": "unsubscribe",
-            "id": request_id,
-            "client": self._state.client,
-            "subscriber": self.name,
-        }
-        await self._state._request(request_id, message, 10.0)
-
-    async def _run(
-        self, pattern: PathLike, handler: Handler, timeout: float, refresh: float
-    ) -> None:
-        state = self._state
-        keys = state._keys
-        self._pattern = format_path(parse_pattern(pattern))
-        with anyio.CancelScope() as self._scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._refresh, pattern, timeout, refresh)
-                last = b"0-0"
-                backoff = 0.05
-                while True:
-                    try:
-                        async with open_connection(state._url) as conn:
-                            while True:
-                                entries = await conn.xread(
-                                    keys.deliver(self.name),
-                                    last,
-                                    count=64,
-                                    block_ms=_BLOCK_MS,
-                                )
-                                for entry_id, fields in entries:
-                                    last = entry_id
-                                    await self._deliver(conn, handler, fields)
-                                backoff = 0.05
-                    except RemoteUnavailableError:
-                        await anyio.sleep(backoff)
-                        backoff = min(backoff * 2, 1.0)
-
-    async def _deliver(
-        self, conn: Connection, handler: Handler, fields: object
-    ) -> None:
-        try:
-            _, epoch, seq, event = protocol.decode_event(fields)
-        except StatewardError as exc:
-            logger.warning("ignoring a malformed delivery: %s", exc)
-            return
-        if epoch != self._epoch or seq < self._after:
-            return  # an older proxy's, or from before we subscribed
-        if seq == self._after:
-            # Delivered again (Redis went away before our Ack reached the
-            # owner): answer it again, do not handle it twice.
-            if self._answered is not None and self._answered["seq"] == seq:
-                await self._ack(conn, self._answered)
-            return
-        if seq > self._after + 1 and self._after and isinstance(event, StateChanged):
-            # Events lost on the way (never silently): say so first.
-            await self._handle(
-                handler,
-                Resync(
-                    self._pattern,
-                    seq - self._after - 1,
-                    self._revision + 1,
-                    event.revision - 1,
-                ),
-            )
-        self._after = seq
-        if isinstance(event, StateChanged):
-            self._revision = event.revision
-        code, text = await self._handle(handler, event)
-        ack = {
-            "client": self._state.client,
-            "sub": self.name,
-            "seq": seq,
-            "ras": int(code),
-            "message": text,
-        }
-        self.handled += 1
-        self._answered = ack
-        await self._ack(conn, ack)
-
-    async def _handle(self, handler: Handler, event: object) -> tuple[int, str]:
-        try:
-            result = handler(event)  # type: ignore[arg-type]
-            if must_await(result):
-                result = await result
-        except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack
-            code, text = ras_of_error(exc)
-        else:
-            code, text = ras_of(result)
-        return int(code), text
-
-    async def _ack(self, conn: Connection, ack: dict[str, Any]) -> None:
-        with contextlib.suppress(RemoteUnavailableError):
-            await conn.xadd(self._state._keys.acks, protocol.encode(ack), maxlen=10_000)
-
-    async def _refresh(self, pattern: PathLike, timeout: float, refresh: float) -> None:
-        while True:
-            await anyio.sleep(refresh)
-            with contextlib.suppress(StatewardError):
-                reply = await self._state._subscribe_request(self, pattern, timeout)
-                if reply["epoch"] != self._epoch:  # a new owner: a new proxy
-                    self._epoch, self._after = reply["epoch"], reply["seq"]
 
 
 _REJECTIONS: Final[dict[str, type[ActionRejectedError]]] = {
