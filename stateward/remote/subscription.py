@@ -122,20 +122,27 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
             if self._answered is not None and self._answered["seq"] == seq:
                 await self._ack(conn, self._answered)
             return
-        if seq > self._after + 1 and self._after and isinstance(event, StateChanged):
-            # Events lost on the way (never silently): say so first.
-            await self._handle(
-                handler,
-                Resync(
-                    self._pattern,
-                    seq - self._after - 1,
-                    self._revision + 1,
-                    event.revision - 1,
-                ),
-            )
+        lost = seq - self._after - 1
+        if lost > 0 and self._after:
+            # Deliveries lost on the way (never silently): after the last
+            # revision seen (or said lost), before this one.
+            if isinstance(event, StateChanged):
+                await self._handle(
+                    handler,
+                    Resync(self._pattern, lost, self._revision + 1, event.revision - 1),
+                )
+            elif isinstance(event, Resync):  # one Resync says both
+                event = Resync(
+                    event.pattern,
+                    event.dropped + lost,
+                    min(event.first_revision, self._revision + 1),
+                    event.last_revision,
+                )
         self._after = seq
         if isinstance(event, StateChanged):
             self._revision = event.revision
+        elif isinstance(event, Resync):  # (the owner's: a change too large)
+            self._revision = max(self._revision, event.last_revision)
         code, text = await self._handle(handler, event)
         ack = {
             "client": self._state.client,

@@ -8,7 +8,15 @@ from contextlib import aclosing
 import anyio
 import pytest
 
-from stateward import RAS, CompactedError, ResultCode, Set, StateChanged, open_state
+from stateward import (
+    RAS,
+    CompactedError,
+    ResultCode,
+    Resync,
+    Set,
+    StateChanged,
+    open_state,
+)
 from stateward.remote import connect_redis, serve_redis
 from stateward.remote._redis import open_connection
 
@@ -154,6 +162,51 @@ async def test_an_event_sent_while_redis_is_away_is_delivered_once_it_is_back(re
             assert report.result is ResultCode.ALL_SUBS_SUCCESS, report
             assert [e.new_value for e in seen] == [1, 2]  # each handled once
             assert server.reconnects >= 1
+
+
+async def test_resyncs_name_only_what_was_not_seen_and_a_gap_joins_the_next(redis):
+    # A Resync the owner sent (a change too large to cross) counts as seen:
+    # a later gap starts after it. A gap just before such a Resync is said
+    # in that Resync, not in one of its own.
+    seen: list[object] = []
+    big = "z" * 900_000  # a change from one of these to another cannot cross
+    async with (
+        open_state({"b": ""}) as state,
+        serve_redis(state, redis.url, name=NAME) as server,
+        connect_redis(redis.url, name=NAME) as there,
+    ):
+        with anyio.fail_after(30):
+            await there.subscribe("b", seen.append, name="dash", timeout=0.5)
+            proxy = server._proxies["dash"]
+            encode = proxy._encode
+
+            def lose_one(seq: int, event: object) -> object:
+                # Of another proxy, as far as the client knows: never handled.
+                proxy._encode, epoch, proxy.epoch = encode, proxy.epoch, "gone"
+                try:
+                    return encode(seq, event)
+                finally:
+                    proxy.epoch = epoch
+
+            async def change(value: str, *, lost: bool = False) -> None:
+                if lost:
+                    proxy._encode = lose_one
+                await (await state.send(Set("b", value))).acks(timeout=10)
+
+            await change(big)  # 1: handled
+            await change(big.replace("z", "y"))  # 2: too large, a Resync
+            await change("c", lost=True)  # 3: lost on the way
+            await change("d")  # 4: the gap (3 alone), then handled
+            await change(big, lost=True)  # 5: lost on the way
+            await change(big.replace("z", "y"))  # 6: too large, after a gap
+    resyncs = [
+        (e.dropped, e.first_revision, e.last_revision)
+        for e in seen
+        if isinstance(e, Resync)
+    ]
+    changes = [e.revision for e in seen if isinstance(e, StateChanged)]
+    assert resyncs == [(1, 2, 2), (1, 3, 3), (2, 5, 6)]
+    assert changes == [1, 4]
 
 
 async def test_a_lost_delivery_is_a_resync_for_the_remote_handler(redis):
