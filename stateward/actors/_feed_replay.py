@@ -8,13 +8,17 @@ yet committed wait for their commit, as live events do.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from ._ack import new_receipt
 from ._requests import _Replayed
+from ._routing import Routes
 from .subscriber import _Delivery
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from ..messages.actions import Action
     from ._core import _Core
     from .persistence import FeedEntry
@@ -29,7 +33,8 @@ def replay(
     """Give *sub* every matching change after *since*, in order, then live.
 
     *older* are the changes rebuilt from the files up to *since* (those
-    that may match), the history ring holding the rest.
+    that may match), the history ring holding the rest. They are routed as
+    *sub*'s task takes them (:func:`_routed`); the ring's, bounded, at once.
 
     Runs without yielding right after *sub* joined the trie, so the live
     feed starts exactly after the replay: no gap, no duplicate. Revisions
@@ -40,20 +45,6 @@ def replay(
     durable = core.tree.revision if persister is None else persister.durable_revision
     pending = [] if persister is None else list(persister.inflight)
     backlog: list[_Delivery] = []
-    for old in older or ():  # rebuilt from the files: all committed
-        meta = _Replayed(old.action_id, old.source, old.payload)
-        routed = core.routes.route(cast("Action", meta), old.revision, old.changes, sub)
-        events = routed.get(sub)
-        if events:
-            receipt = new_receipt(
-                old.revision,
-                True,
-                old.action_id,
-                (sub.name,),
-                core.new_event,
-                owner=core.subscribers,
-            )
-            backlog.append(_Delivery(old.revision, tuple(events), receipt))
     j = 0
     for entry in core.history.since(since):
         events = core.routes.route(
@@ -76,4 +67,37 @@ def replay(
             backlog.append(delivery)
         else:
             pending[j].outbox.append((sub, delivery))
-    sub.replay(backlog)
+    sub.replay(backlog, _routed(core, sub, older) if older else None)
+
+
+def _routed(
+    core: _Core, sub: Subscriber, older: list[FeedEntry]
+) -> Iterator[_Delivery]:
+    """*sub*'s deliveries of *older* (all committed), made one at a time.
+
+    Routed by a trie of *sub* and of the subscribers that stop bubbling
+    (they hide changes from those above them), as they stand now: the
+    state's own trie changes as subscribers come and go meanwhile. Each
+    entry is let go of once routed.
+    """
+    routes = Routes()
+    routes.add(sub)
+    for other in core.routes.subscribers.values():
+        if other.stop_bubbling and other is not sub:
+            routes.add(other)
+    entries = deque(older)
+    while entries:
+        old = entries.popleft()
+        meta = _Replayed(old.action_id, old.source, old.payload)
+        routed = routes.route(cast("Action", meta), old.revision, old.changes, sub)
+        events = routed.get(sub)
+        if events:
+            receipt = new_receipt(
+                old.revision,
+                True,
+                old.action_id,
+                (sub.name,),
+                core.new_event,
+                owner=core.subscribers,
+            )
+            yield _Delivery(old.revision, tuple(events), receipt)

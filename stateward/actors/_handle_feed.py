@@ -94,7 +94,10 @@ class HandleFeed:
                     until = min(until, upto)
                 directory = persister.config.state_dir
                 replay = functools.partial(
-                    replay_files, store_id=persister.journal.store_id, keep=keep
+                    replay_files,
+                    store_id=persister.journal.store_id,
+                    keep=keep,
+                    freeze=core.freezer.freeze,
                 )
                 try:
                     tree, got = await anyio.to_thread.run_sync(

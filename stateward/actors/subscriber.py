@@ -48,7 +48,7 @@ from ._handler import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from ..paths import Segments
     from ._ack import Receipt
@@ -192,6 +192,8 @@ class Subscriber:
     literal: bool = attrs.field(init=False)
     _queue: deque[_Delivery] = attrs.field(init=False, factory=deque)
     _backlog: deque[_Delivery] = attrs.field(init=False, factory=deque)
+    # History older than the ring, routed as it is taken (see replay()).
+    _older: Iterator[_Delivery] | None = attrs.field(init=False, default=None)
     _resync: list[int] | None = attrs.field(init=False, default=None)
     _not_empty: LoopEvent | None = attrs.field(init=False, default=None)
     _not_full: LoopEvent | None = attrs.field(init=False, default=None)
@@ -243,7 +245,7 @@ class Subscriber:
             self._drop(delivery)  # keep the gap contiguous until the Resync is taken
         elif (
             self._offer is not None
-            and not (self._busy or self._queue or self._backlog)
+            and not (self._busy or self._queue or self._backlog or self._older)
             and self._offer(delivery.events)
         ):
             self._answered(delivery, 1, "")  # taken at once: its Ack now
@@ -277,8 +279,15 @@ class Subscriber:
         )
         self._drop(delivery)
 
-    def replay(self, deliveries: list[_Delivery]) -> None:
+    def replay(
+        self, deliveries: list[_Delivery], older: Iterator[_Delivery] | None = None
+    ) -> None:
         """Queue history to handle before the mailbox (``from_revision``).
+
+        *older* (history rebuilt from the files, perhaps hundreds of
+        thousands of revisions) comes first, made one delivery at a time as
+        this subscriber's task takes them: routing it all here, at once,
+        stopped the state's loop for 1.4 s at 200,000 revisions.
 
         Not bounded by ``mailbox_size`` (the history it comes from is) and
         never dropped: a resumed feed has no gap.
@@ -287,6 +296,8 @@ class Subscriber:
         for delivery in deliveries:
             delivery.queued_at = now
         self._backlog.extend(deliveries)
+        if older is not None:
+            self._older = _queued_at(older, now)
 
     def _drop(self, delivery: _Delivery) -> None:
         self._dropped += 1
@@ -322,6 +333,7 @@ class Subscriber:
             self._not_full = None
 
     def _give_up_queue(self) -> None:
+        self._older = None  # (not routed yet: no receipt waits on them)
         while self._backlog:
             self._backlog.popleft().receipt._give_up(self.name)
         while self._queue:
@@ -338,7 +350,9 @@ class Subscriber:
 
     def idle(self) -> bool:
         """Whether nothing waits for, or runs in, the handler right now."""
-        return not (self._backlog or self._queue or self._current or self._resync)
+        return not (
+            self._older or self._backlog or self._queue or self._current or self._resync
+        )
 
     async def wait_finished(self) -> None:
         """Wait until the subscriber's task has ended."""
@@ -422,6 +436,11 @@ class Subscriber:
         """The next thing to handle, ``_CLOSED``, or None when there is nothing."""
         if self._closed and not self._drain:
             return _CLOSED
+        if self._older is not None:
+            delivery = next(self._older, None)
+            if delivery is not None:
+                return delivery
+            self._older = None
         if self._backlog:
             return self._backlog.popleft()
         queue = self._queue
@@ -546,3 +565,10 @@ async def deliver(outbox: Outbox) -> None:
     for sub, delivery in outbox:
         if not sub.put_nowait(delivery):
             await sub.put(delivery)
+
+
+def _queued_at(deliveries: Iterator[_Delivery], now: float) -> Iterator[_Delivery]:
+    """*deliveries*, each marked queued at *now* (the history's join)."""
+    for delivery in deliveries:
+        delivery.queued_at = now
+        yield delivery

@@ -158,3 +158,68 @@ async def test_a_resume_from_the_files_keeps_what_may_reach_the_pattern_only(
                 assert kept, "not rebuilt from the files"
                 if pattern == "d.k1.v" and since == 0:
                     assert sum(kept) < last // 2  # (not every revision)
+
+
+async def test_the_history_from_the_files_is_routed_as_the_subscriber_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Routing a long history at once stopped the state's loop (1.4 s for
+    # 200,000 revisions): what comes from the files is routed one delivery
+    # at a time, in the subscriber's own task, and it is the same feed,
+    # a stopper's hiding included (it hides what it got from below from
+    # those above it).
+    from stateward.actors import _feed_replay
+
+    routed = 0
+    real = _feed_replay.new_receipt
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal routed
+        routed += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_feed_replay, "new_receipt", counted)
+    async with open_files_feed(tmp_path, snapshot_every=25) as state:
+        await state.subscribe("d.k1", lambda event: 1, stop_bubbling=True)
+        live = Recorder()
+        await state.subscribe("d", live)
+        await all_acked(await send_all(state, actions(11, 150)))
+        since = 0
+        expected = [e for e in live.got if e[0] > since]
+        assert len(expected) > 20
+        recorder = Recorder()
+        routed = 0
+        sub = await state.subscribe("d", recorder, from_revision=since)
+        assert routed <= 5  # the ring's (history=5), not the files'
+        await recorder.wait_for(len(expected))
+        assert routed >= len(expected) - 5
+        await sub.unsubscribe()
+    assert recorder.got == expected
+
+
+async def test_a_long_history_from_the_files_is_frozen_as_it_piles_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The revisions kept for a resumed subscriber pile up in a worker thread;
+    # a state that freezes the garbage collector freezes them every
+    # FREEZE_KEPT, so full collections (which stop every thread: up to
+    # 0.2 s at 200,000 revisions) do not walk them again and again.
+    from stateward.actors._gc_freeze import Freezer
+    from stateward.actors.persistence import _replay
+
+    monkeypatch.setattr(_replay, "FREEZE_KEPT", 10)
+    froze = 0
+    real = Freezer.freeze
+
+    def counted(self: Freezer) -> None:
+        nonlocal froze
+        froze += 1
+        real(self)
+
+    monkeypatch.setattr(Freezer, "freeze", counted)
+    async with open_files_feed(tmp_path, snapshot_every=25) as state:
+        await all_acked(await send_all(state, actions(3, 150)))
+        froze = 0
+        got = await collect(state, "**", 0, 100)
+    assert len(got) >= 100
+    assert froze >= 10

@@ -36,6 +36,9 @@ __all__ = [
 
 # -- the feed, rebuilt from the files (read-only) -------------------------------
 
+FREEZE_KEPT: Final = 10_000
+"""Entries kept between two calls of ``replay_files``'s *freeze*."""
+
 
 @attrs.frozen
 class FeedEntry:
@@ -56,6 +59,7 @@ def replay_files(
     *,
     store_id: bytes | None = None,
     keep: Callable[[list[Change]], bool] | None = None,
+    freeze: Callable[[], None] | None = None,
 ) -> tuple[Tree, list[FeedEntry]]:
     """Rebuild the tree at *until* and the changes of *after* + 1 .. *until*.
 
@@ -71,7 +75,9 @@ def replay_files(
     state's), or else the snapshot's; given *tree*, *store_id* is required.
     With *keep*, only the revisions whose changes it keeps are returned
     (a subscriber's, out of a long journal): the others are let go at once,
-    not held until the end.
+    not held until the end. *freeze* (a state's ``gc.freeze()``) is
+    called after every :data:`FREEZE_KEPT` entries kept, so that full
+    collections do not walk them again and again as they pile up.
 
     Raises:
         CorruptStateError: No snapshot of the store at or before *after*, a
@@ -105,6 +111,8 @@ def replay_files(
             )
             if keep is None or keep(changes):
                 entries.append(FeedEntry(sequence, action_id, source, extra, changes))
+                if freeze is not None and len(entries) % FREEZE_KEPT == 0:
+                    freeze()
     if tree.revision < until:
         reason = f"the journal reaches revision {tree.revision}, not {until}"
         raise CorruptStateError(directory, reason)
