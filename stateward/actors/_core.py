@@ -21,6 +21,7 @@ from .._errors import (
 )
 from ..messages.actions import Action, Set
 from ._ack import new_receipt
+from ._delivery import Outbox, _Delivery, deliver, deliver_nowait
 from ._derive import Derivations
 from ._mailbox import Mailbox, current_backend
 from ._reaper import Reaper
@@ -28,7 +29,6 @@ from ._requests import Commit, _cancellable, _Register, _Request
 from ._routing import Routes
 from ._track import Reactions
 from .persistence import encode_changes, encode_record
-from .subscriber import Outbox, Subscriber, _Delivery, deliver, deliver_nowait
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ._history import History
     from ._log import ActionLog
     from ._persister import Persister
+    from .subscriber import Subscriber
 
 __all__: list[str] = []  # internal: StateActor and StateHandle use _Core
 

@@ -12,9 +12,9 @@ from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from ._ack import new_receipt
+from ._delivery import _Delivery
 from ._requests import _Replayed
 from ._routing import Routes
-from .subscriber import _Delivery
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

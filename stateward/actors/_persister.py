@@ -34,17 +34,17 @@ from typing import TYPE_CHECKING, Final
 import anyio
 
 from .._errors import DurabilityError
+from ._delivery import deliver, deliver_nowait
 from ._handoff import ThreadSignal, current_scheduler
 from ._journal_writer import JournalWriter
 from ._requests import Commit
 from ._snapshots import SnapshotOrder, Snapshots
-from .subscriber import deliver, deliver_nowait
 
 if TYPE_CHECKING:
     from ..tree import Tree
     from ._core import _Core
+    from ._delivery import Outbox
     from .persistence import Journal, PersistenceConfig
-    from .subscriber import Outbox
 
 __all__ = ["WAIT_FOR", "Persister"]
 

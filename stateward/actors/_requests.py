@@ -13,9 +13,9 @@ if TYPE_CHECKING:
     from .._json import JSON
     from ..messages.actions import Action
     from ._ack import Receipt
+    from ._delivery import Outbox
     from ._derive import Derivation
     from ._mailbox import Signal
-    from .subscriber import Outbox
 
 __all__: list[str] = []  # internal
 

@@ -19,8 +19,8 @@ import anyio
 from .._errors import StateClosedError
 from ..messages.acks import RAS
 from ..paths import format_path, parse_pattern
+from ._handover import Handover
 from .checkpoints import Checkpoints
-from .subscriber import Handover
 
 if TYPE_CHECKING:
     import concurrent.futures

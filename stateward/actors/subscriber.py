@@ -29,7 +29,7 @@ import enum
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Final, TypeAlias, final
+from typing import TYPE_CHECKING, Final, final
 
 import anyio
 import attrs
@@ -46,24 +46,22 @@ from ._handler import (
     ras_of,
     ras_of_error,
 )
+from ._handover import Handover
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from ..paths import Segments
     from ._ack import Receipt
+    from ._delivery import _Delivery
     from ._mailbox import LoopEvent
 
 __all__ = [
     "NO_ANSWER",
     "Handler",
-    "Handover",
-    "Outbox",
     "Overflow",
     "Subscriber",
     "SubscriberStatistics",
-    "deliver",
-    "deliver_nowait",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,48 +107,6 @@ class SubscriberStatistics:
     """Mean seconds from a delivery entering the mailbox to its Ack."""
     ack_latency_max: float = 0.0
     """Longest such time, in seconds."""
-
-
-class _Delivery:
-    """The events of one action for one subscriber; made by the state actor."""
-
-    __slots__ = ("events", "queued_at", "receipt", "revision")
-
-    def __init__(
-        self, revision: int, events: tuple[StateChanged, ...], receipt: Receipt
-    ) -> None:
-        self.revision = revision
-        self.events = events
-        self.receipt = receipt  # the action's reply channel
-        self.queued_at = 0.0
-
-
-class Handover:
-    """A handler that only hands events over to another thread (internal).
-
-    The Store's callbacks and watches are such handlers. Besides being
-    awaited as any handler (waiting for room when there is none),
-    :meth:`offer` queues all of a delivery's events at once without waiting,
-    or none. The state actor calls it itself when nothing of this subscriber
-    is queued or being handled, and records the Ack at once: no turn of the
-    subscriber's task per event, which cost every writer about as much as a
-    quarter of its call. A refusal (no room) sends the delivery the usual
-    way, through the mailbox, behind which every later one then waits: the
-    order never changes.
-    """
-
-    __slots__ = ("__qualname__",)
-
-    def __init__(self, name: str) -> None:
-        self.__qualname__ = name  # the subscriber's default name
-
-    def offer(self, events: tuple[StateChanged, ...]) -> bool:
-        """Queue every one of *events* without waiting, or none (False)."""
-        raise NotImplementedError
-
-    async def __call__(self, event: StateChanged | Resync) -> int:
-        """Queue *event*, waiting for room; the Ack's code."""
-        raise NotImplementedError
 
 
 _CLOSED: Final = object()
@@ -541,30 +497,6 @@ class Subscriber:
                 raise
             return ras_of_error(exc)
         return ras_of(result)
-
-
-Outbox: TypeAlias = "list[tuple[Subscriber, _Delivery]]"
-
-
-def deliver_nowait(outbox: Outbox) -> Outbox:
-    """Put *outbox* into the subscribers' mailboxes, in order, while they fit.
-
-    Returns the rest, from the first delivery that must wait for room (a full
-    mailbox on BLOCK) on. Hand that to :func:`deliver` once the senders are
-    answered: a slow subscriber then delays the next actions, never a
-    receipt, and no subscriber's deliveries overtake each other.
-    """
-    for i, (sub, delivery) in enumerate(outbox):
-        if not sub.put_nowait(delivery):
-            return outbox[i:]
-    return []
-
-
-async def deliver(outbox: Outbox) -> None:
-    """Deliver *outbox* in order, waiting for room where the policy says so."""
-    for sub, delivery in outbox:
-        if not sub.put_nowait(delivery):
-            await sub.put(delivery)
 
 
 def _queued_at(deliveries: Iterator[_Delivery], now: float) -> Iterator[_Delivery]:

@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from stateward import RAS, Resync, Set, StateChanged, Transaction, open_state
-from stateward.actors.subscriber import Handover
+from stateward.actors._handover import Handover
 
 pytestmark = pytest.mark.anyio
 
