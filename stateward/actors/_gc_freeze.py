@@ -81,7 +81,12 @@ class Freezer:
                 gc.unfreeze()
 
     def freeze(self) -> None:
-        """Freeze now, if this state freezes (a large value read: see ``Rebuild``)."""
+        """Freeze now, if this state freezes.
+
+        A large value read (see ``Rebuild``), on the state's loop; or the
+        revisions kept for a resumed subscriber (``replay_files``), in the
+        worker thread the loop awaits.
+        """
         if self._at is not None:
             gc.freeze()
 

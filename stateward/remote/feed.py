@@ -55,6 +55,8 @@ class FeedPublisher:
         """Times the feed was found behind (Redis lost it) and published again."""
         self.gaps = 0
         """Revisions that could not be published (marked as gaps)."""
+        self.skipped = 0
+        """Revisions left out of a stream far behind (older than it keeps)."""
         self._wake = anyio.Event()
         self._stream_last = 0  # the stream's last id, as far as we wrote it
         self._reseed = False
@@ -102,8 +104,22 @@ class FeedPublisher:
         if last < self.published:
             self._lost(last)
         # Publish from where the stream ends, or the last feed_size revisions
-        # of a new stream.
-        start = last if last else max(0, released - self._size)
+        # of a new stream. A stream that fell further behind than it keeps
+        # (Redis away while the state moved on) resumes there too: what came
+        # before would be trimmed as it was written, after each window of
+        # it was read from the files. A reader sees the revisions skipped
+        # by their numbers, as a Resync.
+        start = max(last, released - self._size, 0)
+        if last and start > last:
+            self.skipped += start - last
+            logger.warning(
+                "feed: %s is %d revisions behind, more than it keeps: "
+                "revisions %d..%d are skipped",
+                self._keys.feed,
+                released - last,
+                last + 1,
+                start,
+            )
         self.published = start
         self._stream_last = last
         await self._publish(conn, released)

@@ -213,3 +213,46 @@ async def test_a_new_feed_beyond_the_ring_reads_the_files_once(
                 events = []
                 await _collect(remote.watch("n", from_revision=300), 900, events)
     assert [e.new_value for e in events] == list(range(301, 1_201))
+
+
+async def test_a_feed_far_behind_resumes_with_what_it_keeps(
+    redis, tmp_path, monkeypatch
+):
+    # Served again after the state moved on by more than the feed keeps,
+    # the owner publishes its last feed_size revisions, not everything
+    # since the stream's end: the rest would be trimmed as it was written,
+    # after each window was read from the files. A watcher reading along
+    # sees the revisions skipped as one Resync.
+    reads = []
+    real = _handle_feed.replay_files
+
+    def counted(*args, **kwargs):
+        reads.append(args[1:3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_handle_feed, "replay_files", counted)
+    with anyio.fail_after(60):
+        async with open_state({}, state_dir=tmp_path, history=10) as state:
+            async with serve_redis(state, redis.url, name=NAME, feed_size=20) as server:
+                for i in range(1, 6):
+                    await state.send(Set("n", i))
+                await wait_for(lambda: server.feed.published == 5)
+            for i in range(6, 1_006):  # while nobody publishes
+                await state.send(Set("n", i), durable=False)
+            await state.wait_durable()
+            async with connect_redis(redis.url, name=NAME) as remote:
+                events = []
+                async with anyio.create_task_group() as tg:
+                    watch = remote.watch("n", from_revision=5)  # reads the stream
+                    tg.start_soon(_collect, watch, 21, events)
+                    await anyio.wait_all_tasks_blocked()  # it reads from 5 on
+                    async with serve_redis(
+                        state, redis.url, name=NAME, feed_size=20
+                    ) as server:
+                        assert server.feed.published == 1_005
+                        assert server.feed.skipped == 980
+                        assert reads == [(985, 1_005)]  # one window, not four
+    resync = events[0]
+    assert isinstance(resync, Resync)
+    assert (resync.first_revision, resync.last_revision) == (6, 985)
+    assert [e.new_value for e in events[1:]] == list(range(986, 1_006))
