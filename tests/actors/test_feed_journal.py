@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
 
 from stateward import (
@@ -223,3 +224,36 @@ async def test_a_long_history_from_the_files_is_frozen_as_it_piles_up(
         got = await collect(state, "**", 0, 100)
     assert len(got) >= 100
     assert froze >= 10
+
+
+async def test_a_subscriber_resumed_from_the_files_leaves_midway_cleanly(
+    tmp_path: Path,
+) -> None:
+    # Unsubscribed while most of its history is still to be routed: it
+    # gets nothing more, the state goes on, and a new resume from the same
+    # revision gets the whole feed again.
+    async with open_files_feed(tmp_path, snapshot_every=25) as state:
+        live = Recorder()
+        await state.subscribe("**", live)
+        await all_acked(await send_all(state, actions(5, 150)))
+        expected = list(live.got)
+        assert len(expected) > 100
+        early = Recorder()
+        held = anyio.Event()
+
+        async def stuck_after_ten(event: Any) -> int:
+            early(event)
+            if len(early.got) == 10:
+                held.set()
+                await anyio.sleep_forever()  # cancelled as it leaves
+            return 1
+
+        sub = await state.subscribe("**", stuck_after_ten, from_revision=0)
+        await held.wait()
+        await sub.unsubscribe()
+        got = len(early.got)
+        assert got == 10
+        await all_acked([await state.send(Set("after", 1))])
+        assert len(early.got) == got  # nothing after it left
+        assert len(live.got) == len(expected) + 1
+        assert await collect(state, "**", 0, len(live.got)) == live.got
