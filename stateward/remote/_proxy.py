@@ -1,24 +1,43 @@
-"""The owner's stand-in for a remote subscriber: a local subscriber's handler."""
+"""The owner's remote subscribers: each one's stand-in, and their registry.
+
+A :class:`Proxy` is a local subscriber's handler that relays each event to
+the remote subscriber's delivery stream and answers with its Ack;
+:class:`Proxies` adds and drops them at clients' requests and hands each
+Ack read from Redis to the proxy waiting for it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
 
-from .._errors import InvalidActionError, RemoteUnavailableError
+from .._errors import (
+    CompactedError,
+    InvalidActionError,
+    RemoteUnavailableError,
+    StatewardError,
+)
 from ..actors._handler import NO_ANSWER
 from ..messages.events import Resync, StateChanged
 from . import protocol
+from ._redis import open_connection
 from ._replies import REPLY_MAXLEN
 from ._size import over_cap
 
 if TYPE_CHECKING:
+    from ..actors._handler import Handler
     from .server import RedisServer
 
-__all__ = ["Proxy"]
+__all__ = ["Proxies", "Proxy"]
+
+logger = logging.getLogger(__name__)
+
+_BLOCK_MS: Final = 1000
+_BACKOFF_MAX: Final = 1.0
 
 
 class Proxy:
@@ -102,7 +121,107 @@ class Proxy:
             if self.misses >= self.MISSES and not self.closed:
                 why = f"{self.misses} events in a row without an Ack"
                 assert server._tg is not None  # set before any subscriber exists
-                server._tg.start_soon(server._drop, self, why)
+                server._tg.start_soon(server._proxies.drop, self, why)
             return NO_ANSWER
         self.misses = 0
         return answer
+
+
+class Proxies:
+    """The owner's remote subscribers, by name; made and run by the server.
+
+    Concurrency: the owner's event loop only; :meth:`read_acks` runs as a
+    task of the server's task group for as long as it serves.
+    """
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self.by_name: dict[str, Proxy] = {}
+        self.forged_acks = 0
+
+    async def request(self, request: protocol.Request) -> dict[str, Any]:
+        """Add (idempotently) or remove the proxy of a remote subscriber."""
+        name = request.subscriber
+        proxy = self.by_name.get(name)
+        if proxy is not None and proxy.client != request.client:
+            reason = f"subscriber {name!r} belongs to another client"
+            return {"kind": "refused", "field": "subscriber", "reason": reason}
+        if request.op == "unsubscribe":
+            if proxy is not None:
+                await self.drop(proxy, "unsubscribed")
+            return {"kind": "unsubscribed"}
+        if proxy is None or proxy.closed:
+            proxy = Proxy(self.server, request.client, name, request.timeout)
+            try:
+                proxy.subscription = await self.server._state.subscribe(
+                    request.pattern,
+                    cast("Handler", proxy),
+                    name=name,
+                    mailbox_size=256,
+                    from_revision=request.from_revision,
+                )
+            except CompactedError as exc:
+                return {
+                    "kind": "refused",
+                    "error": "CompactedError",
+                    "requested": exc.requested,
+                    "oldest": exc.oldest,
+                }
+            except StatewardError as exc:
+                return {"kind": "refused", "field": "subscriber", "reason": str(exc)}
+            self.by_name[name] = proxy
+        return {
+            "kind": "subscribed",
+            "revision": self.server._state.revision,
+            "epoch": proxy.epoch,
+            # A new proxy may have sent its first (replayed) events already:
+            # the client takes every event of this epoch.
+            "seq": 0,
+        }
+
+    async def drop(self, proxy: Proxy, why: str) -> None:
+        if proxy.closed:
+            return
+        proxy.closed = True
+        self.by_name.pop(proxy.name, None)
+        for waiter in proxy.waiting.values():
+            waiter.set()
+        if proxy.subscription is not None:
+            with anyio.CancelScope(shield=True):
+                await proxy.subscription.unsubscribe()
+        logger.warning("remote subscriber %r dropped: %s", proxy.name, why)
+
+    async def read_acks(self) -> None:
+        """Hand each remote Ack to the proxy waiting for it (its own task)."""
+        last = b"$"
+        backoff = 0.05
+        while True:
+            try:
+                async with open_connection(
+                    self.server._url, name="sw-owner-acks"
+                ) as conn:
+                    backoff = 0.05
+                    while True:
+                        entries = await conn.xread(
+                            self.server.keys.acks, last, count=256, block_ms=_BLOCK_MS
+                        )
+                        for entry_id, fields in entries:
+                            last = entry_id
+                            self.take_ack(fields)
+            except RemoteUnavailableError:
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    def take_ack(self, fields: object) -> None:
+        try:
+            client, name, seq, ras, message = protocol.decode_ack(fields)
+        except StatewardError:
+            self.forged_acks += 1
+            return
+        proxy = self.by_name.get(name)
+        waiter = None if proxy is None else proxy.waiting.get(seq)
+        if proxy is None or waiter is None or proxy.client != client:
+            self.forged_acks += 1  # for nothing asked, or from another client
+            return
+        proxy.answers[seq] = (ras, message)
+        waiter.set()

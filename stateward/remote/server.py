@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Final, cast, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 import attrs
@@ -40,7 +40,6 @@ import attrs
 from .._checks import check_int, check_seconds
 from .._errors import (
     ActionRejectedError,
-    CompactedError,
     InvalidActionError,
     RemoteUnavailableError,
     StatewardError,
@@ -49,7 +48,7 @@ from ..actors._files import crash_point
 from ..paths import PathLike, parse_path
 from . import protocol
 from ._dedupe import DedupeWindow, append_synced
-from ._proxy import Proxy
+from ._proxy import Proxies
 from ._redis import NoGroupError, open_connection
 from ._replies import (
     REPLY_MAXLEN,
@@ -68,7 +67,6 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from ..actors._handler import Handler
     from ..actors.handle import StateHandle
     from ..actors.state import Receipt
     from ..messages.actions import Action
@@ -121,10 +119,8 @@ class RedisServer:
         """Times the owner reconnected after Redis went away."""
         self.redis_losses = 0
         """Times Redis had lost the consumer group (its data) and it was recreated."""
-        self._proxies: dict[str, Proxy] = {}
+        self._proxies = Proxies(self)
         self._tg: TaskGroup | None = None
-        self.forged_acks = 0
-        """Acks refused: malformed, from another client, or for no event asked."""
         self.busy_seconds = 0.0
         """Time spent handling what was read (apply, journal wait, replies):
         with :attr:`applied`, the owner's share of a remote send's time."""
@@ -135,6 +131,11 @@ class RedisServer:
         """The feed publisher (None with ``feed_size=0``)."""
         self.signals: SignalsBridge | None = None
         """The state-signals bridge, when ``serve_redis(signals=...)`` runs one."""
+
+    @property
+    def forged_acks(self) -> int:
+        """Acks refused: malformed, from another client, or for no event asked."""
+        return self._proxies.forged_acks
 
     def __repr__(self) -> str:
         return (
@@ -164,7 +165,7 @@ class RedisServer:
                     await reader.ensure_group(self.keys.actions, self.keys.GROUP)
                     if not started:
                         started = True
-                        tg.start_soon(self._read_acks)
+                        tg.start_soon(self._proxies.read_acks)
                         task_status.started()
                     backoff = 0.05
                     await self._serve(reader, writer, tg)
@@ -354,7 +355,7 @@ class RedisServer:
         """Answer a request that applies nothing: a duplicate, a get, a subscription."""
         reply_key = self.keys.reply(request.client)
         if request.op in ("subscribe", "unsubscribe"):
-            answer = await self._subscription(request)
+            answer = await self._proxies.request(request)
             await writer.xadd(
                 reply_key,
                 protocol.encode({"id": request.id, **answer}),
@@ -380,91 +381,6 @@ class RedisServer:
             maxlen=REPLY_MAXLEN,
         )
         await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
-
-    async def _subscription(self, request: protocol.Request) -> dict[str, Any]:
-        """Add (idempotently) or remove the proxy of a remote subscriber."""
-        name = request.subscriber
-        proxy = self._proxies.get(name)
-        if proxy is not None and proxy.client != request.client:
-            reason = f"subscriber {name!r} belongs to another client"
-            return {"kind": "refused", "field": "subscriber", "reason": reason}
-        if request.op == "unsubscribe":
-            if proxy is not None:
-                await self._drop(proxy, "unsubscribed")
-            return {"kind": "unsubscribed"}
-        if proxy is None or proxy.closed:
-            proxy = Proxy(self, request.client, name, request.timeout)
-            try:
-                proxy.subscription = await self._state.subscribe(
-                    request.pattern,
-                    cast("Handler", proxy),
-                    name=name,
-                    mailbox_size=256,
-                    from_revision=request.from_revision,
-                )
-            except CompactedError as exc:
-                return {
-                    "kind": "refused",
-                    "error": "CompactedError",
-                    "requested": exc.requested,
-                    "oldest": exc.oldest,
-                }
-            except StatewardError as exc:
-                return {"kind": "refused", "field": "subscriber", "reason": str(exc)}
-            self._proxies[name] = proxy
-        return {
-            "kind": "subscribed",
-            "revision": self._state.revision,
-            "epoch": proxy.epoch,
-            # A new proxy may have sent its first (replayed) events already:
-            # the client takes every event of this epoch.
-            "seq": 0,
-        }
-
-    async def _drop(self, proxy: Proxy, why: str) -> None:
-        if proxy.closed:
-            return
-        proxy.closed = True
-        self._proxies.pop(proxy.name, None)
-        for waiter in proxy.waiting.values():
-            waiter.set()
-        if proxy.subscription is not None:
-            with anyio.CancelScope(shield=True):
-                await proxy.subscription.unsubscribe()
-        logger.warning("remote subscriber %r dropped: %s", proxy.name, why)
-
-    async def _read_acks(self) -> None:
-        """Hand each remote Ack to the proxy waiting for it (its own task)."""
-        last = b"$"
-        backoff = 0.05
-        while True:
-            try:
-                async with open_connection(self._url, name="sw-owner-acks") as conn:
-                    backoff = 0.05
-                    while True:
-                        entries = await conn.xread(
-                            self.keys.acks, last, count=256, block_ms=_BLOCK_MS
-                        )
-                        for entry_id, fields in entries:
-                            last = entry_id
-                            self._take_ack(fields)
-            except RemoteUnavailableError:
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
-
-    def _take_ack(self, fields: object) -> None:
-        try:
-            client, name, seq, ras, message = protocol.decode_ack(fields)
-        except StatewardError:
-            self.forged_acks += 1
-            return
-        proxy = self._proxies.get(name)
-        waiter = None if proxy is None else proxy.waiting.get(seq)
-        if proxy is None or waiter is None or proxy.client != client:
-            self.forged_acks += 1  # for nothing asked, or from another client
-            return
-        proxy.answers[seq] = (ras, message)
-        waiter.set()
 
     async def _relay_acks(
         self, receipt: Receipt, action_id: str, reply_key: str

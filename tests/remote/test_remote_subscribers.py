@@ -177,7 +177,7 @@ async def test_resyncs_name_only_what_was_not_seen_and_a_gap_joins_the_next(redi
     ):
         with anyio.fail_after(30):
             await there.subscribe("b", seen.append, name="dash", timeout=0.5)
-            proxy = server._proxies["dash"]
+            proxy = server._proxies.by_name["dash"]
             encode = proxy._encode
 
             def lose_one(seq: int, event: object) -> object:
@@ -221,7 +221,7 @@ async def test_a_lost_delivery_is_a_resync_for_the_remote_handler(redis):
             seen = []
             sub = await there.subscribe("a", seen.append, name="dash")
             assert (await (await state.send(Set("a", 1))).acks(10)).ok
-            proxy = server._proxies["dash"]
+            proxy = server._proxies.by_name["dash"]
             proxy.seq += 2  # as if two deliveries were lost with Redis
             assert (await (await state.send(Set("a", 2))).acks(10)).ok
             kinds = [type(e).__name__ for e in seen]
