@@ -180,6 +180,7 @@ class Proxies:
         }
 
     async def drop(self, proxy: Proxy, why: str) -> None:
+        """Remove *proxy* and its local subscriber, and say *why* (once)."""
         if proxy.closed:
             return
         proxy.closed = True
@@ -213,6 +214,7 @@ class Proxies:
                 backoff = min(backoff * 2, _BACKOFF_MAX)
 
     def take_ack(self, fields: object) -> None:
+        """Hand one Ack read from Redis to its proxy; count it if it is forged."""
         try:
             client, name, seq, ras, message = protocol.decode_ack(fields)
         except StatewardError:

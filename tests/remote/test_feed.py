@@ -184,13 +184,9 @@ async def test_old_values_over_the_message_cap_are_left_out_of_the_feed(
     assert olds == [None, 0]
 
 
-async def test_a_new_feed_beyond_the_ring_reads_the_files_once(
-    redis, tmp_path, monkeypatch
-):
-    # Serving a persisted state publishes its last feed_size revisions. Those
-    # the history ring no longer holds come from the files: read once for
-    # the window, not once per chunk of 256 (each read decodes the snapshot:
-    # 40 of them for a new feed of 10,000, 8 s at 100,000 leaves).
+@pytest.fixture
+def reads(monkeypatch):
+    """The (after, until) of every read of the files for the feed."""
     reads = []
     real = _handle_feed.replay_files
 
@@ -199,6 +195,14 @@ async def test_a_new_feed_beyond_the_ring_reads_the_files_once(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(_handle_feed, "replay_files", counted)
+    return reads
+
+
+async def test_a_new_feed_beyond_the_ring_reads_the_files_once(redis, tmp_path, reads):
+    # Serving a persisted state publishes its last feed_size revisions. Those
+    # the history ring no longer holds come from the files: read once for
+    # the window, not once per chunk of 256 (each read decodes the snapshot:
+    # 40 of them for a new feed of 10,000, 8 s at 100,000 leaves).
     with anyio.fail_after(60):
         async with open_state({}, state_dir=tmp_path, history=10) as state:
             for i in range(1, 1_201):
@@ -215,22 +219,12 @@ async def test_a_new_feed_beyond_the_ring_reads_the_files_once(
     assert [e.new_value for e in events] == list(range(301, 1_201))
 
 
-async def test_a_feed_far_behind_resumes_with_what_it_keeps(
-    redis, tmp_path, monkeypatch
-):
+async def test_a_feed_far_behind_resumes_with_what_it_keeps(redis, tmp_path, reads):
     # Served again after the state moved on by more than the feed keeps,
     # the owner publishes its last feed_size revisions, not everything
     # since the stream's end: the rest would be trimmed as it was written,
     # after each window was read from the files. A watcher reading along
     # sees the revisions skipped as one Resync.
-    reads = []
-    real = _handle_feed.replay_files
-
-    def counted(*args, **kwargs):
-        reads.append(args[1:3])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_handle_feed, "replay_files", counted)
     with anyio.fail_after(60):
         async with open_state({}, state_dir=tmp_path, history=10) as state:
             async with serve_redis(state, redis.url, name=NAME, feed_size=20) as server:
