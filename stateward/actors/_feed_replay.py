@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, cast
 
 from ._ack import new_receipt
 from ._delivery import _Delivery
+from ._history import Entry
 from ._requests import _Replayed
 from ._routing import Routes
 
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from ..messages.actions import Action
+    from ._ack import Receipt
     from ._core import _Core
+    from ._history import Row
     from .persistence import FeedEntry
     from .subscriber import Subscriber
 
@@ -33,47 +36,54 @@ def replay(
     """Give *sub* every matching change after *since*, in order, then live.
 
     *older* are the changes rebuilt from the files up to *since* (those
-    that may match), the history ring holding the rest. They are routed as
-    *sub*'s task takes them (:func:`_routed`); the ring's, bounded, at once.
+    that may match), the history ring holding the rest.
 
     Runs without yielding right after *sub* joined the trie, so the live
-    feed starts exactly after the replay: no gap, no duplicate. Revisions
-    not yet committed are attached to their pending commit, so that, as
-    live events, they reach *sub* only once on disk.
+    feed starts exactly after the replay: no gap, no duplicate. What is
+    committed (the files' revisions and the ring's, up to the durable one)
+    is routed as *sub*'s task takes it (:func:`_routed`): routing a long
+    history at once stopped the state's loop (0.9 s for a ring of 100,000).
+    Revisions not yet committed (a few batches at most) are routed now and
+    attached to their pending commit, so that, as live events, they reach
+    *sub* only once on disk.
     """
     persister = core.persister
     durable = core.tree.revision if persister is None else persister.durable_revision
     pending = [] if persister is None else list(persister.inflight)
+    rows = core.history.rows_since(since)
+    # (revisions are contiguous: the committed ones are the first so many)
+    committed = min(max(durable - rows[0][0] + 1, 0), len(rows)) if rows else 0
     backlog: list[_Delivery] = []
     j = 0
-    for entry in core.history.since(since):
+    for row in rows[committed:]:
+        entry = Entry(*row)
         events = core.routes.route(
             entry.action, entry.revision, entry.changes, sub
         ).get(sub)
         if not events:
             continue
-        receipt = new_receipt(
+        delivery = _Delivery(
             entry.revision,
-            True,
-            entry.action.id,
-            (sub.name,),
-            core.new_event,
-            owner=core.subscribers,
+            tuple(events),
+            _receipt(core, sub, entry.revision, entry.action.id),
         )
-        delivery = _Delivery(entry.revision, tuple(events), receipt)
         while j < len(pending) and pending[j].revision < entry.revision:
             j += 1
-        if entry.revision <= durable or j == len(pending):
+        if j == len(pending):
             backlog.append(delivery)
         else:
             pending[j].outbox.append((sub, delivery))
-    sub.replay(backlog, _routed(core, sub, older) if older else None)
+    lazy = None
+    if older or committed:
+        del rows[committed:]
+        lazy = _routed(core, sub, older or [], rows)
+    sub.replay(backlog, lazy)
 
 
 def _routed(
-    core: _Core, sub: Subscriber, older: list[FeedEntry]
+    core: _Core, sub: Subscriber, older: list[FeedEntry], rows: list[Row]
 ) -> Iterator[_Delivery]:
-    """*sub*'s deliveries of *older* (all committed), made one at a time.
+    """*sub*'s deliveries of *older*, then of *rows* (all committed), one at a time.
 
     Routed by a trie of *sub* and of the subscribers that stop bubbling
     (they hide changes from those above them), as they stand now: the
@@ -86,18 +96,27 @@ def _routed(
         if other.stop_bubbling and other is not sub:
             routes.add(other)
     entries = deque(older)
+    older.clear()
     while entries:
         old = entries.popleft()
         meta = _Replayed(old.action_id, old.source, old.payload)
         routed = routes.route(cast("Action", meta), old.revision, old.changes, sub)
         events = routed.get(sub)
         if events:
-            receipt = new_receipt(
-                old.revision,
-                True,
-                old.action_id,
-                (sub.name,),
-                core.new_event,
-                owner=core.subscribers,
-            )
+            receipt = _receipt(core, sub, old.revision, old.action_id)
             yield _Delivery(old.revision, tuple(events), receipt)
+    ring = deque(rows)
+    rows.clear()
+    while ring:
+        revision, action, changes, _ = ring.popleft()
+        events = routes.route(action, revision, changes, sub).get(sub)
+        if events:
+            receipt = _receipt(core, sub, revision, action.id)
+            yield _Delivery(revision, tuple(events), receipt)
+
+
+def _receipt(core: _Core, sub: Subscriber, revision: int, action_id: str) -> Receipt:
+    """The receipt of a replayed delivery: committed, waiting on *sub* alone."""
+    return new_receipt(
+        revision, True, action_id, (sub.name,), core.new_event, owner=core.subscribers
+    )

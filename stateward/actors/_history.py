@@ -10,6 +10,7 @@ Revisions are contiguous, so an entry is found by arithmetic, not search.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from ..paths import Segments
     from ..tree import Change
 
-__all__ = ["Entry", "History", "undo"]
+__all__ = ["Entry", "History", "Row", "undo"]
 
 
 class Entry(NamedTuple):
@@ -37,7 +38,8 @@ class Entry(NamedTuple):
     created: Sequence[Segments]  # dicts made on the way to a write
 
 
-_Row: TypeAlias = "tuple[int, Action, list[Change], Sequence[Segments]]"
+Row: TypeAlias = "tuple[int, Action, list[Change], Sequence[Segments]]"
+"""One entry as the ring holds it, in :class:`Entry`'s field order."""
 
 
 class History:
@@ -52,8 +54,8 @@ class History:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.entries: deque[_Row] = deque(maxlen=size or 1)
-        self.record: Callable[[_Row], None] = self.entries.append
+        self.entries: deque[Row] = deque(maxlen=size or 1)
+        self.record: Callable[[Row], None] = self.entries.append
         """Keep ``(revision, action, changes, created)``; the oldest falls out."""
 
     def oldest(self, current: int) -> int:
@@ -71,6 +73,18 @@ class History:
         start = revision + 1 - entries[0][0]
         for i in range(max(start, 0), len(entries)):
             yield Entry(*entries[i])
+
+    def rows_since(self, revision: int) -> list[Row]:
+        """The entries after *revision*, as they are now: a list of rows.
+
+        A copy of references, cheap at any size (a replay routes them later,
+        while the ring moves on); read each with ``Entry(*row)``.
+        """
+        entries = self.entries
+        if not self.size or not entries:
+            return []
+        start = max(revision + 1 - entries[0][0], 0)
+        return list(itertools.islice(entries, start, None))
 
     def newest_first(self, down_to: int) -> Iterator[Entry]:
         """The entries after *down_to*, newest first (for undoing them)."""
