@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
+    import pytest
+
     from stateward import StateHandle
 
 
@@ -154,3 +156,39 @@ async def all_acked(receipts: list[Receipt]) -> None:
     """Wait until every subscriber asked about *receipts* answered."""
     for receipt in receipts:
         assert (await receipt.acks(timeout=10)).ok
+
+
+async def resume_routed_lazily(
+    state: StateHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resume ``d`` from revision 0, beside a stopper at ``d.k1``, and check it.
+
+    No delivery is routed before ``subscribe`` returns (the history is
+    committed: it is routed as the subscriber's task takes it), one per
+    revision afterwards, and the feed is the live one, the stopper's hiding
+    included (it hides what it got from below from those above it).
+    """
+    from stateward.actors import _feed_replay
+
+    routed = 0
+    real = _feed_replay.new_receipt
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal routed
+        routed += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_feed_replay, "new_receipt", counted)
+    await state.subscribe("d.k1", lambda event: 1, stop_bubbling=True)
+    live = Recorder()
+    await state.subscribe("d", live)
+    await all_acked(await send_all(state, actions(11, 150)))
+    assert len(live.got) > 20
+    recorder = Recorder()
+    routed = 0
+    sub = await state.subscribe("d", recorder, from_revision=0)
+    assert routed == 0  # none routed yet
+    await recorder.wait_for(len(live.got))
+    assert routed == len({event[0] for event in live.got})  # one per revision
+    await sub.unsubscribe()
+    assert recorder.got == live.got

@@ -39,6 +39,7 @@ from .feedlib import (
     all_acked,
     collect,
     open_files_feed,
+    resume_routed_lazily,
     send_all,
 )
 
@@ -283,30 +284,6 @@ async def test_the_rings_history_is_routed_as_the_subscriber_takes_it(
 ) -> None:
     # A large ring routed at once stopped the state's loop (0.9 s for
     # 100,000 revisions): what is committed is routed one delivery at a
-    # time, in the subscriber's own task, and it is the same feed, a
-    # stopper's hiding included.
-    from stateward.actors import _feed_replay
-
-    routed = 0
-    real = _feed_replay.new_receipt
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal routed
-        routed += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_feed_replay, "new_receipt", counted)
+    # time, in the subscriber's own task.
     async with open_state(INITIAL, history=1_000) as state:
-        await state.subscribe("d.k1", lambda event: 1, stop_bubbling=True)
-        live = Recorder()
-        await state.subscribe("d", live)
-        await all_acked(await send_all(state, actions(11, 150)))
-        assert len(live.got) > 20
-        recorder = Recorder()
-        routed = 0
-        sub = await state.subscribe("d", recorder, from_revision=0)
-        assert routed == 0  # all committed: none routed yet
-        await recorder.wait_for(len(live.got))
-        assert routed == len({event[0] for event in live.got})  # one per revision
-        await sub.unsubscribe()
-    assert recorder.got == live.got
+        await resume_routed_lazily(state, monkeypatch)
