@@ -18,7 +18,7 @@ from .._checks import check_int, check_seconds
 from .._errors import CompactedError, CorruptStateError, InvalidActionError
 from ..messages.events import Progress, Resync, StateChanged
 from ..paths import PathLike, PatternTrie, format_path, parse_pattern
-from ._history import undo
+from ._history import undo_in_slices
 from ._large_reads import read_value
 from .persistence import FeedEntry, oldest_snapshot, replay_files
 
@@ -258,8 +258,10 @@ class HandleFeed:
             # the entries after *revision* undone, from the newest it holds.
             now, root = await read_value(core.tree, (), None, core.freezer.freeze)
             if revision >= core.history.oldest(core.tree.revision):
-                newer = core.history.newest_first(revision)
-                return undo(root, (e for e in newer if e.revision <= now))
+                # Taken as the ring holds them now (revisions are contiguous):
+                # it moves on while they are undone, a slice per turn.
+                rows = core.history.rows_since(revision)[: now - revision]
+                return await undo_in_slices(root, rows)
             # (the writes made during a long read pushed it out of the ring)
         persister = core.persister
         if persister is None:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from typing import TYPE_CHECKING, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Final, NamedTuple, TypeAlias
+
+import anyio
+import anyio.lowlevel
 
 from .._json import copy_json
 from ..messages.events import ChangeKind
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
     from ..paths import Segments
     from ..tree import Change
 
-__all__ = ["Entry", "History", "Row", "undo"]
+__all__ = ["UNDO_SLICE", "Entry", "History", "Row", "undo", "undo_in_slices"]
 
 
 class Entry(NamedTuple):
@@ -86,16 +89,27 @@ class History:
         start = max(revision + 1 - entries[0][0], 0)
         return list(itertools.islice(entries, start, None))
 
-    def newest_first(self, down_to: int) -> Iterator[Entry]:
-        """The entries after *down_to*, newest first (for undoing them)."""
-        entries = self.entries
-        if not self.size:
-            return
-        for i in range(len(entries) - 1, -1, -1):
-            entry = Entry(*entries[i])
-            if entry.revision <= down_to:
-                return
-            yield entry
+
+UNDO_SLICE: Final = 1_000
+"""Entries undone between two turns of the loop (about 3 ms of them)."""
+
+
+async def undo_in_slices(root: JSON, rows: list[Row]) -> JSON:
+    """:func:`undo` of *rows* (oldest first, as ``rows_since`` gives them).
+
+    Newest first, :data:`UNDO_SLICE` at a time, with a turn of the loop
+    between: undoing a large ring at once stopped the state (0.34 s for
+    100,000 revisions). *root* is a private copy, and *rows* were taken
+    from the ring before: the state goes on meanwhile.
+    """
+    end = len(rows)
+    while end > 0:
+        start = max(0, end - UNDO_SLICE)
+        root = undo(root, (Entry(*row) for row in reversed(rows[start:end])))
+        end = start
+        if end:
+            await anyio.lowlevel.checkpoint()
+    return root
 
 
 def undo(root: JSON, newer: Iterable[Entry]) -> JSON:
