@@ -330,3 +330,36 @@ async def test_the_rings_history_is_routed_as_the_subscriber_takes_it(
     # time, in the subscriber's own task.
     async with open_state(INITIAL, history=1_000) as state:
         await resume_routed_lazily(state, monkeypatch)
+
+
+async def test_a_feed_window_from_the_ring_is_made_a_slice_per_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The remote feed's window (up to feed_size revisions) made at once from
+    # the ring stopped the state (a third of a second for 100,000): it is
+    # made a slice per turn of the loop, from rows taken before, so writes
+    # going on meanwhile change nothing of it.
+    from stateward.actors import _handle_feed
+
+    monkeypatch.setattr(_handle_feed, "_FEED_SLICE", 10)
+    async with open_state({}, history=500) as state:
+        for i in range(1, 301):
+            await state.send(Set(f"k{i % 7}", i))
+        stop = anyio.Event()
+        writes = 0
+
+        async def writer() -> None:
+            nonlocal writes
+            while not stop.is_set():
+                await state.send(Set("w", writes))
+                writes += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer)
+            await anyio.lowlevel.checkpoint()
+            before = writes
+            entries = await state._changes_after(50, 250)
+            assert writes > before  # the writer ran between slices
+            stop.set()
+    assert [e.revision for e in entries] == list(range(51, 251))
+    assert [e.changes[0].new for e in entries] == list(range(51, 251))
