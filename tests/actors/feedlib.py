@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from stateward import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
@@ -192,3 +193,29 @@ async def resume_routed_lazily(
     assert routed == len({event[0] for event in live.got})  # one per revision
     await sub.unsubscribe()
     assert recorder.got == live.got
+
+
+class Writes:
+    """How many sends a :func:`writing` task has made so far."""
+
+    count = 0
+
+
+@contextlib.asynccontextmanager
+async def writing(state: StateHandle) -> AsyncIterator[Writes]:
+    """A task that keeps writing ``w`` while the block runs; counts its sends."""
+    writes = Writes()
+    stop = anyio.Event()
+
+    async def run() -> None:
+        while not stop.is_set():
+            await state.send(Set("w", writes.count))
+            writes.count += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await anyio.lowlevel.checkpoint()
+        try:
+            yield writes
+        finally:
+            stop.set()

@@ -41,6 +41,7 @@ from .feedlib import (
     open_files_feed,
     resume_routed_lazily,
     send_all,
+    writing,
 )
 
 if TYPE_CHECKING:
@@ -172,25 +173,14 @@ async def test_at_revision_undoes_a_slice_per_turn_while_writes_go_on(
     async with open_state(INITIAL, history=300) as state:
         trees = await _run(state, actions(2, 300))
         last = len(trees) - 1
-        stop = anyio.Event()
-        writes = 0
-
-        async def writer() -> None:
-            nonlocal writes
-            while not stop.is_set():
-                await state.send(Set("w", writes))
-                writes += 1
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(writer)
+        async with writing(state) as writes:
             for revision in (0, 1, last // 2, last - 1):
                 slices = 0
-                before = writes
+                before = writes.count
                 assert await state.at_revision(revision) == trees[revision], revision
                 assert slices >= -(-(last - revision) // 7)  # a slice at a time
                 if last - revision > 70:
-                    assert writes > before  # the writer ran between slices
-            stop.set()
+                    assert writes.count > before  # it ran between slices
 
 
 async def test_at_revision_of_a_persisted_state_reads_the_files(tmp_path: Path) -> None:
@@ -345,21 +335,9 @@ async def test_a_feed_window_from_the_ring_is_made_a_slice_per_turn(
     async with open_state({}, history=500) as state:
         for i in range(1, 301):
             await state.send(Set(f"k{i % 7}", i))
-        stop = anyio.Event()
-        writes = 0
-
-        async def writer() -> None:
-            nonlocal writes
-            while not stop.is_set():
-                await state.send(Set("w", writes))
-                writes += 1
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(writer)
-            await anyio.lowlevel.checkpoint()
-            before = writes
+        async with writing(state) as writes:
+            before = writes.count
             entries = await state._changes_after(50, 250)
-            assert writes > before  # the writer ran between slices
-            stop.set()
+            assert writes.count > before  # it ran between slices
     assert [e.revision for e in entries] == list(range(51, 251))
     assert [e.changes[0].new for e in entries] == list(range(51, 251))
