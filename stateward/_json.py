@@ -9,8 +9,9 @@ within 64 bits, finite ``float``, ``bool`` and ``None``; nesting at most
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, Final, NamedTuple, TypeAlias, cast
 
 from ._errors import InvalidValueError
 
@@ -23,6 +24,7 @@ __all__ = [
     "json_equal",
     "json_size",
     "own_json",
+    "surely_larger",
 ]
 
 JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"
@@ -178,25 +180,81 @@ def json_size(value: Any, limit: int = _UNLIMITED) -> int:
     walk stops once the total passes *limit* (the result is then > *limit*),
     so measuring a huge value costs no more than the limit.
     """
+    return _walk_size(value, limit, _ESTIMATE)
+
+
+def surely_larger(value: Any, cap: int) -> bool:
+    """Whether the valid JSON *value* surely encodes to more than *cap* bytes.
+
+    By a lower bound (a string's characters and quotes, a key's, a
+    container's brackets and separators, one byte a number or a literal),
+    added up while walking *value* and stopped as soon as it passes *cap*:
+    a value far over the cap is known to be so without being encoded. The
+    walk costs about 0.2 us a node, up to about *cap*'s worth of them: 17 ms
+    for a tree of 300,000 leaves over 1 MiB (``{"k1": {"n": 1}, ...}``),
+    whose encoding takes 0.18-0.29 s, and about 0.1 s at most (a list of
+    small numbers). False says nothing sure.
+    """
+    return _walk_size(value, cap, _LOWER_BOUND) > cap
+
+
+class _Weights(NamedTuple):
+    """What each part of a JSON value counts for in :func:`_walk_size`."""
+
+    container: int  # a dict's or a list's brackets
+    member: int  # per dict member, besides its key: quotes, colon, comma
+    item: int  # per list item: a comma
+    number: int
+    literal: int  # true, false, null
+
+
+_ESTIMATE: Final = _Weights(2, 4, 1, _NUMBER_SIZE, 5)
+_LOWER_BOUND: Final = _Weights(1, 3, 1, 1, 1)
+_SLICE: Final = 1024  # members of a large container pushed at a time
+_MEMBERS: Final[type] = type(iter({}.items()))
+_ITEMS: Final[type] = type(iter([]))
+
+
+def _walk_size(value: Any, limit: int, weights: _Weights) -> int:
+    """The size of *value* by *weights*, or a total over *limit* once past it.
+
+    A large container is walked a slice of members at a time, so that a
+    walk stopped early has not listed the rest.
+    """
+    container, member, item, number, literal = weights
     total = 0
-    stack = [value]
+    stack: list[Any] = [value]
+    pop, push, push_all = stack.pop, stack.append, stack.extend
     while stack:
-        item = stack.pop()
-        t = type(item)
+        node = pop()
+        t = type(node)
         if t is str:
-            total += len(item) + 2
+            total += len(node) + 2
         elif t is dict:
-            total += 2 + len(item)
-            for key, child in item.items():
-                total += len(key) + 3
-                stack.append(child)
+            total += container + member * len(node)
+            if len(node) > _SLICE:
+                push(iter(node.items()))
+            else:
+                total += sum(map(len, node))
+                push_all(node.values())
         elif t is list:
-            total += 2 + len(item)
-            stack.extend(item)
+            total += container + item * len(node)
+            push(iter(node)) if len(node) > _SLICE else push_all(node)
         elif t is int or t is float:
-            total += _NUMBER_SIZE
+            total += number
+        elif t is _MEMBERS:
+            members = list(itertools.islice(node, _SLICE))
+            if members:
+                push(node)  # (the rest, later)
+                total += sum(len(k) for k, _ in members)
+                push_all(v for _, v in members)
+        elif t is _ITEMS:
+            items = list(itertools.islice(node, _SLICE))
+            if items:
+                push(node)
+                push_all(items)
         else:
-            total += 5
+            total += literal
         if total > limit:
             return total
     return total

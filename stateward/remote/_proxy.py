@@ -21,12 +21,12 @@ from .._errors import (
     RemoteUnavailableError,
     StatewardError,
 )
+from .._json import surely_larger
 from ..actors._handler import NO_ANSWER
 from ..messages.events import Resync, StateChanged
 from . import protocol
 from ._redis import open_connection
 from ._replies import REPLY_MAXLEN
-from ._size import over_cap
 
 if TYPE_CHECKING:
     from ..actors._handler import Handler
@@ -76,7 +76,11 @@ class Proxy:
         once to re-read instead, never left with a silent gap.
         """
         if isinstance(event, StateChanged):
-            if not (over_cap(event.new_value) or over_cap(event.old_value)):
+            cap = protocol.MAX_MESSAGE_BYTES
+            if not (
+                surely_larger(event.new_value, cap)
+                or surely_larger(event.old_value, cap)
+            ):
                 with contextlib.suppress(InvalidActionError):
                     return protocol.encode_event(self.name, self.epoch, seq, event)
             pattern = self.subscription.pattern if self.subscription else ""

@@ -19,10 +19,10 @@ from .._errors import (
     RevisionMismatchError,
     StatewardError,
 )
+from .._json import surely_larger
 from ..messages.actions import Action, Transaction
 from ..paths import format_path, parse_path
 from . import protocol
-from ._size import over_cap
 
 if TYPE_CHECKING:
     from ..messages.acks import AckReport
@@ -86,7 +86,7 @@ def rejected(exc: ActionRejectedError) -> dict[str, Any]:
 
 def encode_within(message: dict[str, Any]) -> dict[bytes, bytes] | None:
     """*message* as a stream entry, or None when it is over the message cap."""
-    if over_cap(message):
+    if surely_larger(message, protocol.MAX_MESSAGE_BYTES):
         return None
     try:
         return protocol.encode(message)

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from .._errors import CompactedError, RemoteUnavailableError
+from .._json import surely_larger
 from . import protocol
 from ._redis import open_connection
-from ._size import over_cap
 
 if TYPE_CHECKING:
     from ..actors.handle import StateHandle
@@ -209,7 +209,7 @@ def _encode(entry: FeedEntry) -> dict[bytes, bytes]:
     too large.
     """
     changes = entry.changes
-    olds = over_cap([c.old for c in changes])
+    olds = surely_larger([c.old for c in changes], protocol.MAX_MESSAGE_BYTES)
     return protocol.encode_feed(
         entry.revision,
         entry.action_id,

@@ -24,9 +24,9 @@ from stateward import (
     StateChanged,
     open_state,
 )
+from stateward._json import json_size, surely_larger
 from stateward.actors.handle import StateHandle
 from stateward.remote import _replies, connect_redis, protocol, serve_redis
-from stateward.remote._size import over_cap
 
 pytestmark = pytest.mark.anyio
 
@@ -163,9 +163,27 @@ def test_over_the_cap_is_never_said_of_a_value_that_fits(
 ) -> None:
     # A lower bound: what it refuses is surely larger than the cap.
     size = len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode())
-    if _replies.over_cap(value, cap):
+    if surely_larger(value, cap):
         assert size > cap
-    assert over_cap(value, size) is False
+    assert surely_larger(value, size) is False
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # (no event loop needed)
+def test_large_containers_are_walked_in_slices_to_the_same_sizes(
+    anyio_backend: str,
+) -> None:
+    # Containers over a slice (1,024 members) are walked a slice at a time,
+    # so that a walk stopped early has not listed the rest: the bound still
+    # holds, and json_size's estimate is the same as summed part by part.
+    table = {f"k{i}": {"n": i, "tags": ["a"] * 3} for i in range(3_000)}
+    listed = list(range(5_000))
+    for value in (table, listed, [table, listed]):
+        size = len(json.dumps(value, ensure_ascii=False).encode())
+        assert surely_larger(value, size) is False
+        assert surely_larger(value, size // 4)  # far over: said so
+    flat = {f"k{i}": i for i in range(3_000)}
+    assert json_size(flat) == 2 + sum(len(key) + 4 + 8 for key in flat)
+    assert json_size(listed) == 2 + 5_000 * (1 + 8)
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # (no event loop needed)
