@@ -25,7 +25,7 @@ from .._json import surely_larger
 from ..actors._handler import NO_ANSWER
 from ..messages.events import Resync, StateChanged
 from . import protocol
-from ._redis import open_connection
+from ._redis import BLOCK_MS, Backoff, open_connection
 from ._replies import REPLY_MAXLEN
 
 if TYPE_CHECKING:
@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["Proxies", "Proxy"]
 
 logger = logging.getLogger(__name__)
-
-_BLOCK_MS: Final = 1000
-_BACKOFF_MAX: Final = 1.0
 
 
 class Proxy:
@@ -199,23 +196,22 @@ class Proxies:
     async def read_acks(self) -> None:
         """Hand each remote Ack to the proxy waiting for it (its own task)."""
         last = b"$"
-        backoff = 0.05
+        backoff = Backoff()
         while True:
             try:
                 async with open_connection(
                     self.server._url, name="sw-owner-acks"
                 ) as conn:
-                    backoff = 0.05
+                    backoff.reset()
                     while True:
                         entries = await conn.xread(
-                            self.server.keys.acks, last, count=256, block_ms=_BLOCK_MS
+                            self.server.keys.acks, last, count=256, block_ms=BLOCK_MS
                         )
                         for entry_id, fields in entries:
                             last = entry_id
                             self.take_ack(fields)
             except RemoteUnavailableError:
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
+                await backoff.wait()
 
     def take_ack(self, fields: object) -> None:
         """Hand one Ack read from Redis to its proxy; count it if it is forged."""

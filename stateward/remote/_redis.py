@@ -25,10 +25,46 @@ from .._errors import RemoteError, RemoteUnavailableError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Sequence
 
-__all__ = ["Connection", "Entry", "Messages", "NoGroupError", "open_connection"]
+__all__ = [
+    "BLOCK_MS",
+    "Backoff",
+    "Connection",
+    "Entry",
+    "Messages",
+    "NoGroupError",
+    "open_connection",
+]
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 """A stream entry: (id, fields)."""
+
+BLOCK_MS: Final = 1000
+"""How long one read of a stream blocks at Redis (milliseconds)."""
+_BACKOFF_FIRST: Final = 0.05
+_BACKOFF_MOST: Final = 1.0
+
+
+class Backoff:
+    """The wait between tries while Redis is away: 50 ms, doubling up to 1 s.
+
+    :meth:`reset` once a try succeeded. Concurrency: one task's.
+    """
+
+    __slots__ = ("delay",)
+
+    def __init__(self) -> None:
+        self.delay = _BACKOFF_FIRST
+        """The next wait, in seconds."""
+
+    def reset(self) -> None:
+        """Back to the shortest wait (Redis answered)."""
+        self.delay = _BACKOFF_FIRST
+
+    async def wait(self) -> None:
+        """Wait, then double the next wait (up to 1 s)."""
+        await anyio.sleep(self.delay)
+        self.delay = min(self.delay * 2, _BACKOFF_MOST)
+
 
 _CONNECT_TIMEOUT: Final = 5.0
 

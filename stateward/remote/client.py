@@ -41,9 +41,9 @@ from ..messages.actions import Action
 from ..messages.events import ChangeKind, Resync, StateChanged
 from ..paths import PathLike, PatternTrie, format_path, parse_path, parse_pattern
 from . import protocol
-from ._redis import open_connection
+from ._redis import BLOCK_MS, Backoff, open_connection
 from ._tasks import background
-from .subscription import BLOCK_MS, RemoteSubscription
+from .subscription import RemoteSubscription
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -331,18 +331,19 @@ class RemoteState(metaclass=NoPublicConstructor):
         key = self._keys.feed
         expected = after + 1
         last_id = f"{after}-0".encode()
-        backoff = 0.05
+        backoff = Backoff()
         while True:
             try:
                 # On this handle's client: coredis gives a blocking read a
                 # connection of its own, so watchers never delay requests.
-                entries = await self._conn.xread(key, last_id, count=256, block_ms=1000)
+                entries = await self._conn.xread(
+                    key, last_id, count=256, block_ms=BLOCK_MS
+                )
             except RemoteUnavailableError:
                 # Waited out: the owner publishes again what Redis lost.
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                await backoff.wait()
                 continue
-            backoff = 0.05
+            backoff.reset()
             for event in self._feed_events(entries, trie, pattern, expected):
                 if isinstance(event, int):
                     expected = event
@@ -455,13 +456,12 @@ class RemoteState(metaclass=NoPublicConstructor):
         waiter = self._waiters[request_id] = _Waiter()
         try:
             with anyio.fail_after(timeout):
-                backoff = 0.05
+                backoff = Backoff()
                 while True:
                     try:
                         await self._conn.xadd(self._keys.actions, fields)
                     except RemoteUnavailableError:
-                        await anyio.sleep(backoff)
-                        backoff = min(backoff * 2, 1.0)
+                        await backoff.wait()
                         continue
                     with anyio.move_on_after(self._resend_after):
                         await waiter.event.wait()
@@ -479,7 +479,7 @@ class RemoteState(metaclass=NoPublicConstructor):
     ) -> None:
         key = self._keys.reply(self.client)
         task_status.started()
-        backoff = 0.05
+        backoff = Backoff()
         async with open_connection(self._url, name=f"sw-{self.client}") as conn:
             while True:
                 try:
@@ -487,10 +487,9 @@ class RemoteState(metaclass=NoPublicConstructor):
                         key, self._last, count=256, block_ms=BLOCK_MS
                     )
                 except RemoteUnavailableError:
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, 1.0)
+                    await backoff.wait()
                     continue
-                backoff = 0.05
+                backoff.reset()
                 for entry_id, fields in entries:
                     self._last = entry_id
                     try:

@@ -24,7 +24,7 @@ import anyio
 from .._errors import CompactedError, RemoteUnavailableError
 from .._json import surely_larger
 from . import protocol
-from ._redis import open_connection
+from ._redis import Backoff, open_connection
 
 if TYPE_CHECKING:
     from ..actors.handle import StateHandle
@@ -36,7 +36,6 @@ __all__ = ["FeedPublisher"]
 logger = logging.getLogger(__name__)
 
 _CHUNK: Final = 256  # revisions per round trip
-_BACKOFF_MAX: Final = 1.0
 
 
 class FeedPublisher:
@@ -68,7 +67,7 @@ class FeedPublisher:
         """Publish every released revision; reconnect and re-seed after a loss."""
         remove = self._state._tap(self._tapped)
         started = False
-        backoff = 0.05
+        backoff = Backoff()
         try:
             while True:
                 try:
@@ -77,14 +76,13 @@ class FeedPublisher:
                         if not started:
                             started = True
                             task_status.started()
-                        backoff = 0.05
+                        backoff.reset()
                         await self._follow(conn)
                 except RemoteUnavailableError as exc:
                     if not started:
                         raise
                     logger.warning("feed: Redis went away (%s); reconnecting", exc)
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                    await backoff.wait()
         finally:
             remove()
 

@@ -49,7 +49,7 @@ from ..paths import PathLike, parse_path
 from . import protocol
 from ._dedupe import DedupeWindow, append_synced
 from ._proxy import Proxies
-from ._redis import NoGroupError, open_connection
+from ._redis import BLOCK_MS, Backoff, NoGroupError, open_connection
 from ._replies import (
     REPLY_MAXLEN,
     acks_reply,
@@ -78,8 +78,6 @@ __all__ = ["RedisServer", "serve_redis"]
 logger = logging.getLogger(__name__)
 
 _DEAD_MAXLEN: Final = 10_000
-_BLOCK_MS: Final = 1000
-_BACKOFF_MAX: Final = 1.0
 
 
 @final
@@ -153,7 +151,7 @@ class RedisServer:
         )
         state._let_go(rebuilt)  # (a large tree freed at once stops the loop)
         del rebuilt
-        backoff = 0.05
+        backoff = Backoff()
         started = False
         while True:
             try:
@@ -167,7 +165,7 @@ class RedisServer:
                         started = True
                         tg.start_soon(self._proxies.read_acks)
                         task_status.started()
-                    backoff = 0.05
+                    backoff.reset()
                     await self._serve(reader, writer, tg)
             except NoGroupError:
                 self.redis_losses += 1
@@ -179,10 +177,9 @@ class RedisServer:
                     raise
                 self.reconnects += 1
                 logger.warning(
-                    "Redis went away (%s); reconnecting in %.2fs", exc, backoff
+                    "Redis went away (%s); reconnecting in %.2fs", exc, backoff.delay
                 )
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
+                await backoff.wait()
 
     async def _serve(
         self, reader: Connection, writer: Connection, tg: TaskGroup
@@ -201,7 +198,7 @@ class RedisServer:
                 "owner",
                 start,
                 count=self._batch,
-                block_ms=None if pending else _BLOCK_MS,
+                block_ms=None if pending else BLOCK_MS,
             )
             if pending:
                 if not entries:

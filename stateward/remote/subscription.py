@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
@@ -23,19 +23,16 @@ from ..actors._util import NoPublicConstructor
 from ..messages.events import Resync, StateChanged
 from ..paths import PathLike, format_path, parse_pattern
 from . import protocol
-from ._redis import open_connection
+from ._redis import BLOCK_MS, Backoff, open_connection
 
 if TYPE_CHECKING:
     from ..actors._handler import Handler
     from ._redis import Connection
     from .client import RemoteState
 
-__all__ = ["BLOCK_MS", "RemoteSubscription"]
+__all__ = ["RemoteSubscription"]
 
 logger = logging.getLogger(__name__)
-
-BLOCK_MS: Final = 1000
-"""How long one read of a stream blocks at Redis (milliseconds)."""
 
 
 @final
@@ -87,7 +84,7 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._refresh, pattern, timeout, refresh)
                 last = b"0-0"
-                backoff = 0.05
+                backoff = Backoff()
                 while True:
                     try:
                         async with open_connection(state._url) as conn:
@@ -101,10 +98,9 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
                                 for entry_id, fields in entries:
                                     last = entry_id
                                     await self._deliver(conn, handler, fields)
-                                backoff = 0.05
+                                backoff.reset()
                     except RemoteUnavailableError:
-                        await anyio.sleep(backoff)
-                        backoff = min(backoff * 2, 1.0)
+                        await backoff.wait()
 
     async def _deliver(
         self, conn: Connection, handler: Handler, fields: object

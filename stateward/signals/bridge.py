@@ -42,7 +42,7 @@ from ..actors._handler import NO_ANSWER
 from ..messages.actions import Set
 from ..messages.events import ChangeKind, Resync, StateChanged
 from ..paths import parse_path, parse_pattern
-from ..remote._redis import open_connection
+from ..remote._redis import Backoff, open_connection
 from . import protocol
 from .protocol import INITIALIZATION, SHUTDOWN, Response, Signal
 
@@ -58,7 +58,6 @@ __all__ = ["Signals", "SignalsBridge"]
 
 logger = logging.getLogger(__name__)
 
-_BACKOFF_MAX: Final = 1.0
 _MEMO: Final = 4096  # signals remembered for responders still catching up
 _INBOX: Final = 1024  # unclaimed responses kept per responder
 
@@ -160,7 +159,7 @@ class SignalsBridge:
         self._tick = 0
         self._tg: TaskGroup | None = None
         self._started = False
-        self._backoff = 0.05
+        self._backoff = Backoff()
         self._joining: set[str] = set()  # responders being subscribed
 
     def __repr__(self) -> str:
@@ -184,8 +183,7 @@ class SignalsBridge:
                         raise
                     self.reconnects += 1
                     logger.warning("signals: Redis went away (%s); reconnecting", exc)
-                    await anyio.sleep(self._backoff)
-                    self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+                    await self._backoff.wait()
         finally:
             # However it stops (cancelled, or an error), the responders hear it.
             with anyio.CancelScope(shield=True):
@@ -199,7 +197,7 @@ class SignalsBridge:
             anyio.create_task_group() as inner,
         ):
             self._conn = conn
-            self._backoff = 0.05
+            self._backoff.reset()
             if self.config.export is not None:
                 inner.start_soon(self._initialize_periodically, conn)
             if not self._started:
