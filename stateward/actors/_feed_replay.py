@@ -50,12 +50,12 @@ def replay(
     persister = core.persister
     durable = core.tree.revision if persister is None else persister.durable_revision
     pending = [] if persister is None else list(persister.inflight)
-    rows = core.history.rows_since(since)
-    # (revisions are contiguous: the committed ones are the first so many)
-    committed = min(max(durable - rows[0][0] + 1, 0), len(rows)) if rows else 0
+    history = core.history
+    committed = history.rows_since(since, durable)
+    newer = history.rows_since(max(since, durable))
     backlog: list[_Delivery] = []
     j = 0
-    for row in rows[committed:]:
+    for row in newer:
         entry = Entry(*row)
         events = core.routes.route(
             entry.action, entry.revision, entry.changes, sub
@@ -73,10 +73,7 @@ def replay(
             backlog.append(delivery)
         else:
             pending[j].outbox.append((sub, delivery))
-    lazy = None
-    if older or committed:
-        del rows[committed:]
-        lazy = _routed(core, sub, older or [], rows)
+    lazy = _routed(core, sub, older or [], committed) if older or committed else None
     sub.replay(backlog, lazy)
 
 

@@ -157,13 +157,11 @@ class HandleFeed:
         older, start = (
             await self._older_feed(after, upto=until) if after < until else ([], after)
         )
-        entries = [e for e in older if after < e.revision <= until]
+        entries = older  # (after + 1 .. start: replay_files stops at until)
         # The ring's, as it holds them now (it moves on meanwhile), made a
         # slice per turn of the loop: a window of 100,000 made at once
         # stopped the state for a third of a second.
-        rows = core.history.rows_since(start)
-        if rows:  # (contiguous: those up to *until* are a prefix)
-            del rows[max(until - rows[0][0] + 1, 0) :]
+        rows = core.history.rows_since(start, until)
         for i in range(0, len(rows), _FEED_SLICE):
             if i:
                 await anyio.lowlevel.checkpoint()
@@ -264,7 +262,7 @@ class HandleFeed:
             if revision >= core.history.oldest(core.tree.revision):
                 # Taken as the ring holds them now (revisions are contiguous):
                 # it moves on while they are undone, a slice per turn.
-                rows = core.history.rows_since(revision)[: now - revision]
+                rows = core.history.rows_since(revision, now)
                 return await undo_in_slices(root, rows)
             # (the writes made during a long read pushed it out of the ring)
         persister = core.persister

@@ -77,17 +77,20 @@ class History:
         for i in range(max(start, 0), len(entries)):
             yield Entry(*entries[i])
 
-    def rows_since(self, revision: int) -> list[Row]:
-        """The entries after *revision*, as they are now: a list of rows.
+    def rows_since(self, revision: int, upto: int | None = None) -> list[Row]:
+        """The entries after *revision* (up to *upto*), as they are now: rows.
 
         A copy of references, cheap at any size (a replay routes them later,
-        while the ring moves on); read each with ``Entry(*row)``.
+        while the ring moves on); read each with ``Entry(*row)``. Found by
+        arithmetic: revisions are contiguous.
         """
         entries = self.entries
         if not self.size or not entries:
             return []
-        start = max(revision + 1 - entries[0][0], 0)
-        return list(itertools.islice(entries, start, None))
+        first = entries[0][0]
+        start = max(revision + 1 - first, 0)
+        stop = None if upto is None else max(upto + 1 - first, start)
+        return list(itertools.islice(entries, start, stop))
 
 
 UNDO_SLICE: Final = 1_000
