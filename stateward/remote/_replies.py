@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Final
 from .._errors import (
     ActionRejectedError,
     InvalidActionError,
-    PathNotFoundError,
     RevisionMismatchError,
     StatewardError,
 )
@@ -79,8 +78,6 @@ def rejected(exc: ActionRejectedError) -> dict[str, Any]:
     }
     if isinstance(exc, RevisionMismatchError):
         reply["expected"], reply["actual"] = exc.expected, exc.actual
-    elif isinstance(exc, PathNotFoundError):
-        pass
     return reply
 
 
