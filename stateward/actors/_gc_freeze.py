@@ -18,14 +18,19 @@ full collections free what closed states left. Hence the choice
 (docs/persistence.md, *Garbage-collection pauses*): a persisted state
 freezes unless told not to (``freeze_gc=False``); a state in memory does
 when told to, or, by default, when its initial tree is large
-(:data:`LARGE`): small states, the many of a test suite among them, leave
-the collector alone.
+(:data:`LARGE`), or once a full collection is seen to last longer than
+:data:`LONG` while it runs (a tree that grew, a long history): small
+states, the many of a test suite among them, leave the collector alone.
+The watch is one callback in :data:`gc.callbacks` that times full
+collections, there while a state watches.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Final
 
 from .._json import json_size
@@ -34,7 +39,9 @@ from .persistence import ADAPTIVE_SNAPSHOT_EVERY
 if TYPE_CHECKING:
     from .._json import JSON
 
-__all__ = ["FREEZE_EVERY", "LARGE", "Freezer", "freezes_in_memory"]
+__all__ = ["FREEZE_EVERY", "LARGE", "LONG", "Freezer", "freezes_in_memory"]
+
+logger = logging.getLogger(__name__)
 
 FREEZE_EVERY: Final = ADAPTIVE_SNAPSHOT_EVERY
 """Revisions between two freezes, at most (a snapshot freezes too)."""
@@ -45,26 +52,75 @@ tree of a state in memory makes it freeze by default: about 100,000 leaves,
 where a full collection starts to last more than 10 ms."""
 
 
+LONG: Final = 0.010
+"""A full collection that lasts longer than this (in seconds) makes a state in
+memory that watches (``freeze_gc=None``, a small initial tree) freeze from
+then on: the target of a state without pauses is none over 10 ms."""
+
+
 _open = 0  # states open that freeze (each state's loop, or a Store's thread)
+_watching = 0  # states open that watch the full collections
 _open_lock = threading.Lock()
+_long = 0  # full collections longer than LONG seen while a state watched
+_started = 0.0  # when the running full collection started
+
+
+def _time_full(phase: str, info: dict[str, int]) -> None:
+    """Count the full collections that last longer than :data:`LONG`.
+
+    In :data:`gc.callbacks` while a state watches; called in whichever
+    thread collects, with the GIL held, so one collection at a time.
+    """
+    global _long, _started
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _started = time.perf_counter()
+    elif time.perf_counter() - _started > LONG:
+        _long += 1
 
 
 class Freezer:
     """Freezes one state's objects: now, then at least every :data:`FREEZE_EVERY`.
 
-    Made when the state is loaded; used on the state's loop only, and
-    closed (:meth:`close`) when the state has stopped.
+    *on* True freezes from the start; False never; None watches: it starts
+    freezing at the first revision after a full collection longer than
+    :data:`LONG`. Made when the state is loaded; used on the state's loop
+    only, and closed (:meth:`close`) when the state has stopped.
     """
 
-    __slots__ = ("_at",)
+    __slots__ = ("_at", "_seen")
 
-    def __init__(self, on: bool, revision: int) -> None:
-        global _open
-        self._at = revision if on else None  # the revision of the last freeze
+    def __init__(self, on: bool | None, revision: int) -> None:
+        global _watching
+        self._at: int | None = None  # the revision of the last freeze
+        self._seen: int | None = None  # watching: ``_long`` when it began
         if on:
+            self._start(revision)  # the loaded tree: never scanned by full collections
+        elif on is None:
             with _open_lock:
-                _open += 1
-            gc.freeze()  # the loaded tree: never scanned by full collections
+                if _watching == 0:
+                    gc.callbacks.append(_time_full)
+                _watching += 1
+                self._seen = _long
+
+    def _start(self, revision: int) -> None:
+        global _open
+        self._stop_watching()
+        with _open_lock:
+            _open += 1
+        self._at = revision
+        gc.freeze()
+
+    def _stop_watching(self) -> None:
+        global _watching
+        if self._seen is None:
+            return
+        self._seen = None
+        with _open_lock:
+            _watching -= 1
+            if _watching == 0:
+                gc.callbacks.remove(_time_full)
 
     def close(self) -> None:
         """The state stopped: the last one open that froze unfreezes (once).
@@ -72,6 +128,7 @@ class Freezer:
         What stays frozen while another such state runs waits for it to close.
         """
         global _open
+        self._stop_watching()
         if self._at is None:
             return
         self._at = None
@@ -91,18 +148,33 @@ class Freezer:
             gc.freeze()
 
     def advance(self, revision: int, *, now: bool = False) -> None:
-        """The tree reached *revision*: freeze if it is time (or *now*, a snapshot)."""
+        """The tree reached *revision*: freeze if it is time (or *now*, a snapshot).
+
+        A state that watches starts freezing here once a full collection
+        lasted longer than :data:`LONG`.
+        """
         at = self._at
-        if at is not None and (now or revision - at >= FREEZE_EVERY):
+        if at is None:
+            if self._seen is not None and self._seen != _long:
+                logger.info(
+                    "a full garbage collection lasted over %.0f ms: this state "
+                    "in memory now keeps its objects out of them (gc.freeze); "
+                    "freeze_gc=False turns this off",
+                    LONG * 1000,
+                )
+                self._start(revision)
+        elif now or revision - at >= FREEZE_EVERY:
             self._at = revision
             gc.freeze()
 
 
-def freezes_in_memory(choice: bool | None, tree: JSON) -> bool:
-    """Whether a state in memory freezes: *choice*, or (None) whether *tree* is large.
+def freezes_in_memory(choice: bool | None, tree: JSON) -> bool | None:
+    """Whether a state in memory freezes: True, False, or None (it watches).
 
+    *choice*, or (None) True when *tree* is large, else None: it starts
+    freezing once a full collection lasts too long (see :class:`Freezer`).
     Counting stops at :data:`LARGE`: a big tree costs no more than that to judge.
     """
     if choice is not None:
         return choice
-    return json_size(tree, LARGE) >= LARGE
+    return True if json_size(tree, LARGE) >= LARGE else None

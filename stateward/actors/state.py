@@ -121,9 +121,11 @@ class StateActor:
         freeze_gc: For a state in memory: move the tree out of the garbage
             collector's full collections (:func:`gc.freeze`, process-wide)
             once it is loaded and every 10,000 revisions. None (default):
-            only if the initial tree is large (about 100,000 leaves or
-            more), where a full collection would stop everything for tens of
-            milliseconds. A persisted state follows its
+            from the start if the initial tree is large (about 100,000
+            leaves or more), where a full collection would stop everything
+            for tens of milliseconds; else from the first full collection
+            that lasts over 10 ms while it runs (a tree that grew, a long
+            *history*). A persisted state follows its
             ``PersistenceConfig.freeze_gc`` instead. The last state that
             froze calls :func:`gc.unfreeze` when it closes, so that what
             closed states leave is freed.
@@ -317,8 +319,9 @@ async def open_state(
     has the loaded tree and what is written later frozen out of the garbage
     collector's full collections (:func:`gc.freeze`, which is process-wide;
     see :class:`~stateward.PersistenceConfig`); False leaves the collector
-    alone. None (default): True with *state_dir*; in memory, only if
-    *initial* is large (about 100,000 leaves or more).
+    alone. None (default): True with *state_dir*; in memory, if *initial*
+    is large (about 100,000 leaves or more), or once a full collection
+    lasts over 10 ms while it runs.
 
     On a normal exit it stops gracefully (:meth:`StateHandle.stop`); on an
     exception the actor and its subscribers are cancelled and the exception

@@ -97,7 +97,8 @@ class Store(StoreEvents, StoreTransactions):
             see :func:`~stateward.open_state`.
         freeze_gc: Keep the tree out of the garbage collector's full
             collections (see :func:`~stateward.open_state`): by default with
-            *state_dir*, or when the initial tree is large.
+            *state_dir*, or when the initial tree is large, or once a full
+            collection lasts over 10 ms.
         backend: The event loop the background thread runs: ``"asyncio"``
             (default) or ``"trio"``.
 

@@ -1,4 +1,5 @@
-"""A state in memory and the garbage collector: frozen when large, or when told."""
+"""A state in memory and the garbage collector: frozen when large, when a full
+collection lasts too long, or when told."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def freezes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append("freeze"))
     monkeypatch.setattr(_gc_freeze, "FREEZE_EVERY", 10)
     monkeypatch.setattr(_gc_freeze, "LARGE", 2_000)
+    # (a full collection of the test process may last long: only the tests
+    # of the watch make every one count)
+    monkeypatch.setattr(_gc_freeze, "LONG", float("inf"))
     return frozen
 
 
@@ -79,6 +83,55 @@ def test_a_store_in_memory_follows_the_same_rule(
     with Store(BIG, freeze_gc=False, backend=backend) as store:
         store.set("n", 1)
     assert len(freezes) == 2
+
+
+@pytest.mark.anyio
+async def test_a_small_state_in_memory_freezes_once_a_full_collection_lasts_long(
+    freezes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A state that grows large (or keeps a long history) from a small initial
+    # tree: what tells is a full collection that stopped it for too long.
+    async with open_state({"n": 0}) as state:
+        assert _gc_freeze._time_full in gc.callbacks
+        for i in range(5):
+            await state.send(Set("n", i))
+        gc.collect(1)  # (a younger generation only: no full collection)
+        await state.send(Set("n", 5))
+        monkeypatch.setattr(_gc_freeze, "LONG", -1.0)  # every full one is too long
+        gc.collect(1)
+        await state.send(Set("n", 6))
+        assert freezes == []
+        gc.collect()
+        assert freezes == []  # (frozen by the state's loop, not the callback)
+        await state.send(Set("n", 7))
+        assert freezes == ["freeze"]
+        assert _gc_freeze._time_full not in gc.callbacks  # (watching is done)
+        for i in range(8, 20):
+            await state.send(Set("n", i))
+        assert len(freezes) == 2  # then every FREEZE_EVERY (10) revisions
+    assert _gc_freeze._open == 0  # it counted as a state that froze
+
+
+@pytest.mark.anyio
+async def test_the_watch_ends_with_the_last_state_that_watches(
+    freezes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with (
+        open_state({"n": 0}) as one,
+        open_state({"n": 0}) as two,
+        open_state({}, freeze_gc=False) as never,
+    ):
+        assert gc.callbacks.count(_gc_freeze._time_full) == 1
+        await one.stop()
+        assert _gc_freeze._time_full in gc.callbacks  # (two watches)
+        monkeypatch.setattr(_gc_freeze, "LONG", -1.0)
+        gc.collect()
+        await two.send(Set("n", 1))
+        await never.send(Set("n", 1))
+        assert freezes == ["freeze"]  # two froze; never did not
+        assert _gc_freeze._time_full not in gc.callbacks
+    assert _gc_freeze._time_full not in gc.callbacks
+    assert freezes == ["freeze"]
 
 
 def test_freeze_gc_must_be_a_bool_or_none() -> None:
