@@ -120,7 +120,7 @@ class StateActor:
             (``"users.*.password"``, ``"secrets.**"``).
         freeze_gc: For a state in memory: move the tree out of the garbage
             collector's full collections (:func:`gc.freeze`, process-wide)
-            once it is loaded and every 10,000 revisions. None (default):
+            once it is loaded and every 2,000 revisions. None (default):
             from the start if the initial tree is large (about 100,000
             leaves or more), where a full collection would stop everything
             for tens of milliseconds; else from the first full collection

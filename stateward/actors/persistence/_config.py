@@ -135,11 +135,13 @@ class PersistenceConfig:
     in memory needs (a million leaves: 1-2 s)."""
     freeze_gc: bool = True
     """Call :func:`gc.freeze` once the state is loaded, at each snapshot and
-    at least every ``ADAPTIVE_SNAPSHOT_EVERY`` revisions, so that the cyclic
-    garbage collector stops scanning the tree (a full collection of a
-    million-leaf tree pauses everything for about 0.1 s). It is
-    process-wide: cyclic garbage among objects that existed at a freeze (in
-    your code too) is not collected until ``gc.unfreeze()``, which the last
+    at least every 2,000 revisions, so that the cyclic garbage collector
+    stops scanning the tree (a full collection of a million-leaf tree
+    pauses everything for about 0.1 s). The young generations are collected
+    first (well under a millisecond), so what was just dropped is not
+    frozen. It is process-wide: cyclic garbage among older objects that
+    existed at a freeze (in your code too) is not collected until
+    ``gc.unfreeze()``, which the last
     state that froze calls when it closes (so that closed states' objects
     are freed; it undoes a freeze of your own too). A program that makes
     long-lived reference cycles and drops them later should pass False, and
