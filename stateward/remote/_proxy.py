@@ -25,6 +25,7 @@ from .._json import surely_larger
 from ..actors._handler import NO_ANSWER
 from ..messages.events import Resync, StateChanged
 from . import protocol
+from ._deliveries import decode_ack, encode_event
 from ._redis import BLOCK_MS, Backoff, open_connection
 from ._replies import REPLY_MAXLEN
 
@@ -79,10 +80,10 @@ class Proxy:
                 or surely_larger(event.old_value, cap)
             ):
                 with contextlib.suppress(InvalidActionError):
-                    return protocol.encode_event(self.name, self.epoch, seq, event)
+                    return encode_event(self.name, self.epoch, seq, event)
             pattern = self.subscription.pattern if self.subscription else ""
             event = Resync(pattern, 1, event.revision, event.revision)
-        return protocol.encode_event(self.name, self.epoch, seq, event)
+        return encode_event(self.name, self.epoch, seq, event)
 
     async def __call__(self, event: object) -> object:
         server = self.server
@@ -216,7 +217,7 @@ class Proxies:
     def take_ack(self, fields: object) -> None:
         """Hand one Ack read from Redis to its proxy; count it if it is forged."""
         try:
-            client, name, seq, ras, message = protocol.decode_ack(fields)
+            client, name, seq, ras, message = decode_ack(fields)
         except StatewardError:
             self.forged_acks += 1
             return

@@ -1,4 +1,4 @@
-"""What the owner answers on a client's reply stream, and what it reads first.
+"""What the owner answers on a client's reply stream, and how the client reads it.
 
 Every reply crosses as one stream entry of at most
 :data:`~.protocol.MAX_MESSAGE_BYTES`. One that would be larger is never
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REPLY_MAXLEN",
     "acks_reply",
+    "decode_reply",
     "encode_within",
     "id_of",
     "invalid",
@@ -44,7 +45,7 @@ REPLY_MAXLEN: Final = 10_000
 def id_of(fields: object) -> str | None:
     """The request id of a stream entry that may be malformed, if it has one."""
     try:
-        message = protocol._decode_fields(fields)
+        message = protocol.decode_fields(fields)
     except StatewardError:
         return None
     value = message.get("id")
@@ -144,3 +145,15 @@ def _shortened(text: str, keep: int) -> str:
     if len(text) <= keep:
         return text
     return f"{text[:keep]}... ({len(text) - keep:,} more characters)"
+
+
+def decode_reply(fields: object) -> dict[str, Any]:
+    """Decode a reply entry (from the owner): a JSON object with an ``id``.
+
+    Raises:
+        InvalidActionError: It is not a reply this client can read.
+    """
+    message = protocol.decode_fields(fields)
+    if type(message.get("id")) is not str or type(message.get("kind")) is not str:
+        raise InvalidActionError("reply", "has no str 'id' and 'kind'")
+    return message

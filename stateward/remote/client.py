@@ -41,7 +41,9 @@ from ..messages.actions import Action
 from ..messages.events import ChangeKind, Resync, StateChanged
 from ..paths import PathLike, PatternTrie, format_path, parse_path, parse_pattern
 from . import protocol
+from ._feed_format import decode_feed
 from ._redis import BLOCK_MS, Backoff, open_connection
+from ._replies import decode_reply
 from ._tasks import background
 from .subscription import RemoteSubscription
 
@@ -362,8 +364,8 @@ class RemoteState(metaclass=NoPublicConstructor):
         """The events of *entries*; an int is the next revision expected."""
         for _, fields in entries:
             try:
-                first, revision, action_id, source, payload, changes = (
-                    protocol.decode_feed(fields)
+                first, revision, action_id, source, payload, changes = decode_feed(
+                    fields
                 )
             except StatewardError as exc:
                 logger.warning("watch: skipping a bad feed entry: %s", exc)
@@ -493,7 +495,7 @@ class RemoteState(metaclass=NoPublicConstructor):
                 for entry_id, fields in entries:
                     self._last = entry_id
                     try:
-                        reply = protocol.decode_reply(fields)
+                        reply = decode_reply(fields)
                     except StatewardError as exc:
                         logger.warning("ignoring a malformed reply: %s", exc)
                         continue

@@ -24,6 +24,7 @@ import anyio
 from .._errors import CompactedError, RemoteUnavailableError
 from .._json import surely_larger
 from . import protocol
+from ._feed_format import encode_feed, encode_gap
 from ._redis import Backoff, open_connection
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ class FeedPublisher:
             except CompactedError as exc:
                 # Gone from the history and there is no journal to read.
                 first, last = after + 1, max(exc.oldest, after + 1)
-                gap = protocol.encode_gap(first, last, "older than the owner keeps")
+                gap = encode_gap(first, last, "older than the owner keeps")
                 if not await self._append(conn, [(last, gap)]):
                     return  # the stream was lost: _follow seeds it again
                 self.gaps += last - first + 1
@@ -208,7 +209,7 @@ def _encode(entry: FeedEntry) -> dict[bytes, bytes]:
     """
     changes = entry.changes
     olds = surely_larger([c.old for c in changes], protocol.MAX_MESSAGE_BYTES)
-    return protocol.encode_feed(
+    return encode_feed(
         entry.revision,
         entry.action_id,
         entry.source,
@@ -225,10 +226,10 @@ def _batch(
     expected = after + 1
     for entry in entries:
         if entry.revision > expected:
-            gap = protocol.encode_gap(expected, entry.revision - 1, "missing")
+            gap = encode_gap(expected, entry.revision - 1, "missing")
             batch.append((entry.revision - 1, gap))
         batch.append((entry.revision, _encode(entry)))
         expected = entry.revision + 1
     if expected <= upto:
-        batch.append((upto, protocol.encode_gap(expected, upto, "missing")))
+        batch.append((upto, encode_gap(expected, upto, "missing")))
     return batch

@@ -40,23 +40,24 @@ from ..messages.actions import Action, Delete, Merge, Ping, Set, Transaction
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from .._json import JSON
 
 __all__ = [
+    "FIELD",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
     "Keys",
     "Request",
     "acl_rules",
+    "check_keys",
     "check_name",
     "decode_action",
-    "decode_reply",
+    "decode_fields",
     "decode_request",
     "encode",
     "encode_action",
     "new_request_id",
+    "typed",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -64,7 +65,8 @@ MAX_MESSAGE_BYTES: Final = 1 << 20
 """Largest request or reply accepted, in bytes (the default action size limit
 fits: an action's values are estimated at <= 1 MiB)."""
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_FIELD: Final = b"m"
+FIELD: Final = b"m"
+"""The one field of every stream entry: its JSON message."""
 
 
 def new_request_id() -> str:
@@ -170,7 +172,7 @@ def encode(message: dict[str, Any]) -> dict[bytes, bytes]:
     if len(data) > MAX_MESSAGE_BYTES:
         reason = f"{len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte message cap"
         raise InvalidActionError("message", reason)
-    return {_FIELD: data}
+    return {FIELD: data}
 
 
 def _refuse_constant(name: str) -> None:
@@ -181,14 +183,18 @@ def _refuse_constant(name: str) -> None:
 _STRICT_DECODE: Final = json.JSONDecoder(parse_constant=_refuse_constant).decode
 
 
-def _decode_fields(fields: object) -> dict[str, Any]:
-    """The JSON object of an entry; size checked before parsing."""
-    if not isinstance(fields, dict) or set(fields) != {_FIELD}:
+def decode_fields(fields: object, limit: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """The JSON object of a stream entry; its size (at most *limit*) checked first.
+
+    Raises:
+        InvalidActionError: It is not one field ``m`` holding such an object.
+    """
+    if not isinstance(fields, dict) or set(fields) != {FIELD}:
         raise InvalidActionError("entry", "must have exactly one field 'm'")
-    data = fields[_FIELD]
+    data = fields[FIELD]
     if not isinstance(data, bytes):
         raise InvalidActionError("entry", "field 'm' is not bytes")
-    return loads_object(data)
+    return loads_object(data, limit)
 
 
 def loads_object(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
@@ -213,9 +219,14 @@ def loads_object(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     return message
 
 
-def _keys(
+def check_keys(
     obj: dict[str, Any], required: set[str], optional: set[str], what: str
 ) -> None:
+    """Check that *obj* has the *required* keys, and no others than *optional*.
+
+    Raises:
+        InvalidActionError: Named *what*, listing the missing and unknown keys.
+    """
     keys = set(obj)
     missing = required - keys
     extra = keys - required - optional
@@ -228,7 +239,12 @@ def _keys(
         raise InvalidActionError(what, ", ".join(parts))
 
 
-def _typed(value: object, types: tuple[type, ...], what: str) -> Any:
+def typed(value: object, types: tuple[type, ...], what: str) -> Any:
+    """*value*, if its type is exactly one of *types* (a bool is no int).
+
+    Raises:
+        InvalidActionError: Named *what*.
+    """
     if type(value) not in types:
         names = " or ".join(t.__name__ for t in types)
         reason = f"must be {names} (got {type(value).__name__})"
@@ -268,7 +284,7 @@ class Request:
 def client_of(fields: object) -> str | None:
     """The valid client name of an entry, if it has one (to send a refusal to)."""
     try:
-        message = _decode_fields(fields)
+        message = decode_fields(fields)
         return check_name(message.get("client"), "client")
     except StatewardError:
         return None
@@ -282,17 +298,23 @@ def decode_request(fields: object) -> Request:
             ``InvalidActionError``, ``InvalidPathError`` or
             ``InvalidValueError``); nothing was applied.
     """
-    message = _decode_fields(fields)
+    message = decode_fields(fields)
     op = message.get("op")
     if op == "send":
-        _keys(message, {"v", "op", "id", "client", "durable", "action"}, set(), "send")
+        check_keys(
+            message, {"v", "op", "id", "client", "durable", "action"}, set(), "send"
+        )
     elif op == "get":
-        _keys(message, {"v", "op", "id", "client", "path", "default"}, set(), "get")
+        check_keys(
+            message, {"v", "op", "id", "client", "path", "default"}, set(), "get"
+        )
     elif op == "subscribe":
         required = {"v", "op", "id", "client", "subscriber", "pattern", "timeout"}
-        _keys(message, required, {"from_revision"}, "subscribe")
+        check_keys(message, required, {"from_revision"}, "subscribe")
     elif op == "unsubscribe":
-        _keys(message, {"v", "op", "id", "client", "subscriber"}, set(), "unsubscribe")
+        check_keys(
+            message, {"v", "op", "id", "client", "subscriber"}, set(), "unsubscribe"
+        )
     else:
         reason = f"must be send, get, subscribe or unsubscribe (got {op!r:.40})"
         raise InvalidActionError("op", reason)
@@ -300,7 +322,7 @@ def decode_request(fields: object) -> Request:
         reason = f"protocol version {message['v']!r:.20} is not {PROTOCOL_VERSION}"
         raise InvalidActionError("v", reason)
     client = check_name(message["client"], "client")
-    request_id = _typed(message["id"], (str,), "id")
+    request_id = typed(message["id"], (str,), "id")
     if not request_id or len(request_id) > 256:
         raise InvalidActionError("id", "must be a non-empty str of <= 256 characters")
     if op in ("subscribe", "unsubscribe"):
@@ -308,13 +330,13 @@ def decode_request(fields: object) -> Request:
         if op == "unsubscribe":
             return Request(op, request_id, client, subscriber=subscriber)
         pattern = format_path(
-            parse_pattern(_typed(message["pattern"], (str,), "pattern"))
+            parse_pattern(typed(message["pattern"], (str,), "pattern"))
         )
-        timeout = _typed(message["timeout"], (int, float), "timeout")
+        timeout = typed(message["timeout"], (int, float), "timeout")
         check_seconds("timeout", timeout, positive=True)
         if timeout > 3600:
             raise InvalidActionError("timeout", "must be <= 3600 seconds")
-        since = _typed(message.get("from_revision"), (int, type(None)), "from_revision")
+        since = typed(message.get("from_revision"), (int, type(None)), "from_revision")
         if since is not None and since < 0:
             raise InvalidActionError("from_revision", "must be an int >= 0")
         return Request(
@@ -327,11 +349,11 @@ def decode_request(fields: object) -> Request:
             from_revision=since,
         )
     if op == "get":
-        path = _typed(message["path"], (list,), "path")
+        path = typed(message["path"], (list,), "path")
         segments = parse_path(tuple(path))
         default = Set("", message["default"]).value  # validated as any value is
         return Request("get", request_id, client, path=segments, default=default)
-    durable = _typed(message["durable"], (bool, type(None)), "durable")
+    durable = typed(message["durable"], (bool, type(None)), "durable")
     action = decode_action(message["action"])
     if action.id != request_id:
         raise InvalidActionError("id", "the request's id is not its action's id")
@@ -395,7 +417,7 @@ def decode_action(obj: object, depth: int = 0) -> Action:
     if kind not in _FIELDS:
         raise InvalidActionError("type", f"unknown action type {kind!r:.40}")
     required, optional = _FIELDS[kind]
-    _keys(obj, required | _COMMON, optional, kind)
+    check_keys(obj, required | _COMMON, optional, kind)
     common: dict[str, Any] = {
         "id": obj["id"],
         "source": obj["source"],
@@ -407,11 +429,11 @@ def decode_action(obj: object, depth: int = 0) -> Action:
         missing_ok = _flag(obj, "missing_ok")
         return Delete(_path(obj["path"]), missing_ok=missing_ok, **common)
     if kind == "Merge":
-        mapping = _typed(obj["mapping"], (dict,), "mapping")
+        mapping = typed(obj["mapping"], (dict,), "mapping")
         return Merge(_path(obj["path"]), mapping, eq=_flag(obj, "eq"), **common)
     if kind == "Ping":
         return Ping(_path(obj["path"]), **common)
-    inner = _typed(obj["actions"], (list,), "actions")
+    inner = typed(obj["actions"], (list,), "actions")
     if depth >= 64:
         raise InvalidActionError("actions", "Transactions nested too deep")
     actions = [decode_action(item, depth + 1) for item in inner]
@@ -420,201 +442,9 @@ def decode_action(obj: object, depth: int = 0) -> Action:
 
 
 def _path(value: object) -> PathLike:
-    path: str = _typed(value, (str,), "path")  # the canonical string form
+    path: str = typed(value, (str,), "path")  # the canonical string form
     return path
 
 
 def _flag(obj: dict[str, Any], key: str) -> bool:
-    return _typed(obj.get(key, True), (bool,), key)  # type: ignore[no-any-return]
-
-
-def encode_event(
-    subscriber: str, epoch: str, seq: int, event: object
-) -> dict[bytes, bytes]:
-    """Encode one event for a remote subscriber's delivery stream.
-
-    *epoch* names the owner-side proxy that sent it (a new one after an owner
-    restart), *seq* counts its events: a client handles only the current
-    epoch's events, in order.
-    """
-    from ..messages.events import Resync, StateChanged
-
-    message: dict[str, Any] = {"sub": subscriber, "epoch": epoch, "seq": seq}
-    if isinstance(event, StateChanged):
-        message.update(
-            kind="event",
-            revision=event.revision,
-            path=event.path,
-            change=event.kind.value,
-            old=event.old_value,
-            new=event.new_value,
-            action_id=event.action_id,
-            source=event.source,
-            payload=event.payload,
-        )
-    elif isinstance(event, Resync):
-        message.update(
-            kind="resync",
-            pattern=event.pattern,
-            dropped=event.dropped,
-            first=event.first_revision,
-            last=event.last_revision,
-        )
-    return encode(message)
-
-
-def decode_event(fields: object) -> tuple[str, str, int, object]:
-    """Decode a delivery: (subscriber, epoch, seq, StateChanged or Resync).
-
-    Raises:
-        StatewardError: It is not a delivery this client can read.
-    """
-    from ..messages.events import ChangeKind, Resync, StateChanged
-
-    message = _decode_fields(fields)
-    sub = check_name(message.get("sub"), "sub")
-    epoch: str = _typed(message.get("epoch"), (str,), "epoch")
-    seq = _typed(message.get("seq"), (int,), "seq")
-    if message.get("kind") == "resync":
-        return (
-            sub,
-            epoch,
-            seq,
-            Resync(
-                message["pattern"],
-                message["dropped"],
-                message["first"],
-                message["last"],
-            ),
-        )
-    try:
-        event = StateChanged(
-            message["revision"],
-            message["path"],
-            ChangeKind(message["change"]),
-            message["old"],
-            message["new"],
-            message["action_id"],
-            message["source"],
-            message["payload"],
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise InvalidActionError("event", f"malformed: {exc!r:.100}") from None
-    return sub, epoch, seq, event
-
-
-def decode_ack(fields: object) -> tuple[str, str, int, int, str]:
-    """Decode a remote subscriber's Ack: (client, subscriber, seq, ras, message).
-
-    Raises:
-        StatewardError: A malformed or forged entry (wrong keys or types).
-    """
-    message = _decode_fields(fields)
-    _keys(message, {"client", "sub", "seq", "ras", "message"}, set(), "ack")
-    client = check_name(message["client"], "client")
-    sub = check_name(message["sub"], "sub")
-    seq = _typed(message["seq"], (int,), "seq")
-    ras = _typed(message["ras"], (int,), "ras")
-    if not -(2**31) <= ras < 2**31:
-        raise InvalidActionError("ras", f"{ras} is outside the RAS code range")
-    text = _typed(message["message"], (str,), "message")
-    return client, sub, seq, ras, text[:1000]
-
-
-def decode_reply(fields: object) -> dict[str, Any]:
-    """Decode a reply entry (from the owner): a JSON object with an ``id``.
-
-    Raises:
-        InvalidActionError: It is not a reply this client can read.
-    """
-    message = _decode_fields(fields)
-    if type(message.get("id")) is not str or type(message.get("kind")) is not str:
-        raise InvalidActionError("reply", "has no str 'id' and 'kind'")
-    return message
-
-
-FEED_MAX_BYTES: Final = 8 * MAX_MESSAGE_BYTES
-"""The largest feed entry: a change with its old value may exceed an action's cap."""
-
-
-def encode_feed(
-    revision: int,
-    action_id: str,
-    source: str | None,
-    payload: object,
-    changes: Sequence[tuple[Sequence[str], str, object, object]],
-) -> dict[bytes, bytes]:
-    """Encode one revision for the feed: ``(path, kind, old, new)`` per change.
-
-    Old values are left out when the entry would pass :data:`FEED_MAX_BYTES`
-    with them; a revision too large even then is encoded as a gap (readers
-    get a Resync for it, never a silent hole).
-    """
-    for with_old in (True, False):
-        message = {
-            "r": revision,
-            "a": action_id,
-            "s": source,
-            "p": payload,
-            "c": [
-                [list(path), kind, old if with_old else None, new]
-                for path, kind, old, new in changes
-            ],
-        }
-        data = json.dumps(message, ensure_ascii=False, allow_nan=False).encode()
-        if len(data) <= FEED_MAX_BYTES:
-            return {_FIELD: data}
-    return encode_gap(revision, revision, "too large for the feed")
-
-
-def encode_gap(first: int, last: int, reason: str) -> dict[bytes, bytes]:
-    """A feed entry (id ``<last>-0``) for revisions the owner cannot publish."""
-    data = json.dumps({"r": last, "gap": [first, last], "why": reason}).encode()
-    return {_FIELD: data}
-
-
-FeedChange = tuple[str, str, Any, Any]
-"""(dotted path, kind, old value, new value)."""
-
-
-def decode_feed(
-    fields: object,
-) -> tuple[int, int, str | None, str | None, Any, list[FeedChange]]:
-    """Decode a feed entry: ``(first, revision, action_id, source, payload, changes)``.
-
-    A gap has no action id (``first`` < ``revision`` or no changes).
-
-    Raises:
-        StatewardError: It is not a feed entry.
-    """
-    if not isinstance(fields, dict) or set(fields) != {_FIELD}:
-        raise InvalidActionError("entry", "must have exactly one field 'm'")
-    data = fields[_FIELD]
-    if not isinstance(data, bytes):
-        raise InvalidActionError("entry", "field 'm' is not bytes")
-    message = loads_object(data, FEED_MAX_BYTES)
-    revision = _typed(message.get("r"), (int,), "r")
-    if "gap" in message:
-        gap = message["gap"]
-        if not (isinstance(gap, list) and len(gap) == 2):
-            raise InvalidActionError("gap", "must be [first, last]")
-        first = _typed(gap[0], (int,), "gap")
-        return first, revision, None, None, None, []
-    _keys(message, {"r", "a", "s", "p", "c"}, set(), "feed entry")
-    action_id = _typed(message["a"], (str,), "a")
-    source = message["s"]
-    if source is not None:
-        source = _typed(source, (str,), "s")
-    raw = _typed(message["c"], (list,), "c")
-    changes: list[FeedChange] = []
-    for item in raw:
-        if not (isinstance(item, list) and len(item) == 4):
-            raise InvalidActionError("c", "each change must be [path, kind, old, new]")
-        path, kind, old, new = item
-        segments = _typed(path, (list,), "path")
-        if not all(type(seg) is str for seg in segments):
-            raise InvalidActionError("path", "must be a list of str")
-        changes.append(
-            (format_path(tuple(segments)), _typed(kind, (str,), "kind"), old, new)
-        )
-    return revision, revision, action_id, source, message["p"], changes
+    return typed(obj.get(key, True), (bool,), key)  # type: ignore[no-any-return]

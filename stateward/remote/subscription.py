@@ -23,6 +23,7 @@ from ..actors._util import NoPublicConstructor
 from ..messages.events import Resync, StateChanged
 from ..paths import PathLike, format_path, parse_pattern
 from . import protocol
+from ._deliveries import decode_event
 from ._redis import BLOCK_MS, Backoff, open_connection
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
         self, conn: Connection, handler: Handler, fields: object
     ) -> None:
         try:
-            _, epoch, seq, event = protocol.decode_event(fields)
+            _, epoch, seq, event = decode_event(fields)
         except StatewardError as exc:
             logger.warning("ignoring a malformed delivery: %s", exc)
             return

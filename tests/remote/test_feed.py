@@ -9,7 +9,7 @@ import pytest
 
 from stateward import CompactedError, Resync, Set, StateChanged, open_state
 from stateward.actors import _handle_feed
-from stateward.remote import connect_redis, protocol, serve_redis
+from stateward.remote import connect_redis, feed as feed_module, serve_redis
 
 from .redislib import wait_for
 
@@ -159,13 +159,13 @@ async def test_old_values_over_the_message_cap_are_left_out_of_the_feed(
     # loop (a fifth of a second at 300,000 leaves) to be published; the
     # watcher gets the change without it. A small old value still comes.
     olds = []
-    real = protocol.encode_feed
+    real = feed_module.encode_feed
 
     def spied(revision, action_id, source, payload, changes):
         olds.extend(old for _, _, old, _ in changes)
         return real(revision, action_id, source, payload, changes)
 
-    monkeypatch.setattr(protocol, "encode_feed", spied)
+    monkeypatch.setattr(feed_module, "encode_feed", spied)
     table = {f"k{i}": {"n": i, "tag": "t" * 20} for i in range(60_000)}  # 2.4 MB
     with anyio.fail_after(30):
         async with (

@@ -23,6 +23,7 @@ from stateward import (
 )
 from stateward.remote import connect_redis, protocol, serve_redis
 from stateward.remote._redis import open_connection
+from stateward.remote._replies import decode_reply
 
 from .redislib import wait_for
 
@@ -316,7 +317,7 @@ async def _replies(raw, client="raw"):
     entries = await raw.xread(
         f"sw:{{{NAME}}}:reply:{client}", b"0", count=10_000, block_ms=None
     )
-    return [protocol.decode_reply(fields)["id"] for _, fields in entries]
+    return [decode_reply(fields)["id"] for _, fields in entries]
 
 
 async def test_unreachable_redis_is_a_typed_error():
@@ -479,7 +480,7 @@ async def test_one_read_mixing_sends_rejections_duplicates_and_gets_keeps_order(
             entries = await raw.xread(
                 f"sw:{{{NAME}}}:reply:raw", b"0", count=10, block_ms=None
             )
-            replies = [protocol.decode_reply(f) for _, f in entries]
+            replies = [decode_reply(f) for _, f in entries]
             assert [r["id"] for r in replies] == [
                 first.id,
                 rejected.id,
