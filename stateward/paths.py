@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Final, Generic, TypeAlias, TypeVar
 from ._errors import InvalidPathError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = [
     "MAX_PATH_DEPTH",
@@ -42,6 +42,7 @@ __all__ = [
     "PathLike",
     "PatternTrie",
     "Segments",
+    "check_keys_below",
     "format_path",
     "is_index",
     "parse_path",
@@ -85,7 +86,10 @@ def parse_path(path: PathLike) -> Segments:
             or contains a wildcard.
     """
     if type(path) is str or type(path) is tuple:
-        return _parse_cached(path, False)
+        try:
+            return _parse_cached(path, False)
+        except TypeError:  # an unhashable segment: the typed error, uncached
+            pass
     return _parse(path, wildcards=False)
 
 
@@ -96,7 +100,10 @@ def parse_pattern(pattern: PathLike) -> Segments:
         InvalidPathError: As :func:`parse_path`.
     """
     if type(pattern) is str or type(pattern) is tuple:
-        return _parse_cached(pattern, True)
+        try:
+            return _parse_cached(pattern, True)
+        except TypeError:  # an unhashable segment: the typed error, uncached
+            pass
     return _parse(pattern, wildcards=True)
 
 
@@ -176,6 +183,36 @@ def _check_segment(path: object, seg: str, *, slash: bool, wildcards: bool) -> N
             seg.encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidPathError(path, "lone surrogate in a segment") from None
+
+
+_SPECIAL_SEGMENTS: Final = frozenset((".", "..", "*", "**"))
+
+
+def check_keys_below(path: Segments, keys: Iterable[str]) -> None:
+    """Check that each of *keys* makes a valid path below *path* (a Merge's keys).
+
+    Each key must be a segment a path may hold (not empty, no ``/``, not
+    ``.``, ``..``, ``*`` or ``**``, ...), and *path* must leave room for
+    one more (a key may hold dots: the path then takes the slash form).
+
+    Raises:
+        InvalidPathError: The first key that does not, as a path below *path*.
+    """
+    if len(path) >= MAX_PATH_DEPTH:
+        for key in keys:
+            reason = f"more than {MAX_PATH_DEPTH} segments"
+            raise InvalidPathError((*path, key), reason)
+    special = _SPECIAL_SEGMENTS
+    for key in keys:
+        # The common key in place; any other is checked (and named) in full.
+        if (
+            not 0 < len(key) <= MAX_SEGMENT_LENGTH
+            or "/" in key
+            or "\x00" in key
+            or key in special
+            or not key.isascii()
+        ):
+            _check_segment((*path, key), key, slash=True, wildcards=False)
 
 
 class _Node(Generic[_T]):

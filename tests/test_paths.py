@@ -233,3 +233,11 @@ def test_10_alternating_globstars_route_a_deep_write_in_bounded_steps():
     path = tuple(["x"] * 64)
     assert trie.match(path) == {1: (64, False)}
     assert trie.last_steps <= 33 * 65 + 33
+
+
+@pytest.mark.parametrize("parse", [parse_path, parse_pattern])
+def test_an_unhashable_segment_is_the_typed_error_not_the_caches(parse):
+    # (the parse cache hashes its argument: a list inside a tuple was a
+    # TypeError, which a remote get with such a path raised in the owner)
+    with pytest.raises(InvalidPathError, match="must be a str or an int"):
+        parse(("a", ["b"]))

@@ -26,7 +26,7 @@ from .. import _limits
 from .._checks import bool_validator
 from .._errors import InvalidActionError
 from .._json import _INT_MAX, _INT_MIN, JSON, json_size, own_json
-from ..paths import PathLike, format_path, parse_path
+from ..paths import PathLike, check_keys_below, format_path, parse_path
 
 __all__ = ["Action", "Delete", "EqualityOption", "Merge", "Ping", "Set", "Transaction"]
 
@@ -156,17 +156,30 @@ def _own_mapping(value: object) -> dict[str, JSON]:
     return owned
 
 
+def _check_keys(
+    inst: Merge, _attr: attrs.Attribute[Any], value: dict[str, JSON]
+) -> None:
+    # Each key becomes a path of its own (its events', the journal's): one
+    # no path could name ("", "a/b", "*") would be a change nobody can read,
+    # delete or parse back from an event.
+    check_keys_below(parse_path(inst.path), value)
+
+
 @final
 @attrs.frozen
 class Merge(Action):
     """Shallow-merge *mapping* into the dict at *path* (created when missing).
 
-    Each key is a separate change at ``path.key``, skipped when equal (``eq``).
+    Each key is a separate change at ``path.key``, skipped when equal (``eq``),
+    so each key must be a valid path segment below *path* (not empty, no
+    ``/``, not ``*`` or ``**``; dots are fine): else an ``InvalidPathError``.
     """
 
     path: str = attrs.field(converter=_canonical)
     """The canonical path of the target dict."""
-    mapping: dict[str, JSON] = attrs.field(converter=_own_mapping)
+    mapping: dict[str, JSON] = attrs.field(
+        converter=_own_mapping, validator=_check_keys
+    )
     """The keys to write, validated and privately copied."""
     eq: EqualityOption = attrs.field(default=True, kw_only=True, validator=_check_eq)
     """When a key's equal write is skipped; see :data:`EqualityOption`."""

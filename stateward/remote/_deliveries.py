@@ -14,10 +14,11 @@ Each delivery is one entry of the subscriber's stream ``sw:{<name>}:deliver:<sub
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from .._errors import InvalidActionError
 from ..messages.events import ChangeKind, Resync, StateChanged
+from ..paths import parse_path, parse_pattern
 from .protocol import check_keys, check_name, decode_fields, encode, typed
 
 __all__ = ["decode_ack", "decode_event", "encode_event"]
@@ -59,39 +60,72 @@ def encode_event(
 def decode_event(fields: object) -> tuple[str, str, int, object]:
     """Decode a delivery: (subscriber, epoch, seq, StateChanged or Resync).
 
+    Every field is checked, so that the handler gets what a local one
+    would: a revision is an int >= 0, a path one that parses back, a kind a
+    :class:`~stateward.ChangeKind`, a Resync's revisions in order.
+
     Raises:
         StatewardError: It is not a delivery this client can read.
     """
     message = decode_fields(fields)
     sub = check_name(message.get("sub"), "sub")
     epoch: str = typed(message.get("epoch"), (str,), "epoch")
-    seq = typed(message.get("seq"), (int,), "seq")
-    if message.get("kind") == "resync":
-        return (
-            sub,
-            epoch,
-            seq,
-            Resync(
-                message["pattern"],
-                message["dropped"],
-                message["first"],
-                message["last"],
-            ),
-        )
-    try:
-        event = StateChanged(
-            message["revision"],
-            message["path"],
-            ChangeKind(message["change"]),
-            message["old"],
-            message["new"],
-            message["action_id"],
-            message["source"],
-            message["payload"],
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise InvalidActionError("event", f"malformed: {exc!r:.100}") from None
+    seq = _count(message.get("seq"), "seq")
+    kind = message.get("kind")
+    if kind == "resync":
+        check_keys(message, _RESYNC, set(), "resync")
+        pattern: str = typed(message["pattern"], (str,), "pattern")
+        parse_pattern(pattern)
+        first = _count(message["first"], "first")
+        last = _count(message["last"], "last")
+        if first > last:
+            raise InvalidActionError("resync", f"first {first} is after last {last}")
+        dropped = _count(message["dropped"], "dropped")
+        return sub, epoch, seq, Resync(pattern, dropped, first, last)
+    if kind != "event":
+        raise InvalidActionError("kind", f"unknown delivery kind {kind!r:.40}")
+    check_keys(message, _EVENT, set(), "event")
+    path: str = typed(message["path"], (str,), "path")
+    parse_path(path)
+    change = message["change"]
+    if type(change) is not str or change not in _KINDS:
+        raise InvalidActionError("change", f"unknown change kind {change!r:.40}")
+    source = message["source"]
+    if source is not None:
+        typed(source, (str,), "source")
+    event = StateChanged(
+        _count(message["revision"], "revision"),
+        path,
+        _KINDS[change],
+        message["old"],
+        message["new"],
+        typed(message["action_id"], (str,), "action_id"),
+        source,
+        message["payload"],
+    )
     return sub, epoch, seq, event
+
+
+_HEAD: Final = {"sub", "epoch", "seq", "kind"}
+_RESYNC: Final = _HEAD | {"pattern", "dropped", "first", "last"}
+_EVENT: Final = _HEAD | {
+    "revision",
+    "path",
+    "change",
+    "old",
+    "new",
+    "action_id",
+    "source",
+    "payload",
+}
+_KINDS: Final = {kind.value: kind for kind in ChangeKind}
+
+
+def _count(value: object, what: str) -> int:
+    number: int = typed(value, (int,), what)
+    if number < 0:
+        raise InvalidActionError(what, f"must be an int >= 0 (got {number})")
+    return number
 
 
 def decode_ack(fields: object) -> tuple[str, str, int, int, str]:

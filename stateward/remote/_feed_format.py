@@ -16,7 +16,7 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import InvalidActionError
-from ..paths import format_path
+from ..messages.events import ChangeKind
 from .protocol import FIELD, MAX_MESSAGE_BYTES, check_keys, decode_fields, typed
 
 if TYPE_CHECKING:
@@ -65,8 +65,8 @@ def encode_gap(first: int, last: int, reason: str) -> dict[bytes, bytes]:
     return {FIELD: data}
 
 
-FeedChange = tuple[str, str, Any, Any]
-"""(dotted path, kind, old value, new value)."""
+FeedChange = tuple[tuple[str, ...], ChangeKind, Any, Any]
+"""(path segments, kind, old value, new value)."""
 
 
 def decode_feed(
@@ -74,18 +74,25 @@ def decode_feed(
 ) -> tuple[int, int, str | None, str | None, Any, list[FeedChange]]:
     """Decode a feed entry: ``(first, revision, action_id, source, payload, changes)``.
 
-    A gap has no action id (``first`` < ``revision`` or no changes).
+    A gap has no action id (``first`` < ``revision`` or no changes). The
+    changes' paths are kept as segments, as the tree has them: a reader
+    routes them as they are.
 
     Raises:
-        StatewardError: It is not a feed entry.
+        StatewardError: It is not a feed entry: every field is checked, so
+            that what a reader gets is what a feed entry holds (a revision
+            is an int >= 0, a gap's first is at most its last, a change's
+            kind is a :class:`~stateward.ChangeKind`).
     """
     message = decode_fields(fields, FEED_MAX_BYTES)
-    revision = typed(message.get("r"), (int,), "r")
+    revision = _revision(message.get("r"), "r")
     if "gap" in message:
         gap = message["gap"]
         if not (isinstance(gap, list) and len(gap) == 2):
             raise InvalidActionError("gap", "must be [first, last]")
-        first = typed(gap[0], (int,), "gap")
+        first = _revision(gap[0], "gap")
+        if first > revision or gap[1] != revision:
+            raise InvalidActionError("gap", f"{gap!r:.60} does not end at r={revision}")
         return first, revision, None, None, None, []
     check_keys(message, {"r", "a", "s", "p", "c"}, set(), "feed entry")
     action_id = typed(message["a"], (str,), "a")
@@ -101,7 +108,17 @@ def decode_feed(
         segments = typed(path, (list,), "path")
         if not all(type(seg) is str for seg in segments):
             raise InvalidActionError("path", "must be a list of str")
-        changes.append(
-            (format_path(tuple(segments)), typed(kind, (str,), "kind"), old, new)
-        )
+        if type(kind) is not str or kind not in _KINDS:
+            raise InvalidActionError("kind", f"unknown change kind {kind!r:.40}")
+        changes.append((tuple(segments), _KINDS[kind], old, new))
     return revision, revision, action_id, source, message["p"], changes
+
+
+_KINDS: Final = {kind.value: kind for kind in ChangeKind}
+
+
+def _revision(value: object, what: str) -> int:
+    revision: int = typed(value, (int,), what)
+    if revision < 0:
+        raise InvalidActionError(what, f"a revision must be >= 0 (got {revision})")
+    return revision

@@ -19,11 +19,14 @@ from .._errors import (
     StatewardError,
 )
 from .._json import surely_larger
+from ..messages.acks import ResultCode
 from ..messages.actions import Action, Transaction
 from ..paths import format_path, parse_path
 from . import protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..messages.acks import AckReport
 
 __all__ = [
@@ -150,10 +153,90 @@ def _shortened(text: str, keep: int) -> str:
 def decode_reply(fields: object) -> dict[str, Any]:
     """Decode a reply entry (from the owner): a JSON object with an ``id``.
 
+    The fields that the client reads of a reply of each ``kind`` are
+    checked: present, and of their types. A kind this client does not know
+    passes (it raises a ``RemoteError`` naming it to whoever waits).
+
     Raises:
         InvalidActionError: It is not a reply this client can read.
     """
     message = protocol.decode_fields(fields)
     if type(message.get("id")) is not str or type(message.get("kind")) is not str:
         raise InvalidActionError("reply", "has no str 'id' and 'kind'")
+    kind = message["kind"]
+    for key, check in _READ.get(kind, {}).items():
+        if key in message:
+            check(message[key], key)
+        elif key not in _OPTIONAL:
+            raise InvalidActionError("reply", f"a {kind} reply lacks {key!r}")
+    error = message.get("error")
+    needed = _NUMBERS_OF.get(error, ()) if type(error) is str else ()
+    for key in needed:
+        if key not in message:
+            raise InvalidActionError("reply", f"a {error} lacks {key!r}")
     return message
+
+
+def _of(*types: type) -> Callable[[object, str], object]:
+    return lambda value, key: protocol.typed(value, types, key)
+
+
+def _strs(value: object, key: str) -> None:
+    if type(value) is not list or not all(type(item) is str for item in value):
+        raise InvalidActionError(key, "must be a list of str")
+
+
+def _acks(value: object, key: str) -> None:
+    if type(value) is not list or not all(
+        type(item) is list
+        and len(item) == 3
+        and type(item[0]) is str
+        and type(item[1]) is int
+        and type(item[2]) is str
+        for item in value
+    ):
+        raise InvalidActionError(key, "must be a list of [subscriber, code, message]")
+
+
+def _result(value: object, key: str) -> None:
+    if type(value) is not int or value not in _RESULTS:
+        raise InvalidActionError(key, f"{value!r:.20} is not a result code")
+
+
+def _anything(_value: object, _key: str) -> None:
+    pass
+
+
+_RESULTS: Final = frozenset(int(code) for code in ResultCode)
+_TEXT: Final = _of(str)
+_INT: Final = _of(int)
+_REFUSAL: Final = {
+    "error": _TEXT,
+    "field": _TEXT,
+    "path": _TEXT,
+    "reason": _TEXT,
+    "expected": _INT,
+    "actual": _INT,
+    "requested": _INT,
+    "oldest": _INT,
+}
+_READ: Final[dict[str, dict[str, Callable[[object, str], object]]]] = {
+    "applied": {
+        "revision": _INT,
+        "changed": _of(bool),
+        "subscribers": _strs,
+        "derive_errors": _strs,
+    },
+    "acks": {"result": _result, "acks": _acks, "missing": _strs},
+    "value": {"value": _anything},
+    "subscribed": {"revision": _INT, "epoch": _TEXT, "seq": _INT},
+    "rejected": _REFUSAL,
+    "refused": _REFUSAL,
+}
+"""What the client reads of each kind of reply, and how to check it."""
+_OPTIONAL: Final = set(_REFUSAL)
+"""Read only where present (or where :data:`_NUMBERS_OF` asks for them)."""
+_NUMBERS_OF: Final = {
+    "RevisionMismatchError": ("expected", "actual"),
+    "CompactedError": ("requested", "oldest"),
+}

@@ -38,12 +38,12 @@ from .._errors import (
 from ..actors._util import NoPublicConstructor
 from ..messages.acks import Ack, AckReport, ResultCode
 from ..messages.actions import Action
-from ..messages.events import ChangeKind, Resync, StateChanged
+from ..messages.events import Resync, StateChanged
 from ..paths import PathLike, PatternTrie, format_path, parse_path, parse_pattern
 from . import protocol
 from ._feed_format import decode_feed
 from ._redis import BLOCK_MS, Backoff, open_connection
-from ._replies import decode_reply
+from ._replies import decode_reply, id_of
 from ._tasks import background
 from .subscription import RemoteSubscription
 
@@ -106,6 +106,9 @@ class RemoteReceipt(metaclass=NoPublicConstructor):
         ``ack_timeout`` passed. If *timeout* passes first, every subscriber is
         reported ``missing`` (``MISSING_RESPONSE``). Always a checkpoint; may
         be called again later.
+
+        Raises:
+            RemoteError: The owner's report could not be read (malformed).
         """
         if not self.subscribers:
             await anyio.lowlevel.checkpoint()
@@ -116,6 +119,8 @@ class RemoteReceipt(metaclass=NoPublicConstructor):
         reply = waiter.reply
         if reply is None:
             return AckReport(ResultCode.MISSING_RESPONSE, (), self.subscribers)
+        if reply["kind"] != "acks":
+            raise _error(reply)
         acks = tuple(Ack(n, self.revision, int(r), str(m)) for n, r, m in reply["acks"])
         return AckReport(ResultCode(reply["result"]), acks, tuple(reply["missing"]))
 
@@ -381,12 +386,12 @@ class RemoteState(metaclass=NoPublicConstructor):
                     yield expected
                     continue
             expected = revision + 1
-            for path, kind, old, new in changes:
-                if trie.match(parse_path(path)):
+            for segments, kind, old, new in changes:
+                if trie.match(segments):  # (as the tree has them: no parse)
                     yield StateChanged(
                         revision=revision,
-                        path=path,
-                        kind=ChangeKind(kind),
+                        path=format_path(segments),
+                        kind=kind,
                         old_value=old,
                         new_value=new,
                         action_id=action_id,
@@ -497,7 +502,18 @@ class RemoteState(metaclass=NoPublicConstructor):
                     try:
                         reply = decode_reply(fields)
                     except StatewardError as exc:
-                        logger.warning("ignoring a malformed reply: %s", exc)
+                        # Whoever waits for it hears why, rather than waiting on.
+                        logger.warning("a malformed reply: %s", exc)
+                        request_id = id_of(fields)
+                        if request_id is None:
+                            continue
+                        reason = str(exc)
+                        reply = {"id": request_id, "kind": "malformed", "why": reason}
+                        for waiters in (self._acks, self._waiters):
+                            waiter = waiters.get(request_id)
+                            if waiter is not None and waiter.reply is None:
+                                waiter.reply = reply
+                                waiter.event.set()
                         continue
                     if reply["kind"] == "acks":
                         waiter = self._acks.get(reply["id"])
@@ -519,6 +535,8 @@ _REJECTIONS: Final[dict[str, type[ActionRejectedError]]] = {
 
 def _error(reply: dict[str, Any]) -> StatewardError:
     kind = reply.get("kind")
+    if kind == "malformed":
+        return RemoteError(f"the owner's reply could not be read: {reply['why']}")
     name = str(reply.get("error"))
     if name == "CompactedError":
         return CompactedError(int(reply["requested"]), int(reply["oldest"]))

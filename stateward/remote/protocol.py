@@ -414,7 +414,7 @@ def decode_action(obj: object, depth: int = 0) -> Action:
     if type(obj) is not dict:
         raise InvalidActionError("action", "must be a JSON object")
     kind = obj.get("type")
-    if kind not in _FIELDS:
+    if type(kind) is not str or kind not in _FIELDS:
         raise InvalidActionError("type", f"unknown action type {kind!r:.40}")
     required, optional = _FIELDS[kind]
     check_keys(obj, required | _COMMON, optional, kind)

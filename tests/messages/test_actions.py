@@ -96,6 +96,25 @@ def test_bad_paths_are_rejected_at_the_sender(build):
         build()
 
 
+@pytest.mark.parametrize("key", ["", "a/b", "a/b.c", "*", "**", ".", "..", "\x00"])
+def test_a_merge_key_must_be_a_segment_a_path_can_name(key):
+    # Each key is a change at path.key: one no path can name would be an
+    # event whose path does not parse back (or parses to another path), and
+    # a value no get or delete can reach.
+    with pytest.raises(InvalidPathError) as caught:
+        Merge("jobs", {"ok": 1, key: 2})
+    assert caught.value.path == ("jobs", key)
+
+
+def test_a_merge_key_may_hold_dots_and_needs_room_below_its_path():
+    merge = Merge("jobs", {"10.0.0.1": 1})
+    assert merge.mapping == {"10.0.0.1": 1}  # (its events use the slash form)
+    deepest = ".".join(["a"] * 64)
+    assert Merge(deepest, {}).mapping == {}
+    with pytest.raises(InvalidPathError, match="more than 64 segments"):
+        Merge(deepest, {"k": 1})
+
+
 @pytest.mark.parametrize(
     ("build", "field"),
     [

@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 import pytest
+from fuzzlib import dumps, inputs
 
 from stateward import CheckpointError, CorruptStateError
 from stateward.actors.checkpoints import _read_manifest
@@ -37,74 +38,10 @@ _VALID_OPS: list[Any] = [
 ]
 
 
-def _random_json(rng: random.Random, depth: int = 0) -> Any:
-    choice = rng.randrange(12 if depth < 6 else 7)
-    if choice == 0:
-        return rng.choice([None, True, False])
-    if choice == 1:
-        return rng.choice([0, -1, 2**63, 2**64, -(2**63) - 1, 10**30])
-    if choice == 2:
-        return rng.choice([0.5, float("nan"), float("inf"), -float("inf"), 1e308])
-    if choice in (3, 4):
-        return "".join(
-            chr(rng.choice([65, 0x263A, 0xD800, 0, 0x10FFFF])) for _ in range(3)
-        )
-    if choice == 5:
-        return "[" * rng.choice([10, 70, 2000]) + "]" * rng.choice([0, 10, 70])
-    if choice == 6:
-        return rng.choice(["s", "d", "p", "a", "x", ""])
-    if choice in (7, 8):
-        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
-    if choice == 9:
-        return {
-            str(_random_json(rng, 6)): _random_json(rng, depth + 1) for _ in range(3)
-        }
-    if choice == 10:
-        nested: Any = 1
-        for _ in range(rng.choice([5, 65, 130])):
-            nested = [nested]
-        return nested
-    return rng.random()
-
-
-def _mutate(rng: random.Random, value: Any) -> Any:
-    """Replace one random node of *value* by random JSON."""
-    if rng.random() < 0.3 or not isinstance(value, list | dict) or not value:
-        return _random_json(rng)
-    if isinstance(value, list):
-        copy = list(value)
-        i = rng.randrange(len(copy))
-        copy[i] = _mutate(rng, copy[i])
-        return copy
-    copy = dict(value)
-    key = rng.choice(list(copy))
-    copy[key] = _mutate(rng, copy[key])
-    return copy
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, allow_nan=True).encode("utf-8", "surrogatepass")
-
-
-def _inputs(rng: random.Random, valid: Any, n: int):
-    """n payloads: random bytes, random text, random JSON, mutated valid ones."""
-    for i in range(n):
-        kind = i % 4
-        if kind == 0:
-            yield bytes(rng.randrange(256) for _ in range(rng.randrange(64)))
-        elif kind == 1:
-            text = "".join(chr(rng.randrange(0x250)) for _ in range(rng.randrange(40)))
-            yield text.encode("utf-8", "surrogatepass")
-        elif kind == 2:
-            yield _dumps(_random_json(rng))
-        else:
-            yield _dumps(_mutate(rng, valid))
-
-
 def test_snapshot_decoder_fuzz():
     rng = random.Random(SEED)
     counts = {"refused": 0, "accepted": 0}
-    for body in _inputs(rng, _VALID_TREE, PER_DECODER):
+    for body in inputs(rng, _VALID_TREE, PER_DECODER):
         data = _snapshot_header(b"\1" * 16, 7, body) + body  # a valid frame
         try:
             snap = parse_snapshot(data, "fuzz.snap")
@@ -143,7 +80,7 @@ def test_the_fast_and_sliced_snapshot_decoders_decide_every_input_alike():
     text = json.dumps(_VALID_TREE)
     other = [text.encode(e) for e in ("utf-16", "utf-16-be", "utf-32", "utf-8-sig")]
     other.append(b'{"a": "\xed\xa0\x80"}')
-    for body in [*other, *_inputs(rng, _VALID_TREE, PER_DECODER)]:
+    for body in [*other, *inputs(rng, _VALID_TREE, PER_DECODER)]:
         strict = outcome(body, None)
         assert outcome(body, fast) == strict, body
         # and the strict decoder in short calls, beside a live state
@@ -156,7 +93,7 @@ def test_the_fast_and_sliced_snapshot_decoders_decide_every_input_alike():
 def test_record_decoder_fuzz():
     rng = random.Random(SEED + 1)
     counts = {"refused": 0, "applied": 0}
-    for payload in _inputs(rng, _VALID_OPS, PER_DECODER):
+    for payload in inputs(rng, _VALID_OPS, PER_DECODER):
         tree = Tree(_VALID_TREE, revision=3)
         before = tree.read("")
         changes: list[Any] = []
@@ -237,8 +174,8 @@ def _replay_both_ways(payload: bytes) -> None:
     "payload",
     [
         *_ONE_WRITE_CASES,
-        _dumps(["a", "i", None, None]),  # no list of operations
-        _dumps([["a", "i", None, None], ["s", ["j"] * 66, 1]]),  # too deep a path
+        dumps(["a", "i", None, None]),  # no list of operations
+        dumps([["a", "i", None, None], ["s", ["j"] * 66, 1]]),  # too deep a path
     ],
 )
 def test_recovery_replays_a_record_as_the_events_do(payload):
@@ -246,7 +183,7 @@ def test_recovery_replays_a_record_as_the_events_do(payload):
 
 
 def test_recovery_replays_fuzzed_records_as_the_events_do():
-    for payload in _inputs(random.Random(SEED + 4), _ONE_WRITE, PER_DECODER):
+    for payload in inputs(random.Random(SEED + 4), _ONE_WRITE, PER_DECODER):
         _replay_both_ways(payload)
 
 
@@ -282,7 +219,7 @@ def test_replay_records_writes_one_write_records_itself(monkeypatch, payload):
 
 def test_replay_records_skips_what_the_tree_holds_and_refuses_a_gap():
     def record(n: int) -> bytes:
-        return _dumps([["a", f"i{n}", None, None], ["s", ["jobs", "a", "n"], n]])
+        return dumps([["a", f"i{n}", None, None], ["s", ["jobs", "a", "n"], n]])
 
     tree = Tree(_VALID_TREE, revision=3)
     # Revisions 2 and 3 are in the tree already (a snapshot's, say).
@@ -299,9 +236,9 @@ def test_replay_records_skips_what_the_tree_holds_and_refuses_a_gap():
 def test_segment_decoder_fuzz():
     rng = random.Random(SEED + 2)
     head = _segment_header(b"\2" * 16, 1)
-    valid = head + encode_record(1, _dumps(_VALID_OPS), 0)
+    valid = head + encode_record(1, dumps(_VALID_OPS), 0)
     counts = {"refused": 0, "read": 0}
-    for i, junk in enumerate(_inputs(rng, _VALID_OPS, PER_DECODER)):
+    for i, junk in enumerate(inputs(rng, _VALID_OPS, PER_DECODER)):
         if i % 2:  # a valid segment, damaged at a random byte, or cut
             data = bytearray(valid)
             at = rng.randrange(len(data))
@@ -334,7 +271,7 @@ def test_checkpoint_manifest_decoder_fuzz(tmp_path):
     }
     counts = {"refused": 0, "read": 0}
     manifest = tmp_path / "MANIFEST.json"
-    for data in _inputs(rng, valid, PER_DECODER):
+    for data in inputs(rng, valid, PER_DECODER):
         manifest.write_bytes(data)
         try:
             _read_manifest(tmp_path)
@@ -351,7 +288,7 @@ def test_fuzzed_store_files_are_set_aside_or_loaded_whole(tmp_path, seed):
     from stateward import Store
 
     rng = random.Random(SEED + 10 + seed)
-    for i, data in enumerate(_inputs(rng, _VALID_TREE, 8)):
+    for i, data in enumerate(inputs(rng, _VALID_TREE, 8)):
         path = tmp_path / f"s{i}.json"
         path.write_bytes(data)
         with warnings.catch_warnings(record=True) as caught:

@@ -14,6 +14,7 @@ from stateward import (
     InvalidActionError,
     PathConflictError,
     PathNotFoundError,
+    RemoteError,
     RemoteUnavailableError,
     ResultCode,
     RevisionMismatchError,
@@ -160,11 +161,16 @@ BAD_ENTRIES = {
     "wrong version": _get(v=2),
     "bad client": _get(client="../x"),
     "path not a list": _get(path="a"),
+    "a segment not a str": _get(path=[["a"]]),
     "unknown action": _send({"type": "Exec"}),
     "action field": _send({**_SET, "value": 1, "hack": 1}),
     "wrong type": _send(durable="yes"),
     "id mismatch": _send(id="y"),
     "bad path": _send({**_SET, "path": "a..b", "value": 1}),
+    "action type not a str": _send({**_SET, "type": ["Set"], "value": 1}),
+    "a key no path can name": _send(
+        {**_SET, "type": "Merge", "mapping": {"a/b": 1}, "eq": True}
+    ),
     "nan value": {
         b"m": json.dumps(
             {"v": 1, "op": "send", "action": {"value": float("nan")}}
@@ -318,6 +324,51 @@ async def _replies(raw, client="raw"):
         f"sw:{{{NAME}}}:reply:{client}", b"0", count=10_000, block_ms=None
     )
     return [decode_reply(fields)["id"] for _, fields in entries]
+
+
+async def test_a_reply_that_cannot_be_read_is_a_typed_error_not_a_wait(redis):
+    # A reply whose id is a waiting request's but whose fields are not what
+    # its kind holds (another version of the owner, a bug, a forged entry):
+    # the request raises RemoteError at once, instead of waiting for good.
+    # One with a good report but an unreadable acks report: acks() raises.
+    async with connect_redis(redis.url, name=NAME) as remote:
+        stream = f"sw:{{{NAME}}}:reply:{remote.client}"
+        action = Set("a", 1)
+        broken = {"id": action.id, "kind": "applied", "revision": "3"}
+        async with open_connection(redis.url) as raw:
+            async with anyio.create_task_group() as tg:
+
+                async def answer_badly() -> None:
+                    await wait_for(lambda: action.id in remote._waiters)
+                    await raw.xadd(stream, protocol.encode(broken))
+
+                tg.start_soon(answer_badly)
+                with anyio.fail_after(10), pytest.raises(RemoteError, match="revision"):
+                    await remote.send(action)
+
+            other = Set("b", 1)
+            applied = {
+                "id": other.id,
+                "kind": "applied",
+                "revision": 4,
+                "changed": True,
+                "subscribers": ["s"],
+                "derive_errors": [],
+            }
+            async with anyio.create_task_group() as tg:
+
+                async def answer() -> None:
+                    await wait_for(lambda: other.id in remote._waiters)
+                    await raw.xadd(stream, protocol.encode(applied))
+                    await wait_for(lambda: other.id in remote._acks)
+                    acks = {"id": other.id, "kind": "acks", "result": 7}
+                    await raw.xadd(stream, protocol.encode(acks))
+
+                tg.start_soon(answer)
+                with anyio.fail_after(10):
+                    receipt = await remote.send(other)
+                    with pytest.raises(RemoteError, match="result"):
+                        await receipt.acks()
 
 
 async def test_unreachable_redis_is_a_typed_error():
