@@ -15,6 +15,7 @@ from typing import Final, TypeAlias, TypeGuard
 
 import anyio
 
+from .._json import _valid_text
 from ..messages.acks import RAS
 from ..messages.events import Resync, StateChanged
 
@@ -93,7 +94,7 @@ def must_await(result: object) -> TypeGuard[Awaitable[int | None]]:
 
 def ras_of_error(exc: BaseException) -> tuple[int, str]:
     """The (RAS code, message) of a handler that raised *exc*."""
-    return RAS.ERROR, f"{type(exc).__name__}: {exc}"
+    return RAS.ERROR, _text(f"{type(exc).__name__}: {exc}")
 
 
 NO_ANSWER: Final = object()
@@ -101,6 +102,17 @@ NO_ANSWER: Final = object()
 subscriber gave no answer: the delivery is reported ``missing``, not failed."""
 NO_ANSWER_CODE: Final = 1 << 70
 """The code :data:`NO_ANSWER` stands for: outside any RAS code a handler may return."""
+
+
+def _text(message: str) -> str:
+    """*message*, its lone surrogates (no UTF-8 can hold one) made ``?``.
+
+    A report's messages may cross to other processes as JSON: one the
+    encoder refuses would stop whoever sends the report.
+    """
+    if message.isascii() or _valid_text(message):
+        return message
+    return message.encode("utf-8", "replace").decode()
 
 
 def ras_of(result: object) -> tuple[int, str]:
@@ -117,7 +129,7 @@ def ras_of(result: object) -> tuple[int, str]:
         and isinstance(result[0], int)
         and isinstance(result[1], str)
     ):
-        return int(result[0]), str.__str__(result[1])
+        return int(result[0]), _text(str.__str__(result[1]))
     text = (
         f"handler returned {result!r:.200}; expected an int RAS code, "
         "(code, message) or None"

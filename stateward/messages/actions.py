@@ -25,7 +25,7 @@ import attrs
 from .. import _limits
 from .._checks import bool_validator
 from .._errors import InvalidActionError
-from .._json import _INT_MAX, _INT_MIN, JSON, json_size, own_json
+from .._json import _INT_MAX, _INT_MIN, JSON, _valid_text, json_size, own_json
 from ..paths import PathLike, check_keys_below, format_path, parse_path
 
 __all__ = ["Action", "Delete", "EqualityOption", "Merge", "Ping", "Set", "Transaction"]
@@ -81,12 +81,21 @@ def _check_source(
     if value is not None and type(value) is not str:
         reason = f"must be a str or None (got {type(value).__name__})"
         raise InvalidActionError(attr.name, reason)
+    _check_text(attr.name, value)
 
 
 def _check_id(_inst: object, attr: attrs.Attribute[str], value: object) -> None:
     if type(value) is not str or not value or len(value) > 256:
         reason = f"must be a non-empty str of <= 256 characters (got {value!r})"
         raise InvalidActionError(attr.name, reason)
+    _check_text(attr.name, value)
+
+
+def _check_text(field: str, value: str | None) -> None:
+    # A lone surrogate is no UTF-8: the journal's record of the action, and
+    # any message that carries it to another process, could not be encoded.
+    if value is not None and not value.isascii() and not _valid_text(value):
+        raise InvalidActionError(field, f"lone surrogate in {value!r:.60}")
 
 
 def _check_eq(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:

@@ -36,6 +36,7 @@ import attrs
 
 from .._checks import check_seconds
 from .._errors import InvalidActionError, StatewardError
+from .._json import _valid_text
 from ..messages.actions import Action, Delete, Merge, Ping, Set, Transaction
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 
@@ -201,7 +202,8 @@ def loads_object(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     """Parse one untrusted message: a strict JSON object of at most the cap.
 
     The size is checked before anything is parsed; NaN and Infinity, bad
-    UTF-8 and nesting too deep for the parser are refused.
+    UTF-8, a lone surrogate (escaped) and nesting too deep for the parser
+    are refused.
 
     Raises:
         InvalidActionError: It is not such an object.
@@ -216,7 +218,28 @@ def loads_object(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
         raise InvalidActionError("message", reason[:200]) from None
     if type(message) is not dict:
         raise InvalidActionError("message", "is not a JSON object")
+    if b"\\ud" in data or b"\\uD" in data:  # an escaped surrogate: a lone one?
+        _check_texts(message)
     return message
+
+
+def _check_texts(message: dict[str, Any]) -> None:
+    """Refuse a lone surrogate in any key or string of *message*.
+
+    JSON may escape one (a backslash, ``ud800``), and the decoder takes it:
+    what holds it could not be encoded again (a journal record, a reply).
+    """
+    stack: list[Any] = [message]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            if not item.isascii() and not _valid_text(item):
+                raise InvalidActionError("message", "lone surrogate in a string")
+        elif type(item) is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
 
 
 def check_keys(

@@ -239,3 +239,46 @@ def test_10_number_subclasses_are_converted_without_their_own_methods():
     assert Set("a", Odd(3)).value == 3
     assert type(Set("a", Odd(3)).value) is int
     assert Set("a", {"x": Weird(1.5)}).value == {"x": 1.5}
+
+
+@pytest.mark.parametrize("field", ["id", "source"])
+async def test_a_lone_surrogate_in_an_actions_text_is_refused_at_the_sender(
+    tmp_path, field
+):
+    # A lone surrogate is no UTF-8: a persisted state could not write the
+    # record of such an action, and its actor crashed (StateBrokenError) on
+    # the first one. The value and payload were checked; id and source were
+    # not.
+    with pytest.raises(InvalidActionError, match="lone surrogate"):
+        Set("a", 1, **{field: "x\ud800"})
+    async with open_state({}, state_dir=tmp_path) as state:
+        assert (await state.send(Set("a", 1, **{field: "x\U0001f600"}))).revision == 1
+    async with open_state({}, state_dir=tmp_path) as state:
+        assert await state.get("a") == 1
+
+
+async def test_a_handlers_message_that_is_no_utf8_is_made_text():
+    # A report's messages cross to other processes as JSON (a remote
+    # sender's acks): one no encoder takes stopped whoever sent the report.
+    async with open_state({}) as state:
+
+        async def handler(event):
+            return RAS.ERROR, "bad \udc80 byte"
+
+        async def raising(event):
+            raise ValueError("bad \ud800")
+
+        await state.subscribe("a", handler, name="h")
+        await state.subscribe("a", raising, name="r")
+        with anyio.fail_after(5):
+            report = await (await state.send(Set("a", 1))).acks()
+        messages = {ack.subscriber: ack.message for ack in report.acks}
+        assert messages == {"h": "bad ? byte", "r": "ValueError: bad ?"}
+
+
+async def test_a_subscriber_name_with_a_lone_surrogate_is_refused():
+    # The name is in every report, which a served state sends as JSON.
+    async with open_state({}) as state:
+        with pytest.raises(InvalidActionError, match="lone surrogate"):
+            await state.subscribe("a", lambda event: None, name="x\ud800")
+        await state.subscribe("a", lambda event: None, name="x\U0001f600")

@@ -266,3 +266,20 @@ def test_a_watch_routes_a_change_by_its_segments() -> None:
         StateChanged(5, "jobs.a/b", ChangeKind.CREATED, None, 1, "id-5"),
         6,
     ]
+
+
+def test_state_signals_messages_are_refused_or_round_trip() -> None:
+    # What unchanged state-signals exporters and responders publish: parsed
+    # into a Signal or a Response that encodes back, or the typed error.
+    from stateward.signals import protocol as sp
+
+    rng = random.Random(SEED + 5)
+    signal = json.loads(sp.Signal("p-1", "proc", "run", "host", 3, "t").to_json())
+    response = json.loads(sp.Response("r-1", "p-1", "run", 1, "ok").to_json())
+    for valid, parse in ((signal, sp.parse_signal), (response, sp.parse_response)):
+        for data in inputs(rng, {**valid, "metadata": {"k": [1]}}, PER_KIND):
+            try:
+                parsed = parse(data)
+            except StatewardError:
+                continue
+            assert parse(parsed.to_json()) == parsed

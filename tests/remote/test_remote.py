@@ -168,6 +168,9 @@ BAD_ENTRIES = {
     "id mismatch": _send(id="y"),
     "bad path": _send({**_SET, "path": "a..b", "value": 1}),
     "action type not a str": _send({**_SET, "type": ["Set"], "value": 1}),
+    "a lone surrogate in its id": _send(
+        {**_SET, "id": "x\ud800", "value": 1}, id="x\ud800"
+    ),
     "a key no path can name": _send(
         {**_SET, "type": "Merge", "mapping": {"a/b": 1}, "eq": True}
     ),
