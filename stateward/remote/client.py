@@ -505,25 +505,25 @@ class RemoteState(metaclass=NoPublicConstructor):
                         # Whoever waits for it hears why, rather than waiting on.
                         logger.warning("a malformed reply: %s", exc)
                         request_id = id_of(fields)
-                        if request_id is None:
-                            continue
-                        reason = str(exc)
-                        reply = {"id": request_id, "kind": "malformed", "why": reason}
-                        for waiters in (self._acks, self._waiters):
-                            waiter = waiters.get(request_id)
-                            if waiter is not None and waiter.reply is None:
-                                waiter.reply = reply
-                                waiter.event.set()
+                        if request_id is not None:
+                            reply = {"id": request_id, "kind": "malformed"}
+                            reply["why"] = str(exc)
+                            _answer(self._acks, reply)
+                            _answer(self._waiters, reply)
                         continue
-                    if reply["kind"] == "acks":
-                        waiter = self._acks.get(reply["id"])
-                    else:
-                        waiter = self._waiters.get(reply["id"])
-                    if waiter is not None and waiter.reply is None:
-                        waiter.reply = reply
-                        waiter.event.set()
+                    _answer(
+                        self._acks if reply["kind"] == "acks" else self._waiters, reply
+                    )
 
     _url: str
+
+
+def _answer(waiters: dict[str, _Waiter], reply: dict[str, Any]) -> None:
+    """Hand *reply* to whoever waits for its id among *waiters* (once)."""
+    waiter = waiters.get(reply["id"])
+    if waiter is not None and waiter.reply is None:
+        waiter.reply = reply
+        waiter.event.set()
 
 
 _REJECTIONS: Final[dict[str, type[ActionRejectedError]]] = {
