@@ -17,9 +17,17 @@ from __future__ import annotations
 from typing import Any, Final
 
 from .._errors import InvalidActionError
-from ..messages.events import ChangeKind, Resync, StateChanged
+from ..messages.events import Resync, StateChanged
 from ..paths import parse_path, parse_pattern
-from .protocol import check_keys, check_name, decode_fields, encode, typed
+from .protocol import (
+    change_kind,
+    check_keys,
+    check_name,
+    count,
+    decode_fields,
+    encode,
+    typed,
+)
 
 __all__ = ["decode_ack", "decode_event", "encode_event"]
 
@@ -70,33 +78,30 @@ def decode_event(fields: object) -> tuple[str, str, int, object]:
     message = decode_fields(fields)
     sub = check_name(message.get("sub"), "sub")
     epoch: str = typed(message.get("epoch"), (str,), "epoch")
-    seq = _count(message.get("seq"), "seq")
+    seq = count(message.get("seq"), "seq")
     kind = message.get("kind")
     if kind == "resync":
         check_keys(message, _RESYNC, set(), "resync")
         pattern: str = typed(message["pattern"], (str,), "pattern")
         parse_pattern(pattern)
-        first = _count(message["first"], "first")
-        last = _count(message["last"], "last")
+        first = count(message["first"], "first")
+        last = count(message["last"], "last")
         if first > last:
             raise InvalidActionError("resync", f"first {first} is after last {last}")
-        dropped = _count(message["dropped"], "dropped")
+        dropped = count(message["dropped"], "dropped")
         return sub, epoch, seq, Resync(pattern, dropped, first, last)
     if kind != "event":
         raise InvalidActionError("kind", f"unknown delivery kind {kind!r:.40}")
     check_keys(message, _EVENT, set(), "event")
     path: str = typed(message["path"], (str,), "path")
     parse_path(path)
-    change = message["change"]
-    if type(change) is not str or change not in _KINDS:
-        raise InvalidActionError("change", f"unknown change kind {change!r:.40}")
     source = message["source"]
     if source is not None:
         typed(source, (str,), "source")
     event = StateChanged(
-        _count(message["revision"], "revision"),
+        count(message["revision"], "revision"),
         path,
-        _KINDS[change],
+        change_kind(message["change"], "change"),
         message["old"],
         message["new"],
         typed(message["action_id"], (str,), "action_id"),
@@ -118,14 +123,6 @@ _EVENT: Final = _HEAD | {
     "source",
     "payload",
 }
-_KINDS: Final = {kind.value: kind for kind in ChangeKind}
-
-
-def _count(value: object, what: str) -> int:
-    number: int = typed(value, (int,), what)
-    if number < 0:
-        raise InvalidActionError(what, f"must be an int >= 0 (got {number})")
-    return number
 
 
 def decode_ack(fields: object) -> tuple[str, str, int, int, str]:

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import InvalidActionError
 from ..messages.events import ChangeKind
-from .protocol import FIELD, MAX_MESSAGE_BYTES, check_keys, decode_fields, typed
+from .protocol import (
+    FIELD,
+    MAX_MESSAGE_BYTES,
+    change_kind,
+    check_keys,
+    count,
+    decode_fields,
+    typed,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -85,12 +93,12 @@ def decode_feed(
             kind is a :class:`~stateward.ChangeKind`).
     """
     message = decode_fields(fields, FEED_MAX_BYTES)
-    revision = _revision(message.get("r"), "r")
+    revision = count(message.get("r"), "r")
     if "gap" in message:
         gap = message["gap"]
         if not (isinstance(gap, list) and len(gap) == 2):
             raise InvalidActionError("gap", "must be [first, last]")
-        first = _revision(gap[0], "gap")
+        first = count(gap[0], "gap")
         if first > revision or gap[1] != revision:
             raise InvalidActionError("gap", f"{gap!r:.60} does not end at r={revision}")
         return first, revision, None, None, None, []
@@ -108,17 +116,5 @@ def decode_feed(
         segments = typed(path, (list,), "path")
         if not all(type(seg) is str for seg in segments):
             raise InvalidActionError("path", "must be a list of str")
-        if type(kind) is not str or kind not in _KINDS:
-            raise InvalidActionError("kind", f"unknown change kind {kind!r:.40}")
-        changes.append((tuple(segments), _KINDS[kind], old, new))
+        changes.append((tuple(segments), change_kind(kind, "kind"), old, new))
     return revision, revision, action_id, source, message["p"], changes
-
-
-_KINDS: Final = {kind.value: kind for kind in ChangeKind}
-
-
-def _revision(value: object, what: str) -> int:
-    revision: int = typed(value, (int,), what)
-    if revision < 0:
-        raise InvalidActionError(what, f"a revision must be >= 0 (got {revision})")
-    return revision

@@ -38,6 +38,7 @@ from .._checks import check_seconds
 from .._errors import InvalidActionError, StatewardError
 from .._json import _valid_text
 from ..messages.actions import Action, Delete, Merge, Ping, Set, Transaction
+from ..messages.events import ChangeKind
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 
 if TYPE_CHECKING:
@@ -50,8 +51,10 @@ __all__ = [
     "Keys",
     "Request",
     "acl_rules",
+    "change_kind",
     "check_keys",
     "check_name",
+    "count",
     "decode_action",
     "decode_fields",
     "decode_request",
@@ -273,6 +276,32 @@ def typed(value: object, types: tuple[type, ...], what: str) -> Any:
         reason = f"must be {names} (got {type(value).__name__})"
         raise InvalidActionError(what, reason)
     return value
+
+
+def count(value: object, what: str) -> int:
+    """*value*, if it is an int >= 0 (a revision, a sequence number, a count).
+
+    Raises:
+        InvalidActionError: Named *what*.
+    """
+    number: int = typed(value, (int,), what)
+    if number < 0:
+        raise InvalidActionError(what, f"must be an int >= 0 (got {number})")
+    return number
+
+
+_KINDS: Final = {kind.value: kind for kind in ChangeKind}
+
+
+def change_kind(value: object, what: str) -> ChangeKind:
+    """The :class:`~stateward.ChangeKind` that *value* names (``"created"``...).
+
+    Raises:
+        InvalidActionError: Named *what*: it names none.
+    """
+    if type(value) is not str or value not in _KINDS:
+        raise InvalidActionError(what, f"unknown change kind {value!r:.40}")
+    return _KINDS[value]
 
 
 @final
