@@ -312,6 +312,7 @@ def replay_records(tree: Tree, first: int, payloads: list[bytes], name: str) -> 
                     and len(identity) == 4
                     and identity[0] == "a"
                     and type(identity[1]) is str
+                    and identity[1].isascii()  # (else checked the general way)
                     and (identity[2] is None or type(identity[2]) is str)
                     and type(op) is list
                     and len(op) == 3
@@ -319,6 +320,7 @@ def replay_records(tree: Tree, first: int, payloads: list[bytes], name: str) -> 
                     and type(path := op[1]) is list
                     and len(path) <= depth
                     and "".join(path).isascii()  # (a TypeError if not all str)
+                    and (identity[2] is None or identity[2].isascii())
                 ):
                     if identity[3] is not None:
                         check(identity[3], "payload")
@@ -361,5 +363,8 @@ def _check_identity(op: list[Any]) -> None:
     ):
         msg = f"action identity {op!r:.60} is malformed"
         raise _BadRecord(msg)
+    check_json(op[1], "id")  # (text: no lone surrogate, as the Action checks)
+    if op[2] is not None:
+        check_json(op[2], "source")
     if op[3] is not None:
         check_json(op[3], "payload")
