@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import anyio
 
-from .._checks import check_bool, check_seconds
+from .._checks import check_bool, check_int, check_seconds
 from .._errors import (
     ActionRejectedError,
     CompactedError,
@@ -35,6 +35,7 @@ from .._errors import (
     RevisionMismatchError,
     StatewardError,
 )
+from .._json import own_json
 from ..actors._util import NoPublicConstructor
 from ..messages.acks import Ack, AckReport, ResultCode
 from ..messages.actions import Action
@@ -207,6 +208,7 @@ class RemoteState(metaclass=NoPublicConstructor):
         earlier sends made (read-your-writes).
         """
         segments = parse_path(path)
+        default = own_json(default, "default")  # (checked here, as a Set's value)
         request_id = protocol.new_request_id()
         message = {
             "v": protocol.PROTOCOL_VERSION,
@@ -254,6 +256,8 @@ class RemoteState(metaclass=NoPublicConstructor):
             CompactedError: *from_revision* is older than the owner keeps.
         """
         check_seconds("refresh", refresh, positive=True)
+        check_int("from_revision", from_revision, 0, optional=True)
+        pattern = format_path(parse_pattern(pattern))  # (here, not in its task)
         sub = RemoteSubscription._create(self, protocol.check_name(name, "name"))
         reply = await self._subscribe_request(sub, pattern, timeout, from_revision)
         sub._epoch, sub._after = reply["epoch"], reply["seq"]
@@ -295,9 +299,7 @@ class RemoteState(metaclass=NoPublicConstructor):
         trie.add(segments, 0)
         bounds = await self._conn.bounds(self._keys.feed)
         if from_revision is not None:
-            if type(from_revision) is not int or from_revision < 0:
-                reason = f"must be an int >= 0 (got {from_revision!r})"
-                raise InvalidActionError("from_revision", reason)
+            check_int("from_revision", from_revision, 0)
             if bounds is not None and from_revision < bounds[0] - 1:
                 # Not on the feed (any more): the owner replays it.
                 async with contextlib.aclosing(
@@ -435,9 +437,7 @@ class RemoteState(metaclass=NoPublicConstructor):
         from_revision: int | None = None,
     ) -> dict[str, Any]:
         check_seconds("timeout", timeout, positive=True)
-        text = (
-            pattern if isinstance(pattern, str) else "/" + "/".join(map(str, pattern))
-        )
+        text = format_path(parse_pattern(pattern))
         request_id = protocol.new_request_id()
         message = {
             "v": protocol.PROTOCOL_VERSION,

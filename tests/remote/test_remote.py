@@ -12,6 +12,8 @@ from stateward import (
     RAS,
     Delete,
     InvalidActionError,
+    InvalidPathError,
+    InvalidValueError,
     PathConflictError,
     PathNotFoundError,
     RemoteError,
@@ -372,6 +374,32 @@ async def test_a_reply_that_cannot_be_read_is_a_typed_error_not_a_wait(redis):
                     receipt = await remote.send(other)
                     with pytest.raises(RemoteError, match="result"):
                         await receipt.acks()
+
+
+async def test_bad_arguments_are_typed_errors_at_the_client(redis):
+    # Checked before anything is sent, as a local state checks them. Before,
+    # a default of NaN or with a lone surrogate raised the encoder's
+    # ValueError, a pattern of {} was sent as "" and then killed the
+    # connection from the subscription's task, and a from_revision of "x"
+    # reached the encoder.
+    async with (
+        open_state({"a": 1}) as state,
+        serve_redis(state, redis.url, name=NAME),
+        connect_redis(redis.url, name=NAME) as remote,
+    ):
+        with anyio.fail_after(20):
+            for default in (float("nan"), "x\ud800", object(), 2**70):
+                with pytest.raises(InvalidValueError):
+                    await remote.get("missing", default)
+            for pattern in (None, {}, "x\ud800", ("a", -1)):
+                with pytest.raises(InvalidPathError):
+                    await remote.subscribe(pattern, lambda event: None, name="s")
+            for revision in ("x", -1, 1.5, True):
+                with pytest.raises(InvalidActionError, match="from_revision"):
+                    await remote.subscribe(
+                        "a", lambda event: None, name="s", from_revision=revision
+                    )
+            assert await remote.get("a") == 1  # (the connection is whole)
 
 
 async def test_unreachable_redis_is_a_typed_error():
