@@ -113,10 +113,17 @@ def absolute_path(field: str, value: str | os.PathLike[str]) -> str:
     """*value* as an absolute path, fixed now: a later ``os.chdir`` must not move it.
 
     Raises:
-        InvalidActionError: It is not a non-empty path without NUL.
+        InvalidActionError: It is not a non-empty path without NUL, that the
+            filesystem's encoding can hold.
     """
-    path: object = os.fspath(value)  # (bytes too, at run time: refused)
-    if not isinstance(path, str) or not path or "\0" in path:
-        reason = f"must be a non-empty path without NUL (got {path!r})"
-        raise InvalidActionError(field, reason)
-    return os.path.abspath(path)
+    try:
+        path: object = os.fspath(value)  # (bytes too, at run time: refused)
+        if isinstance(path, str):
+            os.fsencode(path)  # (a lone surrogate: no file can be named so)
+    except (TypeError, UnicodeEncodeError):
+        path = value
+    else:
+        if isinstance(path, str) and path and "\0" not in path:
+            return os.path.abspath(path)
+    reason = f"must be a non-empty path without NUL (got {path!r:.200})"
+    raise InvalidActionError(field, reason)

@@ -189,3 +189,27 @@ def test_two_writers_on_one_file_never_silently_lose_writes(tmp_path):
     third.save(force=True)  # overwrites on purpose
     third.close()
     assert json.loads(path.read_text()) == ["third"]
+
+
+def test_bad_arguments_are_typed_errors_before_anything_runs(tmp_path, backend):
+    # A junk-argument run of the Store's API found these raising TypeError,
+    # LookupError or UnicodeEncodeError, or (a callback that is no callable)
+    # taken and failing at every event, logged.
+    for bad in (-1, "x\ud800", "", "a\0b"):
+        with pytest.raises(InvalidActionError, match="state_file"):
+            Store(state_file=bad, backend=backend)
+        with pytest.raises(InvalidActionError, match="state_dir"):
+            Store(state_dir=bad, backend=backend)
+    for bad in (None, -1, "curio", []):
+        with pytest.raises(InvalidActionError, match="backend"):
+            Store(backend=bad)
+    with Store({"n": 1}, state_file=tmp_path / "s.json", backend=backend) as store:
+        for bad in (-1, "x\ud800", ""):
+            with pytest.raises(InvalidActionError, match="path"):
+                store.save(bad)
+        with pytest.raises(InvalidActionError, match="callback"):
+            store.subscribe("n")
+        with pytest.raises(InvalidActionError, match="fn"):
+            store.update(None)
+        store.set("n", 2)  # (the Store is whole)
+        assert store.get("n") == 2

@@ -12,11 +12,11 @@ import functools
 import logging
 import queue
 import threading
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, cast, final
 
 import anyio
 
-from .._errors import StateClosedError
+from .._errors import InvalidActionError, StateClosedError
 from ..messages.acks import RAS
 from ..paths import format_path, parse_pattern
 from ._handover import Handover
@@ -78,7 +78,11 @@ class StoreEvents:
 
         Raises:
             DuplicateNameError: *name* is taken.
+            InvalidActionError: *callback* is not callable.
         """
+        if not callable(cast("object", callback)):
+            reason = f"must be callable (got {callback!r:.60})"
+            raise InvalidActionError("callback", reason)
         runner = _CallbackThread(callback)
         try:
             subscribe = functools.partial(

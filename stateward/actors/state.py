@@ -19,7 +19,6 @@ every subscriber sees changes in revision order.
 from __future__ import annotations
 
 import functools
-import os
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, final
 
@@ -49,6 +48,7 @@ from .persistence import (
 )
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
     from anyio.abc import TaskStatus
@@ -331,7 +331,7 @@ async def open_state(
         None
         if state_dir is None
         else PersistenceConfig(
-            os.fspath(state_dir),
+            state_dir,
             durability,
             snapshot_every,
             keep_snapshots,

@@ -134,6 +134,9 @@ class Store(StoreEvents, StoreTransactions):
             raise InvalidActionError("state_file", reason)
         if initial is not None and default is not None:
             raise InvalidActionError("default", "give initial or default, not both")
+        if backend not in ("asyncio", "trio"):
+            reason = f"must be 'asyncio' or 'trio' (got {backend!r:.60})"
+            raise InvalidActionError("backend", reason)
         trio = sys.modules.get("trio")
         if backend == "trio" and trio is not None and trio.lowlevel.in_trio_task():
             reason = (
@@ -354,7 +357,7 @@ class Store(StoreEvents, StoreTransactions):
             StateFileChangedError: Another writer changed the file.
             OSError: The file could not be written; the old one is intact.
         """
-        target = self._file if path is None else os.fspath(path)
+        target = self._file if path is None else absolute_path("path", path)
         if target is None:
             raise InvalidActionError("path", "this Store has no state_file")
         own = target == self._file
