@@ -58,6 +58,7 @@ __all__ = [
     "decode_action",
     "decode_fields",
     "decode_request",
+    "dumps_message",
     "encode",
     "encode_action",
     "new_request_id",
@@ -170,13 +171,28 @@ def encode(message: dict[str, Any]) -> dict[bytes, bytes]:
     """Encode one message as a stream entry's fields.
 
     Raises:
-        InvalidActionError: It is larger than :data:`MAX_MESSAGE_BYTES`.
+        InvalidActionError: It is larger than :data:`MAX_MESSAGE_BYTES`, or
+            holds what JSON in UTF-8 cannot (NaN, a lone surrogate, an object).
     """
-    data = json.dumps(message, ensure_ascii=False, allow_nan=False).encode()
+    data = dumps_message(message)
     if len(data) > MAX_MESSAGE_BYTES:
         reason = f"{len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte message cap"
         raise InvalidActionError("message", reason)
     return {FIELD: data}
+
+
+def dumps_message(message: dict[str, Any]) -> bytes:
+    """*message* as strict JSON in UTF-8.
+
+    Raises:
+        InvalidActionError: It holds what that cannot (NaN, a lone
+            surrogate, an object that is no JSON).
+    """
+    try:
+        return json.dumps(message, ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:  # (UnicodeEncodeError included)
+        reason = f"cannot be encoded: {type(exc).__name__}: {exc}"
+        raise InvalidActionError("message", reason[:200]) from None
 
 
 def _refuse_constant(name: str) -> None:

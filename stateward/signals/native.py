@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
+from .._checks import check_seconds
 from .._errors import InvalidActionError, StatewardError
 from ..messages.acks import ResultCode
 from ..remote._redis import open_connection
@@ -366,10 +367,7 @@ def _names(values: object, what: str) -> list[str]:
 
 
 def _seconds(timeout: float | None) -> float:
-    if timeout is None or timeout == -1:
-        return math.inf
-    if isinstance(timeout, bool) or timeout < 0:
-        raise InvalidActionError(
-            "timeout", f"must be seconds >= 0, or -1 (got {timeout!r})"
-        )
+    if timeout is None or (type(timeout) in (int, float) and timeout == -1):
+        return math.inf  # (no limit, as state-signals has it)
+    check_seconds("timeout", timeout)  # (a finite number >= 0: not NaN, not a str)
     return float(timeout)

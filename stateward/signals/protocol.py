@@ -17,7 +17,6 @@ callers log and drop.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any, Final, final
 
@@ -25,7 +24,7 @@ import attrs
 
 from .._errors import InvalidActionError
 from .._json import JSON, check_json
-from ..remote.protocol import MAX_MESSAGE_BYTES, loads_object
+from ..remote.protocol import MAX_MESSAGE_BYTES, dumps_message, loads_object
 
 __all__ = [
     "INITIALIZATION",
@@ -183,7 +182,7 @@ class Response:
 
 
 def _dumps(message: dict[str, Any]) -> bytes:
-    data = json.dumps(message, ensure_ascii=False, allow_nan=False).encode()
+    data = dumps_message(message)
     if len(data) > MAX_MESSAGE_BYTES:
         reason = f"{len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte message cap"
         raise InvalidActionError("message", reason)

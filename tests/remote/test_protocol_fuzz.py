@@ -283,3 +283,12 @@ def test_state_signals_messages_are_refused_or_round_trip() -> None:
             except StatewardError:
                 continue
             assert parse(parsed.to_json()) == parsed
+
+
+def test_what_json_in_utf8_cannot_hold_is_the_typed_error_of_encode() -> None:
+    for value in (float("nan"), "x\ud800", object(), {1: 2, "a": float("inf")}):
+        try:
+            protocol.encode({"v": value})
+        except StatewardError:
+            continue
+        raise AssertionError(value)

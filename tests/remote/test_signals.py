@@ -7,7 +7,7 @@ import json
 import anyio
 import pytest
 
-from stateward import RAS, ResultCode, Set, open_state
+from stateward import RAS, InvalidActionError, ResultCode, Set, open_state
 from stateward.remote import serve_redis
 from stateward.remote._redis import open_connection
 from stateward.signals import Signals, open_exporter, open_responder, protocol as sp
@@ -257,3 +257,27 @@ async def test_the_bridge_comes_back_after_redis_restarts(redis):
                 )
                 assert waited == 0
                 assert (await exporter.publish_signal("go"))[0] == 0
+
+
+async def test_bad_arguments_are_typed_errors_before_anything_is_published(redis):
+    # A junk-argument run found a timeout of NaN or "1" raising ValueError or
+    # TypeError from the deadline, and a text that holds a lone surrogate
+    # UnicodeEncodeError from the encoder.
+    with anyio.fail_after(20):
+        async with (
+            open_exporter(redis.url, "proc") as exporter,
+            open_responder(redis.url, "resp") as responder,
+        ):
+            await exporter.initialize(["run", "x\ud800"])
+            for timeout in (float("nan"), "1", float("inf"), -2):
+                with pytest.raises(InvalidActionError, match="timeout"):
+                    await exporter.publish_signal("run", timeout=timeout)
+            for kwargs in ({"metadata": {"k": float("nan")}}, {"tag": "t\ud800"}):
+                with pytest.raises(InvalidActionError):
+                    await exporter.publish_signal("run", timeout=0, **kwargs)
+            with pytest.raises(InvalidActionError):
+                await exporter.publish_signal("x\ud800", timeout=0)
+            with pytest.raises(InvalidActionError):
+                await responder.respond("p-1", "run", 1, "bad \udc80")
+            code, _ = await exporter.publish_signal("run", timeout=0)
+            assert isinstance(code, ResultCode)  # (the exporter is whole)
