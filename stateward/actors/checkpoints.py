@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Protocol, cast, final, runtime_checkable
 
 import anyio
 
-from .._checks import check_int, check_seconds
+from .._checks import absolute_path, check_int, check_seconds
 from .._errors import (
     CheckpointError,
     CorruptStateError,
@@ -124,6 +124,10 @@ class Checkpoints:
         *retention* is any policy of your own (see
         :mod:`stateward.actors.retention`); neither keeps every checkpoint.
         The policy runs after every save and on :meth:`retain`.
+
+        Raises:
+            InvalidActionError: *directory* is not a path (or one the
+                filesystem cannot encode), or *keep*/*retention* is bad.
         """
         check_int("keep", keep, 1, optional=True)
         if keep is not None and retention is not None:
@@ -133,7 +137,7 @@ class Checkpoints:
             raise InvalidActionError("retention", reason)
         self._state = state
         # (absolute now: a later os.chdir must not move the checkpoints)
-        self._directory = Path(os.path.abspath(os.fspath(directory)))
+        self._directory = Path(absolute_path("directory", directory))
         Files().makedirs(str(self._directory))  # users check that it exists
         self._policy: RetentionPolicy | None = (
             KeepNewest(keep) if keep is not None else retention
@@ -277,6 +281,7 @@ class Checkpoints:
 
         Raises:
             FileNotFoundError: No such checkpoint (or none at all).
+            InvalidActionError: *path* is not a path.
             CheckpointError: It is incomplete or damaged, or lacks a
                 registered object; nothing was changed. Or an object's
                 ``load_state`` raised: the error's ``restored`` names the
@@ -290,6 +295,7 @@ class Checkpoints:
                     raise FileNotFoundError(errno.ENOENT, msg, str(self._directory))
                 where = listed[-1].path
             else:
+                absolute_path("path", path)  # (a path: the name may be relative)
                 where = Path(os.fspath(path))
                 if not where.is_absolute() and not where.exists():
                     where = self._directory / where

@@ -551,3 +551,17 @@ async def test_a_tree_larger_than_one_action_is_loaded_whole(tmp_path: Path) -> 
             Set("", tree)
     finally:
         set_limits(max_action_bytes=previous.max_action_bytes)
+
+
+async def test_a_directory_or_path_that_is_no_path_is_a_typed_error(
+    tmp_path: Path,
+) -> None:
+    # (a TypeError or UnicodeEncodeError from os and the filesystem before)
+    async with open_state({"a": 1}) as state:
+        for bad in (None, -1, "x\ud800", ""):
+            with pytest.raises(InvalidActionError, match="directory"):
+                Checkpoints(state, bad)  # type: ignore[arg-type]
+        checkpoints = Checkpoints(state, tmp_path)
+        for bad in (-1, "x\ud800"):
+            with pytest.raises(InvalidActionError, match="path"):
+                await checkpoints.load(bad)  # type: ignore[arg-type]
