@@ -81,6 +81,12 @@ def _check_source(
     if value is not None and type(value) is not str:
         reason = f"must be a str or None (got {type(value).__name__})"
         raise InvalidActionError(attr.name, reason)
+    limit = _limits._current.max_action_bytes
+    if value is not None and len(value) > limit:
+        # (it is in every event and journal record of the action: bounded as
+        # its values are, see stateward.limits())
+        reason = f"longer than max_action_bytes ({len(value):,} > {limit:,})"
+        raise InvalidActionError(attr.name, reason)
     _check_text(attr.name, value)
 
 
@@ -270,6 +276,8 @@ def _measure(
             elif t is Merge:
                 size += json_size(cast("Merge", action).mapping, room)
         size += json_size(action.payload, limits.max_action_bytes - size)
+        if action.source is not None:
+            size += len(action.source) + 2  # (a str, as json_size counts one)
         if count > limits.max_transaction_actions or size > limits.max_action_bytes:
             break
     return count, size

@@ -70,6 +70,13 @@ def test_10_oversized_values_are_refused_at_the_sender():
     parts = [Set(f"k{i}", "x" * (big // 4)) for i in range(5)]
     with pytest.raises(InvalidActionError, match=r"add up to more than"):
         Transaction(parts)
+    # A source is in every event and journal record of its action: bounded
+    # as the values are (it was not counted at all).
+    with pytest.raises(InvalidActionError, match=r"source.*max_action_bytes"):
+        Set("a", 1, source="s" * (big + 1))
+    parts = [Set(f"k{i}", 1, source="s" * (big // 4)) for i in range(5)]
+    with pytest.raises(InvalidActionError, match=r"add up to more than"):
+        Transaction(parts)
 
 
 def test_10_limits_are_configurable_and_checked():
