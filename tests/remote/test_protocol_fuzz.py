@@ -15,6 +15,8 @@ import json
 import random
 from typing import Any
 
+import anyio
+import pytest
 from fuzzlib import inputs
 
 from stateward import (
@@ -27,12 +29,14 @@ from stateward import (
     StateChanged,
     StatewardError,
     Transaction,
+    open_state,
 )
 from stateward.messages.acks import Ack, ResultCode
 from stateward.paths import PatternTrie, format_path, parse_path, parse_pattern
-from stateward.remote import protocol
+from stateward.remote import connect_redis, protocol, serve_redis
 from stateward.remote._deliveries import decode_ack, decode_event, encode_event
 from stateward.remote._feed_format import decode_feed, encode_feed, encode_gap
+from stateward.remote._redis import open_connection
 from stateward.remote._replies import decode_reply
 from stateward.remote.client import RemoteState, _error
 
@@ -292,3 +296,26 @@ def test_what_json_in_utf8_cannot_hold_is_the_typed_error_of_encode() -> None:
         except StatewardError:
             continue
         raise AssertionError(value)
+
+
+@pytest.mark.anyio
+async def test_a_running_owner_keeps_serving_through_fuzzed_requests(redis) -> None:
+    # The decoders above, end to end: mutated requests of every kind into a
+    # served state's stream. Every one is refused, applied or answered; the
+    # owner keeps serving, and a client's send after them is applied.
+    rng = random.Random(SEED + 6)
+    name = "fuzz"
+    entries = [data for valid in _REQUESTS for data in inputs(rng, valid, 200)]
+    async with (
+        open_state({"a": 1}) as state,
+        serve_redis(state, redis.url, name=name, writable={"c": [""]}) as server,
+    ):
+        async with open_connection(redis.url) as raw:
+            for data in entries:
+                await raw.xadd(f"sw:{{{name}}}:actions", {protocol.FIELD: data})
+        async with connect_redis(redis.url, name=name, client="c") as remote:
+            with anyio.fail_after(60):
+                receipt = await remote.send(Set("after", 1))  # (read after them)
+        assert await state.get("after") == 1
+        assert receipt.revision == state.revision
+        assert server.refused > len(entries) // 2
