@@ -78,11 +78,13 @@ def _own_value(value: object) -> JSON:
 def _check_source(
     _inst: object, attr: attrs.Attribute[str | None], value: object
 ) -> None:
-    if value is not None and type(value) is not str:
+    if value is None:  # the default
+        return
+    if type(value) is not str:
         reason = f"must be a str or None (got {type(value).__name__})"
         raise InvalidActionError(attr.name, reason)
     limit = _limits._current.max_action_bytes
-    if value is not None and len(value) > limit:
+    if len(value) > limit:
         # (it is in every event and journal record of the action: bounded as
         # its values are, see stateward.limits())
         reason = f"longer than max_action_bytes ({len(value):,} > {limit:,})"
@@ -97,10 +99,10 @@ def _check_id(_inst: object, attr: attrs.Attribute[str], value: object) -> None:
     _check_text(attr.name, value)
 
 
-def _check_text(field: str, value: str | None) -> None:
+def _check_text(field: str, value: str) -> None:
     # A lone surrogate is no UTF-8: the journal's record of the action, and
     # any message that carries it to another process, could not be encoded.
-    if value is not None and not value.isascii() and not _valid_text(value):
+    if not value.isascii() and not _valid_text(value):
         raise InvalidActionError(field, f"lone surrogate in {value!r:.60}")
 
 
