@@ -91,10 +91,14 @@ def _own_initial(value: object) -> JSON:
 
 
 def _to_patterns(value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        reason = f"must be a list of patterns, not one str (got {value!r})"
-        raise InvalidActionError("redact", reason)
-    return tuple(format_path(parse_pattern(p)) for p in value)  # bad ones raise here
+    try:
+        if isinstance(value, str | bytes):
+            raise TypeError  # (one str is no list of patterns)
+        patterns = tuple(value)
+    except TypeError:
+        reason = f"must be a list of patterns (got {value!r:.60})"
+        raise InvalidActionError("redact", reason) from None
+    return tuple(format_path(parse_pattern(p)) for p in patterns)  # bad ones raise
 
 
 @final

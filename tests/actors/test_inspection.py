@@ -66,9 +66,12 @@ async def test_redacted_values_never_appear_in_the_log() -> None:
     with pytest.raises(InvalidPathError):
         async with open_state(redact=["a..b"]):
             pass
-    with pytest.raises(InvalidActionError):
-        async with open_state(redact="users.*.password"):  # type: ignore[arg-type]
-            pass
+    for bad in ("users.*.password", None, 3, b"x"):  # (None: a TypeError before)
+        with pytest.raises(InvalidActionError, match="redact"):
+            async with open_state(redact=bad):  # type: ignore[arg-type]
+                pass
+    async with open_state(redact=(p for p in ["a.*"])) as state:  # any iterable
+        assert state  # (opened)
 
 
 def test_stateward_inspect_redacts(tmp_path: Path) -> None:
