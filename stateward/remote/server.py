@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
@@ -45,7 +46,7 @@ from .._errors import (
     StatewardError,
 )
 from ..actors._files import crash_point
-from ..paths import PathLike, parse_path
+from ..paths import PathLike, Segments, parse_path
 from . import protocol
 from ._dedupe import DedupeWindow, append_synced
 from ._proxy import Proxies
@@ -63,7 +64,7 @@ from ._tasks import background
 from .feed import FeedPublisher
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Sequence
 
     from anyio.abc import TaskGroup
 
@@ -494,10 +495,8 @@ async def serve_redis(
     allowed = None
     if writable is not None:
         allowed = {
-            protocol.check_name(client, "writable"): tuple(
-                parse_path(p) for p in prefixes
-            )
-            for client, prefixes in writable.items()
+            protocol.check_name(client, "writable"): _prefixes(client, prefixes)
+            for client, prefixes in _mapping(writable).items()
         }
     if signals is not None and not callable(getattr(signals, "bridge", None)):
         reason = f"must be a stateward.signals.Signals (got {signals!r})"
@@ -513,3 +512,18 @@ async def serve_redis(
             bridge = server.signals = signals.bridge(state, url, name)
             await tg.start(lambda task_status: bridge.run(tg, task_status=task_status))
         yield server
+
+
+def _mapping(writable: object) -> Mapping[object, object]:
+    if not isinstance(writable, Mapping):
+        reason = f"must map client names to path prefixes (got {writable!r:.60})"
+        raise InvalidActionError("writable", reason)
+    return writable
+
+
+def _prefixes(client: object, prefixes: object) -> tuple[Segments, ...]:
+    # One str is no list of prefixes: "jobs" would allow "j", "o", "b", "s".
+    if not isinstance(prefixes, list | tuple):
+        reason = f"{client!r} must map to a list of paths (got {prefixes!r:.60})"
+        raise InvalidActionError("writable", reason)
+    return tuple(parse_path(p) for p in prefixes)

@@ -400,6 +400,12 @@ async def test_bad_arguments_are_typed_errors_at_the_client(redis):
                         "a", lambda event: None, name="s", from_revision=revision
                     )
             assert await remote.get("a") == 1  # (the connection is whole)
+        # The owner's allow-list: one str is no list of prefixes ("jobs"
+        # allowed "j", "o", "b" and "s"), and -1 raised AttributeError.
+        for writable in ({"c": "jobs"}, -1, ["c"], {"c": 1}):
+            with pytest.raises(InvalidActionError, match="writable"):
+                async with serve_redis(state, redis.url, name="x", writable=writable):
+                    pass
 
 
 async def test_unreachable_redis_is_a_typed_error():
