@@ -49,6 +49,13 @@ def check_int(
         raise InvalidActionError(field, reason)
 
 
+def check_callable(field: str, value: object) -> None:
+    """*value* must be callable (a handler, a callback, a function)."""
+    if not callable(value):
+        reason = f"must be callable (got {value!r:.60})"
+        raise InvalidActionError(field, reason)
+
+
 def check_bool(field: str, value: object, *, optional: bool = False) -> None:
     """*value* must be True or False (or None, when *optional*)."""
     if type(value) is not bool and not (optional and value is None):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING, Any
 
+from .._checks import check_callable
 from .._errors import ActionRejectedError, InvalidActionError
 from .._json import copy_json, own_json
 from ..messages.actions import Delete, Merge, Set, Transaction
@@ -62,8 +63,7 @@ class Derivation:
         *,
         many: bool,
     ) -> None:
-        if not callable(fn):
-            raise InvalidActionError("fn", f"must be callable (got {fn!r})")
+        check_callable("fn", fn)
         self.segments = parse_path(dest)  # wildcards are refused here
         if not self.segments:
             raise InvalidActionError("dest", "the root cannot be derived")

@@ -7,10 +7,11 @@ alone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import anyio
 
+from .._checks import check_callable
 from .._errors import InvalidActionError
 from ..paths import PathLike, format_path, parse_path
 from ._derive import Derivation
@@ -117,8 +118,7 @@ class HandleReactive:
         await anyio.lowlevel.checkpoint()
         core = self._core
         self._check_open()
-        if not callable(cast("object", fn)):
-            raise InvalidActionError("fn", f"must be callable (got {fn!r})")
+        check_callable("fn", fn)
         label = name or str(getattr(fn, "__qualname__", type(fn).__name__))
         reaction = Reaction._create(label, fn, core.tree, core.reactions)
         core.reactions.active.add(reaction)

@@ -12,11 +12,12 @@ import functools
 import logging
 import queue
 import threading
-from typing import TYPE_CHECKING, Any, cast, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
-from .._errors import InvalidActionError, StateClosedError
+from .._checks import check_callable
+from .._errors import StateClosedError
 from ..messages.acks import RAS
 from ..paths import format_path, parse_pattern
 from ._handover import Handover
@@ -80,9 +81,7 @@ class StoreEvents:
             DuplicateNameError: *name* is taken.
             InvalidActionError: *callback* is not callable.
         """
-        if not callable(cast("object", callback)):
-            reason = f"must be callable (got {callback!r:.60})"
-            raise InvalidActionError("callback", reason)
+        check_callable("callback", callback)
         runner = _CallbackThread(callback)
         try:
             subscribe = functools.partial(

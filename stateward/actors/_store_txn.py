@@ -39,8 +39,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Final, Self, cast
 
-from .._checks import check_int
-from .._errors import ActionRejectedError, InvalidActionError, RevisionMismatchError
+from .._checks import check_callable, check_int
+from .._errors import ActionRejectedError, RevisionMismatchError
 from .._json import copy_json, copy_within
 from ..messages.actions import Set, Transaction
 from ..paths import parse_path
@@ -313,8 +313,7 @@ class StoreTransactions:
             RevisionMismatchError: Still conflicting after *attempts* tries.
             InvalidActionError: *fn* is not callable, or *attempts* < 1.
         """
-        if not callable(cast("object", fn)):
-            raise InvalidActionError("fn", f"must be callable (got {fn!r:.60})")
+        check_callable("fn", fn)
         check_int("attempts", attempts, 1)
         for attempt in range(attempts):
             try:

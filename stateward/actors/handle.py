@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast, final, overload
 
 import anyio
 
-from .._checks import MAX_MAILBOX, check_bool, check_int, check_seconds
+from .._checks import MAX_MAILBOX, check_bool, check_callable, check_int, check_seconds
 from .._errors import (
     ActionRejectedError,
     DuplicateNameError,
@@ -411,9 +411,7 @@ class StateHandle(
         core = self._core
         self._check_open()
         segments = parse_pattern(pattern)
-        if not callable(cast("object", handler)):
-            reason = f"must be callable (got {handler!r})"
-            raise InvalidActionError("handler", reason)
+        check_callable("handler", handler)
         check_int("mailbox_size", mailbox_size, 1, maximum=MAX_MAILBOX)
         if not isinstance(cast("object", overflow), Overflow):
             reason = f"must be an Overflow (got {overflow!r})"
