@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._errors import InvalidActionError
+from ._json import is_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,6 +48,17 @@ def check_int(
         most = "" if maximum is None else f" and <= {maximum}"
         reason = f"must be {none}an int >= {minimum}{most} (got {value!r})"
         raise InvalidActionError(field, reason)
+
+
+def check_text(field: str, value: str) -> None:
+    """*value* must be text UTF-8 can hold: no lone surrogate.
+
+    For the strings that journal records, reports and messages to other
+    processes carry (an action's id, a subscriber's name): one that could
+    not be encoded would fail there, not here.
+    """
+    if not is_text(value):
+        raise InvalidActionError(field, f"lone surrogate in {value!r:.60}")
 
 
 def check_callable(field: str, value: object) -> None:

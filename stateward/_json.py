@@ -21,6 +21,7 @@ __all__ = [
     "check_json",
     "copy_json",
     "copy_within",
+    "is_text",
     "json_equal",
     "json_size",
     "own_json",
@@ -156,6 +157,11 @@ def _spend(budget: list[int], size: int) -> None:
         raise _Invalid(
             "larger than the size limit of one action (see stateward.limits())"
         )
+
+
+def is_text(text: str) -> bool:
+    """Whether *text* is text UTF-8 can hold (no lone surrogate); ASCII at once."""
+    return text.isascii() or _valid_text(text)
 
 
 def _valid_text(text: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Final, TypeAlias, TypeGuard
 
 import anyio
 
-from .._json import _valid_text
+from .._json import is_text
 from ..messages.acks import RAS
 from ..messages.events import Resync, StateChanged
 
@@ -110,7 +110,7 @@ def _text(message: str) -> str:
     A report's messages may cross to other processes as JSON: one the
     encoder refuses would stop whoever sends the report.
     """
-    if message.isascii() or _valid_text(message):
+    if is_text(message):
         return message
     return message.encode("utf-8", "replace").decode()
 

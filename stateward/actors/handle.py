@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, cast, final, overload
 
 import anyio
 
-from .._checks import MAX_MAILBOX, check_bool, check_callable, check_int, check_seconds
+from .._checks import (
+    MAX_MAILBOX,
+    check_bool,
+    check_callable,
+    check_int,
+    check_seconds,
+    check_text,
+)
 from .._errors import (
     ActionRejectedError,
     DuplicateNameError,
@@ -21,7 +28,7 @@ from .._errors import (
     StateBrokenError,
     StateClosedError,
 )
-from .._json import JSON, _valid_text, copy_json
+from .._json import JSON, copy_json
 from ..messages.actions import Action, Set, Transaction
 from ..paths import PathLike, format_path, parse_path, parse_pattern
 from ..tree import MISSING
@@ -433,11 +440,10 @@ class StateHandle(
         elif type(name) is not str or not name:
             reason = f"must be a non-empty str (got {name!r})"
             raise InvalidActionError("name", reason)
-        elif not name.isascii() and not _valid_text(name):
-            # (it is in every report: one sent as JSON could not be encoded)
-            raise InvalidActionError("name", f"lone surrogate in {name!r:.60}")
-        elif name in core.subscribers:
-            raise DuplicateNameError(name)
+        else:
+            check_text("name", name)  # (it is in every report, sent as JSON)
+            if name in core.subscribers:
+                raise DuplicateNameError(name)
         sub = Subscriber(
             name=name,
             pattern=format_path(segments),

@@ -23,9 +23,9 @@ from typing import Any, TypeAlias, cast, final
 import attrs
 
 from .. import _limits
-from .._checks import bool_validator
+from .._checks import bool_validator, check_text
 from .._errors import InvalidActionError
-from .._json import _INT_MAX, _INT_MIN, JSON, _valid_text, json_size, own_json
+from .._json import _INT_MAX, _INT_MIN, JSON, json_size, own_json
 from ..paths import PathLike, check_keys_below, format_path, parse_path
 
 __all__ = ["Action", "Delete", "EqualityOption", "Merge", "Ping", "Set", "Transaction"]
@@ -89,21 +89,14 @@ def _check_source(
         # its values are, see stateward.limits())
         reason = f"longer than max_action_bytes ({len(value):,} > {limit:,})"
         raise InvalidActionError(attr.name, reason)
-    _check_text(attr.name, value)
+    check_text(attr.name, value)
 
 
 def _check_id(_inst: object, attr: attrs.Attribute[str], value: object) -> None:
     if type(value) is not str or not value or len(value) > 256:
         reason = f"must be a non-empty str of <= 256 characters (got {value!r})"
         raise InvalidActionError(attr.name, reason)
-    _check_text(attr.name, value)
-
-
-def _check_text(field: str, value: str) -> None:
-    # A lone surrogate is no UTF-8: the journal's record of the action, and
-    # any message that carries it to another process, could not be encoded.
-    if not value.isascii() and not _valid_text(value):
-        raise InvalidActionError(field, f"lone surrogate in {value!r:.60}")
+    check_text(attr.name, value)  # (its journal record could not be encoded)
 
 
 def _check_eq(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:

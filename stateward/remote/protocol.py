@@ -36,7 +36,7 @@ import attrs
 
 from .._checks import check_seconds
 from .._errors import InvalidActionError, StatewardError
-from .._json import _valid_text
+from .._json import is_text
 from ..messages.actions import Action, Delete, Merge, Ping, Set, Transaction
 from ..messages.events import ChangeKind
 from ..paths import PathLike, format_path, parse_path, parse_pattern
@@ -252,7 +252,7 @@ def _check_texts(message: dict[str, Any]) -> None:
     while stack:
         item = stack.pop()
         if type(item) is str:
-            if not item.isascii() and not _valid_text(item):
+            if not is_text(item):
                 raise InvalidActionError("message", "lone surrogate in a string")
         elif type(item) is dict:
             stack.extend(item)
