@@ -30,11 +30,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import attrs
 
-from .._checks import check_seconds
+from .._checks import check_int, check_seconds
 from .._errors import InvalidActionError, StatewardError
 from .._json import is_text
 from ..messages.actions import Action, Delete, Merge, Ping, Set, Transaction
@@ -300,10 +300,8 @@ def count(value: object, what: str) -> int:
     Raises:
         InvalidActionError: Named *what*.
     """
-    number: int = typed(value, (int,), what)
-    if number < 0:
-        raise InvalidActionError(what, f"must be an int >= 0 (got {number})")
-    return number
+    check_int(what, value, 0)
+    return cast("int", value)
 
 
 _KINDS: Final = {kind.value: kind for kind in ChangeKind}
