@@ -257,12 +257,12 @@ class RemoteState(metaclass=NoPublicConstructor):
         """
         check_seconds("refresh", refresh, positive=True)
         check_int("from_revision", from_revision, 0, optional=True)
-        pattern = format_path(parse_pattern(pattern))  # (here, not in its task)
         sub = RemoteSubscription._create(self, protocol.check_name(name, "name"))
-        reply = await self._subscribe_request(sub, pattern, timeout, from_revision)
+        sub._pattern = format_path(parse_pattern(pattern))  # (here: once, checked)
+        reply = await self._subscribe_request(sub, timeout, from_revision)
         sub._epoch, sub._after = reply["epoch"], reply["seq"]
         assert self._tg is not None
-        self._tg.start_soon(sub._run, pattern, handler, timeout, refresh)
+        self._tg.start_soon(sub._run, handler, timeout, refresh)
         return sub
 
     async def watch(
@@ -432,12 +432,11 @@ class RemoteState(metaclass=NoPublicConstructor):
     async def _subscribe_request(
         self,
         sub: RemoteSubscription,
-        pattern: PathLike,
         timeout: float,
         from_revision: int | None = None,
     ) -> dict[str, Any]:
+        """Register *sub* (at its canonical pattern) with the owner."""
         check_seconds("timeout", timeout, positive=True)
-        text = format_path(parse_pattern(pattern))
         request_id = protocol.new_request_id()
         message = {
             "v": protocol.PROTOCOL_VERSION,
@@ -445,7 +444,7 @@ class RemoteState(metaclass=NoPublicConstructor):
             "id": request_id,
             "client": self.client,
             "subscriber": sub.name,
-            "pattern": text,
+            "pattern": sub._pattern,
             "timeout": timeout,
             "from_revision": from_revision,
         }

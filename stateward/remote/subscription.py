@@ -21,7 +21,6 @@ from .._errors import RemoteUnavailableError, StatewardError
 from ..actors._handler import must_await, ras_of, ras_of_error
 from ..actors._util import NoPublicConstructor
 from ..messages.events import Resync, StateChanged
-from ..paths import PathLike, format_path, parse_pattern
 from . import protocol
 from ._deliveries import decode_event
 from ._redis import BLOCK_MS, Backoff, open_connection
@@ -55,7 +54,7 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
         self._after = 0
         self._revision = 0  # of the last event handled
         self._answered: dict[str, Any] | None = None  # the last Ack sent
-        self._pattern = ""
+        self._pattern = ""  # canonical: set by RemoteState.subscribe
         self._scope: anyio.CancelScope | None = None
 
     def __repr__(self) -> str:
@@ -75,15 +74,12 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
         }
         await self._state._request(request_id, message, 10.0)
 
-    async def _run(
-        self, pattern: PathLike, handler: Handler, timeout: float, refresh: float
-    ) -> None:
+    async def _run(self, handler: Handler, timeout: float, refresh: float) -> None:
         state = self._state
         keys = state._keys
-        self._pattern = format_path(parse_pattern(pattern))
         with anyio.CancelScope() as self._scope:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._refresh, pattern, timeout, refresh)
+                tg.start_soon(self._refresh, timeout, refresh)
                 last = b"0-0"
                 backoff = Backoff()
                 while True:
@@ -167,10 +163,10 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
         with contextlib.suppress(RemoteUnavailableError):
             await conn.xadd(self._state._keys.acks, protocol.encode(ack), maxlen=10_000)
 
-    async def _refresh(self, pattern: PathLike, timeout: float, refresh: float) -> None:
+    async def _refresh(self, timeout: float, refresh: float) -> None:
         while True:
             await anyio.sleep(refresh)
             with contextlib.suppress(StatewardError):
-                reply = await self._state._subscribe_request(self, pattern, timeout)
+                reply = await self._state._subscribe_request(self, timeout)
                 if reply["epoch"] != self._epoch:  # a new owner: a new proxy
                     self._epoch, self._after = reply["epoch"], reply["seq"]
