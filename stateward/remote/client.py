@@ -353,54 +353,13 @@ class RemoteState(metaclass=NoPublicConstructor):
                 await backoff.wait()
                 continue
             backoff.reset()
-            for event in self._feed_events(entries, trie, pattern, expected):
+            for event in _feed_events(entries, trie, pattern, expected):
                 if isinstance(event, int):
                     expected = event
                 else:
                     await send.send(event)
             if entries:
                 last_id = entries[-1][0]
-
-    def _feed_events(
-        self,
-        entries: list[tuple[bytes, dict[bytes, bytes]]],
-        trie: PatternTrie[int],
-        pattern: str,
-        expected: int,
-    ) -> Iterator[StateChanged | Resync | int]:
-        """The events of *entries*; an int is the next revision expected."""
-        for _, fields in entries:
-            try:
-                first, revision, action_id, source, payload, changes = decode_feed(
-                    fields
-                )
-            except StatewardError as exc:
-                logger.warning("watch: skipping a bad feed entry: %s", exc)
-                continue
-            if revision < expected:
-                continue  # published again after Redis lost it: seen
-            if first > expected or action_id is None:
-                # Revisions this loop will never see: say so.
-                gap_end = revision if action_id is None else first - 1
-                yield Resync(pattern, gap_end - expected + 1, expected, gap_end)
-                expected = gap_end + 1
-                if action_id is None:
-                    yield expected
-                    continue
-            expected = revision + 1
-            for segments, kind, old, new in changes:
-                if trie.match(segments):  # (as the tree has them: no parse)
-                    yield StateChanged(
-                        revision=revision,
-                        path=format_path(segments),
-                        kind=kind,
-                        old_value=old,
-                        new_value=new,
-                        action_id=action_id,
-                        source=source,
-                        payload=payload,
-                    )
-            yield expected
 
     async def _watch_by_subscriber(
         self,
@@ -515,6 +474,45 @@ class RemoteState(metaclass=NoPublicConstructor):
                     )
 
     _url: str
+
+
+def _feed_events(
+    entries: list[tuple[bytes, dict[bytes, bytes]]],
+    trie: PatternTrie[int],
+    pattern: str,
+    expected: int,
+) -> Iterator[StateChanged | Resync | int]:
+    """The events of *entries*; an int is the next revision expected."""
+    for _, fields in entries:
+        try:
+            first, revision, action_id, source, payload, changes = decode_feed(fields)
+        except StatewardError as exc:
+            logger.warning("watch: skipping a bad feed entry: %s", exc)
+            continue
+        if revision < expected:
+            continue  # published again after Redis lost it: seen
+        if first > expected or action_id is None:
+            # Revisions this loop will never see: say so.
+            gap_end = revision if action_id is None else first - 1
+            yield Resync(pattern, gap_end - expected + 1, expected, gap_end)
+            expected = gap_end + 1
+            if action_id is None:
+                yield expected
+                continue
+        expected = revision + 1
+        for segments, kind, old, new in changes:
+            if trie.match(segments):  # (as the tree has them: no parse)
+                yield StateChanged(
+                    revision=revision,
+                    path=format_path(segments),
+                    kind=kind,
+                    old_value=old,
+                    new_value=new,
+                    action_id=action_id,
+                    source=source,
+                    payload=payload,
+                )
+        yield expected
 
 
 def _answer(waiters: dict[str, _Waiter], reply: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ from stateward.remote._deliveries import decode_ack, decode_event, encode_event
 from stateward.remote._feed_format import decode_feed, encode_feed, encode_gap
 from stateward.remote._redis import open_connection
 from stateward.remote._replies import decode_reply
-from stateward.remote.client import RemoteState, _error
+from stateward.remote.client import _error, _feed_events
 
 SEED = 20261207
 PER_KIND = 2_000
@@ -201,7 +201,7 @@ def test_feed_entries_are_refused_or_routed() -> None:
                 assert isinstance(kind, ChangeKind)
                 assert all(type(seg) is str for seg in segments)
             entries = [(b"1-0", fields)]
-            for item in RemoteState._feed_events(None, entries, trie, "**", 0):  # type: ignore[arg-type]
+            for item in _feed_events(entries, trie, "**", 0):
                 routed += 1
                 if not isinstance(item, int):
                     _check_feed_event(item)
@@ -265,7 +265,7 @@ def test_a_watch_routes_a_change_by_its_segments() -> None:
     trie: PatternTrie[int] = PatternTrie()
     trie.add(parse_pattern("jobs.*"), 1)
     entry = encode_feed(5, "id-5", None, None, [(("jobs", "a/b"), "created", None, 1)])
-    items = list(RemoteState._feed_events(None, [(b"5-0", entry)], trie, "jobs.*", 5))  # type: ignore[arg-type]
+    items = list(_feed_events([(b"5-0", entry)], trie, "jobs.*", 5))
     assert items == [
         StateChanged(5, "jobs.a/b", ChangeKind.CREATED, None, 1, "id-5"),
         6,
