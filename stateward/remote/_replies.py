@@ -165,10 +165,13 @@ def decode_reply(fields: object) -> dict[str, Any]:
         raise InvalidActionError("reply", "has no str 'id' and 'kind'")
     kind = message["kind"]
     for key, check in _READ.get(kind, {}).items():
-        if key in message:
-            check(message[key], key)
-        elif key not in _OPTIONAL:
+        if key not in message:
             raise InvalidActionError("reply", f"a {kind} reply lacks {key!r}")
+        check(message[key], key)
+    if kind in ("rejected", "refused"):
+        for key, check in _REFUSAL.items():  # (each read where present)
+            if key in message:
+                check(message[key], key)
     error = message.get("error")
     needed = _NUMBERS_OF.get(error, ()) if type(error) is str else ()
     for key in needed:
@@ -210,7 +213,7 @@ def _anything(_value: object, _key: str) -> None:
 _RESULTS: Final = frozenset(int(code) for code in ResultCode)
 _TEXT: Final = _of(str)
 _INT: Final = _of(int)
-_REFUSAL: Final = {
+_REFUSAL: Final[dict[str, Callable[[object, str], object]]] = {
     "error": _TEXT,
     "field": _TEXT,
     "path": _TEXT,
@@ -230,12 +233,8 @@ _READ: Final[dict[str, dict[str, Callable[[object, str], object]]]] = {
     "acks": {"result": _result, "acks": _acks, "missing": _strs},
     "value": {"value": _anything},
     "subscribed": {"revision": _INT, "epoch": _TEXT, "seq": _INT},
-    "rejected": _REFUSAL,
-    "refused": _REFUSAL,
 }
 """What the client reads of each kind of reply, and how to check it."""
-_OPTIONAL: Final = set(_REFUSAL)
-"""Read only where present (or where :data:`_NUMBERS_OF` asks for them)."""
 _NUMBERS_OF: Final = {
     "RevisionMismatchError": ("expected", "actual"),
     "CompactedError": ("requested", "oldest"),
