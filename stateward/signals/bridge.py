@@ -60,6 +60,11 @@ logger = logging.getLogger(__name__)
 
 _MEMO: Final = 4096  # signals remembered for responders still catching up
 _INBOX: Final = 1024  # unclaimed responses kept per responder
+# Exporters answered at once. One that stops without ``shutdown`` (killed, or
+# a publisher id made up by anyone who can publish) is forgotten once this
+# many newer ones have signalled, so a bridge that runs for months does not
+# grow with every exporter that ever crashed.
+MAX_EXPORTERS: Final = 4096
 
 
 def _check_names(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
@@ -141,8 +146,10 @@ class SignalsBridge:
         """The publisher id of the exporter side."""
         self._process = name
         self._host = platform.node()
-        self.exporters: dict[str, str] = {}
-        """Exporters that initialized with the bridge: publisher id → process name."""
+        self.exporters: collections.OrderedDict[str, str] = collections.OrderedDict()
+        """Exporters that initialized with the bridge: publisher id → process
+        name, the least recently heard from first (at most
+        :data:`MAX_EXPORTERS`; the oldest is forgotten for a new one)."""
         self.responders: dict[str, _Responder] = {}
         """Responders that joined the exporter side, by responder id."""
         self.applied = 0
@@ -258,14 +265,30 @@ class SignalsBridge:
             return
         self.applied += 1
         if signal.event == INITIALIZATION:
-            self.exporters[signal.publisher_id] = signal.process_name
+            self._remember(signal)
             for rid in self.responder_ids.values():
                 await self._respond(Response(rid, signal.publisher_id, INITIALIZATION))
         elif signal.event == SHUTDOWN:
             self.exporters.pop(signal.publisher_id, None)
-        elif signal.publisher_id in self.exporters and self.responder_ids:
-            assert self._tg is not None
-            self._tg.start_soon(self._answer, signal, receipt)
+        elif signal.publisher_id in self.exporters:
+            self.exporters.move_to_end(signal.publisher_id)
+            if self.responder_ids:
+                assert self._tg is not None
+                self._tg.start_soon(self._answer, signal, receipt)
+
+    def _remember(self, signal: Signal) -> None:
+        """Answer *signal*'s exporter from now on; forget the least recent past the bound."""
+        self.exporters[signal.publisher_id] = signal.process_name
+        self.exporters.move_to_end(signal.publisher_id)
+        if len(self.exporters) > MAX_EXPORTERS:
+            pub_id, process = self.exporters.popitem(last=False)
+            logger.warning(
+                "signals: exporter %r (%s) forgotten: %d newer exporters signalled "
+                "since it did, and it never published shutdown",
+                process,
+                pub_id,
+                MAX_EXPORTERS,
+            )
 
     async def _answer(self, signal: Signal, receipt: Receipt) -> None:
         report = await receipt.acks(timeout=self.config.ack_timeout)

@@ -281,3 +281,31 @@ async def test_bad_arguments_are_typed_errors_before_anything_is_published(redis
                 await responder.respond("p-1", "run", 1, "bad \udc80")
             code, _ = await exporter.publish_signal("run", timeout=0)
             assert isinstance(code, ResultCode)  # (the exporter is whole)
+
+
+async def test_exporters_that_never_shut_down_are_forgotten_past_the_bound(
+    monkeypatch, caplog
+):
+    # No Redis needed: the bridge's responder side is fed signals directly.
+    from stateward.signals import bridge as bridge_module
+
+    monkeypatch.setattr(bridge_module, "MAX_EXPORTERS", 3)
+
+    def signal(pub_id, event):
+        return sp.Signal(pub_id, f"proc-{pub_id}", event, "host").to_json()
+
+    async with open_state({}) as state:
+        bridge = Signals().bridge(state, "redis://127.0.0.1:1/0", NAME)
+        for pub_id in ("a", "b", "c"):
+            await bridge._on_signal(signal(pub_id, sp.INITIALIZATION))
+        await bridge._on_signal(signal("a", "tick"))  # heard from: kept
+        await bridge._on_signal(signal("d", sp.INITIALIZATION))
+        assert list(bridge.exporters) == ["c", "a", "d"]
+        assert "'proc-b' (b) forgotten" in caplog.text
+        for i in range(100):
+            await bridge._on_signal(signal(f"x{i}", sp.INITIALIZATION))
+        assert list(bridge.exporters) == ["x97", "x98", "x99"]
+        await bridge._on_signal(signal("x98", sp.SHUTDOWN))
+        assert list(bridge.exporters) == ["x97", "x99"]
+        assert bridge.applied == 106  # every signal still lands in the state
+        assert (await state.get("signals.proc-x99"))["event"] == sp.INITIALIZATION
