@@ -180,6 +180,8 @@ class Checkpoints:
 
     def unregister(self, name: str) -> None:
         """Stop saving *name*; raises ``KeyError`` if it is not registered."""
+        if not isinstance(name, str) or name not in self._objects:
+            raise KeyError(name)  # (an unhashable name is not registered either)
         del self._objects[name]
 
     def list(self) -> list[CheckpointInfo]:

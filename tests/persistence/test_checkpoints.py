@@ -133,6 +133,9 @@ async def test_duplicate_and_unsafe_names_are_refused(tmp_path: Path) -> None:
             cp.register("plain", object())  # type: ignore[arg-type]
         with pytest.raises(InvalidActionError):
             Checkpoints(state, tmp_path, keep=0)
+        for missing in ["nope", ["model"], {}, None, 1]:
+            with pytest.raises(KeyError):
+                cp.unregister(missing)  # type: ignore[arg-type]
         cp.unregister("model")
         assert cp.names == ()
     # nothing created by refusals: only the (empty) directory, made up front
