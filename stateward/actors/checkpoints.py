@@ -180,9 +180,10 @@ class Checkpoints:
 
     def unregister(self, name: str) -> None:
         """Stop saving *name*; raises ``KeyError`` if it is not registered."""
-        if not isinstance(name, str) or name not in self._objects:
-            raise KeyError(name)  # (an unhashable name is not registered either)
-        del self._objects[name]
+        try:
+            del self._objects[name]
+        except TypeError:  # unhashable: not registered either
+            raise KeyError(name) from None
 
     def list(self) -> list[CheckpointInfo]:
         """Return the complete checkpoints, oldest first (blocking, but brief)."""

@@ -277,7 +277,7 @@ class SignalsBridge:
                 self._tg.start_soon(self._answer, signal, receipt)
 
     def _remember(self, signal: Signal) -> None:
-        """Answer *signal*'s exporter from now on; forget the least recent past the bound."""
+        """Answer *signal*'s exporter from now on; forget the oldest past the bound."""
         self.exporters[signal.publisher_id] = signal.process_name
         self.exporters.move_to_end(signal.publisher_id)
         if len(self.exporters) > MAX_EXPORTERS:
