@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import reprlib
 from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import Final, TypeAlias, TypeGuard
@@ -20,10 +21,13 @@ from ..messages.acks import RAS
 from ..messages.events import Resync, StateChanged
 
 __all__ = [
+    "MAX_ACK_MESSAGE",
     "NO_ANSWER",
     "NO_ANSWER_CODE",
+    "RAS_BOUND",
     "SUCCESS",
     "Handler",
+    "cut_message",
     "must_await",
     "must_propagate",
     "ras_of",
@@ -94,7 +98,11 @@ def must_await(result: object) -> TypeGuard[Awaitable[int | None]]:
 
 def ras_of_error(exc: BaseException) -> tuple[int, str]:
     """The (RAS code, message) of a handler that raised *exc*."""
-    return RAS.ERROR, _text(f"{type(exc).__name__}: {exc}")
+    try:
+        detail = str(exc)
+    except Exception:  # noqa: BLE001 - its own __str__ failed: say so, go on
+        detail = "(its message could not be read: str() raised)"
+    return RAS.ERROR, _text(f"{type(exc).__name__}: {detail}")
 
 
 NO_ANSWER: Final = object()
@@ -104,34 +112,69 @@ NO_ANSWER_CODE: Final = 1 << 70
 """The code :data:`NO_ANSWER` stands for: outside any RAS code a handler may return."""
 
 
-def _text(message: str) -> str:
-    """*message*, its lone surrogates (no UTF-8 can hold one) made ``?``.
+MAX_ACK_MESSAGE: Final = 4096
+"""The most characters an Ack's message keeps (a longer one is cut)."""
+RAS_BOUND: Final = 1 << 31
+"""A handler's RAS code is in ``[-RAS_BOUND, RAS_BOUND)`` (32 bits, signed)."""
 
-    A report's messages may cross to other processes as JSON: one the
-    encoder refuses would stop whoever sends the report.
+
+def cut_message(message: str, limit: int = MAX_ACK_MESSAGE) -> str:
+    """*message* cut to *limit* characters (at least 64), saying so."""
+    if len(message) <= limit:
+        return message
+    cut = f" ... (cut from {len(message):,} characters)"
+    return message[: limit - len(cut)] + cut
+
+
+def _text(message: str) -> str:
+    """*message* as an Ack carries it: lone surrogates made ``?``, cut if long.
+
+    A report's messages may cross to other processes as JSON, in messages
+    of bounded size: one the encoder refuses, or one over the cap, would
+    stop whoever sends the report. An Ack says the same locally and
+    remotely, so the cut applies everywhere.
     """
+    message = cut_message(message)
     if is_text(message):
         return message
     return message.encode("utf-8", "replace").decode()
 
 
 def ras_of(result: object) -> tuple[int, str]:
-    """Turn a handler's return value into (RAS code, message)."""
+    """Turn a handler's return value into (RAS code, message).
+
+    Never raises: whatever a handler returns, its subscriber answers. A
+    code must fit in 32 bits, as it must in a remote Ack; an
+    int subclass is read for its value, without its own methods.
+    """
     if result is None:
         return SUCCESS
     if result is NO_ANSWER:
         return NO_ANSWER_CODE, ""
     if isinstance(result, int):
-        return SUCCESS if result == 1 else (int(result), "")
+        code = int.__int__(result)
+        return SUCCESS if code == 1 else _code(code, "", result)
     if (
         type(result) is tuple
         and len(result) == 2
         and isinstance(result[0], int)
         and isinstance(result[1], str)
     ):
-        return int(result[0]), _text(str.__str__(result[1]))
-    text = (
-        f"handler returned {result!r:.200}; expected an int RAS code, "
-        "(code, message) or None"
-    )
-    return RAS.INVALID, text
+        return _code(int.__int__(result[0]), _text(str.__str__(result[1])), result)
+    return RAS.INVALID, _invalid(result, "an int RAS code, (code, message) or None")
+
+
+def _code(code: int, message: str, result: object) -> tuple[int, str]:
+    if -RAS_BOUND <= code < RAS_BOUND:
+        return code, message
+    return RAS.INVALID, _invalid(result, "a RAS code of 32 bits (signed)")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 200
+
+
+def _invalid(result: object, expected: str) -> str:
+    # reprlib: bounded for containers and long strings, and an object whose
+    # own __repr__ raises is shown by its type instead.
+    return _text(f"handler returned {_REPR.repr(result)}; expected {expected}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from .._errors import InvalidActionError
+from ..actors._handler import RAS_BOUND, cut_message
 from ..messages.events import Resync, StateChanged
 from ..paths import parse_path, parse_pattern
 from .protocol import (
@@ -137,7 +138,7 @@ def decode_ack(fields: object) -> tuple[str, str, int, int, str]:
     sub = check_name(message["sub"], "sub")
     seq = typed(message["seq"], (int,), "seq")
     ras = typed(message["ras"], (int,), "ras")
-    if not -(2**31) <= ras < 2**31:
+    if not -RAS_BOUND <= ras < RAS_BOUND:
         raise InvalidActionError("ras", f"{ras} is outside the RAS code range")
     text = typed(message["message"], (str,), "message")
-    return client, sub, seq, ras, text[:1000]
+    return client, sub, seq, ras, cut_message(text)

@@ -19,6 +19,7 @@ from .._errors import (
     StatewardError,
 )
 from .._json import surely_larger
+from ..actors._handler import cut_message
 from ..messages.acks import ResultCode
 from ..messages.actions import Action, Transaction
 from ..paths import format_path, parse_path
@@ -133,7 +134,7 @@ def acks_reply(action: str, report: AckReport) -> dict[bytes, bytes]:
     if fields is None:
         # (a character takes at most 6 bytes in the JSON: "\u0001")
         keep = max(256, protocol.MAX_MESSAGE_BYTES // (8 * max(1, len(acks))))
-        reply["acks"] = [[s, ras, _shortened(m, keep)] for s, ras, m in acks]
+        reply["acks"] = [[s, ras, cut_message(m, keep)] for s, ras, m in acks]
         fields = encode_within(reply)
     if fields is None:
         reply["acks"] = [[s, ras, ""] for s, ras, _ in acks]
@@ -142,12 +143,6 @@ def acks_reply(action: str, report: AckReport) -> dict[bytes, bytes]:
         reply["acks"], reply["missing"] = [], []
         fields = protocol.encode(reply)
     return fields
-
-
-def _shortened(text: str, keep: int) -> str:
-    if len(text) <= keep:
-        return text
-    return f"{text[:keep]}... ({len(text) - keep:,} more characters)"
 
 
 def decode_reply(fields: object) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from stateward import (
     open_state,
     set_limits,
 )
+from stateward.actors._handler import MAX_ACK_MESSAGE
 
 pytestmark = pytest.mark.anyio
 
@@ -289,3 +290,81 @@ async def test_a_subscriber_name_with_a_lone_surrogate_is_refused():
         with pytest.raises(InvalidActionError, match="lone surrogate"):
             await state.subscribe("a", lambda event: None, name="x\ud800")
         await state.subscribe("a", lambda event: None, name="x\U0001f600")
+
+
+class _Unprintable:
+    def __repr__(self):
+        raise RuntimeError("repr")
+
+    __str__ = __repr__
+
+
+class _UnprintableError(Exception):
+    def __str__(self):
+        raise RuntimeError("str")
+
+
+class _Weird(int):
+    def __eq__(self, other):
+        raise RuntimeError("eq")
+
+    __hash__ = int.__hash__
+
+    def __int__(self):
+        raise RuntimeError("int")
+
+
+@pytest.mark.parametrize("handler_timeout", [None, 30.0])
+async def test_whatever_a_handler_returns_or_raises_its_subscriber_answers(
+    handler_timeout,
+):
+    # Each of these once raised in the subscriber's task, outside the
+    # handler's own try: the exception left the task group and killed the
+    # state (every later send got StateClosedError).
+    results = {
+        "unprintable": _Unprintable(),
+        "unprintable-message": (RAS.FAILURE, _Unprintable()),
+        "weird-int": _Weird(0),
+        "weird-code": (_Weird(0), "m"),
+        "over-32-bits": 2**31,
+        "no-answer-code": 1 << 70,  # (once read as "did not answer")
+        "long": (RAS.FAILURE, "m" * 10_000_000),
+    }
+    expected = {
+        "unprintable": (RAS.INVALID, "handler returned <_Unprintable instance at "),
+        "unprintable-message": (RAS.INVALID, "handler returned (<RAS.FAILURE: 0>, "),
+        "weird-int": (0, ""),
+        "weird-code": (0, "m"),
+        "over-32-bits": (RAS.INVALID, "handler returned 2147483648; expected a RAS"),
+        "no-answer-code": (RAS.INVALID, "handler returned 1180591620717411303424;"),
+        "long": (RAS.FAILURE, "m" * 1000),
+        "unprintable-error": (RAS.ERROR, "_UnprintableError: (its message could not"),
+        "long-error": (RAS.ERROR, "ValueError: " + "e" * 1000),
+    }
+
+    def answer(name):
+        def handler(event):
+            if name == "unprintable-error":
+                raise _UnprintableError
+            if name == "long-error":
+                raise ValueError("e" * 10_000_000)
+            return results[name]
+
+        return handler
+
+    async with open_state({}) as state:
+        for name in expected:
+            await state.subscribe(
+                "a", answer(name), name=name, handler_timeout=handler_timeout
+            )
+        with anyio.fail_after(10):
+            report = await (await state.send(Set("a", 1))).acks()
+            assert report.missing == ()
+            got = {ack.subscriber: (ack.ras, ack.message) for ack in report.acks}
+            assert got.keys() == expected.keys()
+            for name, (ras, start) in expected.items():
+                assert got[name][0] == ras, name
+                assert got[name][1].startswith(start), (name, got[name][1][:80])
+                assert len(got[name][1]) <= MAX_ACK_MESSAGE
+            assert got["long"][1].endswith(" ... (cut from 10,000,000 characters)")
+            assert (await state.send(Set("a", 2))).revision == 2  # still alive

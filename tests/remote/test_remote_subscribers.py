@@ -67,6 +67,42 @@ async def test_a_remote_subscribers_acks_reach_local_and_remote_senders(redis):
         assert after.subscribers == ("local",)
 
 
+async def test_a_remote_handlers_long_or_odd_answer_is_an_ack_not_a_dead_client(
+    redis,
+):
+    # A 10 MB message was over the remote layer's message cap: encoding the
+    # Ack raised in the subscription's task and stopped the whole client.
+    # A code over 32 bits was refused by the owner, the subscriber missing.
+    async with (
+        open_state({}) as state,
+        serve_redis(state, redis.url, name=NAME),
+        connect_redis(redis.url, name=NAME, client="dash") as there,
+    ):
+
+        async def long(event):
+            return RAS.FAILURE, "m" * 10_000_000
+
+        async def long_error(event):
+            raise ValueError("e" * 10_000_000)
+
+        async def wide(event):
+            return 2**40
+
+        for handler in (long, long_error, wide):
+            await there.subscribe("job", handler, name=handler.__name__)
+        with anyio.fail_after(30):
+            report = await (await state.send(Set("job", 1))).acks(10)
+            assert report.missing == ()
+            got = {a.subscriber: (a.ras, a.message) for a in report.acks}
+            assert got["long"][0] == RAS.FAILURE
+            assert got["long"][1].endswith("(cut from 10,000,000 characters)")
+            assert got["long_error"][0] == RAS.ERROR
+            assert got["long_error"][1].startswith("ValueError: eee")
+            assert got["wide"][0] == RAS.INVALID
+            assert (await there.send(Set("after", 1))).revision == 2  # client alive
+            assert await there.get("after") == 1
+
+
 async def test_a_gone_remote_subscriber_is_missing_then_dropped(redis):
     async with (
         open_state({}) as state,
