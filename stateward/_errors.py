@@ -337,8 +337,43 @@ class CheckpointError(PersistenceError):
         super().__init__(f"{path}: {reason}")
 
 
+def is_exit_request(exc: BaseException) -> bool:
+    """Whether *exc* asks the program to stop: Ctrl-C or ``SystemExit``, in a group too.
+
+    Code we did not write (a handler, an ``eq`` or a derivation) may raise
+    anything; everything else it raises is its own failure, reported.
+    """
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(is_exit_request(inner) for inner in exc.exceptions)
+    return False
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"Type: message"`` of *exc*, raised by code we did not write, for a report.
+
+    Never raises: an exception whose own ``__str__`` raises is named by its
+    type. Lone surrogates become ``?``: reports may cross to other
+    processes as JSON.
+    """
+    try:
+        detail = str(exc)
+    except Exception:  # noqa: BLE001 - its own __str__ failed: say so, go on
+        detail = "(its message could not be read: str() raised)"
+    text = f"{type(exc).__name__}: {detail}"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode()
+    return text
+
+
 def _short(value: object, limit: int = 80) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a value we did not make: name its type
+        return f"<a {type(value).__name__} whose repr raised>"
     if len(text) <= limit:
         return text
     size = len(value) if isinstance(value, str | tuple | list) else len(text)

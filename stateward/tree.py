@@ -21,6 +21,8 @@ from ._errors import (
     PathConflictError,
     PathNotFoundError,
     RevisionMismatchError,
+    describe_exception,
+    is_exit_request,
 )
 from ._json import JSON, _a, copy_json, json_equal, own_json
 from .messages.actions import Action, Delete, Merge, Ping, Set, Transaction
@@ -506,9 +508,11 @@ def _equal(eq: EqualityOption, old: JSON, new: JSON) -> bool:
         # Copies: a user's eq() never holds or changes a node of the tree, nor
         # the action's own value.
         return bool(eq(copy_json(old), copy_json(new)))
-    except Exception as exc:
+    except BaseException as exc:
         # A user's eq() must not kill the actor: it rejects this action instead.
-        reason = f"the eq callable raised {type(exc).__name__}: {exc}"
+        if is_exit_request(exc):
+            raise
+        reason = f"the eq callable raised {describe_exception(exc)}"
         raise ActionRejectedError(_ROOT, reason) from exc
 
 

@@ -113,6 +113,28 @@ def test_callbacks_run_in_order_and_one_that_raises_is_logged(
     assert "ValueError: three" in caplog.text
 
 
+@pytest.mark.parametrize("exc", [GeneratorExit(), SystemExit(3), BaseException()])
+def test_a_callback_raising_a_base_exception_is_logged_and_the_next_runs(
+    backend: str, caplog: pytest.LogCaptureFixture, exc: BaseException
+) -> None:
+    # It once ended the callback's thread: every later event queued for
+    # nobody, and the writers were pushed back for good once it was full.
+    seen: list[int] = []
+
+    def callback(event: object) -> None:
+        assert isinstance(event, StateChanged)
+        seen.append(event.new_value)
+        if event.new_value == 1:
+            raise exc
+
+    with Store({"n": 0}, backend=backend) as store:
+        store.subscribe(callback, "n")
+        for n in range(1, 6):
+            store.set("n", n)
+    assert seen == [1, 2, 3, 4, 5]
+    assert "raised on revision 1" in caplog.text
+
+
 def test_a_callback_may_unsubscribe_itself(backend: str) -> None:
     calls: list[int] = []
     gone = threading.Event()

@@ -18,6 +18,8 @@ from .._errors import (
     StateBrokenError,
     StateClosedError,
     StatewardError,
+    describe_exception,
+    is_exit_request,
 )
 from ..messages.actions import Action, Set
 from ._ack import new_receipt
@@ -370,9 +372,11 @@ class _Core:
             return None
         try:
             value = d.compute(self.tree)
-        except Exception as exc:  # noqa: BLE001 - refused, reported to the caller
+        except BaseException as exc:  # refused, reported to the caller
+            if is_exit_request(exc):
+                raise
             derivations.remove(d.dest)
-            reason = f"the derivation raised {type(exc).__name__}: {exc}"
+            reason = f"the derivation raised {describe_exception(exc)}"
             request.error = ActionRejectedError(d.dest, reason)
             return None
         return Set(d.dest, value, source="derive")

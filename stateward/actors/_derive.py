@@ -17,8 +17,14 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING, Any
 
+from .. import _limits
 from .._checks import check_callable
-from .._errors import ActionRejectedError, InvalidActionError
+from .._errors import (
+    ActionRejectedError,
+    InvalidActionError,
+    describe_exception,
+    is_exit_request,
+)
 from .._json import copy_json, own_json
 from ..messages.actions import Delete, Merge, Set, Transaction
 from ..paths import PatternTrie, format_path, parse_path
@@ -97,7 +103,11 @@ class Derivation:
             arg: object = {format_path(s): read(s) for s in self.sources}
         else:
             arg = read(self.sources[0])
-        return own_json(self.fn(arg), f"the value derived for {self.dest!r}")
+        return own_json(
+            self.fn(arg),
+            f"the value derived for {self.dest!r}",
+            max_bytes=_limits.value_bytes(),
+        )
 
 
 class Derivations:
@@ -217,8 +227,10 @@ class Derivations:
                 value = d.compute(tree)
                 new: list[Change] = []
                 tree.set_derived(d.segments, value, new)
-            except Exception as exc:  # noqa: BLE001 - reported in the receipt
-                errors.append(f"{d.dest}: {type(exc).__name__}: {exc}")
+            except BaseException as exc:  # reported in the receipt
+                if is_exit_request(exc):
+                    raise
+                errors.append(f"{d.dest}: {describe_exception(exc)}")
                 continue
             changes.extend(new)
             for other in self._affected(new, queued):

@@ -16,6 +16,7 @@ from typing import Final, TypeAlias, TypeGuard
 
 import anyio
 
+from .._errors import describe_exception, is_exit_request
 from .._json import is_text
 from ..messages.acks import RAS
 from ..messages.events import Resync, StateChanged
@@ -72,7 +73,7 @@ def must_propagate(exc: BaseException) -> bool:
     cancelled or, on asyncio, when the task has a cancellation request: an
     ``asyncio.CancelledError`` the handler raised of its own has neither.
     """
-    if isinstance(exc, KeyboardInterrupt | SystemExit):
+    if is_exit_request(exc):
         return True
     if isinstance(exc, BaseExceptionGroup):
         return any(must_propagate(inner) for inner in exc.exceptions)
@@ -98,11 +99,7 @@ def must_await(result: object) -> TypeGuard[Awaitable[int | None]]:
 
 def ras_of_error(exc: BaseException) -> tuple[int, str]:
     """The (RAS code, message) of a handler that raised *exc*."""
-    try:
-        detail = str(exc)
-    except Exception:  # noqa: BLE001 - its own __str__ failed: say so, go on
-        detail = "(its message could not be read: str() raised)"
-    return RAS.ERROR, _text(f"{type(exc).__name__}: {detail}")
+    return RAS.ERROR, cut_message(describe_exception(exc))
 
 
 NO_ANSWER: Final = object()

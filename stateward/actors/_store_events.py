@@ -342,7 +342,7 @@ class _CallbackThread:
         while (event := take()) is not None:
             try:
                 self._callback(event)
-            except Exception:
+            except BaseException:  # (SystemExit too: it would end this thread alone)
                 logger.exception(
                     "a Store subscriber's callback %r raised on revision %s",
                     self._callback,

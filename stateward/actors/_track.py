@@ -23,6 +23,7 @@ from .._errors import DurabilityError
 from .._json import copy_json
 from ..paths import PatternTrie, format_path, parse_path
 from ..tree import MISSING, unchanged_below
+from ._handler import must_propagate
 from ._util import NoPublicConstructor
 
 if TYPE_CHECKING:
@@ -172,7 +173,9 @@ class Reaction(metaclass=NoPublicConstructor):
                     result = self._fn(Reader._create(self))
                     if inspect.isawaitable(result):
                         await result
-                except Exception as exc:
+                except BaseException as exc:
+                    if must_propagate(exc):
+                        raise
                     self.errors += 1
                     self.last_error = exc
                     logger.exception("tracked reaction %r raised", self.name)

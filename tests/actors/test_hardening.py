@@ -12,6 +12,7 @@ import pytest
 from stateward import (
     RAS,
     AckDeadlockError,
+    ActionRejectedError,
     InvalidActionError,
     InvalidValueError,
     Set,
@@ -368,3 +369,84 @@ async def test_whatever_a_handler_returns_or_raises_its_subscriber_answers(
                 assert len(got[name][1]) <= MAX_ACK_MESSAGE
             assert got["long"][1].endswith(" ... (cut from 10,000,000 characters)")
             assert (await state.send(Set("a", 2))).revision == 2  # still alive
+
+
+class _ItsOwnStrRaises(Exception):
+    def __str__(self):
+        raise RuntimeError("str")
+
+
+@pytest.mark.parametrize(
+    "exc", [GeneratorExit(), BaseException("bare"), _ItsOwnStrRaises()]
+)
+async def test_an_eq_derivation_or_reaction_raising_anything_is_reported(exc):
+    # Each of these ran in the state actor (eq, a derivation) or in the
+    # state's task group (a reaction) under "except Exception": a
+    # GeneratorExit or a bare BaseException killed the state, and so did an
+    # exception whose own __str__ raises, as its report was written.
+    def fail(*args):
+        raise exc
+
+    name = type(exc).__name__
+    async with open_state({"src": 1}) as state:
+        with anyio.fail_after(10):
+            with pytest.raises(ActionRejectedError, match=f"eq callable raised {name}"):
+                await state.send(Set("src", 1, eq=fail))
+            with pytest.raises(ActionRejectedError, match=f"derivation raised {name}"):
+                await state.derive("never", "src", fail)
+
+            def halve(value):
+                if value == 3:
+                    raise exc
+                return value / 2
+
+            await state.derive("half", "src", halve)
+            receipt = await state.send(Set("src", 3))
+            assert len(receipt.derive_errors) == 1
+            assert receipt.derive_errors[0].startswith(f"half: {name}")
+            assert await state.get("half") == 0.5  # the previous value stays
+
+            def react(reader):
+                if reader.get("src") == 4:
+                    raise exc
+
+            reaction = await state.track(react)
+            await state.send(Set("src", 4))
+            await reaction.wait_idle()
+            await state.send(Set("src", 5))
+            await reaction.wait_idle()
+            assert reaction.errors == 1
+            assert reaction.runs == 3
+            await reaction.untrack()
+            last = await state.send(Set("src", 6))
+            assert last.changed  # alive
+
+
+@pytest.mark.parametrize("persisted", [False, True])
+async def test_a_derived_value_over_the_action_size_limit_is_refused(
+    tmp_path, persisted
+):
+    # A derivation's value was not held to max_action_bytes: one that grew
+    # past it was written and journaled, and one too large at the start
+    # crashed the state actor (its Set was built outside the try).
+    state_dir = tmp_path if persisted else None
+    big = limits().max_action_bytes
+
+    def grow(n):
+        return "x" * n
+
+    async with open_state({"n": 10}, state_dir=state_dir) as state:
+        with anyio.fail_after(10):
+            with pytest.raises(ActionRejectedError, match="size limit"):
+                await state.derive("never", "n", lambda n: "x" * big)
+            await state.derive("text", "n", grow)
+            receipt = await state.send(Set("n", big))
+            assert len(receipt.derive_errors) == 1
+            assert "size limit" in receipt.derive_errors[0]
+            assert await state.get("text") == "x" * 10
+            assert (await state.send(Set("n", 20))).derive_errors == ()
+            assert await state.get("text") == "x" * 20
+    if persisted:
+        async with open_state({}, state_dir=tmp_path) as state:
+            assert await state.get("text") == "x" * 20
+            assert await state.get("n") == 20
