@@ -41,6 +41,8 @@ from .._errors import (
     DuplicateNameError,
     InvalidActionError,
     InvalidValueError,
+    describe_exception,
+    is_exit_request,
 )
 from .._limits import unbounded
 from ..messages.actions import Set
@@ -172,7 +174,8 @@ class Checkpoints:
         """
         _check_name(name, "name")
         if not isinstance(cast("object", obj), Checkpointable):
-            reason = f"needs save_state(path) and load_state(path) (got {obj!r})"
+            kind = type(obj).__qualname__  # (its repr is its own: it may raise)
+            reason = f"needs save_state(path) and load_state(path) (got a {kind})"
             raise InvalidActionError("obj", reason)
         if name in self._objects:
             raise DuplicateNameError(name, "checkpointed object")
@@ -315,16 +318,16 @@ class Checkpoints:
             restored: list[str] = []
             for obj_name, obj in objects.items():
                 target = where / OBJECTS / obj_name
-                try:
-                    await anyio.to_thread.run_sync(obj.load_state, target)
-                except Exception as exc:
+                failure = await anyio.to_thread.run_sync(_load_one, obj, target)
+                if failure is not None:
                     reason = (
-                        f"load_state of {obj_name!r} raised {exc!r}; restored "
+                        f"load_state of {obj_name!r} raised "
+                        f"{describe_exception(failure)}; restored "
                         f"before it: {restored}; the state tree was not changed"
                     )
                     raise CheckpointError(
                         str(where), reason, restored=tuple(restored)
-                    ) from exc
+                    ) from failure
                 restored.append(obj_name)
             # The tree takes the checked copy as it is, and the journal its
             # encoding: the event loop does neither (docs/persistence.md).
@@ -398,8 +401,11 @@ class Checkpoints:
             for obj_name, obj in objects.items():
                 try:
                     obj.save_state(partial / OBJECTS / obj_name)
-                except Exception as exc:
-                    reason = f"save_state of {obj_name!r} raised {exc!r}"
+                except BaseException as exc:
+                    if is_exit_request(exc):
+                        raise
+                    reason = f"save_state of {obj_name!r} raised "
+                    reason += describe_exception(exc)
                     raise CheckpointError(str(final), reason) from exc
                 if not os.path.lexists(partial / OBJECTS / obj_name):
                     empty.append(obj_name)  # stateless (so far): nothing to keep
@@ -437,9 +443,21 @@ class Checkpoints:
     def _retain(self, policy: RetentionPolicy) -> builtins.list[CheckpointInfo]:
         complete = self.list()
         names = {info.path.name for info in complete}
-        doomed_infos = [
-            info for info in policy(list(complete)) if info.path.name in names
-        ]
+        try:
+            chosen = list(policy(list(complete)))
+        except BaseException as exc:  # (in a worker thread: never thrown into a task)
+            if is_exit_request(exc):
+                raise
+            reason = f"the retention policy raised {describe_exception(exc)}"
+            raise CheckpointError(str(self._directory), reason) from exc
+        for info in chosen:
+            if not isinstance(cast("object", info), CheckpointInfo):
+                reason = (
+                    "the retention policy must return CheckpointInfos of the "
+                    f"ones to remove, not a {type(info).__qualname__}"
+                )
+                raise CheckpointError(str(self._directory), reason)
+        doomed_infos = [info for info in chosen if info.path.name in names]
         for info in doomed_infos:
             doomed = self._directory / f"{_DELETING}{info.path.name}"
             os.rename(info.path, doomed)  # gone from list() at once
@@ -472,6 +490,22 @@ class Checkpoints:
         for entry in self._directory.iterdir():
             if entry.name.startswith((_PARTIAL, _DELETING)) and entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def _load_one(obj: Checkpointable, target: Path) -> BaseException | None:
+    """``obj.load_state(target)`` in a worker thread: what it raised, if anything.
+
+    Returned, not raised: on asyncio a ``GeneratorExit`` thrown into the
+    awaiting coroutine could not be caught there. Ctrl-C and ``SystemExit``
+    are raised.
+    """
+    try:
+        obj.load_state(target)
+    except BaseException as exc:
+        if is_exit_request(exc):
+            raise
+        return exc
+    return None
 
 
 def _read_to_load(

@@ -568,3 +568,74 @@ async def test_a_directory_or_path_that_is_no_path_is_a_typed_error(
         for bad in (-1, "x\ud800"):
             with pytest.raises(InvalidActionError, match="path"):
                 await checkpoints.load(bad)  # type: ignore[arg-type]
+
+
+class _Unspeakable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str")
+
+    __repr__ = __str__
+
+
+@pytest.mark.parametrize("exc", [GeneratorExit(), BaseException(), _Unspeakable()])
+async def test_whatever_save_state_or_load_state_raise_is_a_checkpoint_error(
+    tmp_path: Path, exc: BaseException
+) -> None:
+    # A GeneratorExit or bare BaseException went past "except Exception"
+    # (and out of a periodic run(), which counts CheckpointErrors: the
+    # caller's task group died); an exception whose repr raises made the
+    # report itself raise.
+    class Raises(Counter):
+        saving = True
+
+        def save_state(self, path: Path) -> None:
+            if self.saving:
+                raise exc
+            super().save_state(path)
+
+        def load_state(self, path: Path) -> None:
+            raise exc
+
+    name = type(exc).__name__
+    async with open_state({"n": 1}) as state:
+        cp = Checkpoints(state, tmp_path)
+        obj = Raises(3)
+        cp.register("obj", obj)
+        with pytest.raises(CheckpointError, match=f"save_state of 'obj' raised {name}"):
+            await cp.save()
+        assert _listing(tmp_path) == []
+        obj.saving = False
+        await cp.save()
+        with pytest.raises(CheckpointError, match=f"load_state of 'obj' raised {name}"):
+            await cp.load()
+        assert await state.get("n") == 1
+
+
+async def test_an_object_with_no_save_state_is_named_by_its_type(
+    tmp_path: Path,
+) -> None:
+    async with open_state({}) as state:
+        cp = Checkpoints(state, tmp_path)
+        with pytest.raises(InvalidActionError, match="got a _Unspeakable"):
+            cp.register("x", _Unspeakable())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("policy", "why"),
+    [
+        (lambda infos: 1 / 0, "policy raised ZeroDivisionError"),
+        (lambda infos: [1], "not a int"),
+        (lambda infos: None, "policy raised TypeError"),
+    ],
+)
+async def test_a_retention_policy_that_fails_is_a_checkpoint_error(
+    tmp_path: Path, policy, why: str
+) -> None:
+    async with open_state({}) as state:
+        cp = Checkpoints(state, tmp_path, retention=policy)
+        with pytest.raises(CheckpointError, match=why):
+            await cp.save(name="c0")
+        assert [i.path.name for i in cp.list()] == ["c0"]  # saved, complete
+        with pytest.raises(CheckpointError, match=why):
+            await cp.retain()
+        assert [i.path.name for i in cp.list()] == ["c0"]
