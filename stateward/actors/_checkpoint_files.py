@@ -1,10 +1,11 @@
 """The files of a checkpoint: names, the manifest, and reading one back.
 
 What :mod:`stateward.actors.checkpoints` writes and reads, apart from the
-saving and loading themselves: the layout of a checkpoint directory, its
-manifest, the lock that lets one saver in at a time, and the checks a
-checkpoint passes before anything is restored from it. Blocking: worker
-threads only.
+saving and loading themselves (:mod:`._checkpoint_disk`): the layout of a
+checkpoint directory, its manifest, what a checkpointed object offers
+(:class:`Checkpointable`), the lock that lets one saver in at a time, and
+the checks a checkpoint passes before anything is restored from it.
+Blocking: worker threads only.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import fcntl
 import json
 import os
 import re
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, Protocol, final, runtime_checkable
 
 import attrs
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-__all__ = ["CheckpointInfo"]
+__all__ = ["CheckpointInfo", "Checkpointable"]
 
 FORMAT: Final = "stateward-checkpoint/1"
 MANIFEST: Final = "MANIFEST.json"
@@ -40,6 +41,21 @@ _DELETING: Final = ".deleting-"
 _STRICT: Final = JsonSerializer()
 _LOCK: Final = ".lock"
 _SEQUENCE: Final = ".sequence"  # the last sequence given
+
+
+@runtime_checkable
+class Checkpointable(Protocol):
+    """An object that saves itself to, and restores itself from, a path.
+
+    *path* does not exist when ``save_state`` is called: the object creates it
+    (a file, or a directory of files). Both run in a worker thread.
+    """
+
+    def save_state(self, path: Path) -> None:
+        """Write this object's state at *path*."""
+
+    def load_state(self, path: Path) -> None:
+        """Restore this object's state from *path*."""
 
 
 @final

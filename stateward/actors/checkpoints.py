@@ -17,7 +17,9 @@ into place (and the parent directory fsynced). An existing checkpoint is never
 overwritten. Retention keeps the newest ``keep`` checkpoints once a new one is
 complete.
 
-All file work runs in a worker thread, never on the event loop.
+All file work runs in a worker thread, never on the event loop
+(:mod:`._checkpoint_disk`; the layout and the manifest are
+:mod:`._checkpoint_files`).
 """
 
 from __future__ import annotations
@@ -25,49 +27,31 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import json
 import logging
 import os
-import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast, final, runtime_checkable
+from typing import TYPE_CHECKING, cast, final
 
 import anyio
 
 from .._checks import absolute_path, check_int, check_seconds
 from .._errors import (
     CheckpointError,
-    CorruptStateError,
     DuplicateNameError,
     InvalidActionError,
-    InvalidValueError,
     describe_exception,
-    is_exit_request,
 )
-from .._limits import unbounded
-from ..messages.actions import Set
+from . import _checkpoint_disk as _disk
 from ._checkpoint_files import (
-    _DELETING,
-    _PARTIAL,
-    _SEQUENCE,
     _STRICT,
-    FORMAT,
-    MANIFEST,
     OBJECTS,
-    TREE,
+    Checkpointable,
     CheckpointInfo,
     _check_name,
-    _directory_lock,
-    _exists,
-    _fsync_tree,
-    _read_checkpoint,
-    _read_manifest,
-    _write_file,
 )
 from ._files import Files
 from ._large_reads import read_at
-from .persistence import _fork, dumps_bytes
-from .persistence._sliced_json import dumps_in_slices
+from .persistence import _fork
 from .retention import KeepNewest
 
 if TYPE_CHECKING:
@@ -80,21 +64,6 @@ if TYPE_CHECKING:
 __all__ = ["CheckpointInfo", "Checkpointable", "Checkpoints"]
 
 logger = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class Checkpointable(Protocol):
-    """An object that saves itself to, and restores itself from, a path.
-
-    *path* does not exist when ``save_state`` is called: the object creates it
-    (a file, or a directory of files). Both run in a worker thread.
-    """
-
-    def save_state(self, path: Path) -> None:
-        """Write this object's state at *path*."""
-
-    def load_state(self, path: Path) -> None:
-        """Restore this object's state from *path*."""
 
 
 @final
@@ -190,18 +159,7 @@ class Checkpoints:
 
     def list(self) -> list[CheckpointInfo]:
         """Return the complete checkpoints, oldest first (blocking, but brief)."""
-        found: list[CheckpointInfo] = []
-        if not self._directory.is_dir():
-            return found
-        for entry in self._directory.iterdir():
-            if entry.name.startswith(".") or not entry.is_dir():
-                continue
-            try:
-                found.append(_read_manifest(entry))
-            except CheckpointError:
-                continue  # not a checkpoint of ours: left alone
-        found.sort(key=lambda info: (info.sequence, info.path.name))
-        return found
+        return _disk.list_checkpoints(self._directory)
 
     async def save(self, *, name: str | None = None) -> CheckpointInfo:
         """Save the tree and every registered object into a new directory.
@@ -260,7 +218,15 @@ class Checkpoints:
             now = datetime.datetime.now(datetime.UTC)
             dirname = name or now.strftime("%Y%m%dT%H%M%S.%fZ")
             info = await anyio.to_thread.run_sync(
-                self._save_locked, dirname, revision, now.isoformat(), tree, objects
+                _disk.save,
+                self._directory,
+                self._files,
+                dirname,
+                revision,
+                now.isoformat(),
+                tree,
+                objects,
+                self._policy,
             )
             self.saved += 1
             return info
@@ -309,7 +275,7 @@ class Checkpoints:
             core = self._state._core
             persisted = core.persister is not None
             info, action, copy, encoded = await anyio.to_thread.run_sync(
-                _read_to_load, where, persisted
+                _disk.read_to_load, where, persisted
             )
             missing = [n for n in objects if n not in info.objects]
             if missing:
@@ -318,7 +284,7 @@ class Checkpoints:
             restored: list[str] = []
             for obj_name, obj in objects.items():
                 target = where / OBJECTS / obj_name
-                failure = await anyio.to_thread.run_sync(_load_one, obj, target)
+                failure = await anyio.to_thread.run_sync(_disk.load_one, obj, target)
                 if failure is not None:
                     reason = (
                         f"load_state of {obj_name!r} raised "
@@ -358,114 +324,6 @@ class Checkpoints:
                 self.last_error = exc
                 logger.exception("periodic checkpoint in %s failed", self._directory)
 
-    # -- blocking work (worker threads) ---------------------------------------
-
-    def _save_locked(
-        self,
-        dirname: str,
-        revision: int,
-        created: str,
-        tree: JSON | bytes,
-        objects: dict[str, Checkpointable],
-    ) -> CheckpointInfo:
-        """Write, then retain, holding the directory's lock (other processes)."""
-        self._files.makedirs(str(self._directory))
-        with _directory_lock(self._directory):
-            info = self._write(dirname, revision, created, tree, objects)
-            if self._policy is not None:
-                self._retain(self._policy)
-            return info
-
-    def _write(
-        self,
-        dirname: str,
-        revision: int,
-        created: str,
-        tree: JSON | bytes,
-        objects: dict[str, Checkpointable],
-    ) -> CheckpointInfo:
-        files = self._files
-        root = self._directory
-        final = root / dirname
-        if final.exists():
-            raise _exists(final)
-        self._remove_leftovers()
-        sequence = self._next_sequence()
-        partial = root / f"{_PARTIAL}{dirname}"
-        os.mkdir(partial, 0o700)
-        empty: list[str] = []
-        try:
-            (partial / OBJECTS).mkdir(0o700)
-            data = tree if isinstance(tree, bytes) else _STRICT.dumps(tree)
-            _write_file(files, partial / TREE, data)
-            for obj_name, obj in objects.items():
-                try:
-                    obj.save_state(partial / OBJECTS / obj_name)
-                except BaseException as exc:
-                    if is_exit_request(exc):
-                        raise
-                    reason = f"save_state of {obj_name!r} raised "
-                    reason += describe_exception(exc)
-                    raise CheckpointError(str(final), reason) from exc
-                if not os.path.lexists(partial / OBJECTS / obj_name):
-                    empty.append(obj_name)  # stateless (so far): nothing to keep
-            manifest = {
-                "format": FORMAT,
-                "revision": revision,
-                "created": created,
-                "sequence": sequence,
-                "objects": list(objects),
-                "empty": empty,
-            }
-            _write_file(files, partial / MANIFEST, json.dumps(manifest).encode())
-            _fsync_tree(files, partial)
-            if final.exists():  # made meanwhile by someone else
-                raise _exists(final)
-            os.rename(partial, final)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        files.fsync_dir(str(root))
-        # Never reused, even once retention removed the newest ones.
-        files.write_atomic(str(root / _SEQUENCE), str(sequence).encode())
-        return CheckpointInfo(
-            final, revision, created, tuple(objects), sequence, tuple(empty)
-        )
-
-    def _next_sequence(self) -> int:
-        """One more than any sequence this directory has given (lock held)."""
-        listed = self.list()
-        last = listed[-1].sequence if listed else 0
-        with contextlib.suppress(FileNotFoundError, ValueError, CorruptStateError):
-            last = max(last, int(self._files.read(str(self._directory / _SEQUENCE))))
-        return last + 1
-
-    def _retain(self, policy: RetentionPolicy) -> builtins.list[CheckpointInfo]:
-        complete = self.list()
-        names = {info.path.name for info in complete}
-        try:
-            chosen = list(policy(list(complete)))
-        except BaseException as exc:  # (in a worker thread: never thrown into a task)
-            if is_exit_request(exc):
-                raise
-            reason = f"the retention policy raised {describe_exception(exc)}"
-            raise CheckpointError(str(self._directory), reason) from exc
-        for info in chosen:
-            if not isinstance(cast("object", info), CheckpointInfo):
-                reason = (
-                    "the retention policy must return CheckpointInfos of the "
-                    f"ones to remove, not a {type(info).__qualname__}"
-                )
-                raise CheckpointError(str(self._directory), reason)
-        doomed_infos = [info for info in chosen if info.path.name in names]
-        for info in doomed_infos:
-            doomed = self._directory / f"{_DELETING}{info.path.name}"
-            os.rename(info.path, doomed)  # gone from list() at once
-            shutil.rmtree(doomed, ignore_errors=True)
-        if doomed_infos:
-            self._files.fsync_dir(str(self._directory))
-        return doomed_infos
-
     async def retain(
         self, policy: RetentionPolicy | None = None
     ) -> builtins.list[CheckpointInfo]:
@@ -480,54 +338,6 @@ class Checkpoints:
             await anyio.lowlevel.checkpoint()
             return []
         async with self._lock:
-            return await anyio.to_thread.run_sync(self._retain_locked, chosen)
-
-    def _retain_locked(self, policy: RetentionPolicy) -> builtins.list[CheckpointInfo]:
-        with _directory_lock(self._directory):
-            return self._retain(policy)
-
-    def _remove_leftovers(self) -> None:
-        for entry in self._directory.iterdir():
-            if entry.name.startswith((_PARTIAL, _DELETING)) and entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-
-
-def _load_one(obj: Checkpointable, target: Path) -> BaseException | None:
-    """``obj.load_state(target)`` in a worker thread: what it raised, if anything.
-
-    Returned, not raised: on asyncio a ``GeneratorExit`` thrown into the
-    awaiting coroutine could not be caught there. Ctrl-C and ``SystemExit``
-    are raised.
-    """
-    try:
-        obj.load_state(target)
-    except BaseException as exc:
-        if is_exit_request(exc):
-            raise
-        return exc
-    return None
-
-
-def _read_to_load(
-    where: Path, persisted: bool
-) -> tuple[CheckpointInfo, Set, JSON, bytes | None]:
-    """Read a checkpoint, and make what sets its tree (a worker thread).
-
-    Returns the action, the decoded tree (checked by the action, private:
-    the state's tree takes it as it is) and, for a persisted state, the
-    JSON of the action's value for its journal record. All of it here,
-    before anything changes, in short calls that let the event loop run
-    (:mod:`.persistence._sliced_json`). The action writes even an equal tree
-    (``eq=False``): comparing a large tree would stop the loop. The size
-    limit of one action does not apply: the tree is what the state held.
-    """
-    info, tree = _read_checkpoint(where)
-    try:
-        with unbounded():
-            action = Set("", tree, eq=False)
-    except InvalidValueError as exc:
-        # Named after the file: state.json['v'][1], not the Set's value[...].
-        bad = InvalidValueError(TREE + exc.where.removeprefix("value"), exc.reason)
-        raise CheckpointError(str(where), f"{TREE} cannot be read: {bad}") from None
-    encoded = dumps_in_slices(action.value, dumps_bytes) if persisted else None
-    return info, action, cast("JSON", tree), encoded
+            return await anyio.to_thread.run_sync(
+                _disk.retain, self._directory, self._files, chosen
+            )

@@ -15,7 +15,7 @@ import pytest
 from fuzzlib import dumps, inputs
 
 from stateward import CheckpointError, CorruptStateError
-from stateward.actors.checkpoints import _read_manifest
+from stateward.actors._checkpoint_files import _read_manifest
 from stateward.actors.persistence import (
     apply_record,
     encode_record,
