@@ -14,17 +14,16 @@ so the tree shares no container with a message, an event or a reader.
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
+from ._changes import MISSING, Change, _Missing, lookup_in, same_value
 from ._errors import (
     ActionRejectedError,
     PathConflictError,
     PathNotFoundError,
     RevisionMismatchError,
-    describe_exception,
-    is_exit_request,
 )
-from ._json import JSON, _a, copy_json, json_equal, own_json
+from ._json import JSON, _a, copy_json, own_json
 from .messages.actions import Action, Delete, Merge, Ping, Set, Transaction
 from .messages.events import ChangeKind
 from .paths import PathLike, Segments, format_path, is_index, parse_path
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 
     from .messages.actions import EqualityOption
 
-__all__ = ["LARGE_NODE", "MISSING", "Change", "Tree", "unchanged_below"]
+__all__ = ["LARGE_NODE", "Tree"]
 
 LARGE_NODE: Final = 4096
 """A replaced or deleted container with more members than this is handed
@@ -42,30 +41,11 @@ over (:attr:`Tree.dropped`) rather than freed with its last reference: a
 million-member one takes 80 ms to free in one go."""
 
 
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final[_Missing] = _Missing()
-"""Returned by :meth:`Tree.lookup` for a path that does not exist."""
-
 _ROOT: Final = ""
 _CREATED: Final = ChangeKind.CREATED
 _UPDATED: Final = ChangeKind.UPDATED
 _DELETED: Final = ChangeKind.DELETED
 _PINGED: Final = ChangeKind.PINGED
-
-
-class Change(NamedTuple):
-    """One change made by an action, before it becomes events."""
-
-    path: Segments
-    kind: ChangeKind
-    old: JSON
-    new: JSON
 
 
 # Nodes of the document are typed Any inside this module: they hold arbitrary
@@ -156,22 +136,7 @@ class Tree:
 
     def lookup(self, path: Segments) -> JSON | _Missing:
         """Return the live value at *path*, or :data:`MISSING` (no copy: read-only)."""
-        node: _Node = self._box[0]
-        for seg in path:
-            t = type(node)
-            if t is dict:
-                if seg not in node:
-                    return MISSING
-                node = node[seg]
-            elif t is list and is_index(seg):
-                i = int(seg)
-                if i >= len(node):
-                    return MISSING
-                node = node[i]
-            else:
-                return MISSING
-        found: JSON = node
-        return found
+        return lookup_in(self._box[0], path)
 
     def read(self, path: PathLike, default: JSON = None) -> JSON:
         """Return a private deep copy of the value at *path*, or *default*."""
@@ -405,7 +370,7 @@ class Tree:
                 if key is None:
                     _out_of_range(path, len(path) - 1, len(container))
                 old = container[key] if key < len(container) else MISSING
-        if old is not MISSING and _equal(eq, old, value):
+        if old is not MISSING and same_value(eq, old, value):
             return
         offered = self._offered if whole else None
         if offered is not None and offered[0] is value:
@@ -499,23 +464,6 @@ class Tree:
                 container.insert(key, previous)
 
 
-def _equal(eq: EqualityOption, old: JSON, new: JSON) -> bool:
-    if eq is True:
-        return json_equal(old, new)
-    if eq is False:
-        return False
-    try:
-        # Copies: a user's eq() never holds or changes a node of the tree, nor
-        # the action's own value.
-        return bool(eq(copy_json(old), copy_json(new)))
-    except BaseException as exc:
-        # A user's eq() must not kill the actor: it rejects this action instead.
-        if is_exit_request(exc):
-            raise
-        reason = f"the eq callable raised {describe_exception(exc)}"
-        raise ActionRejectedError(_ROOT, reason) from exc
-
-
 def _index(path: Segments, depth: int, length: int, *, allow_end: bool) -> int | None:
     seg = path[depth]
     if not is_index(seg):
@@ -536,19 +484,3 @@ def _not_container(path: Segments, depth: int, node: object) -> NoReturn:
     where = format_path(path[:depth]) or "the root"
     reason = f"cannot go below {where!r}: it holds {_a(type(node).__name__)}"
     raise PathConflictError(format_path(path), reason)
-
-
-def unchanged_below(change: Change, pattern: Segments) -> bool:
-    """Tell whether a write above *pattern* left the value at *pattern* as it was."""
-    rest = pattern[len(change.path) :]
-    old = _lookup_in(change.old, rest)
-    new = _lookup_in(change.new, rest)
-    if old is MISSING or new is MISSING:
-        return old is new
-    return json_equal(old, new)
-
-
-def _lookup_in(value: JSON, rest: Segments) -> object:
-    tree = Tree.__new__(Tree)
-    tree._box = [value]
-    return tree.lookup(rest)

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from stateward import Delete, RevisionMismatchError, Set, Store
+from stateward._changes import MISSING
 from stateward._errors import ActionRejectedError
 from stateward.actors import _store_txn
 from stateward.actors._store_txn import Scratch, fetch_at
-from stateward.tree import MISSING, Tree
+from stateward.tree import Tree
 
 KEYS = ["a", "b", "c", "0", "1"]
 

@@ -18,7 +18,8 @@ from stateward import (
     Set,
     Transaction,
 )
-from stateward.tree import MISSING, Tree
+from stateward._changes import MISSING
+from stateward.tree import Tree
 
 
 def snapshot(tree: Tree) -> str:

@@ -18,6 +18,7 @@ import heapq
 from typing import TYPE_CHECKING, Any
 
 from .. import _limits
+from .._changes import MISSING, unchanged_below
 from .._checks import check_callable
 from .._errors import (
     ActionRejectedError,
@@ -28,15 +29,15 @@ from .._errors import (
 from .._json import copy_json, own_json
 from ..messages.actions import Delete, Merge, Set, Transaction
 from ..paths import PatternTrie, format_path, parse_path
-from ..tree import MISSING, unchanged_below
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from .._changes import Change
     from .._json import JSON
     from ..messages.actions import Action
     from ..paths import PathLike, Segments
-    from ..tree import Change, Tree
+    from ..tree import Tree
 
 __all__ = ["Derivation", "Derivations"]
 

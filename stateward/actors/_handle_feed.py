@@ -25,9 +25,10 @@ from .persistence import FeedEntry, oldest_snapshot, replay_files
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable
 
+    from .._changes import Change
     from .._json import JSON
     from ..paths import Segments
-    from ..tree import Change, Tree
+    from ..tree import Tree
     from ._core import _Core
     from ._handler import Handler
     from ._subscription import Subscription

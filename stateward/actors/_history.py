@@ -24,10 +24,10 @@ from ..tree import Tree
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
 
+    from .._changes import Change
     from .._json import JSON
     from ..messages.actions import Action
     from ..paths import Segments
-    from ..tree import Change
 
 __all__ = ["UNDO_SLICE", "Entry", "History", "Row", "undo", "undo_in_slices"]
 

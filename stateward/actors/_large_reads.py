@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
 
+from .._changes import MISSING
 from .._json import copy_json, copy_within
-from ..tree import MISSING
 from .persistence import _fork
 
 if TYPE_CHECKING:

@@ -19,10 +19,10 @@ from ..paths import PatternTrie, format_path, parse_pattern
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from .._changes import Change
     from .._json import JSON
     from ..messages.actions import Action
     from ..paths import Segments
-    from ..tree import Change
 
 __all__ = ["REDACTED", "ActionLog", "LoggedAction", "Redactor"]
 

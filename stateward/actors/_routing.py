@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._changes import unchanged_below
 from ..messages.events import StateChanged, _state_changed
 from ..paths import PatternTrie, format_path
-from ..tree import unchanged_below
 
 if TYPE_CHECKING:
+    from .._changes import Change
     from ..messages.actions import Action
-    from ..tree import Change
     from .subscriber import Subscriber
 
 __all__: list[str] = []  # internal

@@ -39,21 +39,22 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Final, Self, cast
 
+from .._changes import MISSING
 from .._checks import check_callable, check_int
 from .._errors import ActionRejectedError, RevisionMismatchError
 from .._json import copy_json, copy_within
 from ..messages.actions import Set, Transaction
 from ..paths import parse_path
-from ..tree import MISSING, Tree
+from ..tree import Tree
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Callable, Iterator
 
+    from .._changes import _Missing
     from .._json import JSON
     from ..messages.actions import Action, Delete
     from ..paths import PathLike, Segments
-    from ..tree import _Missing
 
 __all__: list[str] = []  # internal: the Store's
 

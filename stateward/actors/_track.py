@@ -19,19 +19,20 @@ from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
+from .._changes import MISSING, unchanged_below
 from .._errors import DurabilityError
 from .._json import copy_json
 from ..paths import PatternTrie, format_path, parse_path
-from ..tree import MISSING, unchanged_below
 from ._handler import must_propagate
 from ._util import NoPublicConstructor
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from .._changes import Change
     from .._json import JSON
     from ..paths import PathLike, Segments
-    from ..tree import Change, Tree
+    from ..tree import Tree
 
 __all__ = ["Reaction", "Reactions", "Reader"]
 

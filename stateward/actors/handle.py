@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, cast, final, overload
 
 import anyio
 
+from .._changes import MISSING
 from .._checks import (
     MAX_MAILBOX,
     check_bool,
@@ -31,7 +32,6 @@ from .._errors import (
 from .._json import JSON, copy_json
 from ..messages.actions import Action, Set, Transaction
 from ..paths import PathLike, format_path, parse_path, parse_pattern
-from ..tree import MISSING
 from ._feed_replay import replay
 from ._handle_feed import HandleFeed, _check_from_revision
 from ._handle_inspect import HandleInspection

@@ -15,7 +15,7 @@ from ...messages.events import ChangeKind
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ...tree import Change
+    from ..._changes import Change
 
 __all__ = [
     "LOCK_NAME",

@@ -24,7 +24,7 @@ from ._snapshot import Snapshot, read_snapshot
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ...tree import Change
+    from ..._changes import Change
 
 __all__ = [
     "FeedEntry",

@@ -31,7 +31,8 @@ from ._format import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ...tree import Change, Tree
+    from ..._changes import Change
+    from ...tree import Tree
     from .._files import Files
 
 __all__ = [
