@@ -75,7 +75,7 @@ class InvalidPathError(StatewardError, ValueError):
     def __init__(self, path: object, reason: str) -> None:
         self.path = path
         self.reason = reason
-        super().__init__(f"invalid path {_short(path)}: {reason}")
+        super().__init__(f"invalid path {short_repr(path)}: {reason}")
 
 
 class InvalidValueError(StatewardError, ValueError):
@@ -369,7 +369,12 @@ def describe_exception(exc: BaseException) -> str:
     return text
 
 
-def _short(value: object, limit: int = 80) -> str:
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for a message: at most about *limit* characters.
+
+    Never raises: *value* may be anything a caller passed, and one whose own
+    ``__repr__`` raises is named by its type.
+    """
     try:
         text = repr(value)
     except Exception:  # noqa: BLE001 - a value we did not make: name its type

@@ -13,7 +13,7 @@ import itertools
 import math
 from typing import Any, Final, NamedTuple, TypeAlias, cast
 
-from ._errors import InvalidValueError
+from ._errors import InvalidValueError, short_repr
 
 __all__ = [
     "JSON",
@@ -119,7 +119,8 @@ def _own(value: Any, depth: int, budget: list[int]) -> Any:
             out: dict[str, JSON] = {}
             for key, item in value.items():
                 if type(key) is not str:
-                    reason = f"dict key {key!r} is {_a(type(key).__name__)}, not a str"
+                    kind = _a(type(key).__name__)
+                    reason = f"dict key {short_repr(key, 60)} is {kind}, not a str"
                     raise _Invalid(reason)
                 if not key.isascii() and not _valid_text(key):
                     raise _Invalid("lone surrogate in a string")
@@ -147,7 +148,7 @@ def _own(value: Any, depth: int, budget: list[int]) -> Any:
         return _own(float.__float__(value), depth, budget)
     if isinstance(value, str):
         return _own(str.__str__(value), depth, budget)
-    msg = f"{_a(t.__name__)} is not JSON ({_short(value)})"
+    msg = f"{_a(t.__name__)} is not JSON ({short_repr(value, 60)})"
     raise _Invalid(msg)
 
 
@@ -350,11 +351,6 @@ def check_decoded(value: object, what: str) -> JSON:
 def _check_text(text: str, where: str) -> None:
     if not _valid_text(text):
         raise InvalidValueError(where, "lone surrogate in a string")
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def copy_json(value: Any) -> Any:

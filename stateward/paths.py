@@ -30,7 +30,7 @@ import functools
 import re
 from typing import TYPE_CHECKING, Final, Generic, TypeAlias, TypeVar
 
-from ._errors import InvalidPathError
+from ._errors import InvalidPathError, short_repr
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -159,7 +159,7 @@ def _tuple_segment(path: object, seg: object) -> str:
         return seg
     if type(seg) is int and seg >= 0:
         return str(seg)
-    reason = f"segment {seg!r} must be a str or an int >= 0"
+    reason = f"segment {short_repr(seg)} must be a str or an int >= 0"
     raise InvalidPathError(path, reason)
 
 

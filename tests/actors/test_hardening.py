@@ -14,6 +14,7 @@ from stateward import (
     AckDeadlockError,
     ActionRejectedError,
     InvalidActionError,
+    InvalidPathError,
     InvalidValueError,
     Set,
     StateBrokenError,
@@ -450,3 +451,27 @@ async def test_a_derived_value_over_the_action_size_limit_is_refused(
         async with open_state({}, state_dir=tmp_path) as state:
             assert await state.get("text") == "x" * 20
             assert await state.get("n") == 20
+
+
+class _NoRepr:
+    def __repr__(self):
+        raise RuntimeError("repr")
+
+    def __hash__(self):
+        return 1
+
+
+@pytest.mark.parametrize(
+    ("build", "error"),
+    [
+        (lambda: Set("a", _NoRepr()), InvalidValueError),
+        (lambda: Set("a", {_NoRepr(): 1}), InvalidValueError),
+        (lambda: Set(("a", _NoRepr()), 1), InvalidPathError),
+        (lambda: Set(_NoRepr(), 1), InvalidPathError),
+    ],
+)
+def test_an_object_whose_repr_raises_is_still_a_typed_error(build, error):
+    # The error's message quoted the object with repr(): the caller got the
+    # object's own RuntimeError instead of the typed error.
+    with pytest.raises(error, match="whose repr raised"):
+        build()
