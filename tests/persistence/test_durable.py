@@ -532,3 +532,39 @@ def test_inspection_reports_its_progress(tmp_path: Path, monkeypatch, capsys) ->
     assert err.endswith("100% of the journal, 95 records, revision 95\n")
     assert _cli_inspect.inspect_command(str(tmp_path), None) == 0
     assert capsys.readouterr().err == ""  # the final snapshot: nothing replayed
+
+
+@pytest.mark.parametrize("exc", [ValueError("display gone"), GeneratorExit()])
+def test_a_progress_callback_that_raises_never_stops_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog, exc
+) -> None:
+    # It once ended the recovery: open_state raised the callback's error and
+    # the acknowledged state could not be opened while it was passed.
+    import shutil
+
+    from stateward.actors.persistence import _recovery
+
+    monkeypatch.setattr(_recovery, "PROGRESS_EVERY", 30)
+    copy = tmp_path / "copy"
+
+    async def fill() -> None:
+        async with open_state({}, state_dir=tmp_path / "s") as state:
+            for i in range(100):
+                await state.send(Set("n", i))
+            shutil.copytree(tmp_path / "s", copy, ignore=shutil.ignore_patterns("LOCK"))
+
+    anyio.run(fill)
+    calls = []
+
+    def broken(progress: object) -> None:
+        calls.append(progress)
+        raise exc
+
+    async def reopen() -> None:
+        async with open_state({}, state_dir=copy, on_recovery_progress=broken) as state:
+            assert await state.get("n") == 99
+
+    anyio.run(reopen)
+    assert len(calls) == 1  # not called again
+    assert "recovery progress callback" in caplog.text
+    assert type(exc).__name__ in caplog.text

@@ -150,5 +150,6 @@ class PersistenceConfig:
         default=None, eq=False, repr=False
     )
     """Called during recovery, from the recovery's worker thread, after each
-    journal segment and every 50,000 of its records (see :class:`RecoveryProgress`)."""
+    journal segment and every 50,000 of its records (see :class:`RecoveryProgress`).
+    One that raises is logged and not called again: the recovery goes on."""
     files: Files = attrs.field(factory=Files, eq=False, repr=False)

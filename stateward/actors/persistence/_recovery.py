@@ -11,6 +11,9 @@ import attrs
 
 from ..._errors import (
     CorruptStateError,
+    describe_exception,
+    is_exit_request,
+    short_repr,
 )
 from ...tree import Tree
 from .._files import crash_point
@@ -21,6 +24,8 @@ from ._segments import FOREIGN, read_segment, replay_records
 from ._snapshot import Snapshot, read_snapshot
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..._json import JSON
     from ._config import PersistenceConfig
 
@@ -55,6 +60,37 @@ class RecoveryProgress:
     """Records replayed so far."""
     revision: int
     """The revision the tree has reached."""
+
+
+def _guarded(
+    callback: Callable[[RecoveryProgress], object] | None,
+) -> Callable[[RecoveryProgress], object] | None:
+    """*callback*, made harmless: one that raises is logged and not called again.
+
+    A report of progress must never stop the recovery of what was
+    acknowledged (Ctrl-C and ``SystemExit`` still do).
+    """
+    if callback is None:
+        return None
+    failed = False
+
+    def report(progress: RecoveryProgress) -> None:
+        nonlocal failed
+        if failed:
+            return
+        try:
+            callback(progress)
+        except BaseException as exc:
+            if is_exit_request(exc):
+                raise
+            failed = True
+            logger.warning(
+                "recovery progress callback %s raised %s; not called again",
+                short_repr(callback),
+                describe_exception(exc),
+            )
+
+    return report
 
 
 def _size(path: str) -> int:
@@ -126,7 +162,7 @@ def recover(
         if i + 1 == len(segments) or segments[i + 1] > base.revision + 1
     ]
     replayed = carried = 0
-    report = config.on_progress
+    report = _guarded(config.on_progress)
     sizes = [_size(os.path.join(directory, segment_name(f))) for f in needed]
     done_bytes, total_bytes = 0, sum(sizes)
     for i, first in enumerate(needed):
