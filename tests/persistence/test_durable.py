@@ -461,15 +461,13 @@ def test_stateward_inspect_shows_a_path_a_summary_or_json(tmp_path: Path) -> Non
     assert "is not a state directory" in plain.stderr
 
 
-def test_recovery_reports_its_progress(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _journal_to_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A state directory of 100 records no snapshot holds, reported every 30."""
     import shutil
 
     from stateward.actors.persistence import _recovery
 
     monkeypatch.setattr(_recovery, "PROGRESS_EVERY", 30)  # (50,000 by default)
-
     copy = tmp_path / "copy"
 
     async def fill() -> None:
@@ -481,6 +479,13 @@ def test_recovery_reports_its_progress(
             shutil.copytree(tmp_path / "s", copy, ignore=shutil.ignore_patterns("LOCK"))
 
     anyio.run(fill)
+    return copy
+
+
+def test_recovery_reports_its_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = _journal_to_replay(tmp_path, monkeypatch)
     seen = []
 
     async def reopen() -> None:
@@ -540,20 +545,7 @@ def test_a_progress_callback_that_raises_never_stops_recovery(
 ) -> None:
     # It once ended the recovery: open_state raised the callback's error and
     # the acknowledged state could not be opened while it was passed.
-    import shutil
-
-    from stateward.actors.persistence import _recovery
-
-    monkeypatch.setattr(_recovery, "PROGRESS_EVERY", 30)
-    copy = tmp_path / "copy"
-
-    async def fill() -> None:
-        async with open_state({}, state_dir=tmp_path / "s") as state:
-            for i in range(100):
-                await state.send(Set("n", i))
-            shutil.copytree(tmp_path / "s", copy, ignore=shutil.ignore_patterns("LOCK"))
-
-    anyio.run(fill)
+    copy = _journal_to_replay(tmp_path, monkeypatch)
     calls = []
 
     def broken(progress: object) -> None:
