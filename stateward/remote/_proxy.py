@@ -19,6 +19,8 @@ from .._errors import (
     CompactedError,
     InvalidActionError,
     RemoteUnavailableError,
+    StateBrokenError,
+    StateClosedError,
     StatewardError,
 )
 from .._json import surely_larger
@@ -152,7 +154,9 @@ class Proxies:
             if proxy is not None:
                 await self.drop(proxy, "unsubscribed")
             return {"kind": "unsubscribed"}
+        created = False
         if proxy is None or proxy.closed:
+            created = True
             proxy = Proxy(self.server, request.client, name, request.timeout)
             try:
                 proxy.subscription = await self.server._state.subscribe(
@@ -172,9 +176,13 @@ class Proxies:
             except StatewardError as exc:
                 return {"kind": "refused", "field": "subscriber", "reason": str(exc)}
             self.by_name[name] = proxy
+        revision = self.server._state.revision
+        if created:
+            # Where its events start: it delivers every change after it.
+            revision = proxy.subscription.start_revision
         return {
             "kind": "subscribed",
-            "revision": self.server._state.revision,
+            "revision": revision,
             "epoch": proxy.epoch,
             # A new proxy may have sent its first (replayed) events already:
             # the client takes every event of this epoch.
@@ -183,16 +191,32 @@ class Proxies:
 
     async def drop(self, proxy: Proxy, why: str) -> None:
         """Remove *proxy* and its local subscriber, and say *why* (once)."""
+        if await self._remove(proxy):
+            logger.warning("remote subscriber %r dropped: %s", proxy.name, why)
+
+    async def close(self) -> None:
+        """The server stops: remove every proxy, and its local subscriber.
+
+        Left subscribed, a proxy would go on taking the state's events with
+        no server to relay them: its mailbox would fill and hold up every
+        write, and its name would keep the remote subscriber from coming
+        back when the state is served again.
+        """
+        for proxy in list(self.by_name.values()):
+            await self._remove(proxy)
+
+    async def _remove(self, proxy: Proxy) -> bool:
         if proxy.closed:
-            return
+            return False
         proxy.closed = True
         self.by_name.pop(proxy.name, None)
         for waiter in proxy.waiting.values():
             waiter.set()
         if proxy.subscription is not None:
             with anyio.CancelScope(shield=True):
-                await proxy.subscription.unsubscribe()
-        logger.warning("remote subscriber %r dropped: %s", proxy.name, why)
+                with contextlib.suppress(StateClosedError, StateBrokenError):
+                    await proxy.subscription.unsubscribe()
+        return True
 
     async def read_acks(self) -> None:
         """Hand each remote Ack to the proxy waiting for it (its own task)."""

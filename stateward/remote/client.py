@@ -261,6 +261,8 @@ class RemoteState(metaclass=NoPublicConstructor):
         sub._pattern = format_path(parse_pattern(pattern))  # (here: once, checked)
         reply = await self._subscribe_request(sub, timeout, from_revision)
         sub._epoch, sub._after = reply["epoch"], reply["seq"]
+        # Where its events start: after from_revision, or live.
+        sub._revision = reply["revision"] if from_revision is None else from_revision
         assert self._tg is not None
         self._tg.start_soon(sub._run, handler, timeout, refresh)
         return sub

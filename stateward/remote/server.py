@@ -502,16 +502,22 @@ async def serve_redis(
         reason = f"must be a stateward.signals.Signals (got {signals!r})"
         raise InvalidActionError("signals", reason)
     server = RedisServer(state, url, keys, allowed, window, ack_timeout, batch)
-    async with background() as tg:
-        if feed_size:
-            server.feed = FeedPublisher(state, url, keys, feed_size)
-            await tg.start(server.feed.run)
-        await tg.start(lambda task_status: server._run(tg, task_status=task_status))
-        if signals is not None:
-            # The bridge is a layer above this one: made by its own config.
-            bridge = server.signals = signals.bridge(state, url, name)
-            await tg.start(lambda task_status: bridge.run(tg, task_status=task_status))
-        yield server
+    try:
+        async with background() as tg:
+            if feed_size:
+                server.feed = FeedPublisher(state, url, keys, feed_size)
+                await tg.start(server.feed.run)
+            await tg.start(lambda task_status: server._run(tg, task_status=task_status))
+            if signals is not None:
+                # The bridge is a layer above this one: made by its own config.
+                bridge = server.signals = signals.bridge(state, url, name)
+                await tg.start(
+                    lambda task_status: bridge.run(tg, task_status=task_status)
+                )
+            yield server
+    finally:
+        # Its remote subscribers' stand-ins leave the state with it.
+        await server._proxies.close()
 
 
 def _mapping(writable: object) -> Mapping[object, object]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 
 from .._errors import RemoteUnavailableError, StatewardError
-from ..actors._handler import must_await, ras_of, ras_of_error
+from ..actors._handler import must_await, must_propagate, ras_of, ras_of_error
 from ..actors._util import NoPublicConstructor
 from ..messages.events import Resync, StateChanged
 from . import protocol
@@ -52,7 +52,10 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
         self.handled = 0
         self._epoch = ""
         self._after = 0
-        self._revision = 0  # of the last event handled
+        self._revision = 0  # of the last event handled (or the start)
+        # Revisions a new proxy (the owner served again) did not deliver:
+        # told to the handler as a Resync before anything else.
+        self._gap: tuple[int, int] | None = None
         self._answered: dict[str, Any] | None = None  # the last Ack sent
         self._pattern = ""  # canonical: set by RemoteState.subscribe
         self._scope: anyio.CancelScope | None = None
@@ -92,6 +95,7 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
                                     count=64,
                                     block_ms=BLOCK_MS,
                                 )
+                                await self._tell_gap(handler)
                                 for entry_id, fields in entries:
                                     last = entry_id
                                     await self._deliver(conn, handler, fields)
@@ -153,7 +157,9 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
             result = handler(event)  # type: ignore[arg-type]
             if must_await(result):
                 result = await result
-        except Exception as exc:  # noqa: BLE001 - a handler's failure is its Ack
+        except BaseException as exc:  # a handler's failure is its Ack, as locally
+            if must_propagate(exc):
+                raise
             code, text = ras_of_error(exc)
         else:
             code, text = ras_of(result)
@@ -170,3 +176,24 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
                 reply = await self._state._subscribe_request(self, timeout)
                 if reply["epoch"] != self._epoch:  # a new owner: a new proxy
                     self._epoch, self._after = reply["epoch"], reply["seq"]
+                    # It delivers what comes after its start: what came
+                    # between the last event given and that start, no proxy
+                    # delivered (the owner was not serving).
+                    start = reply["revision"]
+                    if start > self._revision:
+                        first = self._revision + 1
+                        if self._gap is not None:
+                            first = self._gap[0]
+                        self._gap = (first, start)
+                        self._revision = start
+
+    async def _tell_gap(self, handler: Handler) -> None:
+        """Give the handler the Resync of a gap a new proxy left, if any."""
+        if self._gap is None:
+            return
+        first, last = self._gap
+        self._gap = None
+        # At most one delivery per revision: the count is an upper bound.
+        await self._handle(
+            handler, Resync(self._pattern, last - first + 1, first, last)
+        )

@@ -23,6 +23,7 @@ counted; they never stop the bridge.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import platform
 import uuid
@@ -36,6 +37,8 @@ from .._errors import (
     DuplicateNameError,
     InvalidActionError,
     RemoteUnavailableError,
+    StateBrokenError,
+    StateClosedError,
     StatewardError,
 )
 from ..actors._handler import NO_ANSWER
@@ -192,9 +195,12 @@ class SignalsBridge:
                     logger.warning("signals: Redis went away (%s); reconnecting", exc)
                     await self._backoff.wait()
         finally:
-            # However it stops (cancelled, or an error), the responders hear it.
+            # However it stops (cancelled, or an error), the responders hear
+            # it, and their stand-ins leave the state.
             with anyio.CancelScope(shield=True):
                 await self._shutdown()
+                for responder in list(self.responders.values()):
+                    await responder.leave("the bridge stopped", quiet=True)
 
     async def _listen(self, task_status: Any) -> None:
         channels = [protocol.SIGNALS, protocol.RESPONSES]
@@ -462,15 +468,17 @@ class _Responder:
                 return ras, message
         return None
 
-    async def leave(self, why: str) -> None:
+    async def leave(self, why: str, *, quiet: bool = False) -> None:
         bridge = self.bridge
         if bridge.responders.get(self.responder_id) is not self:
             return
         del bridge.responders[self.responder_id]
-        logger.warning("signals: responder %r dropped: %s", self.responder_id, why)
+        if not quiet:
+            logger.warning("signals: responder %r dropped: %s", self.responder_id, why)
         if self.subscription is not None:
             with anyio.CancelScope(shield=True):
-                await self.subscription.unsubscribe()
+                with contextlib.suppress(StateClosedError, StateBrokenError):
+                    await self.subscription.unsubscribe()
 
 
 def _event_name(event: StateChanged) -> str:

@@ -103,6 +103,69 @@ async def test_a_remote_handlers_long_or_odd_answer_is_an_ack_not_a_dead_client(
             assert await there.get("after") == 1
 
 
+async def test_a_served_state_leaves_no_stand_in_and_its_subscribers_come_back(
+    redis,
+):
+    # Once serve_redis ended, its proxies stayed subscribed to the state:
+    # with nobody to relay to, the mailbox filled and every write then
+    # waited block_timeout (1 s), and the name kept the remote subscriber
+    # from coming back when the state was served again. Coming back, it
+    # silently missed what changed while the state was not served.
+    seen: list[object] = []
+    async with (
+        open_state({}) as state,
+        connect_redis(redis.url, name=NAME, client="dash") as there,
+    ):
+        async with serve_redis(state, redis.url, name=NAME):
+            await there.subscribe("job", seen.append, name="dashboard", refresh=0.1)
+            with anyio.fail_after(30):
+                await (await state.send(Set("job", 1))).acks(10)
+            assert "dashboard" in state.subscriber_statistics()
+        assert "dashboard" not in state.subscriber_statistics()
+        with anyio.fail_after(30):
+            for n in range(2, 402):  # more than the stand-in's mailbox holds
+                await state.send(Set("job", n))
+        async with serve_redis(state, redis.url, name=NAME):
+            await wait_for(lambda: "dashboard" in state.subscriber_statistics())
+            with anyio.fail_after(30):
+                report = await (await state.send(Set("job", "back"))).acks(10)
+            assert report.result == ResultCode.ALL_SUBS_SUCCESS
+            await wait_for(lambda: len(seen) == 3)
+    first, gap, back = seen
+    assert isinstance(first, StateChanged)
+    assert first.revision == 1
+    assert isinstance(gap, Resync)
+    assert gap.first_revision == 2
+    assert gap.pattern == "job"
+    assert isinstance(back, StateChanged)
+    assert back.new_value == "back"
+    assert gap.last_revision == back.revision - 1
+
+
+@pytest.mark.parametrize("exc", [GeneratorExit, BaseException])
+async def test_a_remote_handlers_base_exception_is_a_failed_ack(redis, exc):
+    # It went past the remote handler's "except Exception" and ended the
+    # subscription: every later event was missing.
+    async with (
+        open_state({}) as state,
+        serve_redis(state, redis.url, name=NAME),
+        connect_redis(redis.url, name=NAME, client="dash") as there,
+    ):
+
+        async def handler(event):
+            if event.new_value == 1:
+                raise exc("no")
+            return RAS.SUCCESS
+
+        await there.subscribe("job", handler, name="dashboard")
+        with anyio.fail_after(30):
+            failed = await (await state.send(Set("job", 1))).acks(10)
+            assert [a.ras for a in failed.acks] == [RAS.ERROR]
+            assert failed.acks[0].message.startswith(exc.__name__)
+            fine = await (await state.send(Set("job", 2))).acks(10)
+            assert fine.result == ResultCode.ALL_SUBS_SUCCESS
+
+
 async def test_a_gone_remote_subscriber_is_missing_then_dropped(redis):
     async with (
         open_state({}) as state,

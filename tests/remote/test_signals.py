@@ -309,3 +309,26 @@ async def test_exporters_that_never_shut_down_are_forgotten_past_the_bound(
         assert list(bridge.exporters) == ["x97", "x99"]
         assert bridge.applied == 106  # every signal still lands in the state
         assert (await state.get("signals.proc-x99"))["event"] == sp.INITIALIZATION
+
+
+async def test_a_stopped_bridge_leaves_no_responder_subscribed(redis):
+    # Its responders' stand-ins stayed subscribed to the state once the
+    # server stopped: each change then waited for an answer nobody relayed.
+    config = Signals(export="jobs.**", response_timeout=0.5, reinitialize=0.2)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg, open_state({}) as state:
+            async with serve_redis(
+                state, redis.url, name=NAME, signals=config
+            ) as server:
+                ready = anyio.Event()
+                tg.start_soon(
+                    _respond_until_shutdown, redis.url, "r", lambda s: (1, None), ready
+                )
+                await ready.wait()
+                await wait_for(lambda: len(server.signals.responders) == 1)
+                (rid,) = server.signals.responders
+                assert rid in state.subscriber_statistics()
+            assert rid not in state.subscriber_statistics()
+            report = await (await state.send(Set("jobs.x", "go"))).acks(5)
+            assert report.acks == ()
+            assert report.missing == ()
