@@ -14,15 +14,18 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import (
     ActionRejectedError,
+    CompactedError,
     InvalidActionError,
+    PathConflictError,
+    PathNotFoundError,
+    RemoteError,
     RevisionMismatchError,
     StatewardError,
 )
 from .._json import surely_larger
 from ..actors._handler import cut_message
 from ..messages.acks import ResultCode
-from ..messages.actions import Action, Transaction
-from ..paths import format_path, parse_path
+from ..paths import format_path
 from . import protocol
 
 if TYPE_CHECKING:
@@ -37,7 +40,8 @@ __all__ = [
     "encode_within",
     "id_of",
     "invalid",
-    "paths_of",
+    "refusal_error",
+    "refused_entry",
     "rejected",
     "value_reply",
 ]
@@ -56,11 +60,17 @@ def id_of(fields: object) -> str | None:
     return value if type(value) is str and 0 < len(value) <= 256 else None
 
 
-def paths_of(action: Action) -> list[tuple[str, ...]]:
-    """Every path *action* writes at (a Transaction's, each of its own)."""
-    if isinstance(action, Transaction):
-        return [p for inner in action.actions for p in paths_of(inner)]
-    return [parse_path(action.path)]  # type: ignore[attr-defined]
+def refused_entry(
+    request_id: str, exc: StatewardError, reason: str
+) -> dict[bytes, bytes]:
+    """The reply to an entry refused before it was read as a request (dead-lettered)."""
+    reply = {
+        "id": request_id,
+        "kind": "refused",
+        "error": type(exc).__name__,
+        "reason": reason,
+    }
+    return protocol.encode(reply)
 
 
 def invalid(exc: InvalidActionError) -> dict[str, Any]:
@@ -234,3 +244,31 @@ _NUMBERS_OF: Final = {
     "RevisionMismatchError": ("expected", "actual"),
     "CompactedError": ("requested", "oldest"),
 }
+
+
+_REJECTIONS: Final[dict[str, type[ActionRejectedError]]] = {
+    "ActionRejectedError": ActionRejectedError,
+    "PathConflictError": PathConflictError,
+    "PathNotFoundError": PathNotFoundError,
+}
+
+
+def refusal_error(reply: dict[str, Any]) -> StatewardError:
+    """The error a client raises for *reply*: a refusal, or one it cannot read."""
+    kind = reply.get("kind")
+    if kind == "malformed":
+        return RemoteError(f"the owner's reply could not be read: {reply['why']}")
+    name = str(reply.get("error"))
+    if name == "CompactedError":
+        return CompactedError(int(reply["requested"]), int(reply["oldest"]))
+    if kind == "rejected":
+        if name == "RevisionMismatchError":
+            return RevisionMismatchError(int(reply["expected"]), int(reply["actual"]))
+        cls = _REJECTIONS.get(name, ActionRejectedError)
+        return cls(str(reply.get("path", "")), str(reply.get("reason", "")))
+    if kind == "refused":
+        field = str(reply.get("field", "request"))
+        return InvalidActionError(
+            field, str(reply.get("reason", "refused by the owner"))
+        )
+    return RemoteError(f"unexpected reply from the owner: {kind!r}")

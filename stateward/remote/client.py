@@ -24,15 +24,10 @@ import anyio
 
 from .._checks import check_bool, check_int, check_seconds
 from .._errors import (
-    ActionRejectedError,
-    CompactedError,
     InvalidActionError,
-    PathConflictError,
-    PathNotFoundError,
     RemoteError,
     RemoteTimeoutError,
     RemoteUnavailableError,
-    RevisionMismatchError,
     StatewardError,
 )
 from .._json import own_json
@@ -42,16 +37,14 @@ from ..messages.actions import Action
 from ..messages.events import Resync, StateChanged
 from ..paths import PathLike, PatternTrie, format_path, parse_path, parse_pattern
 from . import protocol
-from ._feed_format import decode_feed
 from ._redis import BLOCK_MS, Backoff, open_connection
-from ._replies import decode_reply, id_of
+from ._replies import decode_reply, id_of, refusal_error
 from ._tasks import background
+from ._watch import pump_feed
 from .subscription import RemoteSubscription
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-
-    from anyio.streams.memory import MemoryObjectSendStream
+    from collections.abc import AsyncGenerator, AsyncIterator
 
     from .._json import JSON
     from ..actors._handler import Handler
@@ -121,7 +114,7 @@ class RemoteReceipt(metaclass=NoPublicConstructor):
         if reply is None:
             return AckReport(ResultCode.MISSING_RESPONSE, (), self.subscribers)
         if reply["kind"] != "acks":
-            raise _error(reply)
+            raise refusal_error(reply)
         acks = tuple(Ack(n, self.revision, int(r), str(m)) for n, r, m in reply["acks"])
         return AckReport(ResultCode(reply["result"]), acks, tuple(reply["missing"]))
 
@@ -197,7 +190,7 @@ class RemoteState(metaclass=NoPublicConstructor):
             if reply["subscribers"]:
                 self._ack_waiter(action.id)  # so that an early report is kept
             return RemoteReceipt._create(self, action.id, reply)
-        raise _error(reply)
+        raise refusal_error(reply)
 
     async def get(
         self, path: PathLike = "", default: JSON = None, *, timeout: float | None = None
@@ -220,7 +213,7 @@ class RemoteState(metaclass=NoPublicConstructor):
         }
         reply = await self._request(request_id, message, timeout)
         if reply["kind"] != "value":
-            raise _error(reply)
+            raise refusal_error(reply)
         value: JSON = reply["value"]
         return value
 
@@ -321,7 +314,9 @@ class RemoteState(metaclass=NoPublicConstructor):
             with anyio.CancelScope() as scope, send:
                 task_status.started(scope)
                 with contextlib.suppress(anyio.BrokenResourceError):  # loop left
-                    await self._pump_feed(send, trie, format_path(segments), after)
+                    pattern = format_path(segments)
+                    feed = self._keys.feed
+                    await pump_feed(self._conn, feed, send, trie, pattern, after)
 
         scope = await self._tg.start(read)
         try:
@@ -330,38 +325,6 @@ class RemoteState(metaclass=NoPublicConstructor):
                     yield event
         finally:
             scope.cancel()
-
-    async def _pump_feed(
-        self,
-        send: MemoryObjectSendStream[StateChanged | Resync],
-        trie: PatternTrie[int],
-        pattern: str,
-        after: int,
-    ) -> None:
-        """Send the feed after revision *after*, filtered by *trie*; gaps as Resync."""
-        key = self._keys.feed
-        expected = after + 1
-        last_id = f"{after}-0".encode()
-        backoff = Backoff()
-        while True:
-            try:
-                # On this handle's client: coredis gives a blocking read a
-                # connection of its own, so watchers never delay requests.
-                entries = await self._conn.xread(
-                    key, last_id, count=256, block_ms=BLOCK_MS
-                )
-            except RemoteUnavailableError:
-                # Waited out: the owner publishes again what Redis lost.
-                await backoff.wait()
-                continue
-            backoff.reset()
-            for event in _feed_events(entries, trie, pattern, expected):
-                if isinstance(event, int):
-                    expected = event
-                else:
-                    await send.send(event)
-            if entries:
-                last_id = entries[-1][0]
 
     async def _watch_by_subscriber(
         self,
@@ -411,7 +374,7 @@ class RemoteState(metaclass=NoPublicConstructor):
         }
         reply = await self._request(request_id, message, None)
         if reply["kind"] != "subscribed":
-            raise _error(reply)
+            raise refusal_error(reply)
         return reply
 
     async def _request(
@@ -478,78 +441,12 @@ class RemoteState(metaclass=NoPublicConstructor):
     _url: str
 
 
-def _feed_events(
-    entries: list[tuple[bytes, dict[bytes, bytes]]],
-    trie: PatternTrie[int],
-    pattern: str,
-    expected: int,
-) -> Iterator[StateChanged | Resync | int]:
-    """The events of *entries*; an int is the next revision expected."""
-    for _, fields in entries:
-        try:
-            first, revision, action_id, source, payload, changes = decode_feed(fields)
-        except StatewardError as exc:
-            logger.warning("watch: skipping a bad feed entry: %s", exc)
-            continue
-        if revision < expected:
-            continue  # published again after Redis lost it: seen
-        if first > expected or action_id is None:
-            # Revisions this loop will never see: say so.
-            gap_end = revision if action_id is None else first - 1
-            yield Resync(pattern, gap_end - expected + 1, expected, gap_end)
-            expected = gap_end + 1
-            if action_id is None:
-                yield expected
-                continue
-        expected = revision + 1
-        for segments, kind, old, new in changes:
-            if trie.match(segments):  # (as the tree has them: no parse)
-                yield StateChanged(
-                    revision=revision,
-                    path=format_path(segments),
-                    kind=kind,
-                    old_value=old,
-                    new_value=new,
-                    action_id=action_id,
-                    source=source,
-                    payload=payload,
-                )
-        yield expected
-
-
 def _answer(waiters: dict[str, _Waiter], reply: dict[str, Any]) -> None:
     """Hand *reply* to whoever waits for its id among *waiters* (once)."""
     waiter = waiters.get(reply["id"])
     if waiter is not None and waiter.reply is None:
         waiter.reply = reply
         waiter.event.set()
-
-
-_REJECTIONS: Final[dict[str, type[ActionRejectedError]]] = {
-    "ActionRejectedError": ActionRejectedError,
-    "PathConflictError": PathConflictError,
-    "PathNotFoundError": PathNotFoundError,
-}
-
-
-def _error(reply: dict[str, Any]) -> StatewardError:
-    kind = reply.get("kind")
-    if kind == "malformed":
-        return RemoteError(f"the owner's reply could not be read: {reply['why']}")
-    name = str(reply.get("error"))
-    if name == "CompactedError":
-        return CompactedError(int(reply["requested"]), int(reply["oldest"]))
-    if kind == "rejected":
-        if name == "RevisionMismatchError":
-            return RevisionMismatchError(int(reply["expected"]), int(reply["actual"]))
-        cls = _REJECTIONS.get(name, ActionRejectedError)
-        return cls(str(reply.get("path", "")), str(reply.get("reason", "")))
-    if kind == "refused":
-        field = str(reply.get("field", "request"))
-        return InvalidActionError(
-            field, str(reply.get("reason", "refused by the owner"))
-        )
-    return RemoteError(f"unexpected reply from the owner: {kind!r}")
 
 
 def _default_client() -> str:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
@@ -46,7 +45,6 @@ from .._errors import (
     StatewardError,
 )
 from ..actors._files import crash_point
-from ..paths import PathLike, Segments, parse_path
 from . import protocol
 from ._dedupe import DedupeWindow, append_synced
 from ._proxy import Proxies
@@ -56,21 +54,23 @@ from ._replies import (
     acks_reply,
     id_of,
     invalid,
-    paths_of,
+    refused_entry,
     rejected,
     value_reply,
 )
 from ._tasks import background
+from ._writable import Writable
 from .feed import FeedPublisher
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
     from anyio.abc import TaskGroup
 
     from ..actors.handle import StateHandle
     from ..actors.state import Receipt
     from ..messages.actions import Action
+    from ..paths import PathLike
     from ..signals.bridge import Signals, SignalsBridge
     from ._redis import Connection, Entry
 
@@ -94,7 +94,7 @@ class RedisServer:
         state: StateHandle,
         url: str,
         keys: protocol.Keys,
-        writable: dict[str, tuple[tuple[str, ...], ...]] | None,
+        writable: Writable,
         window: int,
         ack_timeout: float,
         batch: int,
@@ -234,7 +234,7 @@ class RedisServer:
                 request = protocol.decode_request(entry[1])
                 if request.op == "send":
                     assert request.action is not None
-                    self._check_writable(request.client, request.action)
+                    self._writable.check(request.client, request.action)
             except StatewardError as exc:
                 await self._apply_and_answer(fresh, writer, tg)
                 fresh_ids.clear()
@@ -391,17 +391,6 @@ class RedisServer:
         with contextlib.suppress(RemoteUnavailableError):
             await writer.xadd(reply_key, reply, maxlen=REPLY_MAXLEN)
 
-    def _check_writable(self, client: str, action: Action) -> None:
-        allowed = self._writable
-        if allowed is None:
-            return
-        prefixes = allowed.get(client, ())
-        for path in paths_of(action):
-            if not any(path[: len(p)] == p for p in prefixes):
-                shown = ".".join(path) or "the root"
-                reason = f"client {client!r} may not write at {shown!r}"
-                raise InvalidActionError("path", reason)
-
     async def _refuse(
         self, entry: Entry, exc: StatewardError, writer: Connection
     ) -> None:
@@ -413,18 +402,9 @@ class RedisServer:
         client = protocol.client_of(fields)
         request_id = id_of(fields)
         if client is not None and request_id is not None:
-            reply = {
-                "id": request_id,
-                "kind": "refused",
-                "error": type(exc).__name__,
-                "reason": reason,
-            }
-            with contextlib.suppress(StatewardError):
-                await writer.xadd(
-                    self.keys.reply(client),
-                    protocol.encode(reply),
-                    maxlen=REPLY_MAXLEN,
-                )
+            with contextlib.suppress(StatewardError):  # (encoding it, too)
+                reply = refused_entry(request_id, exc, reason)
+                await writer.xadd(self.keys.reply(client), reply, maxlen=REPLY_MAXLEN)
         dead = {b"entry": entry_id, b"reason": reason.encode()}
         await writer.xadd(self.keys.dead, dead, maxlen=_DEAD_MAXLEN)
         await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
@@ -492,12 +472,7 @@ async def serve_redis(
     check_seconds("ack_timeout", ack_timeout, positive=True)
     check_int("batch", batch, 1, maximum=10_000)
     check_int("feed_size", feed_size, 0)
-    allowed = None
-    if writable is not None:
-        allowed = {
-            protocol.check_name(client, "writable"): _prefixes(client, prefixes)
-            for client, prefixes in _mapping(writable).items()
-        }
+    allowed = Writable(writable)
     if signals is not None and not callable(getattr(signals, "bridge", None)):
         reason = f"must be a stateward.signals.Signals (got {signals!r})"
         raise InvalidActionError("signals", reason)
@@ -518,18 +493,3 @@ async def serve_redis(
     finally:
         # Its remote subscribers' stand-ins leave the state with it.
         await server._proxies.close()
-
-
-def _mapping(writable: object) -> Mapping[object, object]:
-    if not isinstance(writable, Mapping):
-        reason = f"must map client names to path prefixes (got {writable!r:.60})"
-        raise InvalidActionError("writable", reason)
-    return writable
-
-
-def _prefixes(client: object, prefixes: object) -> tuple[Segments, ...]:
-    # One str is no list of prefixes: "jobs" would allow "j", "o", "b", "s".
-    if not isinstance(prefixes, list | tuple):
-        reason = f"{client!r} must map to a list of paths (got {prefixes!r:.60})"
-        raise InvalidActionError("writable", reason)
-    return tuple(parse_path(p) for p in prefixes)

@@ -37,8 +37,8 @@ from stateward.remote import connect_redis, protocol, serve_redis
 from stateward.remote._deliveries import decode_ack, decode_event, encode_event
 from stateward.remote._feed_format import decode_feed, encode_feed, encode_gap
 from stateward.remote._redis import open_connection
-from stateward.remote._replies import decode_reply
-from stateward.remote.client import _error, _feed_events
+from stateward.remote._replies import decode_reply, refusal_error as _error
+from stateward.remote._watch import feed_events as _feed_events
 
 SEED = 20261207
 PER_KIND = 2_000
