@@ -151,8 +151,8 @@ class Proxies:
             reason = f"subscriber {name!r} belongs to another client"
             return {"kind": "refused", "field": "subscriber", "reason": reason}
         if request.op == "unsubscribe":
-            if proxy is not None:
-                await self.drop(proxy, "unsubscribed")
+            if proxy is not None and await self._remove(proxy):
+                logger.info("remote subscriber %r unsubscribed", name)
             return {"kind": "unsubscribed"}
         created = False
         if proxy is None or proxy.closed:

@@ -54,6 +54,7 @@ __all__ = ["RemoteReceipt", "RemoteState", "RemoteSubscription", "connect_redis"
 
 logger = logging.getLogger(__name__)
 
+_LEAVE_WITHIN: Final = 2.0  # seconds a closing handle spends telling the owner
 _ACK_SLOTS: Final = 10_000  # receipts whose acks may still come, at most
 
 
@@ -139,6 +140,7 @@ class RemoteState(metaclass=NoPublicConstructor):
         self._acks: dict[str, _Waiter] = {}
         self._last = b"0-0"
         self._tg: Any = None
+        self._subscriptions: dict[str, RemoteSubscription] = {}  # running here
         self.resends = 0
         """Requests added again because no answer came in time."""
 
@@ -257,6 +259,7 @@ class RemoteState(metaclass=NoPublicConstructor):
         # Where its events start: after from_revision, or live.
         sub._revision = reply["revision"] if from_revision is None else from_revision
         assert self._tg is not None
+        self._subscriptions[sub.name] = sub
         self._tg.start_soon(sub._run, handler, timeout, refresh)
         return sub
 
@@ -352,6 +355,19 @@ class RemoteState(metaclass=NoPublicConstructor):
             send.close()
             with anyio.CancelScope(shield=True), contextlib.suppress(StatewardError):
                 await sub.unsubscribe()
+
+    async def _leave(self) -> None:
+        """This handle closes: its subscribers leave the owner (best effort).
+
+        Each removal is added to the owner's stream without waiting for the
+        answer: the owner applies it when it reads it. Left to the owner's
+        misses instead, a subscriber gone with its client would hold up
+        every write to the owner's state while its mailbox was full.
+        """
+        for sub in list(self._subscriptions.values()):
+            _, message = sub._stop()
+            with contextlib.suppress(StatewardError):
+                await self._conn.xadd(self._keys.actions, protocol.encode(message))
 
     async def _subscribe_request(
         self,
@@ -487,7 +503,12 @@ async def connect_redis(
         async with background() as tg:
             state._tg = tg
             await tg.start(state._read_replies)
-            yield state
+            try:
+                yield state
+            finally:
+                with anyio.CancelScope(shield=True) as scope:
+                    scope.deadline = anyio.current_time() + _LEAVE_WITHIN
+                    await state._leave()
         if client is None:
             with contextlib.suppress(RemoteError):
                 await conn.delete([keys.reply(client_name)])

@@ -65,8 +65,14 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
 
     async def unsubscribe(self) -> None:
         """Stop handling, and remove the subscriber at the owner."""
+        request_id, message = self._stop()
+        await self._state._request(request_id, message, 10.0)
+
+    def _stop(self) -> tuple[str, dict[str, Any]]:
+        """Stop handling here; the request that removes it at the owner."""
         if self._scope is not None:
             self._scope.cancel()
+        self._state._subscriptions.pop(self.name, None)
         request_id = protocol.new_request_id()
         message = {
             "v": protocol.PROTOCOL_VERSION,
@@ -75,7 +81,7 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
             "client": self._state.client,
             "subscriber": self.name,
         }
-        await self._state._request(request_id, message, 10.0)
+        return request_id, message
 
     async def _run(self, handler: Handler, timeout: float, refresh: float) -> None:
         state = self._state

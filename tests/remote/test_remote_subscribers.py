@@ -166,6 +166,21 @@ async def test_a_remote_handlers_base_exception_is_a_failed_ack(redis, exc):
             assert fine.result == ResultCode.ALL_SUBS_SUCCESS
 
 
+async def test_a_closing_client_takes_its_subscribers_with_it(redis):
+    # They stayed at the owner until three events in a row went unanswered
+    # (15 s): meanwhile the stand-in's mailbox filled and a write waited a
+    # second for room.
+    async with open_state({}) as state, serve_redis(state, redis.url, name=NAME):
+        async with connect_redis(redis.url, name=NAME, client="dash") as there:
+            await there.subscribe("job", lambda e: None, name="dashboard")
+            await there.subscribe("other", lambda e: None, name="idle")
+            assert {"dashboard", "idle"} <= set(state.subscriber_statistics())
+        await wait_for(lambda: not state.subscriber_statistics())
+        with anyio.fail_after(30):
+            receipt = await state.send(Set("job", 1))
+        assert receipt.subscribers == ()
+
+
 async def test_a_gone_remote_subscriber_is_missing_then_dropped(redis):
     async with (
         open_state({}) as state,
