@@ -42,6 +42,8 @@ from .._errors import (
     ActionRejectedError,
     InvalidActionError,
     RemoteUnavailableError,
+    StateBrokenError,
+    StateClosedError,
     StatewardError,
 )
 from ..actors._files import crash_point
@@ -130,6 +132,8 @@ class RedisServer:
         """The feed publisher (None with ``feed_size=0``)."""
         self.signals: SignalsBridge | None = None
         """The state-signals bridge, when ``serve_redis(signals=...)`` runs one."""
+        self.stopped: StatewardError | None = None
+        """Why serving ended before the block did: the state stopped or failed."""
 
     @property
     def forged_acks(self) -> int:
@@ -168,6 +172,18 @@ class RedisServer:
                         task_status.started()
                     backoff.reset()
                     await self._serve(reader, writer, tg)
+            except (StateClosedError, StateBrokenError) as exc:
+                # The state stopped under the server (or failed): serving ends
+                # here, quietly. What was read and not answered stays pending
+                # in the group for the next owner, which answers what this
+                # one applied from its journal, as a duplicate.
+                self.stopped = exc
+                logger.warning(
+                    "the state served as %r stopped (%s): no longer served",
+                    self.keys.name,
+                    exc,
+                )
+                return
             except NoGroupError:
                 self.redis_losses += 1
                 logger.warning(

@@ -21,6 +21,7 @@ from stateward import (
     ResultCode,
     RevisionMismatchError,
     Set,
+    StateClosedError,
     Transaction,
     open_state,
 )
@@ -286,6 +287,41 @@ async def test_the_dedupe_window_survives_an_owner_restart(redis, tmp_path):
         assert server.applied == 0
         assert state.revision == revision + 1
         assert await state.get("") == {"a": 5, "c": 3}
+
+
+async def test_a_state_stopped_under_its_server_ends_serving_not_the_block(
+    redis, tmp_path
+):
+    # The owner's loop raised StateClosedError out of serve_redis: the task
+    # group around it was cancelled and the caller's block got an exception
+    # group. Serving now ends quietly; what it read and did not answer waits
+    # for the next owner, which applies it once.
+    async with (
+        anyio.create_task_group() as tg,
+        connect_redis(redis.url, name=NAME, client="worker") as remote,
+    ):
+        async with (
+            open_state({}, state_dir=tmp_path) as state,
+            serve_redis(state, redis.url, name=NAME) as server,
+        ):
+            with anyio.fail_after(30):
+                assert (await remote.send(Set("a", 1))).revision == 1
+            await state.stop()
+            later: list[int] = []
+
+            async def send_later() -> None:
+                later.append((await remote.send(Set("a", 2))).revision)
+
+            tg.start_soon(send_later)
+            await _wait_for(lambda: server.stopped is not None)
+            assert isinstance(server.stopped, StateClosedError)
+        async with (
+            open_state({}, state_dir=tmp_path) as state,
+            serve_redis(state, redis.url, name=NAME) as server,
+        ):
+            await _wait_for(lambda: later == [2])
+            assert await state.get("a") == 2
+            assert state.revision == 2
 
 
 async def test_the_tree_the_window_was_rebuilt_on_is_freed_in_slices(
