@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import attrs
@@ -48,15 +48,14 @@ from .._errors import (
 )
 from ..actors._files import crash_point
 from . import protocol
+from ._dead_letters import dead_letter
 from ._dedupe import DedupeWindow, append_synced
 from ._proxy import Proxies
 from ._redis import BLOCK_MS, Backoff, NoGroupError, open_connection
 from ._replies import (
     REPLY_MAXLEN,
     acks_reply,
-    id_of,
     invalid,
-    refused_entry,
     rejected,
     value_reply,
 )
@@ -79,8 +78,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisServer", "serve_redis"]
 
 logger = logging.getLogger(__name__)
-
-_DEAD_MAXLEN: Final = 10_000
 
 
 @final
@@ -254,7 +251,8 @@ class RedisServer:
             except StatewardError as exc:
                 await self._apply_and_answer(fresh, writer, tg)
                 fresh_ids.clear()
-                await self._refuse(entry, exc, writer)
+                await dead_letter(writer, self.keys, entry, exc)
+                self.refused += 1
                 continue
             if (
                 request.op == "send"
@@ -406,25 +404,6 @@ class RedisServer:
             return
         with contextlib.suppress(RemoteUnavailableError):
             await writer.xadd(reply_key, reply, maxlen=REPLY_MAXLEN)
-
-    async def _refuse(
-        self, entry: Entry, exc: StatewardError, writer: Connection
-    ) -> None:
-        entry_id, fields = entry
-        reason = f"{type(exc).__name__}: {exc}"[:500]
-        logger.warning(
-            "refused entry %s of %r: %s", entry_id.decode(), self.keys.name, reason
-        )
-        client = protocol.client_of(fields)
-        request_id = id_of(fields)
-        if client is not None and request_id is not None:
-            with contextlib.suppress(StatewardError):  # (encoding it, too)
-                reply = refused_entry(request_id, exc, reason)
-                await writer.xadd(self.keys.reply(client), reply, maxlen=REPLY_MAXLEN)
-        dead = {b"entry": entry_id, b"reason": reason.encode()}
-        await writer.xadd(self.keys.dead, dead, maxlen=_DEAD_MAXLEN)
-        await writer.xack(self.keys.actions, self.keys.GROUP, [entry_id])
-        self.refused += 1
 
 
 @attrs.frozen

@@ -19,6 +19,7 @@ from stateward import (
 )
 from stateward.remote import connect_redis, serve_redis
 from stateward.remote._redis import open_connection
+from stateward.remote.client import RemoteState
 
 from .redislib import wait_for
 
@@ -181,7 +182,11 @@ async def test_a_closing_client_takes_its_subscribers_with_it(redis):
         assert receipt.subscribers == ()
 
 
-async def test_a_gone_remote_subscriber_is_missing_then_dropped(redis):
+async def test_a_gone_remote_subscriber_is_missing_then_dropped(redis, monkeypatch):
+    async def killed(self):  # a killed client never says goodbye
+        pass
+
+    monkeypatch.setattr(RemoteState, "_leave", killed)
     async with (
         open_state({}) as state,
         serve_redis(state, redis.url, name=NAME) as server,
