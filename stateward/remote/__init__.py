@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
+from ._serve import serve_redis
 from .client import RemoteReceipt, RemoteState, RemoteSubscription, connect_redis
-from .server import RedisServer, serve_redis
+from .server import RedisServer
 
 __all__ = [
     "RedisServer",

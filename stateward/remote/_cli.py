@@ -14,9 +14,9 @@ from .._errors import StatewardError
 from ..actors.state import open_state
 from ..messages.actions import Set
 from ..messages.events import Resync
+from ._serve import serve_redis
 from .client import connect_redis
 from .protocol import acl_rules
-from .server import serve_redis
 
 __all__ = [
     "acl_command",

@@ -277,6 +277,27 @@ class Connection:
             ) as pubsub:
                 yield _Messages(pubsub)
 
+    async def claim(self, key: str, value: str, ms: int) -> bool:
+        """SET *key* to *value* for *ms* milliseconds if it is not set."""
+        with _mapped():
+            done = await self._client.set(
+                key, value, condition=coredis.PureToken.NX, px=ms
+            )
+        return bool(done)
+
+    async def get_text(self, key: str) -> str | None:
+        """The value of the string *key* (None: not set)."""
+        with _mapped():
+            found = await self._client.get(key)
+        if found is None:
+            return None
+        return found.decode() if isinstance(found, bytes) else str(found)
+
+    async def expire_in(self, key: str, ms: int) -> bool:
+        """Make *key* expire *ms* milliseconds from now (False: it is not set)."""
+        with _mapped():
+            return bool(await self._client.pexpire(key, ms))
+
     async def run_id(self) -> str:
         """The server's run id: it changes when Redis restarts."""
         with _mapped():

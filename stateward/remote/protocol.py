@@ -135,6 +135,11 @@ class Keys:
         """The stream of every released change; entry ids are ``<revision>-0``."""
         return self.prefix + "feed"
 
+    @property
+    def owner(self) -> str:
+        """The owner's lease: who serves the state now (a string, with a TTL)."""
+        return self.prefix + "owner"
+
     GROUP: Final = "owner"
 
 
@@ -153,7 +158,8 @@ def acl_rules(name: str, client: str | None = None) -> dict[str, str]:
     )
     owner = (
         f"ACL SETUSER sw-owner-{name} {base} ~{keys.prefix}* "
-        "+xreadgroup +xgroup|create +xack +xadd +xread +xrange +xrevrange +del"
+        "+xreadgroup +xgroup|create +xack +xadd +xread +xrange +xrevrange +del "
+        "+set +get +pexpire"
     )
     rules = {"owner": owner}
     if client is not None:

@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import attrs
 
-from .._checks import check_int, check_seconds
 from .._errors import (
     ActionRejectedError,
     InvalidActionError,
+    RemoteError,
     RemoteUnavailableError,
     StateBrokenError,
     StateClosedError,
@@ -59,23 +59,19 @@ from ._replies import (
     rejected,
     value_reply,
 )
-from ._tasks import background
-from ._writable import Writable
-from .feed import FeedPublisher
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
-
     from anyio.abc import TaskGroup
 
     from ..actors.handle import StateHandle
     from ..actors.state import Receipt
     from ..messages.actions import Action
-    from ..paths import PathLike
-    from ..signals.bridge import Signals, SignalsBridge
+    from ..signals.bridge import SignalsBridge
     from ._redis import Connection, Entry
+    from ._writable import Writable
+    from .feed import FeedPublisher
 
-__all__ = ["RedisServer", "serve_redis"]
+__all__ = ["RedisServer"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +127,15 @@ class RedisServer:
         """The state-signals bridge, when ``serve_redis(signals=...)`` runs one."""
         self.stopped: StatewardError | None = None
         """Why serving ended before the block did: the state stopped or failed."""
+
+    async def _lost_name(self, holder: str) -> None:
+        """Another owner holds the name now: stop serving it, at once."""
+        why = f"another owner serves {self.keys.name!r}: {holder}"
+        self.stopped = RemoteError(why)
+        logger.error("%s; no longer served here", self.stopped)
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._proxies.close()  # (shielded: its stand-ins leave now)
 
     @property
     def forged_acks(self) -> int:
@@ -415,76 +420,3 @@ class _Applied:
     reply: dict[str, Any]
     receipt: Receipt | None
     wait: int  # what it asked of the journal: 0 nothing, 1 written, 2 fsynced
-
-
-@contextlib.asynccontextmanager
-async def serve_redis(
-    state: StateHandle,
-    url: str,
-    *,
-    name: str,
-    writable: Mapping[str, Sequence[PathLike]] | None = None,
-    window: int = 100_000,
-    ack_timeout: float = 30.0,
-    batch: int = 256,
-    feed_size: int = 10_000,
-    signals: Signals | None = None,
-) -> AsyncIterator[RedisServer]:
-    """Serve *state* to other processes under *name* until the block exits.
-
-    Args:
-        state: The running state to serve (this process owns it).
-        url: ``redis://[user:password@]host:port/db``, or ``rediss://`` for TLS.
-        name: The state's name on Redis (``sw:{name}:...``): 1-64 of
-            ``A-Z a-z 0-9 . _ -``.
-        writable: Per client name, the path prefixes it may write at; a
-            client not named may write nothing. None: every client writes
-            anywhere.
-        window: How many action ids the dedupe window remembers. A client
-            that re-sends an id older than the last *window* actions may see
-            it applied again: keep it well above what all clients send during
-            their longest re-send horizon.
-        ack_timeout: How long the owner waits for the subscribers' acks of a
-            remote action before it relays the report with ``missing``.
-        batch: Most entries read per round trip.
-        feed_size: How many of the newest revisions the feed stream
-            (``sw:{name}:feed``, read by remote ``watch``) keeps; 0: no feed.
-        signals: Run the state-signals bridge too (``server.signals``):
-            unchanged state-signals exporters and responders meet this
-            state; see :class:`~stateward.signals.Signals`.
-
-    Returns once the owner is connected and reading. Requests are applied in
-    stream order; the sends of one read share one wait for the journal and
-    are answered after it.
-
-    Raises:
-        RemoteUnavailableError: Redis cannot be reached at start. (Later
-            losses are survived: the owner reconnects on its own.)
-        InvalidActionError: A bad option.
-    """
-    keys = protocol.Keys(name)
-    check_int("window", window, 1)
-    check_seconds("ack_timeout", ack_timeout, positive=True)
-    check_int("batch", batch, 1, maximum=10_000)
-    check_int("feed_size", feed_size, 0)
-    allowed = Writable(writable)
-    if signals is not None and not callable(getattr(signals, "bridge", None)):
-        reason = f"must be a stateward.signals.Signals (got {signals!r})"
-        raise InvalidActionError("signals", reason)
-    server = RedisServer(state, url, keys, allowed, window, ack_timeout, batch)
-    try:
-        async with background() as tg:
-            if feed_size:
-                server.feed = FeedPublisher(state, url, keys, feed_size)
-                await tg.start(server.feed.run)
-            await tg.start(lambda task_status: server._run(tg, task_status=task_status))
-            if signals is not None:
-                # The bridge is a layer above this one: made by its own config.
-                bridge = server.signals = signals.bridge(state, url, name)
-                await tg.start(
-                    lambda task_status: bridge.run(tg, task_status=task_status)
-                )
-            yield server
-    finally:
-        # Its remote subscribers' stand-ins leave the state with it.
-        await server._proxies.close()

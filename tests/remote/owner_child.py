@@ -35,7 +35,9 @@ def main() -> None:
     async def run() -> None:
         async with (
             open_state({}, state_dir=state_dir) as state,
-            serve_redis(state, url, name="jobs"),
+            # A short lease: the next owner, started once this one is
+            # killed, waits for it to run out.
+            serve_redis(state, url, name="jobs", lease=0.5),
         ):
             print("ready", flush=True)
             await anyio.sleep_forever()

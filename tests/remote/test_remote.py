@@ -618,3 +618,57 @@ async def test_one_read_mixing_sends_rejections_duplicates_and_gets_keeps_order(
             assert replies[3]["value"] is None  # c is written after the get
             assert (server.applied, server.duplicates) == (2, 1)
             assert await state.get("") == {"a": 1, "c": 3}
+
+
+async def test_one_owner_serves_a_name_at_a_time(redis):
+    # Two owners of one name each applied the requests they happened to
+    # read: two states with half of the writes each, and nothing said.
+    key = protocol.Keys(NAME).owner
+    async with (
+        open_state({}) as first,
+        serve_redis(first, redis.url, name=NAME, lease=0.3) as server,
+        open_state({}) as second,
+    ):
+        with anyio.fail_after(10), pytest.raises(RemoteError, match="another owner"):
+            async with serve_redis(second, redis.url, name=NAME, lease=0.3):
+                pass  # (never: the first owner keeps its lease)
+        assert server.stopped is None
+        async with connect_redis(redis.url, name=NAME) as remote:
+            with anyio.fail_after(10):
+                await remote.send(Set("a", 1))
+        assert await first.get("a") == 1
+    async with open_connection(redis.url) as raw:
+        assert await raw.get_text(key) is None  # given back at the end
+
+
+async def test_a_lease_left_by_a_killed_owner_runs_out_then_is_taken(redis):
+    key = protocol.Keys(NAME).owner
+    async with open_connection(redis.url) as raw:
+        assert await raw.claim(key, "killed-owner", 300)
+        async with open_state({}) as state:
+            with anyio.fail_after(10):
+                async with serve_redis(state, redis.url, name=NAME, lease=0.3):
+                    assert (await raw.get_text(key)) not in (None, "killed-owner")
+
+
+async def test_an_owner_reclaims_a_lost_lease_and_stops_when_it_is_taken(redis):
+    key = protocol.Keys(NAME).owner
+    async with (
+        open_connection(redis.url) as raw,
+        open_state({}) as state,
+        serve_redis(state, redis.url, name=NAME, lease=0.3) as server,
+    ):
+        mine = await raw.get_text(key)
+        await raw.delete([key])  # Redis lost it (a restart without persistence)
+        with anyio.fail_after(10):
+            while await raw.get_text(key) != mine:  # noqa: ASYNC110 - Redis' state
+                await anyio.sleep(0.02)
+        assert server.stopped is None
+        await raw.delete([key])
+        assert await raw.claim(key, "another-owner", 60_000)
+        await wait_for(lambda: server.stopped is not None)
+        assert isinstance(server.stopped, RemoteError)
+        assert "another-owner" in str(server.stopped)
+        # The block goes on; the name is another owner's now.
+        assert await state.get("") == {}
+        await raw.delete([key])
