@@ -1,7 +1,8 @@
 """The remote protocol: key names, message encoding and its limits (pure, no I/O).
 
 Every key of one state lives under ``sw:{<name>}:`` (the braces are a Redis
-Cluster hash tag: one slot per state)::
+Cluster hash tag: one slot per state; :mod:`._keys` names them and checks
+names, and its names are re-exported here)::
 
     sw:{jobs}:actions          stream, consumer group "owner": requests in
     sw:{jobs}:reply:<client>   stream per client: the owner's replies
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import attrs
@@ -40,6 +40,7 @@ from .._json import is_text
 from ..messages.actions import Action, Delete, Merge, Ping, Set, Transaction
 from ..messages.events import ChangeKind
 from ..paths import PathLike, format_path, parse_path, parse_pattern
+from ._keys import Keys, acl_rules, check_name
 
 if TYPE_CHECKING:
     from .._json import JSON
@@ -69,7 +70,6 @@ PROTOCOL_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 1 << 20
 """Largest request or reply accepted, in bytes (the default action size limit
 fits: an action's values are estimated at <= 1 MiB)."""
-_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 FIELD: Final = b"m"
 """The one field of every stream entry: its JSON message."""
 
@@ -77,100 +77,6 @@ FIELD: Final = b"m"
 def new_request_id() -> str:
     """A fresh unique id for a request that is not an action (a get)."""
     return "get-" + os.urandom(12).hex()
-
-
-def check_name(value: object, what: str) -> str:
-    """Check a state's or a client's name: 1-64 of ``A-Z a-z 0-9 . _ -``.
-
-    Raises:
-        InvalidActionError: It is not such a name.
-    """
-    if type(value) is not str or not _NAME_RE.fullmatch(value):
-        reason = (
-            "must be 1-64 letters, digits, '.', '_' or '-', starting with a "
-            f"letter or digit (got {value!r})"
-        )
-        raise InvalidActionError(what, reason)
-    return value
-
-
-@final
-@attrs.frozen
-class Keys:
-    """The Redis keys of one state."""
-
-    name: str = attrs.field(validator=lambda _i, _a, v: check_name(v, "name"))
-    """The state's name."""
-
-    @property
-    def prefix(self) -> str:
-        """``sw:{name}:``."""
-        return f"sw:{{{self.name}}}:"
-
-    @property
-    def actions(self) -> str:
-        """The stream the owner reads requests from."""
-        return self.prefix + "actions"
-
-    @property
-    def dead(self) -> str:
-        """The dead-letter stream: refused entries and why."""
-        return self.prefix + "dead"
-
-    def reply(self, client: str) -> str:
-        """The stream of *client*'s replies."""
-        return self.prefix + "reply:" + check_name(client, "client")
-
-    def deliver(self, subscriber: str) -> str:
-        """The stream of a remote subscriber's events."""
-        return self.prefix + "deliver:" + check_name(subscriber, "subscriber")
-
-    @property
-    def acks(self) -> str:
-        """The stream of remote subscribers' Acks (to the owner)."""
-        return self.prefix + "acks"
-
-    @property
-    def feed(self) -> str:
-        """The stream of every released change; entry ids are ``<revision>-0``."""
-        return self.prefix + "feed"
-
-    @property
-    def owner(self) -> str:
-        """The owner's lease: who serves the state now (a string, with a TTL)."""
-        return self.prefix + "owner"
-
-    GROUP: Final = "owner"
-
-
-def acl_rules(name: str, client: str | None = None) -> dict[str, str]:
-    """The Redis ACL rules of each role of the state *name*, least privilege.
-
-    Returns ``{role: "ACL SETUSER ..." line}`` for ``owner`` and, with
-    *client*, ``client-<client>`` (a sender that may also subscribe and
-    watch). Passwords are placeholders (``<password>``): set your own.
-    Every role gets only its own keys and the commands it runs.
-    """
-    keys = Keys(name)
-    base = (
-        "on ><password> resetkeys resetchannels -@all "
-        "+hello +client|setname +ping +info"
-    )
-    owner = (
-        f"ACL SETUSER sw-owner-{name} {base} ~{keys.prefix}* "
-        "+xreadgroup +xgroup|create +xack +xadd +xread +xrange +xrevrange +del "
-        "+set +get +pexpire"
-    )
-    rules = {"owner": owner}
-    if client is not None:
-        check_name(client, "client")
-        rules[f"client-{client}"] = (
-            f"ACL SETUSER sw-{name}-{client} {base} "
-            f"~{keys.actions} ~{keys.reply(client)} ~{keys.acks} "
-            f"~{keys.prefix}deliver:* %R~{keys.feed} "
-            "+xadd +xread +xrange +xrevrange +del"
-        )
-    return rules
 
 
 def encode(message: dict[str, Any]) -> dict[bytes, bytes]:
