@@ -100,6 +100,7 @@ async def serve_redis(
             # The server's tasks in a group of their own: stopping them (its
             # name served by another owner now) leaves the caller's block be.
             tg = server._tg = await outer.start(task_group)
+            server._lease = claim
             tg.start_soon(keep, claim, server._lost_name)
             if feed_size:
                 server.feed = FeedPublisher(state, url, keys, feed_size)

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from ..actors.state import Receipt
     from ..messages.actions import Action
     from ..signals.bridge import SignalsBridge
+    from ._lease import OwnerLease
     from ._redis import Connection, Entry
     from ._writable import Writable
     from .feed import FeedPublisher
@@ -125,8 +126,21 @@ class RedisServer:
         """The feed publisher (None with ``feed_size=0``)."""
         self.signals: SignalsBridge | None = None
         """The state-signals bridge, when ``serve_redis(signals=...)`` runs one."""
+        self._lease: OwnerLease | None = None  # set by serve_redis
         self.stopped: StatewardError | None = None
         """Why serving ended before the block did: the state stopped or failed."""
+
+    async def _still_ours(self) -> bool:
+        """After a reconnection, before reading: is the name still ours?
+
+        Without this look, an owner cut off for longer than its lease could
+        read (and apply) requests meant for the owner that took over, until
+        its next renewal noticed.
+        """
+        if self._lease is None or await self._lease.renew():
+            return True
+        await self._lost_name(await self._lease.holder() or "nobody")
+        return False
 
     async def _lost_name(self, holder: str) -> None:
         """Another owner holds the name now: stop serving it, at once."""
@@ -167,6 +181,8 @@ class RedisServer:
                     open_connection(self._url, name="sw-owner-w") as writer,
                 ):
                     self._writer = writer
+                    if started and not await self._still_ours():
+                        return  # (away longer than the lease: another serves)
                     await reader.ensure_group(self.keys.actions, self.keys.GROUP)
                     if not started:
                         started = True

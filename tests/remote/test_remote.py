@@ -25,7 +25,7 @@ from stateward import (
     Transaction,
     open_state,
 )
-from stateward.remote import connect_redis, protocol, serve_redis
+from stateward.remote import _serve, connect_redis, protocol, serve_redis
 from stateward.remote._redis import open_connection
 from stateward.remote._replies import decode_reply
 
@@ -672,3 +672,24 @@ async def test_an_owner_reclaims_a_lost_lease_and_stops_when_it_is_taken(redis):
         # The block goes on; the name is another owner's now.
         assert await state.get("") == {}
         await raw.delete([key])
+
+
+async def test_an_owner_cut_off_past_its_lease_reads_nothing_more(redis, monkeypatch):
+    # Reconnected, it read (and applied) the requests meant for the owner
+    # that took over, until its next renewal noticed. It now looks first.
+    async def no_renewals(lease, lost):
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(_serve, "keep", no_renewals)  # only the reconnection looks
+    key = protocol.Keys(NAME).owner
+    async with (
+        open_connection(redis.url) as raw,
+        open_state({}) as state,
+        serve_redis(state, redis.url, name=NAME, lease=30) as server,
+    ):
+        await raw.delete([key])
+        assert await raw.claim(key, "next-owner", 60_000)
+        redis.client_kill()  # the owner reconnects
+        await wait_for(lambda: server.stopped is not None)
+        assert "next-owner" in str(server.stopped)
+        assert server.reconnects >= 1
