@@ -71,7 +71,7 @@ import anyio
 import attrs
 
 from stateward import Checkpoints, Set, StateActor, Store, open_state
-from stateward.actors import _checkpoint_files, checkpoints
+from stateward.actors import _checkpoint_disk, _checkpoint_files
 from stateward.actors.persistence import PersistenceConfig, _fork
 from stateward.tree import Tree
 
@@ -306,21 +306,21 @@ def _loaded_on_the_loop() -> Iterator[None]:
     the tree compared with the state's, copied and encoded for the journal."""
     saved = (
         _checkpoint_files.loads_in_slices,
-        checkpoints.Set,
-        checkpoints.dumps_in_slices,
+        _checkpoint_disk.Set,
+        _checkpoint_disk.dumps_in_slices,
         Tree.offer,
     )
     _checkpoint_files.loads_in_slices = _checkpoint_files._STRICT.loads
-    checkpoints.Set = lambda path, value, eq=True: Set(path, value)
-    checkpoints.dumps_in_slices = lambda value, dumps: None
+    _checkpoint_disk.Set = lambda path, value, eq=True: Set(path, value)
+    _checkpoint_disk.dumps_in_slices = lambda value, dumps: None
     Tree.offer = lambda self, value, copy: None
     try:
         yield
     finally:
         (
             _checkpoint_files.loads_in_slices,
-            checkpoints.Set,
-            checkpoints.dumps_in_slices,
+            _checkpoint_disk.Set,
+            _checkpoint_disk.dumps_in_slices,
             Tree.offer,
         ) = saved
 
