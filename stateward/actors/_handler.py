@@ -116,7 +116,7 @@ RAS_BOUND: Final = 1 << 31
 
 
 def cut_message(message: str, limit: int = MAX_ACK_MESSAGE) -> str:
-    """*message* cut to *limit* characters (at least 64), saying so."""
+    """*message* cut to *limit* characters, saying so (*limit*: 64 or more)."""
     if len(message) <= limit:
         return message
     cut = f" ... (cut from {len(message):,} characters)"
