@@ -40,6 +40,12 @@ __all__ = ["Proxies", "Proxy"]
 logger = logging.getLogger(__name__)
 
 
+IDLE_FLOOR: Final = 300.0
+"""Seconds a remote subscriber's client may go without registering it again
+(every ``refresh`` seconds) before the owner drops it: longer still when
+its refreshes come further apart."""
+
+
 class Proxy:
     """A remote subscriber's stand-in at the owner: a local subscriber's handler.
 
@@ -67,6 +73,16 @@ class Proxy:
         self.waiting: dict[int, anyio.Event] = {}
         self.answers: dict[int, tuple[int, str]] = {}
         self.redelivered = 0  # events sent again after Redis went away
+        # Its client registers it again every `refresh` seconds: the longest
+        # gap seen, and when it last did (see Proxies.expire_idle).
+        self.renewed = anyio.current_time()
+        self.period = 0.0
+
+    def renew(self) -> None:
+        """Its client registered it again: it lives (and at about what pace)."""
+        now = anyio.current_time()
+        self.period = max(self.period, now - self.renewed)
+        self.renewed = now
 
     def _encode(self, seq: int, event: object) -> dict[bytes, bytes]:
         """*event* as a delivery; one too large to cross, as a Resync for it.
@@ -155,7 +171,9 @@ class Proxies:
                 logger.info("remote subscriber %r unsubscribed", name)
             return {"kind": "unsubscribed"}
         created = False
-        if proxy is None or proxy.closed:
+        if proxy is not None and not proxy.closed:
+            proxy.renew()
+        else:
             created = True
             proxy = Proxy(self.server, request.client, name, request.timeout)
             try:
@@ -217,6 +235,27 @@ class Proxies:
                 with contextlib.suppress(StateClosedError, StateBrokenError):
                     await proxy.subscription.unsubscribe()
         return True
+
+    async def expire_idle(self) -> None:
+        """Drop the proxies their clients stopped registering (its own task).
+
+        A client that dies (killed, not closed) leaves its subscribers: one
+        that gets events is dropped after ``MISSES`` unanswered ones, but one
+        whose pattern sees no change would stay for as long as the owner
+        serves. A live client registers each of its subscribers every
+        ``refresh`` seconds; one not heard of for :data:`IDLE_FLOOR` seconds
+        and for four of the longest gaps seen is gone. Should its client
+        come back after all, its next registration makes a new proxy, and
+        the handler is told what it missed (a ``Resync``).
+        """
+        while True:
+            await anyio.sleep(IDLE_FLOOR / 10)
+            now = anyio.current_time()
+            for proxy in list(self.by_name.values()):
+                idle = now - proxy.renewed
+                if idle > max(IDLE_FLOOR, 4 * proxy.period):
+                    why = f"its client has not registered it for {idle:.0f} s"
+                    await self.drop(proxy, why)
 
     async def read_acks(self) -> None:
         """Hand each remote Ack to the proxy waiting for it (its own task)."""

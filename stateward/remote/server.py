@@ -187,6 +187,7 @@ class RedisServer:
                     if not started:
                         started = True
                         tg.start_soon(self._proxies.read_acks)
+                        tg.start_soon(self._proxies.expire_idle)
                         task_status.started()
                     backoff.reset()
                     await self._serve(reader, writer, tg)

@@ -17,7 +17,7 @@ from stateward import (
     StateChanged,
     open_state,
 )
-from stateward.remote import connect_redis, serve_redis
+from stateward.remote import _proxy, connect_redis, serve_redis
 from stateward.remote._redis import open_connection
 from stateward.remote.client import RemoteState
 
@@ -180,6 +180,30 @@ async def test_a_closing_client_takes_its_subscribers_with_it(redis):
         with anyio.fail_after(30):
             receipt = await state.send(Set("job", 1))
         assert receipt.subscribers == ()
+
+
+async def test_a_dead_clients_idle_subscriber_is_dropped_a_live_ones_kept(
+    redis, monkeypatch
+):
+    # One that saw no change was never missed three times: it stayed at the
+    # owner, routed to and listed, for as long as the owner served.
+    async def killed(self):  # a killed client never says goodbye
+        pass
+
+    monkeypatch.setattr(RemoteState, "_leave", killed)
+    monkeypatch.setattr(_proxy, "IDLE_FLOOR", 1.0)
+    async with (
+        open_state({}) as state,
+        serve_redis(state, redis.url, name=NAME),
+        connect_redis(redis.url, name=NAME, client="live") as live,
+    ):
+        await live.subscribe("quiet.live", lambda e: None, name="kept", refresh=0.05)
+        async with connect_redis(redis.url, name=NAME, client="dead") as dead:
+            await dead.subscribe("quiet.dead", lambda e: None, name="gone")
+        await wait_for(lambda: "gone" not in state.subscriber_statistics())
+        with anyio.fail_after(30):
+            await (await state.send(Set("other", 1))).acks(10)  # (a turn or two)
+        assert "kept" in state.subscriber_statistics()
 
 
 async def test_a_gone_remote_subscriber_is_missing_then_dropped(redis, monkeypatch):
