@@ -56,6 +56,7 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
         # Revisions a new proxy (the owner served again) did not deliver:
         # told to the handler as a Resync before anything else.
         self._gap: tuple[int, int] | None = None
+        self._refreshing: anyio.Event | None = None  # set once a registration ends
         self._answered: dict[str, Any] | None = None  # the last Ack sent
         self._pattern = ""  # canonical: set by RemoteState.subscribe
         self._scope: anyio.CancelScope | None = None
@@ -117,6 +118,10 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
         except StatewardError as exc:
             logger.warning("ignoring a malformed delivery: %s", exc)
             return
+        if epoch != self._epoch and self._refreshing is not None:
+            # A new proxy answers a registration whose reply may come after
+            # its first delivery: wait for the reply, then judge the epoch.
+            await self._refreshing.wait()
         if epoch != self._epoch or seq < self._after:
             return  # an older proxy's, or from before we subscribed
         if seq == self._after:
@@ -125,6 +130,7 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
             if self._answered is not None and self._answered["seq"] == seq:
                 await self._ack(conn, self._answered)
             return
+        await self._tell_gap(handler)  # (a new proxy's gap comes before its events)
         lost = seq - self._after - 1
         if lost > 0 and self._after:
             # Deliveries lost on the way (never silently): after the last
@@ -178,20 +184,28 @@ class RemoteSubscription(metaclass=NoPublicConstructor):
     async def _refresh(self, timeout: float, refresh: float) -> None:
         while True:
             await anyio.sleep(refresh)
-            with contextlib.suppress(StatewardError):
-                reply = await self._state._subscribe_request(self, timeout)
-                if reply["epoch"] != self._epoch:  # a new owner: a new proxy
-                    self._epoch, self._after = reply["epoch"], reply["seq"]
-                    # It delivers what comes after its start: what came
-                    # between the last event given and that start, no proxy
-                    # delivered (the owner was not serving).
-                    start = reply["revision"]
-                    if start > self._revision:
-                        first = self._revision + 1
-                        if self._gap is not None:
-                            first = self._gap[0]
-                        self._gap = (first, start)
-                        self._revision = start
+            self._refreshing = anyio.Event()
+            try:
+                await self._register_again(timeout)
+            finally:
+                self._refreshing.set()
+                self._refreshing = None
+
+    async def _register_again(self, timeout: float) -> None:
+        with contextlib.suppress(StatewardError):
+            reply = await self._state._subscribe_request(self, timeout)
+            if reply["epoch"] != self._epoch:  # a new owner: a new proxy
+                self._epoch, self._after = reply["epoch"], reply["seq"]
+                # It delivers what comes after its start: what came
+                # between the last event given and that start, no proxy
+                # delivered (the owner was not serving).
+                start = reply["revision"]
+                if start > self._revision:
+                    first = self._revision + 1
+                    if self._gap is not None:
+                        first = self._gap[0]
+                    self._gap = (first, start)
+                    self._revision = start
 
     async def _tell_gap(self, handler: Handler) -> None:
         """Give the handler the Resync of a gap a new proxy left, if any."""
