@@ -8,14 +8,16 @@ another's keys.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from typing import Final, final
 
 import attrs
 
 from .._errors import InvalidActionError
 
-__all__ = ["Keys", "acl_rules", "check_name"]
+__all__ = ["Keys", "acl_rules", "check_name", "unique_name"]
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -112,3 +114,11 @@ def acl_rules(name: str, client: str | None = None) -> dict[str, str]:
             "+xadd +xread +xrange +xrevrange +del"
         )
     return rules
+
+
+def unique_name() -> str:
+    """A name no other process uses: host, pid and a random part (a valid name)."""
+    host = "".join(
+        c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname()
+    )
+    return f"{host[:30] or 'host'}-{os.getpid()}-{os.urandom(3).hex()}"

@@ -25,13 +25,12 @@ this owner then finds at its next renewal.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 from typing import TYPE_CHECKING, Final, final
 
 import anyio
 
 from .._errors import RemoteError, RemoteUnavailableError
+from ._keys import unique_name
 from ._redis import open_connection
 
 if TYPE_CHECKING:
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
 
     from ._redis import Connection
 
-__all__ = ["LEASE", "OwnerLease", "holding", "keep"]
+__all__ = ["LEASE", "OwnerLease", "holding", "keep", "still_held"]
 
 LEASE: Final = 15.0
 """Seconds an owner's lease lasts unless renewed (``serve_redis(lease=...)``)."""
@@ -54,8 +53,7 @@ class OwnerLease:
         self._key = key
         self._ms = max(1, round(seconds * 1000))
         self.seconds = seconds
-        host = socket.gethostname()[:40] or "host"
-        self.token = f"{host}-{os.getpid()}-{os.urandom(4).hex()}"
+        self.token = unique_name()
         """This owner's token: the lease's value while it holds it."""
 
     async def acquire(self) -> None:
@@ -125,10 +123,11 @@ async def holding(url: str, key: str, seconds: float) -> AsyncIterator[OwnerLeas
         try:
             yield lease
         finally:
-            with anyio.CancelScope(shield=True) as scope:
-                scope.deadline = anyio.current_time() + 2.0
-                with contextlib.suppress(RemoteError):
-                    await lease.release()
+            with (
+                anyio.move_on_after(2.0, shield=True),
+                contextlib.suppress(RemoteError),
+            ):
+                await lease.release()
 
 
 async def keep(lease: OwnerLease, lost: Callable[[str], Awaitable[object]]) -> None:
@@ -140,8 +139,21 @@ async def keep(lease: OwnerLease, lost: Callable[[str], Awaitable[object]]) -> N
     while True:
         await anyio.sleep(lease.seconds / 3)
         try:
-            if not await lease.renew():
-                await lost(await lease.holder() or "nobody")
+            if not await still_held(lease, lost):
                 return
         except RemoteUnavailableError:
             continue
+
+
+async def still_held(
+    lease: OwnerLease, lost: Callable[[str], Awaitable[object]]
+) -> bool:
+    """Renew *lease*; held by another owner now: await *lost(holder)*, False.
+
+    Raises:
+        RemoteUnavailableError: Redis cannot be reached (try again).
+    """
+    if await lease.renew():
+        return True
+    await lost(await lease.holder() or "nobody")
+    return False

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import anyio
@@ -37,6 +36,7 @@ from ..messages.actions import Action
 from ..messages.events import Resync, StateChanged
 from ..paths import PathLike, PatternTrie, format_path, parse_path, parse_pattern
 from . import protocol
+from ._keys import unique_name
 from ._redis import BLOCK_MS, Backoff, open_connection
 from ._replies import decode_reply, id_of, refusal_error
 from ._tasks import background
@@ -465,13 +465,6 @@ def _answer(waiters: dict[str, _Waiter], reply: dict[str, Any]) -> None:
         waiter.event.set()
 
 
-def _default_client() -> str:
-    host = "".join(
-        c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname()
-    )
-    return f"{host[:30] or 'host'}-{os.getpid()}-{os.urandom(3).hex()}"
-
-
 @contextlib.asynccontextmanager
 async def connect_redis(
     url: str,
@@ -494,7 +487,7 @@ async def connect_redis(
         RemoteUnavailableError: Redis cannot be reached at start.
     """
     keys = protocol.Keys(name)
-    client_name = protocol.check_name(client or _default_client(), "client")
+    client_name = protocol.check_name(client or unique_name(), "client")
     check_seconds("resend_after", resend_after, positive=True)
     async with open_connection(url, name=f"sw-{client_name}") as conn:
         await conn.run_id()  # fail now, not on the first send, when Redis is down
@@ -506,8 +499,7 @@ async def connect_redis(
             try:
                 yield state
             finally:
-                with anyio.CancelScope(shield=True) as scope:
-                    scope.deadline = anyio.current_time() + _LEAVE_WITHIN
+                with anyio.move_on_after(_LEAVE_WITHIN, shield=True):
                     await state._leave()
         if client is None:
             with contextlib.suppress(RemoteError):

@@ -50,6 +50,7 @@ from ..actors._files import crash_point
 from . import protocol
 from ._dead_letters import dead_letter
 from ._dedupe import DedupeWindow, append_synced
+from ._lease import still_held
 from ._proxy import Proxies
 from ._redis import BLOCK_MS, Backoff, NoGroupError, open_connection
 from ._replies import (
@@ -137,10 +138,7 @@ class RedisServer:
         read (and apply) requests meant for the owner that took over, until
         its next renewal noticed.
         """
-        if self._lease is None or await self._lease.renew():
-            return True
-        await self._lost_name(await self._lease.holder() or "nobody")
-        return False
+        return self._lease is None or await still_held(self._lease, self._lost_name)
 
     async def _lost_name(self, holder: str) -> None:
         """Another owner holds the name now: stop serving it, at once."""
