@@ -361,11 +361,19 @@ def describe_exception(exc: BaseException) -> str:
         detail = str(exc)
     except Exception:  # noqa: BLE001 - its own __str__ failed: say so, go on
         detail = "(its message could not be read: str() raised)"
-    text = f"{type(exc).__name__}: {detail}"
+    return utf8_text(f"{type(exc).__name__}: {detail}")
+
+
+def utf8_text(text: str) -> str:
+    """*text* with its lone surrogates (no UTF-8 holds one) made ``?``.
+
+    For reports, which may cross to other processes as JSON: one the
+    encoder refuses would stop whoever sends it.
+    """
     try:
         text.encode()
     except UnicodeEncodeError:
-        text = text.encode("utf-8", "replace").decode()
+        return text.encode("utf-8", "replace").decode()
     return text
 
 

@@ -16,8 +16,7 @@ from typing import Final, TypeAlias, TypeGuard
 
 import anyio
 
-from .._errors import describe_exception, is_exit_request
-from .._json import is_text
+from .._errors import describe_exception, is_exit_request, utf8_text
 from ..messages.acks import RAS
 from ..messages.events import Resync, StateChanged
 
@@ -124,17 +123,12 @@ def cut_message(message: str, limit: int = MAX_ACK_MESSAGE) -> str:
 
 
 def _text(message: str) -> str:
-    """*message* as an Ack carries it: lone surrogates made ``?``, cut if long.
+    """*message* as an Ack carries it: cut if long, lone surrogates made ``?``.
 
-    A report's messages may cross to other processes as JSON, in messages
-    of bounded size: one the encoder refuses, or one over the cap, would
-    stop whoever sends the report. An Ack says the same locally and
-    remotely, so the cut applies everywhere.
+    An Ack says the same locally and remotely, where it crosses as JSON in
+    messages of bounded size.
     """
-    message = cut_message(message)
-    if is_text(message):
-        return message
-    return message.encode("utf-8", "replace").decode()
+    return utf8_text(cut_message(message))
 
 
 def ras_of(result: object) -> tuple[int, str]:
