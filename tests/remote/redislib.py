@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import shutil
 import signal
@@ -167,7 +168,15 @@ class RedisProcess:
 
 
 async def wait_for(predicate, timeout=10):
-    """Poll what another process (Redis, the owner's loop) makes true."""
+    """Poll what another process (Redis, the owner's loop) makes true.
+
+    *predicate* may be async (a read of Redis, say).
+    """
     with anyio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110 - the state is in other tasks' counters
-            await anyio.sleep(0.01)
+        while True:
+            holds = predicate()
+            if inspect.isawaitable(holds):
+                holds = await holds
+            if holds:
+                return
+            await anyio.sleep(0.01)  # (the state is in other tasks or processes)
