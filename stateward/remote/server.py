@@ -163,7 +163,7 @@ class RedisServer:
     # -- the loop ------------------------------------------------------------
 
     async def _run(self, tg: TaskGroup, *, task_status: Any) -> None:
-        self._tg = tg
+        """The owner's loop, in *tg* (``self._tg``, the server's own group)."""
         state = self._state
         rebuilt = await anyio.to_thread.run_sync(
             self._window.load, state.state_dir, self.keys.name, state.revision
