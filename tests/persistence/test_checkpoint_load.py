@@ -135,7 +135,7 @@ def test_the_loop_runs_while_a_large_checkpoint_loads(backend: str) -> None:
     # by the benchmark's own measure, in a process of its own: the large
     # heap it leaves would slow the forks of the tests after it.
     code = (
-        "import anyio; from benchmarks.scale import _checkpoint_load; "
+        "import anyio; from benchmarks._whole_reads import _checkpoint_load; "
         f"print(*anyio.run(_checkpoint_load, 200_000, backend={backend!r}))"
     )
     done = subprocess.run(
