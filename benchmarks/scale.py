@@ -6,6 +6,11 @@ actor, and sequential sends through several snapshots. Runs of the same
 workload, ratios within the run:
 
 (a) snapshots off (``snapshot_every`` past the run): the baseline;
+(o) as (a), with another Python process busy meanwhile on the machine,
+    decoding the same tree's JSON over and over: what a process that works
+    beside the state (as a snapshot's rebuild does) costs it, stateward
+    apart. On a machine of two CPUs, (b) cannot be expected to do better
+    than (o) against (a);
 (b) the default for a tree this large: snapshots rebuilt from the files by
     a new process, ``gc.freeze()`` after loading and after each snapshot;
 (k) the same with ``snapshot_child="fork"``: a forked child serialises;
@@ -43,9 +48,12 @@ checkpoints loaded and saved, with the event loop's longest stop.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -177,6 +185,36 @@ def memory_per_leaf(n: int, backend: str = "asyncio") -> tuple[float, float]:
     return plain_bytes / n, used / n
 
 
+_BUSY = """\
+import json, sys
+body = json.dumps({"jobs": {f"k{i}": {"n": i} for i in range(int(sys.argv[1]))}})
+print("ready", flush=True)
+while True:
+    json.loads(body)
+"""
+
+BESIDE = "(o) as (a), beside a busy process"
+
+
+@contextlib.contextmanager
+def _busy_process(n: int) -> Iterator[None]:
+    """Another Python process, decoding an *n*-leaf tree over and over, meanwhile.
+
+    The work of a snapshot's rebuild (it decodes the previous snapshot, the
+    larger part of its time), without stateward.
+    """
+    busy = subprocess.Popen(
+        [sys.executable, "-c", _BUSY, str(n)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert busy.stdout is not None
+        busy.stdout.readline()  # its tree's JSON is made: it decodes from now on
+        yield
+    finally:
+        busy.kill()
+        busy.wait()
+
+
 def run(backends: list[str], quick: bool) -> Iterator[str]:
     """Yield the report's rows, one figure at a time."""
     n = 100_000 if quick else 1_000_000
@@ -187,6 +225,7 @@ def run(backends: list[str], quick: bool) -> Iterator[str]:
         grow = ", grown from {}, history 100,000"
         for label, snapshot_every, child, memory, grown in (
             ("(a) snapshots off", sends * 10, "replay", None, False),
+            (BESIDE, sends * 10, "replay", None, False),
             ("(b) rebuilt by a new process + gc.freeze", every, "replay", None, False),
             ("(k) forked child + gc.freeze", every, "fork", None, False),
             ("(c) on the actor, no freeze", every, None, None, False),
@@ -202,16 +241,17 @@ def run(backends: list[str], quick: bool) -> Iterator[str]:
             (f"(m) in memory{grow} (default: watches)", None, "", True, True),
             ("(n) the same with freeze_gc=False", None, None, False, True),
         ):
-            result = anyio.run(
-                _run,
-                n,
-                n if grown else sends,
-                snapshot_every,
-                child,
-                memory,
-                grown,
-                backend=backend,
-            )
+            with _busy_process(n) if label == BESIDE else contextlib.nullcontext():
+                result = anyio.run(
+                    _run,
+                    n,
+                    n if grown else sends,
+                    snapshot_every,
+                    child,
+                    memory,
+                    grown,
+                    backend=backend,
+                )
             times = result.times
             total = sum(times)
             ordered = sorted(times)
@@ -250,6 +290,16 @@ def run(backends: list[str], quick: bool) -> Iterator[str]:
                 f"{'meets' if ok else 'MISSES'}); sends/s {rate / base_rate:.2f}x "
                 f"(target >= 0.8x: {'meets' if fast else 'MISSES'}) |"
             )
+        busy_longest, busy_rate = results[BESIDE]
+        longest, rate = results["(b) rebuilt by a new process + gc.freeze"]
+        yield (
+            f"| {backend} | (o) vs (a): another process busy, stateward apart | "
+            f"longest {busy_longest:.1f} ms vs {base_longest:.1f} ms = "
+            f"{busy_longest / base_longest:.2f}x; sends/s "
+            f"{busy_rate / base_rate:.2f}x; "
+            f"(b) against (o): longest {longest / busy_longest:.2f}x, sends/s "
+            f"{rate / busy_rate:.2f}x |"
+        )
         yield from whole_reads(n, backend)
         yield async_whole_read(n, backend)
         yield checkpoint_load(n, backend)
