@@ -51,7 +51,14 @@ __all__ = ["WAIT_FOR", "Persister"]
 logger = logging.getLogger(__name__)
 
 WAIT_FOR: Final = {"none": 0, "flush": 1, "fsync": 2}
-_QUEUE: Final = 16  # commits in flight before the state actor waits
+# Commits in flight before the state actor waits for the journal, or the
+# bytes of their records, whichever comes first. The journal stops taking
+# commits while a snapshot's segment begins (three fsyncs, and under
+# "flush" or "none" the old segment's unsynced tail): the room lets the
+# actor go on meanwhile, as the disk allows, rather than stop every few
+# sends. (16 commits stopped sequential sends for 2-5 ms at each snapshot.)
+_QUEUE: Final = 1024
+_QUEUE_BYTES: Final = 32 << 20
 # How long this task waits for a thread enlisted to write its own commit
 # before it writes the commit itself (the thread may have been interrupted
 # before it got there; either way the record is written exactly once).
@@ -78,6 +85,8 @@ class Persister:
             _QUEUE
         )
         self.inflight: deque[Commit] = deque()
+        self.inflight_bytes = 0  # of their records
+        self._taken: anyio.Event | None = None  # the actor waits for room
         self.writer = JournalWriter(journal, self.fsync_all, self._committed)
         self._schedule = current_scheduler()
         self.durable_revision = core.tree.revision
@@ -93,20 +102,41 @@ class Persister:
         if self.has_room():
             self.submit_nowait(commit)  # (send() would take a turn of the loop)
             return
+        while self.inflight_bytes >= _QUEUE_BYTES and not self.finished.is_set():
+            if self._taken is None:
+                self._taken = anyio.Event()
+            await self._taken.wait()
         self.inflight.append(commit)
+        self.inflight_bytes += len(commit.blob)
         self.writer.queue(commit)
         await self.tx.send(commit)  # (full: waits; ended: raises as it did)
 
     def has_room(self) -> bool:
         """Whether :meth:`submit_nowait` may be called now (this task still runs)."""
         # The stream holds at most the commits in flight and one snapshot order.
-        return not self.finished.is_set() and len(self.inflight) + 2 <= _QUEUE
+        return (
+            len(self.inflight) + 2 <= _QUEUE
+            and self.inflight_bytes < _QUEUE_BYTES
+            and not self.finished.is_set()
+        )
 
     def submit_nowait(self, commit: Commit) -> None:
         """:meth:`submit`, where :meth:`has_room` said so (not awaiting)."""
         self.inflight.append(commit)
+        self.inflight_bytes += len(commit.blob)
         self.writer.queue(commit)
         self.tx.send_nowait(commit)
+
+    def _took(self, commit: Commit) -> None:
+        """*commit* is no longer in flight: the actor may have room again."""
+        self.inflight.popleft()
+        self.inflight_bytes -= len(commit.blob)
+        self._room()
+
+    def _room(self) -> None:
+        if self._taken is not None:
+            self._taken.set()
+            self._taken = None
 
     def snapshot_due(self, revision: int) -> bool:
         """Whether a snapshot of *revision* is due (:meth:`Snapshots.due`)."""
@@ -133,6 +163,8 @@ class Persister:
         for commit in self.inflight:
             commit.refuse(error)
         self.inflight.clear()
+        self.inflight_bytes = 0
+        self._room()
         self.tx.close()
 
     def close(self) -> None:
@@ -177,6 +209,7 @@ class Persister:
             self.rx.close()
             self.tx.close()
             self.finished.set()
+            self._room()
 
     async def _take(self) -> Commit | SnapshotOrder | None:
         """The next item, without a turn of the loop when one is queued; None: ended."""
@@ -217,7 +250,7 @@ class Persister:
             else:
                 commit.refuse(failed)
             if self.inflight and self.inflight[0] is commit:
-                self.inflight.popleft()  # (abandon() may have emptied it meanwhile)
+                self._took(commit)  # (abandon() may have emptied it meanwhile)
         if failed is not None:
             return
         await deliver(blocked)

@@ -15,7 +15,8 @@ import anyio
 import pytest
 
 from stateward import Set, StateActor, open_state
-from stateward.actors import _snapshots
+from stateward.actors import _persister, _snapshots
+from stateward.actors._journal_writer import JournalWriter
 from stateward.actors.persistence import PersistenceConfig
 
 from .forks import assert_reaped, held_back, holding, snapshot_files, spy_forks
@@ -234,3 +235,96 @@ async def test_a_snapshot_child_that_hangs_is_killed_and_snapshots_go_on(
             assert snapshot_files(tmp_path)[6] == {"n": 5}
             await state.stop()
     assert "took over 0.2 s: killed" in caplog.text
+
+
+@contextlib.contextmanager
+def segment_end_held(monkeypatch):
+    """Hold the journal's segment end (a snapshot's rotation) until released.
+
+    Yields (entered, release): threading Events, the first set once the
+    rotation is under way in its worker thread.
+    """
+    entered, release = threading.Event(), threading.Event()
+    real = JournalWriter.end_segment
+
+    def held(self: JournalWriter, end: object) -> None:
+        entered.set()
+        release.wait(30)
+        real(self, end)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(JournalWriter, "end_segment", held)
+    try:
+        yield entered, release
+    finally:
+        release.set()  # (a failed test must not leave the thread blocked)
+
+
+@pytest.mark.parametrize("durability", ["fsync", "flush", "none"])
+async def test_sends_go_on_while_a_snapshot_begins_its_segment(
+    tmp_path, monkeypatch, durability
+):
+    # Ending the old segment and starting the next costs fsyncs (and under
+    # "flush" or "none" the old segment's whole unsynced tail): the journal
+    # takes no commit meanwhile. Queued commits had room for 16 sends, after
+    # which every send waited for the disk, those that do not wait for it
+    # (durable=False) too.
+    config = PersistenceConfig(
+        str(tmp_path), durability, snapshot_every=10, snapshot_child="fork"
+    )
+    with segment_end_held(monkeypatch) as (entered, release):
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            for i in range(10):  # the 10th orders the snapshot
+                await state.send(Set(f"k{i}", i))
+            await anyio.to_thread.run_sync(entered.wait, 10)
+            with anyio.fail_after(10):
+                for i in range(10, 500):
+                    await state.send(Set(f"k{i}", i), durable=False)
+            assert state._core.persister.durable_revision <= 10  # still held
+            release.set()
+            await state.stop()
+    async with open_state(state_dir=str(tmp_path)) as again:
+        assert await again.get("") == {f"k{i}": i for i in range(500)}
+
+
+async def test_commits_waiting_for_the_journal_are_bounded_by_their_bytes(
+    tmp_path, monkeypatch
+):
+    # The room is also counted in the records' bytes: large values stop the
+    # actor sooner than the count of commits would, and go on once the
+    # journal takes them. Nothing is lost.
+    monkeypatch.setattr(_persister, "_QUEUE_BYTES", 20_000)
+    config = PersistenceConfig(
+        str(tmp_path), "flush", snapshot_every=5, snapshot_child="fork"
+    )
+    value = "x" * 4_000
+    done = 0
+    with segment_end_held(monkeypatch) as (entered, release):
+        async with anyio.create_task_group() as tg:
+            state = await tg.start(StateActor(initial={}, persistence=config).run)
+            for i in range(5):
+                await state.send(Set(f"k{i}", value))
+            await anyio.to_thread.run_sync(entered.wait, 10)
+
+            finished = anyio.Event()
+
+            async def sender() -> None:
+                nonlocal done
+                for i in range(5, 40):
+                    await state.send(Set(f"k{i}", value), durable=False)
+                    done += 1
+                finished.set()
+
+            tg.start_soon(sender)
+            await anyio.wait_all_tasks_blocked()
+            persister = state._core.persister
+            # Five records of 4 kB fill 20 kB; one send more may be taken
+            # into the actor's next batch before it waits.
+            assert 4 <= done <= 7
+            assert 20_000 <= persister.inflight_bytes < 20_000 + 2 * 4_200
+            release.set()
+            with anyio.fail_after(10):
+                await finished.wait()
+            await state.stop()
+    async with open_state(state_dir=str(tmp_path)) as again:
+        assert await again.get("") == {f"k{i}": value for i in range(40)}
