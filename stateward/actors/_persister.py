@@ -86,7 +86,8 @@ class Persister:
         )
         self.inflight: deque[Commit] = deque()
         self.inflight_bytes = 0  # of their records
-        self._taken: anyio.Event | None = None  # the actor waits for room
+        # Set as commits leave, when the actor waits for room.
+        self._room_made: anyio.Event | None = None
         self.writer = JournalWriter(journal, self.fsync_all, self._committed)
         self._schedule = current_scheduler()
         self.durable_revision = core.tree.revision
@@ -98,14 +99,18 @@ class Persister:
     # -- the state actor's side ---------------------------------------------
 
     async def submit(self, commit: Commit) -> None:
-        """Queue *commit* for the journal; wait only while the queue is full."""
+        """Queue *commit* for the journal; wait only while the queue is full.
+
+        Full: :data:`_QUEUE` commits in flight, or :data:`_QUEUE_BYTES` of
+        their records (a commit that would pass it is queued, the next waits).
+        """
         if self.has_room():
             self.submit_nowait(commit)  # (send() would take a turn of the loop)
             return
         while self.inflight_bytes >= _QUEUE_BYTES and not self.finished.is_set():
-            if self._taken is None:
-                self._taken = anyio.Event()
-            await self._taken.wait()
+            if self._room_made is None:
+                self._room_made = anyio.Event()
+            await self._room_made.wait()
         self.inflight.append(commit)
         self.inflight_bytes += len(commit.blob)
         self.writer.queue(commit)
@@ -131,12 +136,12 @@ class Persister:
         """*commit* is no longer in flight: the actor may have room again."""
         self.inflight.popleft()
         self.inflight_bytes -= len(commit.blob)
-        self._room()
+        self._tell_room()
 
-    def _room(self) -> None:
-        if self._taken is not None:
-            self._taken.set()
-            self._taken = None
+    def _tell_room(self) -> None:
+        if self._room_made is not None:
+            self._room_made.set()
+            self._room_made = None
 
     def snapshot_due(self, revision: int) -> bool:
         """Whether a snapshot of *revision* is due (:meth:`Snapshots.due`)."""
@@ -164,7 +169,7 @@ class Persister:
             commit.refuse(error)
         self.inflight.clear()
         self.inflight_bytes = 0
-        self._room()
+        self._tell_room()
         self.tx.close()
 
     def close(self) -> None:
@@ -209,7 +214,7 @@ class Persister:
             self.rx.close()
             self.tx.close()
             self.finished.set()
-            self._room()
+            self._tell_room()
 
     async def _take(self) -> Commit | SnapshotOrder | None:
         """The next item, without a turn of the loop when one is queued; None: ended."""
