@@ -91,7 +91,8 @@ def inspect_command(
         redactor = Redactor(redact or [])
         segments = parse_path(path)
         if not os.path.isdir(directory):
-            print(f"stateward inspect: {directory}: no such state directory",
+            what = "a file" if os.path.exists(directory) else "no such directory"
+            print(f"stateward inspect: {directory}: {what}, not a state directory",
                   file=sys.stderr)  # fmt: skip
             return 1
         names = os.listdir(directory)

@@ -427,7 +427,10 @@ def test_stateward_inspect_shows_files_and_rebuilds_a_revision(tmp_path: Path) -
     assert _inspect(str(tmp_path), "--revision", "99").returncode == 1
     missing = _inspect(str(tmp_path / "nope"))
     assert missing.returncode == 1
-    assert "no such state directory" in missing.stderr
+    assert "nope: no such directory, not a state directory" in missing.stderr
+    a_file = _inspect(str(tmp_path / before[0]))
+    assert a_file.returncode == 1
+    assert ": a file, not a state directory" in a_file.stderr
     assert sorted(os.listdir(tmp_path)) == before  # read-only
 
 
