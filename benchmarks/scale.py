@@ -37,6 +37,9 @@ backend:
 
 (e) memory per leaf of a running state against the same data in a plain
     dict (tracemalloc; target <= 1.2x);
+(p) memory per subscriber, per backend: 2,000 subscribers of a running
+    state, each on a path of its own and having handled one event
+    (tracemalloc), what one costs before its mailbox holds anything;
 (f) recovery of a journal of one-Set records (200,000, or 20,000 with
     --quick), in records/s (target >= 500,000/s), and how many progress
     reports it gave.
@@ -150,6 +153,43 @@ async def _run(
     gc.unfreeze()
     gc.collect()
     return _Result(times, snapshots, pauses)
+
+
+SUBSCRIBERS = 2_000
+
+
+def memory_per_subscriber(backend: str, n: int = SUBSCRIBERS) -> float:
+    """Bytes per subscriber of a running state: its task, mailbox and route.
+
+    *n* subscribers, each on a path of its own (``jobs.k<i>.n``), each
+    having handled one event, measured with ``tracemalloc``.
+    """
+
+    async def handler(event: object) -> None:
+        return None
+
+    async def measure() -> float:
+        async with open_state({"jobs": {f"k{i}": {"n": i} for i in range(n)}}) as state:
+            await state.send(Set("jobs.k0.n", -1))  # (the actor's own first use)
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            subscriptions = [
+                await state.subscribe(f"jobs.k{i}.n", handler) for i in range(n)
+            ]
+            for i in range(n):
+                receipt = await state.send(Set(f"jobs.k{i}.n", i + 1))
+                await receipt.acks()
+            gc.collect()
+            used = tracemalloc.get_traced_memory()[0] - before
+            for subscription in subscriptions:
+                await subscription.unsubscribe()
+            return used / n
+
+    tracemalloc.start()
+    try:
+        return anyio.run(measure, backend=backend)
+    finally:
+        tracemalloc.stop()
 
 
 def memory_per_leaf(n: int, backend: str = "asyncio") -> tuple[float, float]:
@@ -311,6 +351,12 @@ def run(backends: list[str], quick: bool) -> Iterator[str]:
         f"{running:.0f} B vs plain dict {plain:.0f} B = {running / plain:.2f}x "
         f"(target <= 1.2x: {verdict}) |"
     )
+    for backend in backends:
+        cost = memory_per_subscriber(backend)
+        yield (
+            f"| {backend} | (p) memory per subscriber, {SUBSCRIBERS:,} on paths "
+            f"of their own (tracemalloc) | {cost:,.0f} B |"
+        )
     records = 20_000 if quick else 200_000
     with tempfile.TemporaryDirectory(dir=os.environ.get("STATEWARD_BENCH_DIR")) as d:
         reports: list[RecoveryProgress] = []

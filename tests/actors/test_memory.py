@@ -8,7 +8,7 @@ import tracemalloc
 import anyio
 import pytest
 
-from benchmarks.scale import memory_per_leaf
+from benchmarks.scale import memory_per_leaf, memory_per_subscriber
 from stateward import Overflow, Set, open_state
 
 pytestmark = pytest.mark.anyio
@@ -62,3 +62,15 @@ def test_a_running_state_costs_about_what_a_plain_dict_costs(backend: str) -> No
     # scale benchmark prints the same measure at a million leaves.)
     plain, used = memory_per_leaf(20_000, backend)
     assert used <= 1.2 * plain, (used, plain)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_subscriber_costs_a_few_kilobytes_before_its_mailbox_holds_anything(
+    backend: str,
+) -> None:
+    # Its task, its mailbox, its route and its counters: 8-10 kB measured
+    # (docs/performance.md, Memory). A bound with room for the noise, so
+    # that a per-subscriber cache or a preallocated buffer does not go
+    # unnoticed: 10,000 subscribers are a case the benchmarks run.
+    cost = memory_per_subscriber(backend, 500)
+    assert cost < 16_000, f"{cost:,.0f} bytes per subscriber"
