@@ -25,11 +25,10 @@ Memory per subscriber is bounded by ``mailbox_size`` deliveries.
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import attrs
@@ -47,6 +46,7 @@ from ._handler import (
     ras_of_error,
 )
 from ._handover import Handover
+from ._subscriber_info import Overflow, SubscriberStatistics
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -65,48 +65,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class Overflow(enum.Enum):
-    """What a subscriber's full mailbox does with the next delivery."""
-
-    BLOCK = "block"
-    """Make the state actor wait up to ``block_timeout`` s, then drop and Resync."""
-    DROP = "drop"
-    """Drop at once; the subscriber gets one Resync when it catches up."""
-
-
-@final
-@attrs.frozen
-class SubscriberStatistics:
-    """A snapshot of one subscriber's counters."""
-
-    name: str
-    """The subscriber's name."""
-    pattern: str
-    """Its pattern."""
-    queued: int
-    """Deliveries waiting in the mailbox now."""
-    mailbox_size: int
-    """The mailbox's bound."""
-    peak: int
-    """The most deliveries ever waiting at once."""
-    delivered: int
-    """Deliveries handled (acknowledged)."""
-    dropped: int
-    """Deliveries dropped by the overflow policy."""
-    resyncs: int
-    """Resync events handed to the handler."""
-    acks_ok: int
-    """Acks sent with success."""
-    acks_failed: int
-    """Acks sent with a failure code."""
-    acks_by_code: tuple[tuple[int, int], ...] = ()
-    """``(RAS code, count)`` for every code answered, by code."""
-    ack_latency_mean: float = 0.0
-    """Mean seconds from a delivery entering the mailbox to its Ack."""
-    ack_latency_max: float = 0.0
-    """Longest such time, in seconds."""
 
 
 _CLOSED: Final = object()
