@@ -2,7 +2,7 @@
 
 :class:`Overflow`, the policy a subscriber is made with, and
 :class:`SubscriberStatistics`, the snapshot of its counters that
-``Subscription.statistics()`` and ``StateHandle.statistics()`` give. Both
+``Subscription.statistics()`` and ``subscriber_statistics()`` give. Both
 are plain values, safe to hold and share from any task or thread; the
 subscriber actor itself is in :mod:`.subscriber`.
 """

@@ -105,7 +105,9 @@ class Subscriber:
     """Told of a handler's KeyboardInterrupt or SystemExit (the actor stops)."""
     literal: bool = attrs.field(init=False)
     _queue: deque[_Delivery] = attrs.field(init=False, factory=deque)
-    _backlog: deque[_Delivery] = attrs.field(init=False, factory=deque)
+    # Deliveries replayed from the history (see replay()); made when needed:
+    # an empty deque is 760 bytes, a tenth of a subscriber.
+    _backlog: deque[_Delivery] | None = attrs.field(init=False, default=None)
     # History older than the ring, routed as it is taken (see replay()).
     _older: Iterator[_Delivery] | None = attrs.field(init=False, default=None)
     _resync: list[int] | None = attrs.field(init=False, default=None)
@@ -119,7 +121,9 @@ class Subscriber:
     _offer: Callable[[tuple[StateChanged, ...]], bool] | None = attrs.field(
         init=False, default=None
     )
-    _finished: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    # Its task has ended; the event is made for a waiter only (as _backlog).
+    _ended: bool = attrs.field(init=False, default=False)
+    _finished: anyio.Event | None = attrs.field(init=False, default=None)
     _peak: int = attrs.field(init=False, default=0)
     _since_yield: int = attrs.field(init=False, default=0)
     _slice_start: float = attrs.field(init=False, default=0.0)
@@ -209,6 +213,8 @@ class Subscriber:
         now = time.monotonic()
         for delivery in deliveries:
             delivery.queued_at = now
+        if self._backlog is None:
+            self._backlog = deque()
         self._backlog.extend(deliveries)
         if older is not None:
             self._older = _queued_at(older, now)
@@ -270,6 +276,11 @@ class Subscriber:
 
     async def wait_finished(self) -> None:
         """Wait until the subscriber's task has ended."""
+        if self._ended:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._finished is None:
+            self._finished = anyio.Event()
         await self._finished.wait()
 
     def statistics(self) -> SubscriberStatistics:
@@ -344,7 +355,9 @@ class Subscriber:
             if self._current is not None:  # cancelled mid-delivery: it has no Ack
                 self._current.receipt._give_up(self.name)
             self._give_up_queue()
-            self._finished.set()
+            self._ended = True
+            if self._finished is not None:
+                self._finished.set()
 
     def _take(self) -> _Delivery | Resync | object | None:
         """The next thing to handle, ``_CLOSED``, or None when there is nothing."""

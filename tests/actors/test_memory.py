@@ -68,7 +68,7 @@ def test_a_running_state_costs_about_what_a_plain_dict_costs(backend: str) -> No
 def test_a_subscriber_costs_a_few_kilobytes_before_its_mailbox_holds_anything(
     backend: str,
 ) -> None:
-    # Its task, its mailbox, its route and its counters: 8-10 kB measured
+    # Its task, its mailbox, its route and its counters: 7-9 kB measured
     # (docs/performance.md, Memory). A bound with room for the noise, so
     # that a per-subscriber cache or a preallocated buffer does not go
     # unnoticed: 10,000 subscribers are a case the benchmarks run.
