@@ -81,23 +81,21 @@ class OwnerLease:
         )
         raise RemoteError(msg)
 
-    async def renew(self) -> bool:
-        """Keep the lease; False: another owner holds it now.
+    async def renew(self) -> str | None:
+        """Keep the lease: None, or the token of another owner that holds it now.
 
         Raises:
             RemoteUnavailableError: Redis cannot be reached (try again).
         """
         holder = await self._conn.get_text(self._key)
         if holder is None:  # Redis lost it (or it ran out): claim it again
-            return await self._conn.claim(self._key, self.token, self._ms)
+            if await self._conn.claim(self._key, self.token, self._ms):
+                return None
+            return await self._conn.get_text(self._key) or "nobody"
         if holder != self.token:
-            return False
+            return holder
         await self._conn.expire_in(self._key, self._ms)
-        return True
-
-    async def holder(self) -> str | None:
-        """Who holds the lease now (its token; None: nobody)."""
-        return await self._conn.get_text(self._key)
+        return None
 
     async def release(self) -> None:
         """Give the lease back, if this owner still holds it."""
@@ -153,7 +151,8 @@ async def still_held(
     Raises:
         RemoteUnavailableError: Redis cannot be reached (try again).
     """
-    if await lease.renew():
+    holder = await lease.renew()
+    if holder is None:
         return True
-    await lost(await lease.holder() or "nobody")
+    await lost(holder)
     return False
