@@ -10,7 +10,7 @@ import math
 import os
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from ._errors import InvalidActionError
+from ._errors import InvalidActionError, short_repr
 from ._json import is_text
 
 if TYPE_CHECKING:
@@ -46,7 +46,9 @@ def check_int(
     ):
         none = "None or " if optional else ""
         most = "" if maximum is None else f" and <= {maximum}"
-        reason = f"must be {none}an int >= {minimum}{most} (got {value!r})"
+        reason = (
+            f"must be {none}an int >= {minimum}{most} (got {short_repr(value, 60)})"
+        )
         raise InvalidActionError(field, reason)
 
 
@@ -64,7 +66,7 @@ def check_text(field: str, value: str) -> None:
 def check_callable(field: str, value: object) -> None:
     """*value* must be callable (a handler, a callback, a function)."""
     if not callable(value):
-        reason = f"must be callable (got {value!r:.60})"
+        reason = f"must be callable (got {short_repr(value, 60)})"
         raise InvalidActionError(field, reason)
 
 
@@ -72,7 +74,9 @@ def check_bool(field: str, value: object, *, optional: bool = False) -> None:
     """*value* must be True or False (or None, when *optional*)."""
     if type(value) is not bool and not (optional and value is None):
         none = " or None" if optional else ""
-        raise InvalidActionError(field, f"must be a bool{none} (got {value!r})")
+        raise InvalidActionError(
+            field, f"must be a bool{none} (got {short_repr(value, 60)})"
+        )
 
 
 def check_seconds(
@@ -88,7 +92,9 @@ def check_seconds(
     if not ok:
         none = "None or " if optional else ""
         bound = "> 0" if positive else ">= 0"
-        reason = f"must be {none}a number of seconds {bound} (got {value!r})"
+        reason = (
+            f"must be {none}a number of seconds {bound} (got {short_repr(value, 60)})"
+        )
         raise InvalidActionError(field, reason)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 
 from .._checks import check_int, check_seconds
-from .._errors import CompactedError, CorruptStateError, InvalidActionError
+from .._errors import CompactedError, CorruptStateError, InvalidActionError, short_repr
 from ..messages.events import Progress, Resync, StateChanged
 from ..paths import PathLike, PatternTrie, format_path, parse_pattern
 from ._history import undo_in_slices
@@ -254,7 +254,7 @@ class HandleFeed:
         core = self._core
         current = core.tree.revision
         if type(revision) is not int or not 0 <= revision <= current:
-            reason = f"must be an int in 0..{current} (got {revision!r})"
+            reason = f"must be an int in 0..{current} (got {short_repr(revision, 60)})"
             raise InvalidActionError("revision", reason)
         if revision >= core.history.oldest(current):
             # The tree now (a large one read without stopping the actor), then

@@ -40,6 +40,7 @@ from .._errors import (
     DuplicateNameError,
     InvalidActionError,
     describe_exception,
+    short_repr,
 )
 from . import _checkpoint_disk as _disk
 from ._checkpoint_files import (
@@ -104,7 +105,8 @@ class Checkpoints:
         if keep is not None and retention is not None:
             raise InvalidActionError("retention", "give keep or retention, not both")
         if retention is not None and not callable(cast("object", retention)):
-            reason = f"must be a callable policy(checkpoints) (got {retention!r})"
+            got = short_repr(retention, 60)
+            reason = f"must be a callable policy(checkpoints) (got {got})"
             raise InvalidActionError("retention", reason)
         self._state = state
         # (absolute now: a later os.chdir must not move the checkpoints)

@@ -28,6 +28,7 @@ from .._errors import (
     RevisionMismatchError,
     StateBrokenError,
     StateClosedError,
+    short_repr,
 )
 from .._json import JSON, copy_json
 from ..messages.actions import Action, Set, Transaction
@@ -209,7 +210,8 @@ class StateHandle(
         if core.failed is not None or core.closed:
             self._check_open()
         if not isinstance(cast("object", action), Action) or type(action) is Action:
-            reason = f"expected an action such as Set or Delete, got {action!r}"
+            got = short_repr(action, 60)
+            reason = f"expected an action such as Set or Delete, got {got}"
             raise InvalidActionError("action", reason)
         # The common case, in place: nothing persisted, nothing asked.
         if durable is None and core.persister is None:
@@ -421,7 +423,7 @@ class StateHandle(
         check_callable("handler", handler)
         check_int("mailbox_size", mailbox_size, 1, maximum=MAX_MAILBOX)
         if not isinstance(cast("object", overflow), Overflow):
-            reason = f"must be an Overflow (got {overflow!r})"
+            reason = f"must be an Overflow (got {short_repr(overflow, 60)})"
             raise InvalidActionError("overflow", reason)
         check_seconds("block_timeout", block_timeout)
         if handler_timeout is not None:
@@ -438,7 +440,7 @@ class StateHandle(
             base: str = getattr(handler, "__qualname__", type(handler).__name__)
             name = core.routes.unique_name(base)
         elif type(name) is not str or not name:
-            reason = f"must be a non-empty str (got {name!r})"
+            reason = f"must be a non-empty str (got {short_repr(name, 60)})"
             raise InvalidActionError("name", reason)
         else:
             check_text("name", name)  # (it is in every report, sent as JSON)

@@ -26,7 +26,7 @@ import anyio
 import attrs
 
 from .._checks import MAX_MAILBOX, bool_validator, int_validator
-from .._errors import InvalidActionError, StateDirectoryError
+from .._errors import InvalidActionError, StateDirectoryError, short_repr
 from .._json import JSON, own_json
 from ..paths import format_path, parse_pattern
 from ..tree import Tree
@@ -96,7 +96,7 @@ def _to_patterns(value: Iterable[str]) -> tuple[str, ...]:
             raise TypeError  # (one str is no list of patterns)
         patterns = tuple(value)
     except TypeError:
-        reason = f"must be a list of patterns (got {value!r:.60})"
+        reason = f"must be a list of patterns (got {short_repr(value, 60)})"
         raise InvalidActionError("redact", reason) from None
     return tuple(format_path(parse_pattern(p)) for p in patterns)  # bad ones raise
 

@@ -33,6 +33,7 @@ from .._errors import (
     InvalidActionError,
     StateClosedError,
     StateFileChangedError,
+    short_repr,
 )
 from .._json import JSON, own_json
 from ..messages.actions import Action, Delete, Set
@@ -135,7 +136,7 @@ class Store(StoreEvents, StoreTransactions):
         if initial is not None and default is not None:
             raise InvalidActionError("default", "give initial or default, not both")
         if backend not in ("asyncio", "trio"):
-            reason = f"must be 'asyncio' or 'trio' (got {backend!r:.60})"
+            reason = f"must be 'asyncio' or 'trio' (got {short_repr(backend, 60)})"
             raise InvalidActionError("backend", reason)
         trio = sys.modules.get("trio")
         if backend == "trio" and trio is not None and trio.lowlevel.in_trio_task():

@@ -475,3 +475,22 @@ def test_an_object_whose_repr_raises_is_still_a_typed_error(build, error):
     # object's own RuntimeError instead of the typed error.
     with pytest.raises(error, match="whose repr raised"):
         build()
+
+
+@pytest.mark.parametrize(
+    "misuse",
+    [
+        lambda state: state.send(_NoRepr()),
+        lambda state: state.subscribe("", _NoRepr()),
+        lambda state: state.subscribe("", print, mailbox_size=_NoRepr()),
+        lambda state: state.subscribe("", print, overflow=_NoRepr()),
+        lambda state: state.subscribe("", print, block_timeout=_NoRepr()),
+        lambda state: state.subscribe("", print, name=_NoRepr()),
+        lambda state: state.at_revision(_NoRepr()),
+    ],
+)
+async def test_an_argument_whose_repr_raises_is_still_an_invalid_action(misuse):
+    # The argument checks quoted the bad argument with repr() as well.
+    async with open_state({}) as state:
+        with pytest.raises(InvalidActionError, match="whose repr raised"):
+            await misuse(state)

@@ -10,6 +10,7 @@ import attrs
 from ..._checks import absolute_path, check_int, int_validator, seconds_validator
 from ..._errors import (
     InvalidActionError,
+    short_repr,
 )
 from .._files import Files
 from ._fork import CHILD_TIMEOUT
@@ -50,13 +51,16 @@ ADAPTIVE_SNAPSHOT_EVERY: Final = 10_000
 
 def _check_durability(_inst: object, attr: attrs.Attribute[str], value: object) -> None:
     if value not in DURABILITIES:
-        reason = f"must be one of {', '.join(DURABILITIES)} (got {value!r})"
+        reason = (
+            f"must be one of {', '.join(DURABILITIES)} (got {short_repr(value, 60)})"
+        )
         raise InvalidActionError(attr.name, reason)
 
 
 def _check_child(_inst: object, attr: attrs.Attribute[str], value: object) -> None:
     if value not in SNAPSHOT_CHILDREN:
-        reason = f"must be one of {', '.join(SNAPSHOT_CHILDREN)} (got {value!r})"
+        got = short_repr(value, 60)
+        reason = f"must be one of {', '.join(SNAPSHOT_CHILDREN)} (got {got})"
         raise InvalidActionError(attr.name, reason)
 
 
